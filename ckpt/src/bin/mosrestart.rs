@@ -1,0 +1,32 @@
+//! mosrestart: become the process saved in an image. Usually run by `mos restart`.
+//! Usage: mosrestart [--eager] [--no-verify] IMAGE
+
+fn main() {
+    let mut lazy = true;
+    let mut verify = true;
+    let mut path = None;
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--eager" => lazy = false,
+            "--lazy" => lazy = true,
+            "--no-verify" => verify = false,
+            "-h" | "--help" => {
+                println!("usage: mosrestart [--eager|--lazy] [--no-verify] IMAGE");
+                return;
+            }
+            _ if path.is_none() && !a.starts_with("--") => path = Some(a),
+            _ => {
+                eprintln!("mosrestart: unexpected argument {a:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let Some(path) = path else {
+        eprintln!("mosrestart: missing IMAGE argument");
+        std::process::exit(2);
+    };
+    let opts = ckpt::restore::Options { lazy, verify };
+    let Err(e) = ckpt::restore::run(std::path::Path::new(&path), opts);
+    eprintln!("mos restart: {path}: {e}");
+    std::process::exit(2);
+}

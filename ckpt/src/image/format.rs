@@ -1,0 +1,235 @@
+//! The on-disk image format: fixed header, postcard metadata, page data, trailer.
+//!
+//! ```text
+//! 0      magic "MOSIMAGE" | version u32 | arch u32 | meta_len u64 | meta_hash u64
+//!        | data_off u64 | data_len u64 | page_size u32 | pad u32 | header_hash u64   (64 bytes)
+//! 64     metadata (postcard `ImageMeta`, meta_len bytes)
+//! data_off (page aligned)  page data: every region's extents back to back, page aligned
+//! data_off+data_len        trailer: n x u64 region hashes | n u64 | trailer_hash u64 | "MOSTAIL!"
+//! ```
+//! Everything is written front to back (streamable). Readers check magic, version,
+//! architecture, then checksums, and refuse what they do not understand.
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"MOSIMAGE";
+pub const TAIL_MAGIC: &[u8; 8] = b"MOSTAIL!";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 64;
+pub const PAGE: u64 = 4096;
+/// ELF machine number of the architecture images are taken on.
+pub const ARCH_X86_64: u32 = 62;
+
+pub fn arch_name(a: u32) -> &'static str {
+    match a {
+        3 => "i386",
+        40 => "arm",
+        62 => "x86_64",
+        183 => "aarch64",
+        243 => "riscv64",
+        _ => "unknown",
+    }
+}
+
+/// The fixed-size header at offset 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    pub arch: u32,
+    pub meta_len: u64,
+    pub meta_hash: u64,
+    pub data_off: u64,
+    pub data_len: u64,
+    pub page_size: u32,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
+        b[12..16].copy_from_slice(&self.arch.to_le_bytes());
+        b[16..24].copy_from_slice(&self.meta_len.to_le_bytes());
+        b[24..32].copy_from_slice(&self.meta_hash.to_le_bytes());
+        b[32..40].copy_from_slice(&self.data_off.to_le_bytes());
+        b[40..48].copy_from_slice(&self.data_len.to_le_bytes());
+        b[48..52].copy_from_slice(&self.page_size.to_le_bytes());
+        let h = xxhash_rust::xxh3::xxh3_64(&b[0..56]);
+        b[56..64].copy_from_slice(&h.to_le_bytes());
+        b
+    }
+}
+
+/// Where the bytes of the trailer start and how long the whole file must be.
+pub fn trailer_len(nregions: usize) -> u64 {
+    (nregions as u64) * 8 + 24
+}
+
+pub fn page_up(x: u64) -> u64 {
+    (x + PAGE - 1) & !(PAGE - 1)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegionKind {
+    /// anonymous private memory (heap, malloc arenas, thread stacks, bss)
+    Anon,
+    /// the main thread's stack (`[stack]`, grows down)
+    Stack,
+    /// `[heap]` (brk area)
+    Heap,
+    /// private mapping of a file (libraries, executable); contents saved in full
+    FilePrivate,
+    /// shared read-only mapping of a file: remapped from the file by path
+    FileSharedRo,
+    /// the shim's scratch area: recreated empty, never saved
+    Scratch,
+}
+
+/// A run of saved pages inside a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    /// offset of the first page from the region start
+    pub off: u64,
+    pub len: u64,
+    /// absolute offset of the data in the image file (page aligned)
+    pub file_off: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits
+    pub prot: u32,
+    pub kind: RegionKind,
+    /// file path for file-backed mappings, else the maps pseudo-name (may be empty)
+    pub path: String,
+    pub file_off: u64,
+    pub extents: Vec<Extent>,
+}
+
+impl Region {
+    pub fn data_bytes(&self) -> u64 {
+        self.extents.iter().map(|e| e.len).sum()
+    }
+}
+
+/// A kernel mapping that is moved rather than saved (`[vdso]`, `[vvar]`, `[vvar_vclock]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialMap {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKind {
+    /// regular file, reopened by path at `offset`
+    File,
+    /// directory, reopened by path
+    Dir,
+    /// character device (e.g. /dev/null), reopened by path
+    CharDev,
+    /// std stream (tty, pipe, socket, device) rebound to the restarting command's own
+    Inherit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdEntry {
+    pub fd: i32,
+    pub kind: FdKind,
+    pub path: String,
+    /// open flags as /proc/self/fdinfo shows them (O_CLOEXEC included)
+    pub flags: u32,
+    pub offset: i64,
+    /// what the link said at checkpoint, for humans (`pipe:[123]`, `/dev/pts/1`)
+    pub target: String,
+}
+
+/// Kernel `struct sigaction` for rt_sigaction (x86_64 layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigAction {
+    pub signo: i32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ITimer {
+    pub which: i32,
+    pub interval_us: i64,
+    pub value_us: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// Fields of the kernel's `mm` that `prctl(PR_SET_MM_MAP)` restores, so `brk` keeps working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// One thread of the image. Registers live in the `ThreadCtx` at `ctx_addr` (app memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadRec {
+    pub old_tid: i32,
+    pub ctx_addr: u64,
+    pub fs_base: u64,
+    /// `clear_child_tid` (glibc: &pthread->tid)
+    pub tid_addr: u64,
+    pub is_main: bool,
+    pub is_manager: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    pub created_unix_ms: u64,
+    pub comm: String,
+    /// pid as the app sees it (stable across restarts)
+    pub vpid: i32,
+    /// real pid of the process when the image was taken
+    pub real_pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    pub cwd: String,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub sigactions: Vec<SigAction>,
+    pub itimers: Vec<ITimer>,
+    pub mm: MmFields,
+    pub special: Vec<SpecialMap>,
+    /// xxh3 of the `[vdso]` bytes: a restart under another kernel's vdso is refused
+    pub vdso_hash: u64,
+    pub regions: Vec<Region>,
+    pub fds: Vec<FdEntry>,
+    pub threads: Vec<ThreadRec>,
+    /// address the restorer jumps to with rdi = ThreadCtx* (in the shim)
+    pub resume_entry: u64,
+    /// address of the shim's `RestartInfo`, filled by the restorer
+    pub restart_info: u64,
+}
+
+impl ImageMeta {
+    pub fn data_bytes(&self) -> u64 {
+        self.regions.iter().map(|r| r.data_bytes()).sum()
+    }
+}

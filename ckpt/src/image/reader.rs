@@ -1,0 +1,212 @@
+//! Validating image reader. Decoding is a pure function of the bytes: every problem is a
+//! typed error that names what is wrong, checked in the order magic, version,
+//! architecture, size, checksums.
+
+use super::format::*;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read image: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a mos image (bad magic)")]
+    NotAnImage,
+    #[error(
+        "image format version {0} is newer than this mos supports (up to {VERSION}); upgrade mos"
+    )]
+    NewerVersion(u32),
+    #[error("image format version {0} is not supported")]
+    BadVersion(u32),
+    #[error("image is for architecture {0} ({1}), this machine is x86_64")]
+    WrongArch(&'static str, u32),
+    #[error("image header checksum mismatch (corrupt header)")]
+    HeaderChecksum,
+    #[error("image is truncated: {have} bytes, expected {want}")]
+    Truncated { have: u64, want: u64 },
+    #[error(
+        "image is larger than its header says ({have} bytes, expected {want}): trailing garbage"
+    )]
+    TooLong { have: u64, want: u64 },
+    #[error("metadata checksum mismatch (corrupt image)")]
+    MetaChecksum,
+    #[error("corrupt metadata: {0}")]
+    BadMeta(String),
+    #[error("trailer corrupt (checksum or magic mismatch)")]
+    BadTrailer,
+    #[error("page data checksum mismatch in region {start:#x}-{end:#x} {path}")]
+    DataChecksum { start: u64, end: u64, path: String },
+    #[error("inconsistent image: {0}")]
+    Inconsistent(String),
+}
+
+pub struct ImageFile {
+    pub file: File,
+    pub header: Header,
+    pub meta: ImageMeta,
+    pub region_hashes: Vec<u64>,
+    pub size: u64,
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// Decode and check the fixed header.
+pub fn decode_header(b: &[u8]) -> Result<Header, ImageError> {
+    if b.len() < 8 || &b[0..8] != MAGIC {
+        return Err(ImageError::NotAnImage);
+    }
+    if b.len() < HEADER_LEN {
+        return Err(ImageError::Truncated {
+            have: b.len() as u64,
+            want: HEADER_LEN as u64,
+        });
+    }
+    let version = u32_at(b, 8);
+    if version > VERSION {
+        return Err(ImageError::NewerVersion(version));
+    }
+    if version != VERSION {
+        return Err(ImageError::BadVersion(version));
+    }
+    let arch = u32_at(b, 12);
+    if arch != ARCH_X86_64 {
+        return Err(ImageError::WrongArch(arch_name(arch), arch));
+    }
+    if xxh3_64(&b[0..56]) != u64_at(b, 56) {
+        return Err(ImageError::HeaderChecksum);
+    }
+    let h = Header {
+        version,
+        arch,
+        meta_len: u64_at(b, 16),
+        meta_hash: u64_at(b, 24),
+        data_off: u64_at(b, 32),
+        data_len: u64_at(b, 40),
+        page_size: u32_at(b, 48),
+    };
+    if h.page_size as u64 != PAGE
+        || h.data_off % PAGE != 0
+        || h.data_off < HEADER_LEN as u64 + h.meta_len
+    {
+        return Err(ImageError::Inconsistent(
+            "header fields out of range".into(),
+        ));
+    }
+    Ok(h)
+}
+
+impl ImageFile {
+    /// Open and check header, metadata and trailer (not the page data: see `verify_data`).
+    pub fn open(path: &Path) -> Result<ImageFile, ImageError> {
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut hb = vec![0u8; HEADER_LEN.min(size as usize)];
+        file.read_exact_at(&mut hb, 0)?;
+        let header = decode_header(&hb)?;
+        let min = header.data_off + header.data_len + trailer_len(0);
+        if size < min {
+            return Err(ImageError::Truncated {
+                have: size,
+                want: min,
+            });
+        }
+        let mut mb = vec![0u8; header.meta_len as usize];
+        file.read_exact_at(&mut mb, HEADER_LEN as u64)?;
+        if xxh3_64(&mb) != header.meta_hash {
+            return Err(ImageError::MetaChecksum);
+        }
+        let meta: ImageMeta =
+            postcard::from_bytes(&mb).map_err(|e| ImageError::BadMeta(e.to_string()))?;
+        let want = header.data_off + header.data_len + trailer_len(meta.regions.len());
+        if size < want {
+            return Err(ImageError::Truncated { have: size, want });
+        }
+        if size > want {
+            return Err(ImageError::TooLong { have: size, want });
+        }
+        let tl = trailer_len(meta.regions.len()) as usize;
+        let mut tb = vec![0u8; tl];
+        file.read_exact_at(&mut tb, header.data_off + header.data_len)?;
+        let n = meta.regions.len();
+        if &tb[tl - 8..] != TAIL_MAGIC
+            || u64_at(&tb, n * 8) != n as u64
+            || xxh3_64(&tb[..n * 8 + 8]) != u64_at(&tb, n * 8 + 8)
+        {
+            return Err(ImageError::BadTrailer);
+        }
+        let region_hashes = (0..n).map(|i| u64_at(&tb, i * 8)).collect();
+        let img = ImageFile {
+            file,
+            header,
+            meta,
+            region_hashes,
+            size,
+        };
+        img.check_consistency()?;
+        Ok(img)
+    }
+
+    fn check_consistency(&self) -> Result<(), ImageError> {
+        let h = &self.header;
+        let mut prev_end = 0u64;
+        for r in &self.meta.regions {
+            if r.start % PAGE != 0 || r.end % PAGE != 0 || r.end <= r.start || r.start < prev_end {
+                return Err(ImageError::Inconsistent(format!(
+                    "region {:#x}-{:#x} malformed",
+                    r.start, r.end
+                )));
+            }
+            prev_end = r.end;
+            for e in &r.extents {
+                let ok = e.off % PAGE == 0
+                    && e.len % PAGE == 0
+                    && e.off + e.len <= r.end - r.start
+                    && e.file_off % PAGE == 0
+                    && e.file_off >= h.data_off
+                    && e.file_off + e.len <= h.data_off + h.data_len;
+                if !ok {
+                    return Err(ImageError::Inconsistent(format!(
+                        "extent of region {:#x} out of range",
+                        r.start
+                    )));
+                }
+            }
+        }
+        if !self.meta.threads.iter().any(|t| t.is_main) {
+            return Err(ImageError::Inconsistent("no main thread".into()));
+        }
+        Ok(())
+    }
+
+    /// Check every region's page data against the trailer checksums.
+    pub fn verify_data(&self) -> Result<(), ImageError> {
+        let mut buf = vec![0u8; 4 << 20];
+        for (r, want) in self.meta.regions.iter().zip(&self.region_hashes) {
+            let mut h = Xxh3::new();
+            for e in &r.extents {
+                let mut done = 0u64;
+                while done < e.len {
+                    let n = ((e.len - done) as usize).min(buf.len());
+                    self.file.read_exact_at(&mut buf[..n], e.file_off + done)?;
+                    h.update(&buf[..n]);
+                    done += n as u64;
+                }
+            }
+            if h.digest() != *want {
+                return Err(ImageError::DataChecksum {
+                    start: r.start,
+                    end: r.end,
+                    path: r.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

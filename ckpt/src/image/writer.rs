@@ -1,0 +1,129 @@
+//! Streaming image writer: header, metadata, page data, trailer, front to back.
+//! Runs inside the shim's writer child: it only allocates through the global allocator
+//! (the shim's scratch arena there) and writes with plain `write(2)` calls.
+
+use super::format::*;
+use xxhash_rust::xxh3::Xxh3;
+
+/// Assign page-aligned file offsets to every extent and encode the metadata.
+/// Returns the header and the encoded metadata.
+pub fn layout(meta: &mut ImageMeta) -> Result<(Header, Vec<u8>), postcard::Error> {
+    let mut data_off = page_up(HEADER_LEN as u64 + 4096);
+    loop {
+        let mut off = data_off;
+        for r in meta.regions.iter_mut() {
+            for e in r.extents.iter_mut() {
+                e.file_off = off;
+                off += e.len;
+            }
+        }
+        let bytes = postcard::to_allocvec(meta)?;
+        if HEADER_LEN as u64 + bytes.len() as u64 <= data_off {
+            let hdr = Header {
+                version: VERSION,
+                arch: ARCH_X86_64,
+                meta_len: bytes.len() as u64,
+                meta_hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+                data_off,
+                data_len: off - data_off,
+                page_size: PAGE as u32,
+            };
+            return Ok((hdr, bytes));
+        }
+        data_off = page_up(HEADER_LEN as u64 + bytes.len() as u64);
+    }
+}
+
+/// Writes an image to a file descriptor. The caller owns the fd.
+pub struct ImageWriter {
+    fd: i32,
+    pos: u64,
+    hashes: Vec<u64>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl ImageWriter {
+    pub fn new(fd: i32) -> Self {
+        ImageWriter {
+            fd,
+            pos: 0,
+            hashes: Vec::new(),
+        }
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.pos
+    }
+
+    fn write_all(&mut self, mut buf: &[u8]) -> Result<(), i32> {
+        while !buf.is_empty() {
+            // Raw syscall, not libc's write(): glibc's cancellation wrapper flips a flag in
+            // the calling thread's descriptor, which may be memory this write is saving.
+            // SAFETY: buf is a valid readable slice; fd is owned by the caller.
+            let n = unsafe { libc::syscall(libc::SYS_write, self.fd, buf.as_ptr(), buf.len()) } as isize;
+            if n < 0 {
+                let e = crate::sys::errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(libc::EIO);
+            }
+            buf = &buf[n as usize..];
+            self.pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Header, metadata and padding up to the data offset.
+    pub fn write_head(&mut self, hdr: &Header, meta: &[u8]) -> Result<(), i32> {
+        self.write_all(&hdr.encode())?;
+        self.write_all(meta)?;
+        let pad = hdr.data_off - self.pos;
+        let zeros = [0u8; 4096];
+        let mut left = pad as usize;
+        while left > 0 {
+            let n = left.min(zeros.len());
+            self.write_all(&zeros[..n])?;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// One region's extents, in order; `mem(addr, len)` gives the bytes to save.
+    pub fn write_region<'a>(
+        &mut self,
+        r: &Region,
+        mem: &dyn Fn(u64, usize) -> &'a [u8],
+    ) -> Result<(), i32> {
+        let mut h = Xxh3::new();
+        for e in &r.extents {
+            debug_assert_eq!(e.file_off, self.pos);
+            let mut done = 0u64;
+            while done < e.len {
+                let n = ((e.len - done) as usize).min(CHUNK);
+                let bytes = mem(r.start + e.off + done, n);
+                h.update(bytes);
+                self.write_all(bytes)?;
+                done += n as u64;
+            }
+        }
+        self.hashes.push(h.digest());
+        Ok(())
+    }
+
+    pub fn write_trailer(&mut self) -> Result<(), i32> {
+        let mut t = Vec::with_capacity(self.hashes.len() * 8 + 24);
+        for h in &self.hashes {
+            t.extend_from_slice(&h.to_le_bytes());
+        }
+        t.extend_from_slice(&(self.hashes.len() as u64).to_le_bytes());
+        let th = xxhash_rust::xxh3::xxh3_64(&t);
+        t.extend_from_slice(&th.to_le_bytes());
+        t.extend_from_slice(TAIL_MAGIC);
+        self.write_all(&t)
+    }
+}

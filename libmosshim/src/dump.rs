@@ -1,0 +1,442 @@
+//! What a checkpoint saves. `capture_process` runs in the manager while application
+//! threads are frozen (kernel state that the running parent would change: fd offsets,
+//! itimers, dispositions). `writer_child_main` runs in the raw-forked child: it reads the
+//! child's own (= the snapshot's) mappings and streams the image; it allocates only from
+//! the scratch area and never writes to memory that is part of the snapshot.
+
+use crate::alloc;
+use crate::rawfs;
+use ckpt::image::*;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::ffi::CString;
+
+/// Everything the writer child needs, prepared by the manager before the fork.
+pub struct Plan {
+    pub meta: ImageMeta,
+    pub tmp: CString,
+    pub dest: CString,
+    pub dir: CString,
+    pub result_fd: i32,
+    pub scratch: (u64, u64),
+}
+
+pub static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());
+
+fn read_str(path: &str) -> Result<String, String> {
+    rawfs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))
+}
+
+fn link(path: &str) -> String {
+    std::fs::read_link(path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Process-wide kernel state, fds included. Errors name what cannot be checkpointed.
+pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
+    let comm = read_str("/proc/self/comm")?.trim_end().to_string();
+    let cmdline = read_str("/proc/self/cmdline")?
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let status = read_str("/proc/self/status")?;
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or(0o022);
+    let mut rlimits = Vec::new();
+    for r in 0..16u32 {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid out-pointer.
+        if unsafe { libc::syscall(libc::SYS_getrlimit, r, &mut l as *mut libc::rlimit) } == 0 {
+            rlimits.push(Rlimit {
+                resource: r,
+                cur: l.rlim_cur,
+                max: l.rlim_max,
+            });
+        }
+    }
+    let mut sigactions = Vec::new();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut a = ckpt::sys::KSigAction::default();
+        if ckpt::sys::rt_sigaction(sig, None, Some(&mut a)) == 0
+            && (a.handler != 0 || a.flags != 0 || a.mask != 0)
+        {
+            sigactions.push(SigAction {
+                signo: sig,
+                handler: a.handler,
+                flags: a.flags,
+                restorer: a.restorer,
+                mask: a.mask,
+            });
+        }
+    }
+    let mut itimers = Vec::new();
+    for which in 0..3 {
+        // SAFETY: itimerval is plain data; getitimer fills it.
+        let mut v: libc::itimerval = unsafe { core::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::syscall(libc::SYS_getitimer, which, &mut v as *mut libc::itimerval) };
+        let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+        if us(v.it_value) != 0 || us(v.it_interval) != 0 {
+            itimers.push(ITimer {
+                which,
+                interval_us: us(v.it_interval),
+                value_us: us(v.it_value),
+            });
+        }
+    }
+    let stat = read_str("/proc/self/stat")?;
+    let f: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| {
+            r.split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    // fields are numbered from 1; after ")" the first is field 3
+    let fld = |n: usize| f.get(n - 3).copied().unwrap_or(0);
+    // SAFETY: brk(0) only queries the current break.
+    let brk = unsafe { libc::syscall(libc::SYS_brk, 0) } as u64;
+    let mm = MmFields {
+        start_code: fld(26),
+        end_code: fld(27),
+        start_stack: fld(28),
+        start_data: fld(45),
+        end_data: fld(46),
+        start_brk: fld(47),
+        brk,
+        arg_start: fld(48),
+        arg_end: fld(49),
+        env_start: fld(50),
+        env_end: fld(51),
+    };
+    let fds = capture_fds(internal_fds)?;
+    Ok(ImageMeta {
+        created_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        comm,
+        vpid: 0,
+        real_pid: ckpt::sys::getpid_real(),
+        // SAFETY: getuid/getgid cannot fail.
+        uid: unsafe { libc::getuid() },
+        // SAFETY: as above.
+        gid: unsafe { libc::getgid() },
+        exe: link("/proc/self/exe"),
+        cmdline,
+        cwd: {
+            let c = link("/proc/self/cwd");
+            if c.ends_with(" (deleted)") {
+                return Err(format!("the current directory {c} was deleted"));
+            }
+            c
+        },
+        umask,
+        rlimits,
+        sigactions,
+        itimers,
+        mm,
+        special: Vec::new(),
+        vdso_hash: 0,
+        regions: Vec::new(),
+        fds,
+        threads: Vec::new(),
+        resume_entry: 0,
+        restart_info: 0,
+    })
+}
+
+fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
+    let mut fds = rawfs::list_dir_numbers("/proc/self/fd")
+        .map_err(|e| format!("listing /proc/self/fd: {e}"))?;
+    fds.sort_unstable();
+    let mut out = Vec::new();
+    for fd in fds {
+        let fd = fd as i32;
+        if internal.contains(&fd) {
+            continue;
+        }
+        let target = link(&format!("/proc/self/fd/{fd}"));
+        if target.is_empty() {
+            continue; // the listing's own fd, already closed
+        }
+        let info = read_str(&format!("/proc/self/fdinfo/{fd}"))?;
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        let offset: i64 = field("pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flags = field("flags:")
+            .and_then(|v| u32::from_str_radix(&v, 8).ok())
+            .unwrap_or(0);
+        // SAFETY: stat is plain data; fstat fills it.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: fstat on an fd number that is open.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        let fmt = st.st_mode & libc::S_IFMT;
+        let std_stream = fd <= 2;
+        let kind = match fmt {
+            libc::S_IFREG if target.ends_with(" (deleted)") => {
+                return Err(format!("fd {fd} refers to a deleted file ({target}); deleted files cannot be restored yet"))
+            }
+            libc::S_IFREG => FdKind::File,
+            libc::S_IFDIR => FdKind::Dir,
+            _ if std_stream => FdKind::Inherit,
+            libc::S_IFCHR => FdKind::CharDev,
+            libc::S_IFIFO => return Err(format!("fd {fd} is a pipe ({target}); pipes other than stdin/stdout/stderr cannot be restored yet")),
+            libc::S_IFSOCK => return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr cannot be restored yet")),
+            _ => return Err(format!("fd {fd} ({target}) is of a kind mos cannot restore yet")),
+        };
+        if matches!(kind, FdKind::File | FdKind::Dir | FdKind::CharDev) && !target.starts_with('/')
+        {
+            return Err(format!("fd {fd} ({target}) has no path to reopen"));
+        }
+        out.push(FdEntry {
+            fd,
+            kind,
+            path: target.clone(),
+            flags,
+            offset,
+            target,
+        });
+    }
+    Ok(out)
+}
+
+/// Entry point of the writer child (on the scratch stack). Never returns.
+pub extern "C" fn writer_child_main() -> ! {
+    alloc::enter_child_mode();
+    // The kernel keeps updating the rseq area (in the snapshot's memory) of the thread
+    // that forked us: stop it before reading memory.
+    // SAFETY: MANAGER_CTX was filled by the manager just before the fork.
+    let mc = unsafe { &*crate::manager::MANAGER_CTX.0.get() };
+    if mc.rseq_addr != 0 {
+        // SAFETY: unregistering the area inherited from the manager thread (flag 1 = UNREGISTER).
+        unsafe { libc::syscall(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };
+    }
+    let plan = PLAN.load(Ordering::Acquire);
+    // SAFETY: the manager set PLAN to a live Plan before forking; the child has a copy.
+    let plan = unsafe { &*plan };
+    let (code, msg) = match write_image(plan) {
+        Ok(n) => (0, format!("OK {n}")),
+        Err(e) => {
+            // SAFETY: removing our own temp file.
+            unsafe { libc::unlink(plan.tmp.as_ptr()) };
+            (1, format!("ERR {e}"))
+        }
+    };
+    // SAFETY: reporting to the manager, then leaving without running any destructor.
+    unsafe {
+        libc::write(plan.result_fd, msg.as_ptr().cast(), msg.len());
+        libc::syscall(libc::SYS_exit_group, code);
+    }
+    unreachable!()
+}
+
+const MERGE_GAP: u64 = 16;
+
+fn classify(
+    m: &ckpt::maps::MapEntry,
+    scratch: (u64, u64),
+) -> Result<Option<(RegionKind, bool)>, String> {
+    // (kind, dense)
+    if m.start == scratch.0 && m.end == scratch.1 {
+        return Ok(Some((RegionKind::Scratch, false)));
+    }
+    let p = m.path.as_str();
+    let file_backed = p.starts_with('/') && m.inode != 0;
+    if m.shared {
+        if file_backed && m.prot & libc::PROT_WRITE as u32 == 0 && !p.ends_with(" (deleted)") {
+            return Ok(Some((RegionKind::FileSharedRo, false)));
+        }
+        return Err(format!(
+            "shared memory mapping {:#x}-{:#x} {} cannot be checkpointed yet",
+            m.start, m.end, p
+        ));
+    }
+    Ok(Some(match p {
+        "[stack]" => (RegionKind::Stack, false),
+        "[heap]" => (RegionKind::Heap, false),
+        _ if file_backed => (RegionKind::FilePrivate, true),
+        _ => (RegionKind::Anon, false),
+    }))
+}
+
+fn file_size(path: &str) -> Option<u64> {
+    let p = path.strip_suffix(" (deleted)").unwrap_or(path);
+    std::fs::metadata(p).ok().map(|m| m.len())
+}
+
+/// Present pages of [start, end) from /proc/self/pagemap, as merged extents.
+fn present_extents(pm: &std::fs::File, start: u64, end: u64) -> Result<Vec<Extent>, String> {
+    use std::os::unix::fs::FileExt;
+    let npages = (end - start) / PAGE;
+    let mut out: Vec<Extent> = Vec::new();
+    let mut buf = vec![0u8; 8 * 8192];
+    let mut i = 0u64;
+    while i < npages {
+        let n = (npages - i).min(8192);
+        let bytes = &mut buf[..(n * 8) as usize];
+        pm.read_exact_at(bytes, (start / PAGE + i) * 8)
+            .map_err(|e| format!("reading pagemap: {e}"))?;
+        for k in 0..n {
+            let e = u64::from_le_bytes(
+                bytes[(k * 8) as usize..(k * 8 + 8) as usize]
+                    .try_into()
+                    .unwrap(),
+            );
+            if e & (3 << 62) == 0 {
+                continue;
+            }
+            let off = (i + k) * PAGE;
+            match out.last_mut() {
+                Some(l) if off <= l.off + l.len + MERGE_GAP * PAGE => l.len = off + PAGE - l.off,
+                _ => out.push(Extent {
+                    off,
+                    len: PAGE,
+                    file_off: 0,
+                }),
+            }
+        }
+        i += n;
+    }
+    Ok(out)
+}
+
+fn write_image(plan: &Plan) -> Result<u64, String> {
+    let mut meta = plan.meta.clone();
+    let maps = ckpt::maps::parse(&read_str("/proc/self/maps")?);
+    let pm =
+        std::fs::File::open("/proc/self/pagemap").map_err(|e| format!("opening pagemap: {e}"))?;
+    for m in &maps {
+        if m.path == "[vsyscall]" {
+            continue;
+        }
+        if m.is_special() {
+            if m.path == "[vdso]" {
+                // SAFETY: [vdso] is readable for its whole length.
+                let b = unsafe {
+                    core::slice::from_raw_parts(m.start as *const u8, (m.end - m.start) as usize)
+                };
+                meta.vdso_hash = xxhash_rust::xxh3::xxh3_64(b);
+            }
+            meta.special.push(SpecialMap {
+                name: m.path.clone(),
+                start: m.start,
+                end: m.end,
+            });
+            continue;
+        }
+        let Some((kind, dense)) = classify(m, plan.scratch)? else {
+            continue;
+        };
+        let mut extents = Vec::new();
+        if dense {
+            if m.prot & libc::PROT_READ as u32 != 0 {
+                let len = match file_size(&m.path) {
+                    Some(sz) if sz > m.offset => page_up(sz - m.offset).min(m.end - m.start),
+                    Some(_) => 0,
+                    None => m.end - m.start,
+                };
+                if len > 0 {
+                    extents.push(Extent {
+                        off: 0,
+                        len,
+                        file_off: 0,
+                    });
+                }
+            }
+        } else if matches!(
+            kind,
+            RegionKind::Anon | RegionKind::Stack | RegionKind::Heap
+        ) {
+            extents = present_extents(&pm, m.start, m.end)?;
+        }
+        meta.regions.push(Region {
+            start: m.start,
+            end: m.end,
+            prot: m.prot,
+            kind,
+            path: m.path.clone(),
+            file_off: m.offset,
+            extents,
+        });
+    }
+    let (hdr, mbytes) = layout(&mut meta).map_err(|e| format!("encoding metadata: {e}"))?;
+    // SAFETY: valid path; a new private file.
+    let fd = unsafe {
+        libc::open(
+            plan.tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "cannot create {}: {}",
+            plan.tmp.to_string_lossy(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    let ioerr = |what: &str, e: i32| {
+        format!(
+            "{what} {}: {}",
+            plan.tmp.to_string_lossy(),
+            std::io::Error::from_raw_os_error(e)
+        )
+    };
+    let mut w = ImageWriter::new(fd);
+    w.write_head(&hdr, &mbytes)
+        .map_err(|e| ioerr("writing", e))?;
+    for r in &meta.regions {
+        if !r.extents.is_empty() && r.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: changes only this child's mapping so its bytes can be read.
+            unsafe {
+                libc::mprotect(
+                    r.start as *mut _,
+                    (r.end - r.start) as usize,
+                    libc::PROT_READ,
+                )
+            };
+        }
+        // SAFETY: the extent lies inside a readable mapping of this process.
+        let mem = |a: u64, n: usize| -> &[u8] {
+            unsafe { core::slice::from_raw_parts(a as *const u8, n) }
+        };
+        w.write_region(r, &mem).map_err(|e| ioerr("writing", e))?;
+    }
+    w.write_trailer().map_err(|e| ioerr("writing", e))?;
+    // SAFETY: fsync/close our fd; rename within one directory; fsync the directory.
+    unsafe {
+        if libc::fsync(fd) != 0 {
+            return Err(ioerr("fsync", ckpt::sys::errno()));
+        }
+        libc::close(fd);
+        if libc::rename(plan.tmp.as_ptr(), plan.dest.as_ptr()) != 0 {
+            return Err(ioerr("rename", ckpt::sys::errno()));
+        }
+        let d = libc::open(
+            plan.dir.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if d >= 0 {
+            libc::fsync(d);
+            libc::close(d);
+        }
+    }
+    Ok(w.bytes_written())
+}

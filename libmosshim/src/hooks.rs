@@ -1,0 +1,250 @@
+//! libc symbol hooks. One shape for all: decide "handle here" or "bypass", and a bypass
+//! calls the original symbol with the original arguments. Hooks never allocate.
+//!
+//! - pid virtualisation: `getpid()` returns the pid the process had when it was first
+//!   started; `kill`/`sigqueue` to that pid reach the current real pid.
+//! - the trigger and freeze signals stay ours: the application's `sigaction`/`signal`
+//!   on them are recorded as its view (and the trigger's is chained, see signals.rs);
+//!   masks never block the freeze signal.
+
+use crate::signals::{
+    self, app_action, app_action_slot, set_app_action, FREEZE_SIG, REAL_PID, VPID,
+};
+use ckpt::sys::KSigAction;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+macro_rules! real {
+    ($name:literal, $ty:ty) => {{
+        static P: AtomicUsize = AtomicUsize::new(0);
+        let mut p = P.load(Ordering::Relaxed);
+        if p == 0 {
+            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
+            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
+                as usize;
+            P.store(p, Ordering::Relaxed);
+        }
+        // SAFETY: the symbol has this C signature in glibc.
+        unsafe { core::mem::transmute::<usize, $ty>(p) }
+    }};
+}
+
+fn to_real_pid(pid: libc::pid_t) -> libc::pid_t {
+    let v = VPID.load(Ordering::Relaxed);
+    if v != 0 && pid == v {
+        REAL_PID.load(Ordering::Relaxed)
+    } else {
+        pid
+    }
+}
+
+/// Resolve every original symbol once, at start-up, so no hook calls dlsym later.
+pub fn resolve_all() {
+    let _ = real!("sigaction", Sigaction);
+    let _ = real!("sigprocmask", Sigmask);
+    let _ = real!("pthread_sigmask", Sigmask);
+    let _ = real!("sigsuspend", Sigsuspend);
+    let _ = real!("sigqueue", Sigqueue);
+    let _ = real!("signal", Signal);
+    let _ = real!("bsd_signal", Signal);
+    let _ = real!("sysv_signal", Signal);
+}
+
+type Sigaction = unsafe extern "C" fn(i32, *const libc::sigaction, *mut libc::sigaction) -> i32;
+type Sigmask = unsafe extern "C" fn(i32, *const libc::sigset_t, *mut libc::sigset_t) -> i32;
+type Sigsuspend = unsafe extern "C" fn(*const libc::sigset_t) -> i32;
+type Sigqueue = unsafe extern "C" fn(libc::pid_t, i32, libc::sigval) -> i32;
+type Signal = unsafe extern "C" fn(i32, libc::sighandler_t) -> libc::sighandler_t;
+
+#[no_mangle]
+pub extern "C" fn getpid() -> libc::pid_t {
+    match VPID.load(Ordering::Relaxed) {
+        0 => ckpt::sys::getpid_real(),
+        v => v,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
+    // SAFETY: raw kill syscall; libc::syscall sets errno like kill(2).
+    unsafe { libc::syscall(libc::SYS_kill, to_real_pid(pid), sig) as i32 }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigqueue(pid: libc::pid_t, sig: i32, val: libc::sigval) -> i32 {
+    // SAFETY: original sigqueue with the same arguments but the real pid.
+    {
+        let f = real!("sigqueue", Sigqueue);
+        unsafe { f(to_real_pid(pid), sig, val) }
+    }
+}
+
+fn set_word(set: &libc::sigset_t) -> u64 {
+    // SAFETY: glibc's sigset_t starts with the 64-bit word of signals 1..64.
+    unsafe { *(set as *const libc::sigset_t as *const u64) }
+}
+
+fn to_kernel(a: &libc::sigaction) -> KSigAction {
+    KSigAction {
+        handler: a.sa_sigaction as u64,
+        flags: a.sa_flags as u32 as u64,
+        restorer: a.sa_restorer.map_or(0, |f| f as usize as u64),
+        mask: set_word(&a.sa_mask),
+    }
+}
+
+fn from_kernel(k: &KSigAction, out: &mut libc::sigaction) {
+    // SAFETY: zeroing a plain C struct, then filling its fields.
+    unsafe { core::ptr::write_bytes(out as *mut libc::sigaction, 0, 1) };
+    out.sa_sigaction = k.handler as usize;
+    out.sa_flags = k.flags as i32 & !(ckpt::sys::SA_RESTORER as i32);
+    // SAFETY: the first word of sa_mask holds signals 1..64.
+    unsafe { *(&mut out.sa_mask as *mut libc::sigset_t as *mut u64) = k.mask };
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(
+    sig: i32,
+    act: *const libc::sigaction,
+    oact: *mut libc::sigaction,
+) -> i32 {
+    if let Some(i) = app_action_slot(sig) {
+        let old = app_action(i);
+        // SAFETY: act/oact are null or valid per sigaction(2)'s contract.
+        unsafe {
+            if let Some(a) = act.as_ref() {
+                set_app_action(i, to_kernel(a));
+            }
+            if let Some(o) = oact.as_mut() {
+                from_kernel(&old, o);
+            }
+        }
+        return 0;
+    }
+    // SAFETY: bypass with the original arguments.
+    {
+        let f = real!("sigaction", Sigaction);
+        unsafe { f(sig, act, oact) }
+    }
+}
+
+fn signal_common(sig: i32, handler: libc::sighandler_t, flags: u64) -> Option<libc::sighandler_t> {
+    let i = app_action_slot(sig)?;
+    let old = app_action(i);
+    set_app_action(
+        i,
+        KSigAction {
+            handler: handler as u64,
+            flags,
+            restorer: 0,
+            mask: 0,
+        },
+    );
+    Some(old.handler as libc::sighandler_t)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t {
+    match signal_common(sig, handler, libc::SA_RESTART as u64) {
+        Some(old) => old,
+        // SAFETY: bypass with the original arguments.
+        None => {
+            let f = real!("signal", Signal);
+            unsafe { f(sig, handler) }
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t {
+    match signal_common(sig, handler, libc::SA_RESTART as u64) {
+        Some(old) => old,
+        // SAFETY: bypass with the original arguments.
+        None => {
+            let f = real!("bsd_signal", Signal);
+            unsafe { f(sig, handler) }
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t {
+    match signal_common(sig, handler, (libc::SA_RESETHAND | libc::SA_NODEFER) as u64) {
+        Some(old) => old,
+        // SAFETY: bypass with the original arguments.
+        None => {
+            let f = real!("sysv_signal", Signal);
+            unsafe { f(sig, handler) }
+        }
+    }
+}
+
+/// Copy of `set` without the freeze signal, if it contains it.
+fn without_freeze(set: *const libc::sigset_t, tmp: &mut libc::sigset_t) -> *const libc::sigset_t {
+    // SAFETY: set is null or a valid sigset_t.
+    let Some(s) = (unsafe { set.as_ref() }) else {
+        return set;
+    };
+    let bit = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed));
+    if set_word(s) & bit == 0 {
+        return set;
+    }
+    *tmp = *s;
+    // SAFETY: first word of the sigset.
+    unsafe { *(tmp as *mut libc::sigset_t as *mut u64) &= !bit };
+    tmp
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: i32,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> i32 {
+    // SAFETY: sigset_t is plain data.
+    let mut tmp: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let s = if how == libc::SIG_UNBLOCK {
+        set
+    } else {
+        without_freeze(set, &mut tmp)
+    };
+    // SAFETY: original with the same arguments, minus the freeze signal.
+    {
+        let f = real!("sigprocmask", Sigmask);
+        unsafe { f(how, s, old) }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: i32,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> i32 {
+    // SAFETY: sigset_t is plain data.
+    let mut tmp: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let s = if how == libc::SIG_UNBLOCK {
+        set
+    } else {
+        without_freeze(set, &mut tmp)
+    };
+    // SAFETY: original with the same arguments, minus the freeze signal.
+    {
+        let f = real!("pthread_sigmask", Sigmask);
+        unsafe { f(how, s, old) }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> i32 {
+    // SAFETY: sigset_t is plain data.
+    let mut tmp: libc::sigset_t = unsafe { core::mem::zeroed() };
+    let s = without_freeze(set, &mut tmp);
+    // SAFETY: original with the freeze signal removed from the mask.
+    {
+        let f = real!("sigsuspend", Sigsuspend);
+        unsafe { f(s) }
+    }
+}
+
+#[allow(dead_code)]
+fn _keep(_: &signals::AppActions) {}

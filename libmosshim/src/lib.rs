@@ -1,0 +1,110 @@
+//! libmosshim: preloaded into an unmodified program (`LD_PRELOAD=libmosshim.so`).
+//!
+//! At start-up it installs the checkpoint trigger (SIGUSR2, or `MOS_CKPT_SIGNAL`), a
+//! private freeze signal, a scratch area for the image writer, and one manager thread
+//! (like DMTCP's checkpoint thread). At home every libc call goes straight to libc; the
+//! only hooks are pid virtualisation and keeping the shim's signals its own.
+//!
+//! Environment: `MOS_CKPT_DIR` (default image directory, else the start cwd),
+//! `MOS_CKPT_SIGNAL` (trigger signal), `MOS_LOG_FILE` (where the shim logs; never the
+//! application's stderr), `MOS_DISABLE=1` (do nothing).
+
+mod alloc;
+mod ctxasm;
+mod dump;
+mod hooks;
+mod manager;
+mod rawfs;
+mod signals;
+
+use core::sync::atomic::Ordering;
+
+#[global_allocator]
+static ALLOC: alloc::ShimAlloc = alloc::ShimAlloc;
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = mos_init;
+
+extern "C" fn atfork_child() {
+    // A forked child is a new process without a manager thread: it sees its own pid and
+    // cannot be checkpointed (exec'd programs start their own shim).
+    let pid = ckpt::sys::getpid_real();
+    signals::REAL_PID.store(pid, Ordering::Relaxed);
+    signals::VPID.store(pid, Ordering::Relaxed);
+    signals::TRIGGER_FD.store(-1, Ordering::Relaxed);
+    for fd in manager::internal_fds() {
+        if fd >= 0 {
+            // SAFETY: these fds are the shim's own.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+extern "C" fn mos_init() {
+    if std::env::var_os("MOS_DISABLE").is_some_and(|v| v == "1") {
+        return;
+    }
+    let pid = ckpt::sys::getpid_real();
+    signals::REAL_PID.store(pid, Ordering::Relaxed);
+    signals::VPID.store(pid, Ordering::Relaxed);
+    let log_file = std::env::var("MOS_LOG_FILE").ok();
+    let cwd = std::env::current_dir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| ".".into());
+    let ckpt_dir = std::env::var("MOS_CKPT_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(cwd);
+    let _ = manager::CONFIG.set(manager::Config { ckpt_dir, log_file });
+    if let Ok(s) = std::env::var("MOS_CKPT_SIGNAL") {
+        match signals::parse_signal(&s) {
+            Some(sig) if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != 32 && sig != 33 => {
+                signals::TRIGGER_SIG.store(sig, Ordering::Relaxed)
+            }
+            _ => manager::log(&format!(
+                "MOS_CKPT_SIGNAL={s:?} is not a usable signal; using SIGUSR2"
+            )),
+        }
+    }
+    if signals::TRIGGER_SIG.load(Ordering::Relaxed) == 62 {
+        signals::FREEZE_SIG.store(61, Ordering::Relaxed);
+    }
+    // SAFETY: dlsym of glibc's exported rseq variables (absent before glibc 2.35).
+    unsafe {
+        let off = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
+        let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
+        if !off.is_null() && !size.is_null() {
+            signals::RSEQ_OFFSET.store(*(off as *const isize) as u64, Ordering::Relaxed);
+            signals::RSEQ_SIZE.store(*(size as *const u32), Ordering::Relaxed);
+        }
+    }
+    // SAFETY: reserving the scratch area (never saved in an image).
+    let scratch = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            alloc::SCRATCH_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if scratch == libc::MAP_FAILED {
+        manager::log("cannot reserve the scratch area; checkpointing disabled");
+        return;
+    }
+    alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
+    manager::open_channels();
+    hooks::resolve_all();
+    signals::install();
+    // SAFETY: registering a plain function as fork child handler.
+    unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    let spawned = std::thread::Builder::new()
+        .name("mos-manager".into())
+        .stack_size(256 * 1024)
+        .spawn(manager::run);
+    if let Err(e) = spawned {
+        manager::log(&format!("cannot start the manager thread: {e}"));
+    }
+}

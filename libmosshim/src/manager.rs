@@ -1,0 +1,608 @@
+//! The manager thread: waits for checkpoint requests (trigger signal or `mos ckpt` on the
+//! control socket), freezes the application's threads, forks the image writer, thaws
+//! the threads, and reports. After a restart it is the first to run shim code: it
+//! cleans up after the restorer, recreates what lives outside memory (pipe, socket),
+//! and releases the application's threads.
+
+use crate::ctxasm;
+use crate::dump::{self, Plan};
+use crate::rawfs;
+use crate::signals::*;
+use ckpt::control::{socket_name, CkptReply, CkptRequest, MAX_MSG};
+use ckpt::ctx::{RestartInfo, ThreadCtx, RESUMED};
+use ckpt::image::ThreadRec;
+use ckpt::sys;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+pub static TRIG_R: AtomicI32 = AtomicI32::new(-1);
+pub static LISTEN: AtomicI32 = AtomicI32::new(-1);
+/// the control connection being served, if any
+pub static CONN: AtomicI32 = AtomicI32::new(-1);
+/// number of application threads frozen in the last checkpoint
+static NTHREADS: AtomicU32 = AtomicU32::new(0);
+
+pub struct Cell<T>(pub UnsafeCell<T>);
+// SAFETY: MANAGER_CTX is written by the manager thread only; RESTART_INFO by the
+// restorer before any thread runs, then read by the manager.
+unsafe impl<T> Sync for Cell<T> {}
+pub static MANAGER_CTX: Cell<ThreadCtx> = Cell(UnsafeCell::new(ThreadCtx {
+    regs: [0; 8],
+    fs_base: 0,
+    tid_addr: 0,
+    robust_head: 0,
+    robust_len: 0,
+    rseq_addr: 0,
+    rseq_len: 0,
+    rseq_sig: 0,
+    altstack_sp: 0,
+    altstack_flags: 0,
+    altstack_size: 0,
+    mask: 0,
+    tid: 0,
+    is_main: 0,
+}));
+pub static RESTART_INFO: Cell<RestartInfo> = Cell(UnsafeCell::new(RestartInfo::zeroed()));
+
+pub struct Config {
+    pub ckpt_dir: String,
+    pub log_file: Option<String>,
+}
+pub static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// lowest fd number for the shim's own descriptors, away from the application's
+const HIGH_FD: i32 = 800;
+
+pub fn log(msg: &str) {
+    let Some(f) = CONFIG.get().and_then(|c| c.log_file.as_deref()) else {
+        return;
+    };
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(f)
+    {
+        let _ = writeln!(f, "mos[{}]: {msg}", VPID.load(Ordering::Relaxed));
+    }
+}
+
+fn high(fd: i32) -> i32 {
+    if fd < 0 {
+        return fd;
+    }
+    // SAFETY: duplicating our own fd to a high number, then closing the original.
+    unsafe {
+        let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD);
+        if h < 0 {
+            return fd;
+        }
+        libc::close(fd);
+        h
+    }
+}
+
+/// Create the wake-up pipe and the control socket (at start and after each restart).
+pub fn open_channels() {
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 fills p.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
+        TRIG_R.store(high(p[0]), Ordering::Release);
+        TRIGGER_FD.store(high(p[1]), Ordering::Release);
+    }
+    LISTEN.store(
+        high(listen_socket(REAL_PID.load(Ordering::Relaxed))),
+        Ordering::Release,
+    );
+}
+
+fn listen_socket(pid: i32) -> i32 {
+    let name = socket_name(pid);
+    // SAFETY: plain socket/bind/listen on a sockaddr_un we build.
+    unsafe {
+        let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return -1;
+        }
+        let mut addr: libc::sockaddr_un = core::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as u16;
+        for (i, b) in name.bytes().enumerate() {
+            addr.sun_path[i + 1] = b as libc::c_char;
+        }
+        let len = (core::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
+        if libc::bind(s, &addr as *const _ as *const libc::sockaddr, len) != 0
+            || libc::listen(s, 8) != 0
+        {
+            log(&format!(
+                "cannot listen on @{name}: {}",
+                std::io::Error::last_os_error()
+            ));
+            libc::close(s);
+            return -1;
+        }
+        s
+    }
+}
+
+pub fn internal_fds() -> Vec<i32> {
+    [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN].iter().map(|a| a.load(Ordering::Relaxed)).filter(|&fd| fd >= 0).collect()
+}
+
+pub fn run() {
+    // The manager only ever takes the trigger signal (so a process-directed request
+    // reaches it even when the application blocks it everywhere).
+    let trig = TRIGGER_SIG.load(Ordering::Relaxed);
+    sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!sys::sigbit(trig)), None);
+    loop {
+        let mut pfd = [
+            libc::pollfd {
+                fd: TRIG_R.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: LISTEN.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two pollfds we own.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
+        if n <= 0 {
+            continue;
+        }
+        if pfd[0].revents & libc::POLLIN != 0 {
+            let mut b = [0u8; 64];
+            // SAFETY: draining our non-blocking pipe.
+            while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
+            match checkpoint(None, false) {
+                Outcome::Done { path, bytes, frozen_us, total_us } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
+                Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
+                Outcome::Restarted => {}
+            }
+        }
+        if pfd[1].revents & libc::POLLIN != 0 {
+            // SAFETY: accept on our listening socket.
+            let c = unsafe {
+                libc::accept4(
+                    pfd[1].fd,
+                    core::ptr::null_mut(),
+                    core::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c >= 0 {
+                let c = high(c);
+                CONN.store(c, Ordering::Release);
+                serve(c);
+                CONN.store(-1, Ordering::Release);
+            }
+        } else if pfd[1].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            LISTEN.store(-1, Ordering::Release);
+        }
+    }
+}
+
+enum Outcome {
+    Done {
+        path: String,
+        bytes: u64,
+        frozen_us: u64,
+        total_us: u64,
+    },
+    Failed(String),
+    Restarted,
+}
+
+fn peer_uid(c: i32) -> Option<u32> {
+    // SAFETY: ucred is plain data; getsockopt fills it.
+    let mut cred: libc::ucred = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::ucred>() as u32;
+    // SAFETY: SO_PEERCRED with a correctly sized buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut _,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+fn serve(c: i32) {
+    let reply = |c: i32, r: &CkptReply| {
+        if let Ok(b) = postcard::to_allocvec(r) {
+            // SAFETY: writing our buffer to our socket.
+            unsafe { libc::write(c, b.as_ptr().cast(), b.len()) };
+        }
+    };
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    match peer_uid(c) {
+        Some(u) if u == me || u == 0 => {}
+        _ => {
+            reply(
+                c,
+                &CkptReply::Failed("permission denied: peer runs as another user".into()),
+            );
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+            return;
+        }
+    }
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    // SAFETY: setting a receive timeout on our socket.
+    unsafe {
+        libc::setsockopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const _,
+            core::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // SAFETY: reading into our buffer.
+        let n = unsafe { libc::read(c, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n <= 0 || buf.len() > MAX_MSG {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n as usize]);
+    }
+    let req: CkptRequest = match postcard::from_bytes(&buf) {
+        Ok(r) => r,
+        Err(e) => {
+            reply(c, &CkptReply::Failed(format!("malformed request: {e}")));
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+            return;
+        }
+    };
+    let exit = req.exit;
+    match checkpoint(req.out, exit) {
+        // The connection belongs to the process that took the image; in the restored
+        // process that fd number means nothing: forget it.
+        Outcome::Restarted => {}
+        Outcome::Done {
+            path,
+            bytes,
+            frozen_us,
+            total_us,
+        } => {
+            reply(
+                c,
+                &CkptReply::Done {
+                    path,
+                    bytes,
+                    frozen_us,
+                    total_us,
+                },
+            );
+            // SAFETY: closing our fd; with --exit the image is safe, so leave now without
+            // flushing stdio (unflushed output lives on in the image).
+            unsafe {
+                libc::close(c);
+                if exit {
+                    libc::syscall(libc::SYS_exit_group, 0);
+                }
+            }
+        }
+        Outcome::Failed(e) => {
+            log(&format!("checkpoint failed: {e} (internal fds {:?})", internal_fds()));
+            reply(c, &CkptReply::Failed(e));
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+        }
+    }
+}
+
+fn release_threads() {
+    RELEASE.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&RELEASE);
+}
+
+/// Stop every thread but this one; returns how many parked.
+fn freeze(me: i32) -> Result<u32, String> {
+    let pid = REAL_PID.load(Ordering::Relaxed);
+    let sig = FREEZE_SIG.load(Ordering::Relaxed);
+    for t in SLOT_TID.iter() {
+        t.store(0, Ordering::Relaxed);
+    }
+    PARKED.store(0, Ordering::Release);
+    let mut assigned: Vec<i32> = Vec::new();
+    let deadline = Instant::now() + FREEZE_TIMEOUT;
+    loop {
+        let tids = rawfs::list_dir_numbers("/proc/self/task")
+            .map_err(|e| format!("listing threads: {e}"))?;
+        let new: Vec<i32> = tids
+            .iter()
+            .map(|&t| t as i32)
+            .filter(|t| *t != me && !assigned.contains(t))
+            .collect();
+        if new.is_empty() {
+            return Ok(assigned.len() as u32);
+        }
+        for t in new {
+            if assigned.len() >= MAX_THREADS {
+                return Err(format!("more than {MAX_THREADS} threads"));
+            }
+            SLOT_TID[assigned.len()].store(t, Ordering::Release);
+            // SAFETY: tgkill to a thread of our own process.
+            if unsafe { libc::syscall(libc::SYS_tgkill, pid, t, sig) } == 0 {
+                assigned.push(t);
+            } else {
+                SLOT_TID[assigned.len()].store(0, Ordering::Release);
+            }
+        }
+        // Wait until every signalled thread parked (threads that exited meanwhile drop out).
+        loop {
+            let parked = PARKED.load(Ordering::Acquire);
+            let alive: Vec<i32> = assigned
+                .iter()
+                .copied()
+                // SAFETY: tgkill with signal 0 only checks the thread exists.
+                .filter(|&t| unsafe { libc::syscall(libc::SYS_tgkill, pid, t, 0) } == 0)
+                .collect();
+            if parked as usize >= alive.len() {
+                if alive.len() != assigned.len() {
+                    return Err(
+                        "a thread exited while the process was being frozen; try again".into(),
+                    );
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} of {} threads did not stop within {:?} (blocked in an uninterruptible call, or blocking signal {sig}?)",
+                    alive.len() - parked as usize,
+                    alive.len(),
+                    FREEZE_TIMEOUT
+                ));
+            }
+            sys::futex_wait(&PARKED, parked, Some(10));
+        }
+    }
+}
+
+fn default_path(comm: &str) -> String {
+    let dir = CONFIG
+        .get()
+        .map(|c| c.ckpt_dir.clone())
+        .unwrap_or_else(|| ".".into());
+    format!("{dir}/{comm}.{}.mosimg", VPID.load(Ordering::Relaxed))
+}
+
+fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
+    let t0 = Instant::now();
+    let me = sys::gettid();
+    let n = match freeze(me) {
+        Ok(n) => n,
+        Err(e) => {
+            release_threads();
+            return Outcome::Failed(e);
+        }
+    };
+    let result = prepare(me, n, out);
+    let (plan, rfd) = match result {
+        Ok(p) => p,
+        Err(e) => {
+            release_threads();
+            return Outcome::Failed(e);
+        }
+    };
+    let plan = Box::new(plan);
+    dump::PLAN.store(&*plan as *const Plan as *mut Plan, Ordering::Release);
+    NTHREADS.store(n, Ordering::Release);
+    RESUMED_COUNT.store(0, Ordering::Release);
+    let top = crate::alloc::SCRATCH.load(Ordering::Relaxed) + crate::alloc::SCRATCH_SIZE;
+    // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
+    let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
+    if child as u64 == RESUMED {
+        // We are the restored process: `plan` and `rfd` belong to the old one.
+        core::mem::forget(plan);
+        restarted();
+        return Outcome::Restarted;
+    }
+    release_threads();
+    let frozen_us = t0.elapsed().as_micros() as u64;
+    // SAFETY: closing the write end we gave the child.
+    unsafe { libc::close(plan.result_fd) };
+    if child < 0 {
+        // SAFETY: closing our read end.
+        unsafe { libc::close(rfd) };
+        return Outcome::Failed(format!(
+            "fork for the image writer failed: {}",
+            std::io::Error::from_raw_os_error(-child as i32)
+        ));
+    }
+    let mut msg = Vec::new();
+    let mut b = [0u8; 4096];
+    loop {
+        // SAFETY: reading the child's report from our pipe.
+        let k = unsafe { libc::read(rfd, b.as_mut_ptr().cast(), b.len()) };
+        if k < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        if k <= 0 {
+            break;
+        }
+        msg.extend_from_slice(&b[..k as usize]);
+    }
+    let mut status = 0;
+    // SAFETY: reaping our clone child (no exit signal, hence __WCLONE); close our fd.
+    unsafe {
+        libc::close(rfd);
+        while libc::waitpid(child as i32, &mut status, libc::__WCLONE) < 0
+            && sys::errno() == libc::EINTR
+        {}
+    }
+    let msg = String::from_utf8_lossy(&msg).into_owned();
+    let total_us = t0.elapsed().as_micros() as u64;
+    let path = plan.dest.to_string_lossy().into_owned();
+    if let Some(n) = msg.strip_prefix("OK ") {
+        Outcome::Done {
+            path,
+            bytes: n.trim().parse().unwrap_or(0),
+            frozen_us,
+            total_us,
+        }
+    } else if let Some(e) = msg.strip_prefix("ERR ") {
+        Outcome::Failed(e.to_string())
+    } else {
+        // SAFETY: removing the writer's temp file after it died.
+        unsafe { libc::unlink(plan.tmp.as_ptr()) };
+        Outcome::Failed(format!(
+            "image writer died (wait status {status:#x}); nothing was written to {path}"
+        ))
+    }
+}
+
+/// Capture everything but memory while threads are frozen, and build the writer's plan.
+fn prepare(me: i32, n: u32, out: Option<String>) -> Result<(Plan, i32), String> {
+    let mut meta = dump::capture_process(&internal_fds())?;
+    meta.vpid = VPID.load(Ordering::Relaxed);
+    for i in 0..n as usize {
+        // SAFETY: thread i parked, so its slot is complete and no longer written.
+        let c = unsafe { &*slot_ptr(i) };
+        meta.threads.push(ThreadRec {
+            old_tid: c.tid,
+            ctx_addr: slot_ptr(i) as u64,
+            fs_base: c.fs_base,
+            tid_addr: c.tid_addr,
+            is_main: c.is_main != 0,
+            is_manager: false,
+        });
+    }
+    // SAFETY: only the manager thread touches MANAGER_CTX.
+    let mc = unsafe { &mut *MANAGER_CTX.0.get() };
+    capture_thread_state(mc);
+    meta.threads.push(ThreadRec {
+        old_tid: me,
+        ctx_addr: mc as *mut ThreadCtx as u64,
+        fs_base: mc.fs_base,
+        tid_addr: mc.tid_addr,
+        is_main: false,
+        is_manager: true,
+    });
+    if !meta.threads.iter().any(|t| t.is_main) {
+        return Err("the main thread has exited; such a process cannot be restarted yet".into());
+    }
+    meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
+    meta.restart_info = RESTART_INFO.0.get() as u64;
+    let dest = out.unwrap_or_else(|| default_path(&meta.comm));
+    let (dir, name) = match dest.rsplit_once('/') {
+        Some((d, n)) => (
+            if d.is_empty() {
+                "/".to_string()
+            } else {
+                d.to_string()
+            },
+            n.to_string(),
+        ),
+        None => (".".to_string(), dest.clone()),
+    };
+    if name.is_empty() {
+        return Err(format!("image path {dest} names a directory"));
+    }
+    let tmp = format!("{dir}/.{name}.tmp.{}", REAL_PID.load(Ordering::Relaxed));
+    let cs = |s: &str| CString::new(s).map_err(|_| format!("path contains NUL: {s:?}"));
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 fills p.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    let base = crate::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
+    let plan = Plan {
+        meta,
+        tmp: cs(&tmp)?,
+        dest: cs(&dest)?,
+        dir: cs(&dir)?,
+        result_fd: p[1],
+        scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
+    };
+    Ok((plan, p[0]))
+}
+
+/// Restart path of the manager: every thread is back; clean up and let them go.
+fn restarted() {
+    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
+    let info = unsafe { *RESTART_INFO.0.get() };
+    REAL_PID.store(
+        if info.pid > 0 {
+            info.pid as i32
+        } else {
+            sys::getpid_real()
+        },
+        Ordering::Release,
+    );
+    let n = NTHREADS.load(Ordering::Acquire);
+    loop {
+        let k = RESUMED_COUNT.load(Ordering::Acquire);
+        if k >= n {
+            break;
+        }
+        sys::futex_wait(&RESUMED_COUNT, k, Some(10));
+    }
+    for r in &info.ranges[..info.nranges as usize] {
+        // SAFETY: these were the restorer's own mappings; no thread runs there any more.
+        unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
+    }
+    open_channels();
+    release_threads();
+    log(&format!(
+        "restarted as pid {}",
+        REAL_PID.load(Ordering::Relaxed)
+    ));
+}
+
+/// Per-thread kernel state after a restart; called by `mos_ctx_resume_entry` on every
+/// restored thread, on its own saved stack. Raw syscalls only.
+#[no_mangle]
+pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
+    // SAFETY: ctx is a slot of the restored process, filled at checkpoint time.
+    let c = unsafe { &*ctx };
+    let tid = sys::gettid();
+    // SAFETY: raw syscalls re-establishing this thread's kernel state at addresses that
+    // were valid for it when the image was taken (same memory now).
+    unsafe {
+        if c.tid_addr != 0 {
+            libc::syscall(libc::SYS_set_tid_address, c.tid_addr);
+            core::ptr::write_volatile(c.tid_addr as *mut i32, tid);
+        }
+        if c.robust_head != 0 {
+            libc::syscall(libc::SYS_set_robust_list, c.robust_head, c.robust_len);
+        }
+        if c.rseq_addr != 0 {
+            // struct rseq: cpu_id_start u32, cpu_id u32, rseq_cs u64, flags u32
+            core::ptr::write_volatile((c.rseq_addr + 4) as *mut u32, u32::MAX);
+            core::ptr::write_volatile((c.rseq_addr + 8) as *mut u64, 0);
+            libc::syscall(libc::SYS_rseq, c.rseq_addr, c.rseq_len, 0, c.rseq_sig);
+        }
+        if c.altstack_size != 0 {
+            let ss = libc::stack_t {
+                ss_sp: c.altstack_sp as *mut _,
+                ss_flags: c.altstack_flags as i32,
+                ss_size: c.altstack_size as usize,
+            };
+            libc::sigaltstack(&ss, core::ptr::null_mut());
+        }
+    }
+    sys::rt_sigprocmask(libc::SIG_SETMASK, Some(c.mask), None);
+    if ctx == MANAGER_CTX.0.get() {
+        return;
+    }
+    resumed_wait(RELEASE.load(Ordering::Acquire));
+}
+
+#[allow(dead_code)]
+fn _unused(_: AtomicU32) {}

@@ -1,0 +1,333 @@
+//! Signal handlers of the shim. Async-signal-safe zone: no allocation, no locks, no
+//! panics, no std I/O; only atomics and raw syscalls.
+//!
+//! Trigger signal (SIGUSR2, or MOS_CKPT_SIGNAL): a request from another process wakes the
+//! manager through a pipe; the same signal sent by the process to itself goes to the
+//! application's own handler (kept in `APP_ACTION`, which the sigaction hooks maintain).
+//! Freeze signal (a private real-time signal): parks a thread for a checkpoint.
+
+use crate::ctxasm;
+use ckpt::ctx::{ThreadCtx, RESUMED};
+use ckpt::sys::{self, KSigAction};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+pub static TRIGGER_SIG: AtomicI32 = AtomicI32::new(libc::SIGUSR2);
+pub static FREEZE_SIG: AtomicI32 = AtomicI32::new(62);
+/// write end of the manager's wake-up pipe
+pub static TRIGGER_FD: AtomicI32 = AtomicI32::new(-1);
+pub static REAL_PID: AtomicI32 = AtomicI32::new(0);
+pub static VPID: AtomicI32 = AtomicI32::new(0);
+
+/// glibc's rseq offset from the thread pointer, and whether rseq is registered
+pub static RSEQ_OFFSET: AtomicU64 = AtomicU64::new(0);
+pub static RSEQ_SIZE: AtomicU32 = AtomicU32::new(0);
+
+/// The application's view of the trigger and freeze signals' dispositions.
+pub struct AppActions(UnsafeCell<[KSigAction; 2]>);
+// SAFETY: written only by the sigaction hooks (application code, rare) and read by the
+// trigger handler; a torn read can only mix two dispositions the app itself installed.
+unsafe impl Sync for AppActions {}
+pub static APP_ACTION: AppActions = AppActions(UnsafeCell::new(
+    [KSigAction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    }; 2],
+));
+
+pub fn app_action_slot(sig: i32) -> Option<usize> {
+    if sig == TRIGGER_SIG.load(Ordering::Relaxed) {
+        Some(0)
+    } else if sig == FREEZE_SIG.load(Ordering::Relaxed) {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+pub fn app_action(i: usize) -> KSigAction {
+    // SAFETY: see AppActions.
+    unsafe { (*APP_ACTION.0.get())[i] }
+}
+
+pub fn set_app_action(i: usize, a: KSigAction) {
+    // SAFETY: see AppActions.
+    unsafe { (*APP_ACTION.0.get())[i] = a }
+}
+
+// ---- thread parking ----
+
+pub const MAX_THREADS: usize = 1024;
+
+pub struct Slots(UnsafeCell<[ThreadCtx; MAX_THREADS]>);
+// SAFETY: slot i is written only by the thread whose tid the manager put in SLOT_TID[i],
+// and read by the manager after that thread reported PARKED.
+unsafe impl Sync for Slots {}
+pub static SLOTS: Slots = Slots(UnsafeCell::new(
+    [ThreadCtx {
+        regs: [0; 8],
+        fs_base: 0,
+        tid_addr: 0,
+        robust_head: 0,
+        robust_len: 0,
+        rseq_addr: 0,
+        rseq_len: 0,
+        rseq_sig: 0,
+        altstack_sp: 0,
+        altstack_flags: 0,
+        altstack_size: 0,
+        mask: 0,
+        tid: 0,
+        is_main: 0,
+    }; MAX_THREADS],
+));
+
+pub fn slot_ptr(i: usize) -> *mut ThreadCtx {
+    // SAFETY: i < MAX_THREADS is checked by callers; pointer into a static array.
+    unsafe { (SLOTS.0.get() as *mut ThreadCtx).add(i) }
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicI32 = AtomicI32::new(0);
+pub static SLOT_TID: [AtomicI32; MAX_THREADS] = [ZERO; MAX_THREADS];
+/// number of threads parked in this checkpoint (manager waits on it)
+pub static PARKED: AtomicU32 = AtomicU32::new(0);
+/// bumped by the manager to release parked threads
+pub static RELEASE: AtomicU32 = AtomicU32::new(0);
+/// number of threads that finished `mos_thread_resumed` after a restart
+pub static RESUMED_COUNT: AtomicU32 = AtomicU32::new(0);
+
+/// Fill the per-thread kernel state a restart must re-establish.
+pub fn capture_thread_state(ctx: &mut ThreadCtx) {
+    let mut fs: u64 = 0;
+    // SAFETY: ARCH_GET_FS stores the fs base in fs.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
+    ctx.fs_base = fs;
+    let mut tid_addr: u64 = 0;
+    // SAFETY: PR_GET_TID_ADDRESS stores the clear_child_tid pointer.
+    if unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut tid_addr as *mut u64) } != 0 {
+        tid_addr = 0;
+    }
+    ctx.tid_addr = tid_addr;
+    let mut head: u64 = 0;
+    let mut len: u64 = 0;
+    // SAFETY: get_robust_list(0) for the calling thread, valid out-pointers.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0,
+            &mut head as *mut u64,
+            &mut len as *mut u64,
+        )
+    } == 0
+    {
+        ctx.robust_head = head;
+        ctx.robust_len = len;
+    }
+    if RSEQ_SIZE.load(Ordering::Relaxed) > 0 {
+        ctx.rseq_addr = fs.wrapping_add(RSEQ_OFFSET.load(Ordering::Relaxed));
+        ctx.rseq_len = 32;
+        ctx.rseq_sig = 0x5305_3053;
+    } else {
+        ctx.rseq_addr = 0;
+    }
+    let mut ss = libc::stack_t {
+        ss_sp: core::ptr::null_mut(),
+        ss_flags: 0,
+        ss_size: 0,
+    };
+    // SAFETY: query only.
+    unsafe { libc::sigaltstack(core::ptr::null(), &mut ss) };
+    ctx.altstack_sp = ss.ss_sp as u64;
+    ctx.altstack_flags = (ss.ss_flags & !libc::SS_ONSTACK) as u64;
+    ctx.altstack_size = ss.ss_size as u64;
+    let mut mask = 0u64;
+    sys::rt_sigprocmask(libc::SIG_BLOCK, None, Some(&mut mask));
+    ctx.mask = mask;
+    ctx.tid = sys::gettid();
+    ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
+}
+
+extern "C" fn park_wait(_ctx: *mut ThreadCtx) {
+    let gen = RELEASE.load(Ordering::Acquire);
+    PARKED.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&PARKED);
+    while RELEASE.load(Ordering::Acquire) == gen {
+        sys::futex_wait(&RELEASE, gen, None);
+    }
+}
+
+/// Wait for the manager's release after a restart (called from mos_thread_resumed).
+pub fn resumed_wait(gen: u32) {
+    RESUMED_COUNT.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&RESUMED_COUNT);
+    while RELEASE.load(Ordering::Acquire) == gen {
+        sys::futex_wait(&RELEASE, gen, None);
+    }
+}
+
+extern "C" fn freeze_handler(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+    let saved_errno = sys::errno();
+    let tid = sys::gettid();
+    let slot = SLOT_TID
+        .iter()
+        .position(|t| t.load(Ordering::Acquire) == tid);
+    if let Some(i) = slot {
+        let ctx = slot_ptr(i);
+        // SAFETY: slot i belongs to this thread for this checkpoint (see Slots).
+        unsafe { capture_thread_state(&mut *ctx) };
+        // SAFETY: ctx is valid; park_wait blocks until the manager releases us.
+        let r = unsafe { ctxasm::mos_ctx_park(ctx, park_wait) };
+        let _ = r == RESUMED;
+    }
+    // SAFETY: restoring this thread's errno.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+extern "C" fn trigger_handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let saved_errno = sys::errno();
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    let external = (code == libc::SI_USER || code == libc::SI_QUEUE)
+        && pid != REAL_PID.load(Ordering::Relaxed);
+    if external {
+        let fd = TRIGGER_FD.load(Ordering::Relaxed);
+        if fd >= 0 {
+            let b = 1u8;
+            // SAFETY: one-byte write to our non-blocking pipe.
+            unsafe { libc::write(fd, &b as *const u8 as *const _, 1) };
+        }
+    } else {
+        deliver_to_app(sig, info, uc);
+    }
+    // SAFETY: restoring this thread's errno.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Run the application's disposition for the trigger signal it sent itself.
+fn deliver_to_app(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let a = app_action(0);
+    match a.handler as usize {
+        h if h == libc::SIG_IGN => {}
+        h if h == libc::SIG_DFL => {
+            // default action of the user signals is to terminate: do exactly that
+            if matches!(
+                sig,
+                libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT
+            ) {
+                return;
+            }
+            let dfl = KSigAction::default();
+            sys::rt_sigaction(sig, Some(&dfl), None);
+            sys::rt_sigprocmask(libc::SIG_UNBLOCK, Some(sys::sigbit(sig)), None);
+            // SAFETY: re-raise the signal to ourselves with the default disposition.
+            unsafe { libc::syscall(libc::SYS_tgkill, sys::getpid_real(), sys::gettid(), sig) };
+        }
+        h => {
+            if a.flags & libc::SA_SIGINFO as u64 != 0 {
+                // SAFETY: the app installed this as an sa_sigaction handler.
+                let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { core::mem::transmute(h) };
+                f(sig, info, uc);
+            } else {
+                // SAFETY: the app installed this as an sa_handler.
+                let f: extern "C" fn(i32) = unsafe { core::mem::transmute(h) };
+                f(sig);
+            }
+            if a.flags & libc::SA_RESETHAND as u64 != 0 {
+                set_app_action(0, KSigAction::default());
+            }
+        }
+    }
+}
+
+/// Install the trigger and freeze handlers (raw rt_sigaction with our own restorer).
+pub fn install() {
+    let full = !0u64;
+    let trig = KSigAction {
+        handler: trigger_handler as *const () as u64,
+        flags: (libc::SA_SIGINFO | libc::SA_RESTART) as u64 | sys::SA_RESTORER,
+        restorer: ctxasm::mos_sigreturn as *const () as u64,
+        mask: 0,
+    };
+    let frz = KSigAction {
+        handler: freeze_handler as *const () as u64,
+        flags: (libc::SA_SIGINFO | libc::SA_RESTART) as u64 | sys::SA_RESTORER,
+        restorer: ctxasm::mos_sigreturn as *const () as u64,
+        mask: full,
+    };
+    let mut old = KSigAction::default();
+    sys::rt_sigaction(
+        TRIGGER_SIG.load(Ordering::Relaxed),
+        Some(&trig),
+        Some(&mut old),
+    );
+    set_app_action(0, old);
+    let mut old = KSigAction::default();
+    sys::rt_sigaction(
+        FREEZE_SIG.load(Ordering::Relaxed),
+        Some(&frz),
+        Some(&mut old),
+    );
+    set_app_action(1, old);
+}
+
+/// Parse MOS_CKPT_SIGNAL: `USR1`, `SIGUSR1`, `SIGRTMIN+3`, `RTMAX-2` or a number.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let s = s.trim();
+    let s = s.strip_prefix("SIG").unwrap_or(s);
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let rt = |base: i32, rest: &str| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(base);
+        }
+        let (sign, num) = rest.split_at(1);
+        let n: i32 = num.parse().ok()?;
+        let v = if sign == "+" {
+            base + n
+        } else if sign == "-" {
+            base - n
+        } else {
+            return None;
+        };
+        (34..=64).contains(&v).then_some(v)
+    };
+    if let Some(rest) = s.strip_prefix("RTMIN") {
+        return rt(34, rest);
+    }
+    if let Some(rest) = s.strip_prefix("RTMAX") {
+        return rt(64, rest);
+    }
+    Some(match s {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "USR1" => 10,
+        "USR2" => 12,
+        "ALRM" => 14,
+        "TERM" => 15,
+        "WINCH" => 28,
+        "URG" => 23,
+        "PWR" => 30,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_signal;
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("USR1"), Some(10));
+        assert_eq!(parse_signal("SIGUSR2"), Some(12));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(37));
+        assert_eq!(parse_signal("RTMAX-2"), Some(62));
+        assert_eq!(parse_signal("40"), Some(40));
+        assert_eq!(parse_signal("KILL9"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! The mos commands. Each returns a one-line error a person can act on.
+
+use anyhow::{anyhow, bail, Result};
+use ckpt::control::{self, CkptReply, CkptRequest};
+use ckpt::image::{ImageFile, PAGE};
+use std::path::{Path, PathBuf};
+
+pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool) -> Result<()> {
+    let out = match output {
+        Some(p) if p.is_absolute() => Some(p),
+        Some(p) => Some(std::env::current_dir()?.join(p)),
+        None => None,
+    };
+    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit };
+    match control::request(pid, &req) {
+        Ok(CkptReply::Done { path, bytes, frozen_us, total_us }) => {
+            println!("{path}");
+            if stats {
+                eprintln!("{bytes} bytes, frozen {frozen_us} us, total {total_us} us");
+            }
+            Ok(())
+        }
+        Ok(CkptReply::Failed(e)) => bail!("ckpt {pid}: {e} (the process keeps running)"),
+        Err(e) => bail!("ckpt {pid}: {e}"),
+    }
+}
+
+/// The restorer binary: next to this executable.
+fn restorer() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("mosrestart");
+    if !p.exists() {
+        bail!("restart: {} not found (build with `make`)", p.display());
+    }
+    Ok(p)
+}
+
+pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    // Validate here so a bad image fails before anything happens; the restorer checks again.
+    let img = ImageFile::open(image).map_err(|e| anyhow!("restart: {}: {e}", image.display()))?;
+    if !no_verify {
+        img.verify_data().map_err(|e| anyhow!("restart: {}: {e}", image.display()))?;
+    }
+    drop(img);
+    let mut cmd = std::process::Command::new(restorer()?);
+    cmd.arg0("mosrestart");
+    if eager {
+        cmd.arg("--eager");
+    }
+    // data already verified above
+    cmd.arg("--no-verify");
+    cmd.arg(image);
+    let err = cmd.exec();
+    bail!("restart: cannot run the restorer: {err}")
+}
+
+fn prot_str(p: u32) -> String {
+    let f = |b: i32, c: char| if p & b as u32 != 0 { c } else { '-' };
+    [f(libc::PROT_READ, 'r'), f(libc::PROT_WRITE, 'w'), f(libc::PROT_EXEC, 'x')].iter().collect()
+}
+
+pub fn inspect_cmd(image: &Path, json: bool) -> Result<()> {
+    let img = ImageFile::open(image).map_err(|e| anyhow!("inspect: {}: {e}", image.display()))?;
+    let data_ok = img.verify_data();
+    let m = &img.meta;
+    let h = &img.header;
+    if json {
+        let regions: Vec<_> = m
+            .regions
+            .iter()
+            .zip(&img.region_hashes)
+            .map(|(r, hsh)| {
+                serde_json::json!({
+                    "start": r.start, "end": r.end, "prot": prot_str(r.prot), "kind": format!("{:?}", r.kind),
+                    "path": r.path, "data_bytes": r.data_bytes(), "extents": r.extents.len(), "checksum": format!("{hsh:016x}"),
+                })
+            })
+            .collect();
+        let fds: Vec<_> = m
+            .fds
+            .iter()
+            .map(|f| serde_json::json!({"fd": f.fd, "kind": format!("{:?}", f.kind), "path": f.path, "offset": f.offset, "flags": format!("{:o}", f.flags), "target": f.target}))
+            .collect();
+        let threads: Vec<_> = m
+            .threads
+            .iter()
+            .map(|t| serde_json::json!({"tid": t.old_tid, "main": t.is_main, "manager": t.is_manager, "fs_base": t.fs_base}))
+            .collect();
+        let v = serde_json::json!({
+            "file": image, "size": img.size, "version": h.version, "arch": ckpt::image::arch_name(h.arch),
+            "page_size": h.page_size, "meta_bytes": h.meta_len, "data_bytes": h.data_len,
+            "data_checksums_ok": data_ok.is_ok(),
+            "pid": m.vpid, "real_pid": m.real_pid, "comm": m.comm, "exe": m.exe, "cmdline": m.cmdline,
+            "cwd": m.cwd, "uid": m.uid, "gid": m.gid, "umask": format!("{:04o}", m.umask),
+            "created_unix_ms": m.created_unix_ms, "regions": regions, "fds": fds, "threads": threads,
+            "special": m.special.iter().map(|s| serde_json::json!({"name": s.name, "start": s.start, "end": s.end})).collect::<Vec<_>>(),
+            "sigactions": m.sigactions.len(), "itimers": m.itimers.len(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("image      {}", image.display());
+    println!("format     mos image v{} ({}), {} bytes: metadata {} B, page data {} B", h.version, ckpt::image::arch_name(h.arch), img.size, h.meta_len, h.data_len);
+    println!("checksums  header ok, metadata ok, page data {}", match &data_ok { Ok(()) => "ok".to_string(), Err(e) => e.to_string() });
+    println!("process    {} pid {} (real pid {} when taken), uid {} gid {}", m.comm, m.vpid, m.real_pid, m.uid, m.gid);
+    println!("command    {}", m.cmdline.join(" "));
+    println!("exe        {}", m.exe);
+    println!("cwd        {}  umask {:04o}", m.cwd, m.umask);
+    println!("threads    {} ({} application + manager)", m.threads.len(), m.threads.iter().filter(|t| !t.is_manager).count());
+    println!("signals    {} dispositions, {} itimers, {} rlimits", m.sigactions.len(), m.itimers.len(), m.rlimits.len());
+    println!("regions    {} ({} pages saved)", m.regions.len(), m.data_bytes() / PAGE);
+    for (r, hsh) in m.regions.iter().zip(&img.region_hashes) {
+        println!(
+            "  {:012x}-{:012x} {} {:>10} KiB saved {:>10} KiB  {:<12} {:016x} {}",
+            r.start,
+            r.end,
+            prot_str(r.prot),
+            (r.end - r.start) / 1024,
+            r.data_bytes() / 1024,
+            format!("{:?}", r.kind),
+            hsh,
+            r.path
+        );
+    }
+    for s in &m.special {
+        println!("  {:012x}-{:012x} moved at restart {}", s.start, s.end, s.name);
+    }
+    println!("fds        {}", m.fds.len());
+    for f in &m.fds {
+        println!("  {:>4} {:<8} flags {:o} offset {} {}", f.fd, format!("{:?}", f.kind), f.flags, f.offset, f.target);
+    }
+    Ok(())
+}
