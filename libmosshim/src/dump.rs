@@ -232,11 +232,11 @@ pub extern "C" fn writer_child_main() -> ! {
     // SAFETY: the manager set PLAN to a live Plan before forking; the child has a copy.
     let plan = unsafe { &*plan };
     let (code, msg) = match write_image(plan) {
-        Ok(n) => (0, format!("OK {n}")),
+        Ok(n) => (0, format!("OK {n}\n")),
         Err(e) => {
             // SAFETY: removing our own temp file.
             unsafe { libc::unlink(plan.tmp.as_ptr()) };
-            (1, format!("ERR {e}"))
+            (1, format!("ERR {}\n", e.replace('\n', " ")))
         }
     };
     // SAFETY: reporting to the manager, then leaving without running any destructor.
@@ -317,7 +317,73 @@ fn present_extents(pm: &std::fs::File, start: u64, end: u64) -> Result<Vec<Exten
     Ok(out)
 }
 
+const PARALLEL_HASH_MIN: u64 = 64 << 20;
+
+/// Fork a child that checksums every region of the (unchanged) snapshot and sends the
+/// hashes through a pipe. Returns its pid and the read end.
+fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> Option<(i32, i32)> {
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 fills p.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return None;
+    }
+    // SAFETY: raw fork (no exit signal); the child only reads memory and writes the pipe.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, 0u64, 0u64, 0u64, 0u64, 0u64) };
+    if pid == 0 {
+        let mut out = Vec::with_capacity(meta.regions.len() * 8);
+        for r in &meta.regions {
+            out.extend_from_slice(&region_hash(r, mem).to_le_bytes());
+        }
+        // SAFETY: writing our buffer to the pipe, then leaving.
+        unsafe {
+            let mut off = 0;
+            while off < out.len() {
+                let n = libc::syscall(libc::SYS_write, p[1], out.as_ptr().add(off), out.len() - off);
+                if n <= 0 {
+                    break;
+                }
+                off += n as usize;
+            }
+            libc::syscall(libc::SYS_exit_group, 0);
+        }
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(p[1]) };
+    if pid < 0 {
+        // SAFETY: closing the read end we own.
+        unsafe { libc::close(p[0]) };
+        return None;
+    }
+    Some((pid as i32, p[0]))
+}
+
+fn collect_hashes(pid: i32, rfd: i32, n: usize) -> Result<Vec<u64>, String> {
+    let mut buf = vec![0u8; n * 8];
+    let mut off = 0;
+    while off < buf.len() {
+        // SAFETY: reading into our buffer.
+        let k = unsafe { libc::read(rfd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
+        if k < 0 && ckpt::sys::errno() == libc::EINTR {
+            continue;
+        }
+        if k <= 0 {
+            break;
+        }
+        off += k as usize;
+    }
+    // The hasher is not waited for: its exit (address-space teardown) would only delay
+    // us, and this process exits right after; init reaps it.
+    let _ = pid;
+    // SAFETY: closing our fd.
+    unsafe { libc::close(rfd) };
+    if off != buf.len() {
+        return Err("checksum helper process died".into());
+    }
+    Ok(buf.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+}
+
 fn write_image(plan: &Plan) -> Result<u64, String> {
+    let t0 = std::time::Instant::now();
     let mut meta = plan.meta.clone();
     let maps = ckpt::maps::parse(&read_str("/proc/self/maps")?);
     let pm =
@@ -376,6 +442,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             extents,
         });
     }
+    let t_scan = t0.elapsed();
     let (hdr, mbytes) = layout(&mut meta).map_err(|e| format!("encoding metadata: {e}"))?;
     // SAFETY: valid path; a new private file.
     let fd = unsafe {
@@ -413,11 +480,18 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
                 )
             };
         }
-        // SAFETY: the extent lies inside a readable mapping of this process.
-        let mem = |a: u64, n: usize| -> &[u8] {
-            unsafe { core::slice::from_raw_parts(a as *const u8, n) }
-        };
-        w.write_region(r, &mem).map_err(|e| ioerr("writing", e))?;
+    }
+    // SAFETY: every extent lies inside a readable mapping of this process.
+    let mem = |a: u64, n: usize| -> &[u8] { unsafe { core::slice::from_raw_parts(a as *const u8, n) } };
+    // Big images: checksum in a second process (same snapshot, other core) while
+    // this one writes.
+    let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN && std::env::var_os("MOS_SERIAL_HASH").is_none() { spawn_hasher(&meta, &mem) } else { None };
+    for r in &meta.regions {
+        w.write_region(r, &mem, hasher.is_none())
+            .map_err(|e| ioerr("writing", e))?;
+    }
+    if let Some((pid, rfd)) = hasher {
+        w.set_hashes(collect_hashes(pid, rfd, meta.regions.len())?);
     }
     w.write_trailer().map_err(|e| ioerr("writing", e))?;
     // SAFETY: fsync/close our fd; rename within one directory; fsync the directory.
@@ -437,6 +511,9 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             libc::fsync(d);
             libc::close(d);
         }
+    }
+    if std::env::var_os("MOS_DEBUG_TIMING").is_some() {
+        crate::manager::log(&format!("writer: scan {:?}, total {:?}", t_scan, t0.elapsed()));
     }
     Ok(w.bytes_written())
 }

@@ -21,6 +21,8 @@ pub static TRIG_R: AtomicI32 = AtomicI32::new(-1);
 pub static LISTEN: AtomicI32 = AtomicI32::new(-1);
 /// the control connection being served, if any
 pub static CONN: AtomicI32 = AtomicI32::new(-1);
+/// image writer that reported but may still be exiting
+static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
 /// number of application threads frozen in the last checkpoint
 static NTHREADS: AtomicU32 = AtomicU32::new(0);
 
@@ -150,7 +152,10 @@ pub fn run() {
             },
         ];
         // SAFETY: polling two pollfds we own.
-        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
+        let timeout = if PENDING_REAP.load(Ordering::Relaxed) > 0 { 100 } else { -1 };
+        // SAFETY: as above.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout) };
+        reap(false);
         if n <= 0 {
             continue;
         }
@@ -382,7 +387,22 @@ fn default_path(comm: &str) -> String {
     format!("{dir}/{comm}.{}.mosimg", VPID.load(Ordering::Relaxed))
 }
 
+/// Reap the previous image writer if it has finished exiting.
+fn reap(block: bool) {
+    let pid = PENDING_REAP.load(Ordering::Acquire);
+    if pid > 0 {
+        let mut st = 0;
+        let flags = libc::__WCLONE | if block { 0 } else { libc::WNOHANG };
+        // SAFETY: waiting for our own clone child.
+        let r = unsafe { libc::waitpid(pid, &mut st, flags) };
+        if r == pid || (r < 0 && sys::errno() == libc::ECHILD) {
+            PENDING_REAP.store(0, Ordering::Release);
+        }
+    }
+}
+
 fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
+    reap(true);
     let t0 = Instant::now();
     let me = sys::gettid();
     let n = match freeze(me) {
@@ -425,9 +445,11 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
             std::io::Error::from_raw_os_error(-child as i32)
         ));
     }
+    // The report is one line written before the writer exits; tearing down its copy of
+    // the address space takes a while, so reap it later unless it died without a report.
     let mut msg = Vec::new();
     let mut b = [0u8; 4096];
-    loop {
+    while !msg.ends_with(b"\n") {
         // SAFETY: reading the child's report from our pipe.
         let k = unsafe { libc::read(rfd, b.as_mut_ptr().cast(), b.len()) };
         if k < 0 && sys::errno() == libc::EINTR {
@@ -439,12 +461,14 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
         msg.extend_from_slice(&b[..k as usize]);
     }
     let mut status = 0;
-    // SAFETY: reaping our clone child (no exit signal, hence __WCLONE); close our fd.
+    // SAFETY: closing our fd; reaping our clone child (no exit signal, hence __WCLONE).
     unsafe {
         libc::close(rfd);
-        while libc::waitpid(child as i32, &mut status, libc::__WCLONE) < 0
-            && sys::errno() == libc::EINTR
-        {}
+        if msg.ends_with(b"\n") {
+            PENDING_REAP.store(child as i32, Ordering::Release);
+        } else {
+            while libc::waitpid(child as i32, &mut status, libc::__WCLONE) < 0 && sys::errno() == libc::EINTR {}
+        }
     }
     let msg = String::from_utf8_lossy(&msg).into_owned();
     let total_us = t0.elapsed().as_micros() as u64;

@@ -5,8 +5,10 @@
 //!        | data_off u64 | data_len u64 | page_size u32 | pad u32 | header_hash u64   (64 bytes)
 //! 64     metadata (postcard `ImageMeta`, meta_len bytes)
 //! data_off (page aligned)  page data: every region's extents back to back, page aligned
-//! data_off+data_len        trailer: n x u64 region hashes | n u64 | trailer_hash u64 | "MOSTAIL!"
+//! data_off+data_len        trailer: n x u64 region CRC-32s | n u64 | trailer_hash u64 | "MOSTAIL!"
 //! ```
+//! Header, metadata and trailer are protected by xxh3-64, page data by one CRC-32 per
+//! region (hardware-accelerated: the checksum must keep up with the write).
 //! Everything is written front to back (streamable). Readers check magic, version,
 //! architecture, then checksums, and refuse what they do not understand.
 

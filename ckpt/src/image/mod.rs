@@ -6,4 +6,4 @@ mod writer;
 
 pub use format::*;
 pub use reader::{ImageError, ImageFile};
-pub use writer::{layout, ImageWriter};
+pub use writer::{layout, region_hash, ImageWriter};

@@ -3,7 +3,6 @@
 //! (the shim's scratch arena there) and writes with plain `write(2)` calls.
 
 use super::format::*;
-use xxhash_rust::xxh3::Xxh3;
 
 /// Assign page-aligned file offsets to every extent and encode the metadata.
 /// Returns the header and the encoded metadata.
@@ -34,6 +33,20 @@ pub fn layout(meta: &mut ImageMeta) -> Result<(Header, Vec<u8>), postcard::Error
     }
 }
 
+/// The checksum of one region's saved bytes, as the trailer records it.
+pub fn region_hash<'a>(r: &Region, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> u64 {
+    let mut h = crc32fast::Hasher::new();
+    for e in &r.extents {
+        let mut done = 0u64;
+        while done < e.len {
+            let n = ((e.len - done) as usize).min(CHUNK);
+            h.update(mem(r.start + e.off + done, n));
+            done += n as u64;
+        }
+    }
+    h.finalize() as u64
+}
+
 /// Writes an image to a file descriptor. The caller owns the fd.
 pub struct ImageWriter {
     fd: i32,
@@ -41,7 +54,7 @@ pub struct ImageWriter {
     hashes: Vec<u64>,
 }
 
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 4 << 20;
 
 impl ImageWriter {
     pub fn new(fd: i32) -> Self {
@@ -93,26 +106,35 @@ impl ImageWriter {
         Ok(())
     }
 
-    /// One region's extents, in order; `mem(addr, len)` gives the bytes to save.
+    /// One region's extents, in order; `mem(addr, len)` gives the bytes to save. With
+    /// `hash` false the region's checksum must come later through `set_hashes`.
     pub fn write_region<'a>(
         &mut self,
         r: &Region,
         mem: &dyn Fn(u64, usize) -> &'a [u8],
+        hash: bool,
     ) -> Result<(), i32> {
-        let mut h = Xxh3::new();
+        let mut h = crc32fast::Hasher::new();
         for e in &r.extents {
             debug_assert_eq!(e.file_off, self.pos);
             let mut done = 0u64;
             while done < e.len {
                 let n = ((e.len - done) as usize).min(CHUNK);
                 let bytes = mem(r.start + e.off + done, n);
-                h.update(bytes);
+                if hash {
+                    h.update(bytes);
+                }
                 self.write_all(bytes)?;
                 done += n as u64;
             }
         }
-        self.hashes.push(h.digest());
+        self.hashes.push(h.finalize() as u64);
         Ok(())
+    }
+
+    /// Replace the per-region checksums (computed elsewhere, e.g. in parallel).
+    pub fn set_hashes(&mut self, hashes: Vec<u64>) {
+        self.hashes = hashes;
     }
 
     pub fn write_trailer(&mut self) -> Result<(), i32> {

@@ -135,6 +135,15 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
     if imgfd < 0 {
         return Err(os_err("dup image fd"));
     }
+    // Grow the fd table now, while single-threaded: the shim keeps its own fds near 800,
+    // and growing a table shared by threads waits for an RCU grace period (~15 ms).
+    // SAFETY: duplicate and close our own fd.
+    unsafe {
+        let t = libc::fcntl(imgfd, libc::F_DUPFD_CLOEXEC, 1000);
+        if t >= 0 {
+            libc::close(t);
+        }
+    }
     let keep_above = imgfd.max(shared_fds.iter().copied().max().unwrap_or(0));
     restore_fds(meta)?;
     // Close what the restarting command had open that the app did not.
@@ -381,6 +390,11 @@ fn restore_fds(meta: &crate::image::ImageMeta) -> Result<(), String> {
                 // SAFETY: valid path; O_CLOEXEC so the temporary fd never leaks.
                 let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
                 if fd < 0 {
+                    if f.fd <= 2 {
+                        // A std stream whose file cannot be reopened (gone, or not ours):
+                        // keep the restarting command's own, as for ttys and pipes.
+                        continue;
+                    }
                     return Err(os_err(&format!("cannot reopen fd {} ({})", f.fd, f.path)));
                 }
                 if fd != f.fd {
@@ -555,6 +569,11 @@ fn map_regions(
                     -1,
                     0,
                 );
+                if !lazy && r.data_bytes() >= 2 << 20 {
+                    // Fewer, larger page faults while copying big regions in.
+                    // SAFETY: advice on the anonymous mapping we just created.
+                    unsafe { libc::madvise(r.start as *mut _, len, libc::MADV_HUGEPAGE) };
+                }
                 for e in &r.extents {
                     if lazy && r.kind != RegionKind::Stack && e.len >= LAZY_MIN {
                         map(
