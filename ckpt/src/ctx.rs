@@ -26,8 +26,13 @@ pub struct ThreadCtx {
     pub altstack_size: u64,
     /// signal mask to set while the thread finishes its handler after restart
     pub mask: u64,
+    /// real tid when the context was saved
     pub tid: i32,
     pub is_main: i32,
+    /// the tid as the application knows it (glibc's `pthread->tid`): virtual after a
+    /// restart, kept across restarts
+    pub vtid: i32,
+    pub _pad: i32,
 }
 
 pub const CTX_RSP: usize = 48;

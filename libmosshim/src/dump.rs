@@ -53,7 +53,7 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
             rlim_max: 0,
         };
         // SAFETY: valid out-pointer.
-        if unsafe { libc::syscall(libc::SYS_getrlimit, r, &mut l as *mut libc::rlimit) } == 0 {
+        if unsafe { ckpt::sc!(libc::SYS_getrlimit, r, &mut l as *mut libc::rlimit) } == 0 {
             rlimits.push(Rlimit {
                 resource: r,
                 cur: l.rlim_cur,
@@ -84,7 +84,7 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         // SAFETY: itimerval is plain data; getitimer fills it.
         let mut v: libc::itimerval = unsafe { core::mem::zeroed() };
         // SAFETY: valid out-pointer.
-        unsafe { libc::syscall(libc::SYS_getitimer, which, &mut v as *mut libc::itimerval) };
+        unsafe { ckpt::sc!(libc::SYS_getitimer, which, &mut v as *mut libc::itimerval) };
         let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
         if us(v.it_value) != 0 || us(v.it_interval) != 0 {
             itimers.push(ITimer {
@@ -106,7 +106,7 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
     // fields are numbered from 1; after ")" the first is field 3
     let fld = |n: usize| f.get(n - 3).copied().unwrap_or(0);
     // SAFETY: brk(0) only queries the current break.
-    let brk = unsafe { libc::syscall(libc::SYS_brk, 0) } as u64;
+    let brk = unsafe { ckpt::sc!(libc::SYS_brk, 0) } as u64;
     let mm = MmFields {
         start_code: fld(26),
         end_code: fld(27),
@@ -226,7 +226,7 @@ pub extern "C" fn writer_child_main() -> ! {
     let mc = unsafe { &*crate::manager::MANAGER_CTX.0.get() };
     if mc.rseq_addr != 0 {
         // SAFETY: unregistering the area inherited from the manager thread (flag 1 = UNREGISTER).
-        unsafe { libc::syscall(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };
+        unsafe { ckpt::sc!(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };
     }
     let plan = PLAN.load(Ordering::Acquire);
     // SAFETY: the manager set PLAN to a live Plan before forking; the child has a copy.
@@ -242,7 +242,7 @@ pub extern "C" fn writer_child_main() -> ! {
     // SAFETY: reporting to the manager, then leaving without running any destructor.
     unsafe {
         libc::write(plan.result_fd, msg.as_ptr().cast(), msg.len());
-        libc::syscall(libc::SYS_exit_group, code);
+        ckpt::sc!(libc::SYS_exit_group, code);
     }
     unreachable!()
 }
@@ -328,7 +328,7 @@ fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> O
         return None;
     }
     // SAFETY: raw fork (no exit signal); the child only reads memory and writes the pipe.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, 0u64, 0u64, 0u64, 0u64, 0u64) };
+    let pid = unsafe { ckpt::sc!(libc::SYS_clone, 0u64, 0u64, 0u64, 0u64, 0u64) };
     if pid == 0 {
         let mut out = Vec::with_capacity(meta.regions.len() * 8);
         for r in &meta.regions {
@@ -338,13 +338,13 @@ fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> O
         unsafe {
             let mut off = 0;
             while off < out.len() {
-                let n = libc::syscall(libc::SYS_write, p[1], out.as_ptr().add(off), out.len() - off);
+                let n = ckpt::sc!(libc::SYS_write, p[1], out.as_ptr().add(off), out.len() - off);
                 if n <= 0 {
                     break;
                 }
                 off += n as usize;
             }
-            libc::syscall(libc::SYS_exit_group, 0);
+            ckpt::sc!(libc::SYS_exit_group, 0);
         }
     }
     // SAFETY: closing our copy of the write end.

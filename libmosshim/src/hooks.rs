@@ -47,12 +47,16 @@ pub fn resolve_all() {
     let _ = real!("signal", Signal);
     let _ = real!("bsd_signal", Signal);
     let _ = real!("sysv_signal", Signal);
+    let _ = real!("pthread_kill", PthreadKill);
+    let _ = real!("syscall", Syscall7);
 }
 
 type Sigaction = unsafe extern "C" fn(i32, *const libc::sigaction, *mut libc::sigaction) -> i32;
 type Sigmask = unsafe extern "C" fn(i32, *const libc::sigset_t, *mut libc::sigset_t) -> i32;
 type Sigsuspend = unsafe extern "C" fn(*const libc::sigset_t) -> i32;
 type Sigqueue = unsafe extern "C" fn(libc::pid_t, i32, libc::sigval) -> i32;
+type PthreadKill = unsafe extern "C" fn(libc::pthread_t, i32) -> i32;
+type Syscall7 = unsafe extern "C" fn(i64, i64, i64, i64, i64, i64, i64) -> i64;
 type Signal = unsafe extern "C" fn(i32, libc::sighandler_t) -> libc::sighandler_t;
 
 #[no_mangle]
@@ -64,9 +68,74 @@ pub extern "C" fn getpid() -> libc::pid_t {
 }
 
 #[no_mangle]
+pub extern "C" fn gettid() -> libc::pid_t {
+    crate::tids::self_vtid()
+}
+
+#[no_mangle]
+pub extern "C" fn tgkill(pid: libc::pid_t, tid: libc::pid_t, sig: i32) -> i32 {
+    // SAFETY: raw tgkill with translated ids; sets errno like the libc wrapper.
+    unsafe { ckpt::sc!(libc::SYS_tgkill, to_real_pid(pid), crate::tids::to_real(tid), sig) as i32 }
+}
+
+#[no_mangle]
+pub extern "C" fn raise(sig: i32) -> i32 {
+    // SAFETY: signal the calling thread by its real ids.
+    unsafe { ckpt::sc!(libc::SYS_tgkill, REAL_PID.load(Ordering::Relaxed), ckpt::sys::gettid(), sig) as i32 }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
+    match crate::tids::real_of_pthread(th as u64) {
+        Some(rtid) => {
+            // SAFETY: raw tgkill to the thread's real tid; pthread_kill returns the error.
+            let r = unsafe { ckpt::sc!(libc::SYS_tgkill, REAL_PID.load(Ordering::Relaxed), rtid, sig) };
+            if r < 0 {
+                ckpt::sys::errno()
+            } else {
+                0
+            }
+        }
+        None => {
+            let f = real!("pthread_kill", PthreadKill);
+            // SAFETY: bypass with the original arguments.
+            unsafe { f(th, sig) }
+        }
+    }
+}
+
+/// `syscall(2)` itself: ids in the few calls that carry them are translated; the rest go
+/// to libc's `syscall` untouched. Declared with seven integer arguments, which is how the
+/// x86_64 ABI passes `syscall(nr, ...)` (glibc's own reads six after nr).
+#[no_mangle]
+pub unsafe extern "C" fn syscall(nr: i64, a1: i64, a2: i64, a3: i64, a4: i64, a5: i64, a6: i64) -> i64 {
+    let v = VPID.load(Ordering::Relaxed);
+    match nr {
+        libc::SYS_gettid => return crate::tids::self_vtid() as i64,
+        libc::SYS_getpid if v != 0 => return v as i64,
+        libc::SYS_tgkill => {
+            // SAFETY: same call with translated ids.
+            return unsafe { ckpt::sc!(nr, to_real_pid(a1 as i32), crate::tids::to_real(a2 as i32), a3) };
+        }
+        libc::SYS_tkill => {
+            // SAFETY: same call with a translated tid.
+            return unsafe { ckpt::sc!(nr, crate::tids::to_real(a1 as i32), a2) };
+        }
+        libc::SYS_kill | libc::SYS_rt_sigqueueinfo => {
+            // SAFETY: same call with a translated pid.
+            return unsafe { ckpt::sc!(nr, to_real_pid(a1 as i32), a2, a3) };
+        }
+        _ => {}
+    }
+    let f = real!("syscall", Syscall7);
+    // SAFETY: bypass with the original arguments.
+    unsafe { f(nr, a1, a2, a3, a4, a5, a6) }
+}
+
+#[no_mangle]
 pub extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
     // SAFETY: raw kill syscall; libc::syscall sets errno like kill(2).
-    unsafe { libc::syscall(libc::SYS_kill, to_real_pid(pid), sig) as i32 }
+    unsafe { ckpt::sc!(libc::SYS_kill, to_real_pid(pid), sig) as i32 }
 }
 
 #[no_mangle]

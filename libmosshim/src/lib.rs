@@ -13,9 +13,11 @@ mod alloc;
 mod ctxasm;
 mod dump;
 mod hooks;
+mod hooks_eintr;
 mod manager;
 mod rawfs;
 mod signals;
+mod tids;
 
 use core::sync::atomic::Ordering;
 
@@ -96,7 +98,9 @@ extern "C" fn mos_init() {
     }
     alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
     manager::open_channels();
+    tids::init();
     hooks::resolve_all();
+    hooks_eintr::resolve_all();
     signals::install();
     // SAFETY: registering a plain function as fork child handler.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };

@@ -45,6 +45,8 @@ pub static MANAGER_CTX: Cell<ThreadCtx> = Cell(UnsafeCell::new(ThreadCtx {
     mask: 0,
     tid: 0,
     is_main: 0,
+    vtid: 0,
+    _pad: 0,
 }));
 pub static RESTART_INFO: Cell<RestartInfo> = Cell(UnsafeCell::new(RestartInfo::zeroed()));
 
@@ -298,7 +300,7 @@ fn serve(c: i32) {
             unsafe {
                 libc::close(c);
                 if exit {
-                    libc::syscall(libc::SYS_exit_group, 0);
+                    ckpt::sc!(libc::SYS_exit_group, 0);
                 }
             }
         }
@@ -324,6 +326,7 @@ fn freeze(me: i32) -> Result<u32, String> {
         t.store(0, Ordering::Relaxed);
     }
     PARKED.store(0, Ordering::Release);
+    FREEZE_GEN.fetch_add(1, Ordering::AcqRel);
     let mut assigned: Vec<i32> = Vec::new();
     let deadline = Instant::now() + FREEZE_TIMEOUT;
     loop {
@@ -343,7 +346,7 @@ fn freeze(me: i32) -> Result<u32, String> {
             }
             SLOT_TID[assigned.len()].store(t, Ordering::Release);
             // SAFETY: tgkill to a thread of our own process.
-            if unsafe { libc::syscall(libc::SYS_tgkill, pid, t, sig) } == 0 {
+            if unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, sig) } == 0 {
                 assigned.push(t);
             } else {
                 SLOT_TID[assigned.len()].store(0, Ordering::Release);
@@ -356,7 +359,7 @@ fn freeze(me: i32) -> Result<u32, String> {
                 .iter()
                 .copied()
                 // SAFETY: tgkill with signal 0 only checks the thread exists.
-                .filter(|&t| unsafe { libc::syscall(libc::SYS_tgkill, pid, t, 0) } == 0)
+                .filter(|&t| unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, 0) } == 0)
                 .collect();
             if parked as usize >= alive.len() {
                 if alive.len() != assigned.len() {
@@ -499,7 +502,7 @@ fn prepare(me: i32, n: u32, out: Option<String>) -> Result<(Plan, i32), String> 
         // SAFETY: thread i parked, so its slot is complete and no longer written.
         let c = unsafe { &*slot_ptr(i) };
         meta.threads.push(ThreadRec {
-            old_tid: c.tid,
+            old_tid: c.vtid,
             ctx_addr: slot_ptr(i) as u64,
             fs_base: c.fs_base,
             tid_addr: c.tid_addr,
@@ -600,17 +603,19 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
     // were valid for it when the image was taken (same memory now).
     unsafe {
         if c.tid_addr != 0 {
-            libc::syscall(libc::SYS_set_tid_address, c.tid_addr);
-            core::ptr::write_volatile(c.tid_addr as *mut i32, tid);
+            ckpt::sc!(libc::SYS_set_tid_address, c.tid_addr);
+            // glibc keeps the tid it knew (mutex owners, recursion counts compare it);
+            // the kernel's tid is mapped by crate::tids.
+            core::ptr::write_volatile(c.tid_addr as *mut i32, c.vtid);
         }
         if c.robust_head != 0 {
-            libc::syscall(libc::SYS_set_robust_list, c.robust_head, c.robust_len);
+            ckpt::sc!(libc::SYS_set_robust_list, c.robust_head, c.robust_len);
         }
         if c.rseq_addr != 0 {
             // struct rseq: cpu_id_start u32, cpu_id u32, rseq_cs u64, flags u32
             core::ptr::write_volatile((c.rseq_addr + 4) as *mut u32, u32::MAX);
             core::ptr::write_volatile((c.rseq_addr + 8) as *mut u64, 0);
-            libc::syscall(libc::SYS_rseq, c.rseq_addr, c.rseq_len, 0, c.rseq_sig);
+            ckpt::sc!(libc::SYS_rseq, c.rseq_addr, c.rseq_len, 0, c.rseq_sig);
         }
         if c.altstack_size != 0 {
             let ss = libc::stack_t {
@@ -621,6 +626,7 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
             libc::sigaltstack(&ss, core::ptr::null_mut());
         }
     }
+    crate::tids::register(ctx, c.fs_base, c.vtid, tid);
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(c.mask), None);
     if ctx == MANAGER_CTX.0.get() {
         return;

@@ -8,7 +8,7 @@ fn open(path: &str, flags: i32) -> io::Result<i32> {
         std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: valid NUL-terminated path.
     let fd = unsafe {
-        libc::syscall(
+        ckpt::sc!(
             libc::SYS_openat,
             libc::AT_FDCWD,
             c.as_ptr(),
@@ -56,7 +56,7 @@ pub fn list_dir_numbers(path: &str) -> io::Result<Vec<u64>> {
     let mut buf = [0u8; 8192];
     loop {
         // SAFETY: getdents64 into our buffer.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+        let n = unsafe { ckpt::sc!(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             // SAFETY: closing our fd.

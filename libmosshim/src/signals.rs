@@ -81,6 +81,8 @@ pub static SLOTS: Slots = Slots(UnsafeCell::new(
         mask: 0,
         tid: 0,
         is_main: 0,
+        vtid: 0,
+        _pad: 0,
     }; MAX_THREADS],
 ));
 
@@ -92,6 +94,9 @@ pub fn slot_ptr(i: usize) -> *mut ThreadCtx {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicI32 = AtomicI32::new(0);
 pub static SLOT_TID: [AtomicI32; MAX_THREADS] = [ZERO; MAX_THREADS];
+/// bumped at the start of every freeze: blocking calls that a freeze interrupted with
+/// EINTR are resumed by the hooks in `hooks_eintr.rs`
+pub static FREEZE_GEN: AtomicU32 = AtomicU32::new(0);
 /// number of threads parked in this checkpoint (manager waits on it)
 pub static PARKED: AtomicU32 = AtomicU32::new(0);
 /// bumped by the manager to release parked threads
@@ -103,7 +108,7 @@ pub static RESUMED_COUNT: AtomicU32 = AtomicU32::new(0);
 pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     let mut fs: u64 = 0;
     // SAFETY: ARCH_GET_FS stores the fs base in fs.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
+    unsafe { ckpt::sc!(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
     ctx.fs_base = fs;
     let mut tid_addr: u64 = 0;
     // SAFETY: PR_GET_TID_ADDRESS stores the clear_child_tid pointer.
@@ -115,7 +120,7 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     let mut len: u64 = 0;
     // SAFETY: get_robust_list(0) for the calling thread, valid out-pointers.
     if unsafe {
-        libc::syscall(
+        ckpt::sc!(
             libc::SYS_get_robust_list,
             0,
             &mut head as *mut u64,
@@ -147,6 +152,12 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     sys::rt_sigprocmask(libc::SIG_BLOCK, None, Some(&mut mask));
     ctx.mask = mask;
     ctx.tid = sys::gettid();
+    ctx.vtid = if tid_addr != 0 {
+        // SAFETY: glibc's pthread->tid of this thread, an aligned i32.
+        unsafe { core::ptr::read_volatile(tid_addr as *const i32) }
+    } else {
+        ctx.tid
+    };
     ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
 }
 
@@ -223,7 +234,7 @@ fn deliver_to_app(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
             sys::rt_sigaction(sig, Some(&dfl), None);
             sys::rt_sigprocmask(libc::SIG_UNBLOCK, Some(sys::sigbit(sig)), None);
             // SAFETY: re-raise the signal to ourselves with the default disposition.
-            unsafe { libc::syscall(libc::SYS_tgkill, sys::getpid_real(), sys::gettid(), sig) };
+            unsafe { ckpt::sc!(libc::SYS_tgkill, sys::getpid_real(), sys::gettid(), sig) };
         }
         h => {
             if a.flags & libc::SA_SIGINFO as u64 != 0 {

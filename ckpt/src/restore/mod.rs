@@ -54,10 +54,10 @@ fn unregister_own_rseq() {
     }
     let mut fs: u64 = 0;
     // SAFETY: ARCH_GET_FS writes the fs base into fs.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
+    unsafe { crate::sc!(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
     let area = (fs as i64 + off as i64) as u64;
     // SAFETY: unregistering the area glibc registered for this thread (len 32, glibc's sig).
-    unsafe { libc::syscall(libc::SYS_rseq, area, 32u32, 1i32, 0x5305_3053u32) };
+    unsafe { crate::sc!(libc::SYS_rseq, area, 32u32, 1i32, 0x5305_3053u32) };
 }
 
 fn reexec_or_fail(why: String) -> Result<std::convert::Infallible, String> {
@@ -155,7 +155,7 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
         }
     }
     // SAFETY: closes every fd above the ones we still need.
-    unsafe { libc::syscall(libc::SYS_close_range, keep_above as u32 + 1, u32::MAX, 0u32) };
+    unsafe { crate::sc!(libc::SYS_close_range, keep_above as u32 + 1, u32::MAX, 0u32) };
 
     // ---- process-wide state ----
     let cwd = cstr(&meta.cwd)?;
@@ -259,7 +259,7 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
         };
         // SAFETY: valid itimerval.
         unsafe {
-            libc::syscall(
+            crate::sc!(
                 libc::SYS_setitimer,
                 t.which as i64,
                 &v as *const libc::itimerval,
@@ -320,7 +320,7 @@ fn die(msg: &str) -> ! {
     // SAFETY: writing a buffer to stderr, then exiting without running any destructor.
     unsafe {
         libc::write(2, line.as_ptr().cast(), line.len());
-        libc::syscall(libc::SYS_exit_group, 2);
+        crate::sc!(libc::SYS_exit_group, 2);
     }
     unreachable!()
 }
