@@ -18,6 +18,46 @@ pub struct Plan {
     pub dir: CString,
     pub result_fd: i32,
     pub scratch: (u64, u64),
+    /// MAP_SHARED anonymous regions: (start, end, private copy taken while frozen)
+    pub shared: Vec<(u64, u64, u64)>,
+}
+
+fn is_shared_anon(m: &ckpt::maps::MapEntry) -> bool {
+    m.shared && (m.path == "/dev/zero (deleted)" || m.path == "[anon_shmem]" || m.path.is_empty() || m.path.starts_with("[anon_shmem:"))
+}
+
+/// Copy every MAP_SHARED anonymous region while the process is frozen: the writer runs
+/// after the threads are released, and these pages are not copy-on-write.
+pub fn copy_shared() -> Result<Vec<(u64, u64, u64)>, String> {
+    let maps = ckpt::maps::parse(&read_str("/proc/self/maps")?);
+    let mut out = Vec::new();
+    for m in maps.iter().filter(|m| is_shared_anon(m)) {
+        let len = (m.end - m.start) as usize;
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(format!("cannot copy shared memory {:#x}-{:#x}", m.start, m.end));
+        }
+        if m.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: making our own view readable for the copy; restored after.
+            unsafe { libc::mprotect(m.start as *mut _, len, libc::PROT_READ) };
+        }
+        // SAFETY: both ranges are mapped and `len` long.
+        unsafe { core::ptr::copy_nonoverlapping(m.start as *const u8, p as *mut u8, len) };
+        if m.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: restoring the original protection.
+            unsafe { libc::mprotect(m.start as *mut _, len, m.prot as i32) };
+        }
+        out.push((m.start, m.end, p as u64));
+    }
+    Ok(out)
+}
+
+pub fn free_shared(copies: &[(u64, u64, u64)]) {
+    for (s, e, c) in copies {
+        // SAFETY: unmapping the copies made by copy_shared.
+        unsafe { libc::munmap(*c as *mut _, (e - s) as usize) };
+    }
 }
 
 pub static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());
@@ -152,16 +192,169 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         regions: Vec::new(),
         fds,
         threads: Vec::new(),
+        timers: capture_timers()?,
         resume_entry: 0,
         restart_info: 0,
     })
+}
+
+/// POSIX timers from /proc/self/timers, with their remaining time.
+fn capture_timers() -> Result<Vec<PosixTimer>, String> {
+    let Ok(text) = rawfs::read_to_string("/proc/self/timers") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut cur: Option<PosixTimer> = None;
+    let push = |t: Option<PosixTimer>, out: &mut Vec<PosixTimer>| -> Result<(), String> {
+        if let Some(mut t) = t {
+            let mut its = [0i64; 4];
+            // SAFETY: timer_gettime on one of our timers into a 4-word itimerspec.
+            if unsafe { ckpt::sc!(libc::SYS_timer_gettime, t.id, its.as_mut_ptr()) } != 0 {
+                return Err(format!(
+                    "reading POSIX timer {}: {}",
+                    t.id,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            t.interval_ns = (its[0] * 1_000_000_000 + its[1]) as u64;
+            t.value_ns = (its[2] * 1_000_000_000 + its[3]) as u64;
+            out.push(t);
+        }
+        Ok(())
+    };
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "ID" => {
+                push(cur.take(), &mut out)?;
+                cur = Some(PosixTimer {
+                    id: v.parse().unwrap_or(0),
+                    clockid: 0,
+                    signo: 0,
+                    sival: 0,
+                    notify: 0,
+                    tid: 0,
+                    value_ns: 0,
+                    interval_ns: 0,
+                });
+            }
+            "signal" => {
+                if let (Some(t), Some((sig, val))) = (cur.as_mut(), v.split_once('/')) {
+                    t.signo = sig.parse().unwrap_or(0);
+                    t.sival = u64::from_str_radix(val, 16).unwrap_or(0);
+                }
+            }
+            "notify" => {
+                if let (Some(t), Some((how, who))) = (cur.as_mut(), v.split_once('/')) {
+                    let thread = who.starts_with("tid.");
+                    t.tid = who
+                        .rsplit('.')
+                        .next()
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(0);
+                    t.notify = match how {
+                        "none" => libc::SIGEV_NONE,
+                        "thread" => return Err(format!("POSIX timer {} uses SIGEV_THREAD notification, which cannot be restored yet", t.id)),
+                        _ => libc::SIGEV_SIGNAL,
+                    } | if thread { libc::SIGEV_THREAD_ID } else { 0 };
+                }
+            }
+            "ClockID" => {
+                if let Some(t) = cur.as_mut() {
+                    t.clockid = v.parse().unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
+    push(cur.take(), &mut out)?;
+    Ok(out)
+}
+
+struct FdInfo {
+    fd: i32,
+    target: String,
+    flags: u32,
+    offset: i64,
+    dev: u64,
+    ino: u64,
+    fmt: u32,
+    info: String,
+}
+
+/// Same open file description? (kcmp; without it, distinct fds are distinct files)
+fn same_file(a: i32, b: i32) -> bool {
+    let pid = ckpt::sys::getpid_real();
+    // SAFETY: kcmp compares two of our own fds (KCMP_FILE = 0).
+    unsafe { ckpt::sc!(libc::SYS_kcmp, pid, pid, 0, a, b) == 0 }
+}
+
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim())
+}
+
+/// Bytes buffered in a pipe, read without consuming them (tee into a scratch pipe).
+fn peek_pipe(fd: i32) -> Result<(u32, Vec<u8>), String> {
+    // SAFETY: fcntl/pipe2/tee/read/close on our own fds.
+    unsafe {
+        let size = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+        let mut p = [0i32; 2];
+        if size < 0 || libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) != 0 {
+            return Err(format!(
+                "cannot inspect pipe fd {fd}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::fcntl(p[1], libc::F_SETPIPE_SZ, size);
+        let n = libc::tee(fd, p[1], size as usize, libc::SPLICE_F_NONBLOCK);
+        let mut data = Vec::new();
+        if n > 0 {
+            data.resize(n as usize, 0);
+            let mut off = 0;
+            while off < data.len() {
+                let k = libc::read(p[0], data[off..].as_mut_ptr().cast(), data.len() - off);
+                if k <= 0 {
+                    break;
+                }
+                off += k as usize;
+            }
+            data.truncate(off);
+        }
+        libc::close(p[0]);
+        libc::close(p[1]);
+        Ok((size as u32, data))
+    }
+}
+
+fn hex(v: Option<&str>) -> u64 {
+    v.and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0)
+}
+
+/// "(sec, nsec)" as timerfd's fdinfo prints it.
+fn timespec_ns(v: Option<&str>) -> u64 {
+    let Some(v) = v else { return 0 };
+    let nums: Vec<u64> = v
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [s, ns] => s * 1_000_000_000 + ns,
+        _ => 0,
+    }
 }
 
 fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
     let mut fds = rawfs::list_dir_numbers("/proc/self/fd")
         .map_err(|e| format!("listing /proc/self/fd: {e}"))?;
     fds.sort_unstable();
-    let mut out = Vec::new();
+    let mut infos = Vec::new();
     for fd in fds {
         let fd = fd as i32;
         if internal.contains(&fd) {
@@ -172,47 +365,136 @@ fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
             continue; // the listing's own fd, already closed
         }
         let info = read_str(&format!("/proc/self/fdinfo/{fd}"))?;
-        let field = |k: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-        };
-        let offset: i64 = field("pos:").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let flags = field("flags:")
-            .and_then(|v| u32::from_str_radix(&v, 8).ok())
-            .unwrap_or(0);
         // SAFETY: stat is plain data; fstat fills it.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
         // SAFETY: fstat on an fd number that is open.
         if unsafe { libc::fstat(fd, &mut st) } != 0 {
             continue;
         }
-        let fmt = st.st_mode & libc::S_IFMT;
-        let std_stream = fd <= 2;
-        let kind = match fmt {
-            libc::S_IFREG if target.ends_with(" (deleted)") => {
-                return Err(format!("fd {fd} refers to a deleted file ({target}); deleted files cannot be restored yet"))
+        infos.push(FdInfo {
+            fd,
+            offset: field(&info, "pos:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            flags: field(&info, "flags:")
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .unwrap_or(0),
+            target,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            fmt: st.st_mode & libc::S_IFMT,
+            info,
+        });
+    }
+    let acc = |f: &FdInfo| f.flags & libc::O_ACCMODE as u32;
+    let mut out = Vec::new();
+    for (i, f) in infos.iter().enumerate() {
+        let fd = f.fd;
+        let target = &f.target;
+        let entry = |kind| FdEntry {
+            fd,
+            kind,
+            path: target.clone(),
+            flags: f.flags,
+            offset: f.offset,
+            target: target.clone(),
+        };
+        let is_pipe = f.fmt == libc::S_IFIFO && target.starts_with("pipe:");
+        let other_end = |want: u32| {
+            infos
+                .iter()
+                .any(|o| o.fd != fd && o.ino == f.ino && o.dev == f.dev && acc(o) == want)
+        };
+        let internal_pipe = is_pipe
+            && other_end(if acc(f) == libc::O_RDONLY as u32 {
+                libc::O_WRONLY as u32
+            } else {
+                libc::O_RDONLY as u32
+            });
+        let std_stream =
+            fd <= 2 && f.fmt != libc::S_IFREG && f.fmt != libc::S_IFDIR && !internal_pipe;
+        if std_stream {
+            out.push(entry(FdKind::Inherit));
+            continue;
+        }
+        if let Some(p) = infos[..i]
+            .iter()
+            .find(|p| p.dev == f.dev && p.ino == f.ino && same_file(p.fd, fd))
+        {
+            out.push(entry(FdKind::Dup { of: p.fd }));
+            continue;
+        }
+        let kind = if target.starts_with("anon_inode:") {
+            match target.as_str() {
+                "anon_inode:[eventfd]" => FdKind::EventFd {
+                    count: field(&f.info, "eventfd-count:")
+                        .and_then(|v| u64::from_str_radix(v, 16).ok().or_else(|| v.parse().ok()))
+                        .unwrap_or(0),
+                    semaphore: field(&f.info, "eventfd-semaphore:") == Some("1"),
+                },
+                "anon_inode:[eventpoll]" => {
+                    let mut targets = Vec::new();
+                    for l in f.info.lines().filter(|l| l.starts_with("tfd:")) {
+                        let w: Vec<&str> = l.split_whitespace().collect();
+                        let get = |k: &str| {
+                            w.iter()
+                                .position(|x| *x == k)
+                                .and_then(|i| w.get(i + 1))
+                                .copied()
+                        };
+                        let tfd: i32 = get("tfd:").and_then(|v| v.parse().ok()).unwrap_or(-1);
+                        targets.push((tfd, hex(get("events:")) as u32, hex(get("data:"))));
+                    }
+                    FdKind::Epoll { targets }
+                }
+                "anon_inode:[timerfd]" => FdKind::TimerFd {
+                    clockid: field(&f.info, "clockid:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
+                    value_ns: timespec_ns(field(&f.info, "it_value:")),
+                    interval_ns: timespec_ns(field(&f.info, "it_interval:")),
+                    ticks: field(&f.info, "ticks:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                },
+                "anon_inode:[signalfd]" => FdKind::SignalFd {
+                    mask: hex(field(&f.info, "sigmask:")),
+                },
+                _ => return Err(format!("fd {fd} is {target}, which mos cannot restore yet")),
             }
-            libc::S_IFREG => FdKind::File,
-            libc::S_IFDIR => FdKind::Dir,
-            _ if std_stream => FdKind::Inherit,
-            libc::S_IFCHR => FdKind::CharDev,
-            libc::S_IFIFO => return Err(format!("fd {fd} is a pipe ({target}); pipes other than stdin/stdout/stderr cannot be restored yet")),
-            libc::S_IFSOCK => return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr cannot be restored yet")),
-            _ => return Err(format!("fd {fd} ({target}) is of a kind mos cannot restore yet")),
+        } else {
+            match f.fmt {
+                libc::S_IFREG if target.starts_with("/memfd:") => {
+                    return Err(format!("fd {fd} is a memfd ({target}); memfds cannot be restored yet"))
+                }
+                libc::S_IFREG if target.ends_with(" (deleted)") => {
+                    return Err(format!("fd {fd} refers to a deleted file ({target}); deleted files cannot be restored yet"))
+                }
+                libc::S_IFREG => FdKind::File,
+                libc::S_IFDIR => FdKind::Dir,
+                libc::S_IFCHR => FdKind::CharDev,
+                libc::S_IFIFO if internal_pipe && acc(f) == libc::O_RDONLY as u32 => {
+                    // the first read end carries the buffered bytes
+                    let first = !infos[..i].iter().any(|p| p.ino == f.ino && acc(p) == libc::O_RDONLY as u32);
+                    let (size, data) = if first { peek_pipe(fd)? } else { (0, Vec::new()) };
+                    FdKind::PipeRead { id: f.ino, size, data }
+                }
+                libc::S_IFIFO if internal_pipe => FdKind::PipeWrite { id: f.ino },
+                libc::S_IFIFO if is_pipe => {
+                    return Err(format!("fd {fd} is a pipe to another process ({target}); such pipes cannot be restored yet"))
+                }
+                libc::S_IFIFO => return Err(format!("fd {fd} is a named FIFO ({target}), which cannot be restored yet")),
+                libc::S_IFSOCK => {
+                    return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr cannot be restored yet"))
+                }
+                _ => return Err(format!("fd {fd} ({target}) is of a kind mos cannot restore yet")),
+            }
         };
         if matches!(kind, FdKind::File | FdKind::Dir | FdKind::CharDev) && !target.starts_with('/')
         {
             return Err(format!("fd {fd} ({target}) has no path to reopen"));
         }
-        out.push(FdEntry {
-            fd,
-            kind,
-            path: target.clone(),
-            flags,
-            offset,
-            target,
-        });
+        out.push(entry(kind));
     }
     Ok(out)
 }
@@ -249,13 +531,19 @@ pub extern "C" fn writer_child_main() -> ! {
 
 const MERGE_GAP: u64 = 16;
 
-fn classify(
-    m: &ckpt::maps::MapEntry,
-    scratch: (u64, u64),
-) -> Result<Option<(RegionKind, bool)>, String> {
+fn classify(m: &ckpt::maps::MapEntry, plan: &Plan) -> Result<Option<(RegionKind, bool)>, String> {
     // (kind, dense)
-    if m.start == scratch.0 && m.end == scratch.1 {
+    if m.start == plan.scratch.0 && m.end == plan.scratch.1 {
         return Ok(Some((RegionKind::Scratch, false)));
+    }
+    if plan.shared.iter().any(|c| c.2 == m.start) {
+        return Ok(None); // our own copy of a shared region
+    }
+    if is_shared_anon(m) && plan.shared.iter().any(|c| c.0 == m.start && c.1 == m.end) {
+        return Ok(Some((RegionKind::SharedAnon, true)));
+    }
+    if m.shared && m.path.starts_with("/SYSV") {
+        return Err(format!("SysV shared memory {:#x}-{:#x} {} may be shared with other processes; it cannot be checkpointed yet", m.start, m.end, m.path));
     }
     let p = m.path.as_str();
     let file_backed = p.starts_with('/') && m.inode != 0;
@@ -338,7 +626,12 @@ fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> O
         unsafe {
             let mut off = 0;
             while off < out.len() {
-                let n = ckpt::sc!(libc::SYS_write, p[1], out.as_ptr().add(off), out.len() - off);
+                let n = ckpt::sc!(
+                    libc::SYS_write,
+                    p[1],
+                    out.as_ptr().add(off),
+                    out.len() - off
+                );
                 if n <= 0 {
                     break;
                 }
@@ -379,7 +672,10 @@ fn collect_hashes(pid: i32, rfd: i32, n: usize) -> Result<Vec<u64>, String> {
     if off != buf.len() {
         return Err("checksum helper process died".into());
     }
-    Ok(buf.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
+    Ok(buf
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect())
 }
 
 fn write_image(plan: &Plan) -> Result<u64, String> {
@@ -407,13 +703,13 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             });
             continue;
         }
-        let Some((kind, dense)) = classify(m, plan.scratch)? else {
+        let Some((kind, dense)) = classify(m, plan)? else {
             continue;
         };
         let mut extents = Vec::new();
         if dense {
             if m.prot & libc::PROT_READ as u32 != 0 {
-                let len = match file_size(&m.path) {
+                let len = match if kind == RegionKind::SharedAnon { None } else { file_size(&m.path) } {
                     Some(sz) if sz > m.offset => page_up(sz - m.offset).min(m.end - m.start),
                     Some(_) => 0,
                     None => m.end - m.start,
@@ -482,10 +778,22 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         }
     }
     // SAFETY: every extent lies inside a readable mapping of this process.
-    let mem = |a: u64, n: usize| -> &[u8] { unsafe { core::slice::from_raw_parts(a as *const u8, n) } };
+    let mem = |a: u64, n: usize| -> &[u8] {
+        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
+            Some(c) => c.2 + (a - c.0),
+            None => a,
+        };
+        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
+    };
     // Big images: checksum in a second process (same snapshot, other core) while
     // this one writes.
-    let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN && std::env::var_os("MOS_SERIAL_HASH").is_none() { spawn_hasher(&meta, &mem) } else { None };
+    let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN
+        && std::env::var_os("MOS_SERIAL_HASH").is_none()
+    {
+        spawn_hasher(&meta, &mem)
+    } else {
+        None
+    };
     for r in &meta.regions {
         w.write_region(r, &mem, hasher.is_none())
             .map_err(|e| ioerr("writing", e))?;
@@ -513,7 +821,11 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         }
     }
     if std::env::var_os("MOS_DEBUG_TIMING").is_some() {
-        crate::manager::log(&format!("writer: scan {:?}, total {:?}", t_scan, t0.elapsed()));
+        crate::manager::log(&format!(
+            "writer: scan {:?}, total {:?}",
+            t_scan,
+            t0.elapsed()
+        ));
     }
     Ok(w.bytes_written())
 }

@@ -75,13 +75,27 @@ pub extern "C" fn gettid() -> libc::pid_t {
 #[no_mangle]
 pub extern "C" fn tgkill(pid: libc::pid_t, tid: libc::pid_t, sig: i32) -> i32 {
     // SAFETY: raw tgkill with translated ids; sets errno like the libc wrapper.
-    unsafe { ckpt::sc!(libc::SYS_tgkill, to_real_pid(pid), crate::tids::to_real(tid), sig) as i32 }
+    unsafe {
+        ckpt::sc!(
+            libc::SYS_tgkill,
+            to_real_pid(pid),
+            crate::tids::to_real(tid),
+            sig
+        ) as i32
+    }
 }
 
 #[no_mangle]
 pub extern "C" fn raise(sig: i32) -> i32 {
     // SAFETY: signal the calling thread by its real ids.
-    unsafe { ckpt::sc!(libc::SYS_tgkill, REAL_PID.load(Ordering::Relaxed), ckpt::sys::gettid(), sig) as i32 }
+    unsafe {
+        ckpt::sc!(
+            libc::SYS_tgkill,
+            REAL_PID.load(Ordering::Relaxed),
+            ckpt::sys::gettid(),
+            sig
+        ) as i32
+    }
 }
 
 #[no_mangle]
@@ -89,7 +103,14 @@ pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
     match crate::tids::real_of_pthread(th as u64) {
         Some(rtid) => {
             // SAFETY: raw tgkill to the thread's real tid; pthread_kill returns the error.
-            let r = unsafe { ckpt::sc!(libc::SYS_tgkill, REAL_PID.load(Ordering::Relaxed), rtid, sig) };
+            let r = unsafe {
+                ckpt::sc!(
+                    libc::SYS_tgkill,
+                    REAL_PID.load(Ordering::Relaxed),
+                    rtid,
+                    sig
+                )
+            };
             if r < 0 {
                 ckpt::sys::errno()
             } else {
@@ -108,14 +129,29 @@ pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
 /// to libc's `syscall` untouched. Declared with seven integer arguments, which is how the
 /// x86_64 ABI passes `syscall(nr, ...)` (glibc's own reads six after nr).
 #[no_mangle]
-pub unsafe extern "C" fn syscall(nr: i64, a1: i64, a2: i64, a3: i64, a4: i64, a5: i64, a6: i64) -> i64 {
+pub unsafe extern "C" fn syscall(
+    nr: i64,
+    a1: i64,
+    a2: i64,
+    a3: i64,
+    a4: i64,
+    a5: i64,
+    a6: i64,
+) -> i64 {
     let v = VPID.load(Ordering::Relaxed);
     match nr {
         libc::SYS_gettid => return crate::tids::self_vtid() as i64,
         libc::SYS_getpid if v != 0 => return v as i64,
         libc::SYS_tgkill => {
             // SAFETY: same call with translated ids.
-            return unsafe { ckpt::sc!(nr, to_real_pid(a1 as i32), crate::tids::to_real(a2 as i32), a3) };
+            return unsafe {
+                ckpt::sc!(
+                    nr,
+                    to_real_pid(a1 as i32),
+                    crate::tids::to_real(a2 as i32),
+                    a3
+                )
+            };
         }
         libc::SYS_tkill => {
             // SAFETY: same call with a translated tid.

@@ -16,7 +16,8 @@ macro_rules! real {
         let mut p = P.load(Ordering::Relaxed);
         if p == 0 {
             // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) } as usize;
+            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
+                as usize;
             P.store(p, Ordering::Relaxed);
         }
         // SAFETY: the symbol has this C signature in glibc.
@@ -25,12 +26,25 @@ macro_rules! real {
 }
 
 type Nanosleep = unsafe extern "C" fn(*const libc::timespec, *mut libc::timespec) -> i32;
-type ClockNanosleep = unsafe extern "C" fn(libc::clockid_t, i32, *const libc::timespec, *mut libc::timespec) -> i32;
+type ClockNanosleep =
+    unsafe extern "C" fn(libc::clockid_t, i32, *const libc::timespec, *mut libc::timespec) -> i32;
 type Poll = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, i32) -> i32;
-type Ppoll = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const libc::sigset_t) -> i32;
-type Select = unsafe extern "C" fn(i32, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *mut libc::timeval) -> i32;
+type Ppoll = unsafe extern "C" fn(
+    *mut libc::pollfd,
+    libc::nfds_t,
+    *const libc::timespec,
+    *const libc::sigset_t,
+) -> i32;
+type Select = unsafe extern "C" fn(
+    i32,
+    *mut libc::fd_set,
+    *mut libc::fd_set,
+    *mut libc::fd_set,
+    *mut libc::timeval,
+) -> i32;
 type EpollWait = unsafe extern "C" fn(i32, *mut libc::epoll_event, i32, i32) -> i32;
-type EpollPwait = unsafe extern "C" fn(i32, *mut libc::epoll_event, i32, i32, *const libc::sigset_t) -> i32;
+type EpollPwait =
+    unsafe extern "C" fn(i32, *mut libc::epoll_event, i32, i32, *const libc::sigset_t) -> i32;
 type SemWait = unsafe extern "C" fn(*mut libc::sem_t) -> i32;
 type SemTimedwait = unsafe extern "C" fn(*mut libc::sem_t, *const libc::timespec) -> i32;
 type Pause = unsafe extern "C" fn() -> i32;
@@ -59,7 +73,10 @@ fn interrupted_by_freeze(r: i32, g: u32) -> bool {
 }
 
 fn mono_ms() -> i64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec * 1000 + t.tv_nsec / 1_000_000
@@ -77,7 +94,10 @@ fn left(timeout: i32, start: i64) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> i32 {
     let f = real!("nanosleep", Nanosleep);
-    let mut left = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut left = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     let mut cur = req;
     loop {
         let g = gen();
@@ -95,9 +115,17 @@ pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::t
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn clock_nanosleep(clk: libc::clockid_t, flags: i32, req: *const libc::timespec, rem: *mut libc::timespec) -> i32 {
+pub unsafe extern "C" fn clock_nanosleep(
+    clk: libc::clockid_t,
+    flags: i32,
+    req: *const libc::timespec,
+    rem: *mut libc::timespec,
+) -> i32 {
     let f = real!("clock_nanosleep", ClockNanosleep);
-    let mut left = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut left = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     let mut cur = req;
     loop {
         let g = gen();
@@ -119,15 +147,24 @@ pub unsafe extern "C" fn clock_nanosleep(clk: libc::clockid_t, flags: i32, req: 
 
 #[no_mangle]
 pub extern "C" fn usleep(us: libc::useconds_t) -> i32 {
-    let req = libc::timespec { tv_sec: (us / 1_000_000) as i64, tv_nsec: (us % 1_000_000) as i64 * 1000 };
+    let req = libc::timespec {
+        tv_sec: (us / 1_000_000) as i64,
+        tv_nsec: (us % 1_000_000) as i64 * 1000,
+    };
     // SAFETY: valid timespec; glibc's usleep is nanosleep(req, NULL).
     unsafe { nanosleep(&req, core::ptr::null_mut()) }
 }
 
 #[no_mangle]
 pub extern "C" fn sleep(secs: u32) -> u32 {
-    let req = libc::timespec { tv_sec: secs as i64, tv_nsec: 0 };
-    let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let req = libc::timespec {
+        tv_sec: secs as i64,
+        tv_nsec: 0,
+    };
+    let mut rem = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointers; glibc's sleep is nanosleep plus rounding of the remainder.
     if unsafe { nanosleep(&req, &mut rem) } == 0 {
         0
@@ -153,13 +190,21 @@ pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn ppoll(fds: *mut libc::pollfd, n: libc::nfds_t, ts: *const libc::timespec, mask: *const libc::sigset_t) -> i32 {
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    ts: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> i32 {
     let f = real!("ppoll", Ppoll);
     let start = mono_ms();
     // SAFETY: ts is null or valid.
     let total = unsafe { ts.as_ref() }.map(|t| t.tv_sec * 1000 + t.tv_nsec / 1_000_000);
     let mut cur = ts;
-    let mut buf = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut buf = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     let _ = buf.tv_sec;
     loop {
         let g = gen();
@@ -170,18 +215,33 @@ pub unsafe extern "C" fn ppoll(fds: *mut libc::pollfd, n: libc::nfds_t, ts: *con
         }
         if let Some(ms) = total {
             let l = (ms - (mono_ms() - start)).max(0);
-            buf = libc::timespec { tv_sec: l / 1000, tv_nsec: (l % 1000) * 1_000_000 };
+            buf = libc::timespec {
+                tv_sec: l / 1000,
+                tv_nsec: (l % 1000) * 1_000_000,
+            };
             cur = &buf;
         }
     }
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn select(n: i32, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set, tv: *mut libc::timeval) -> i32 {
+pub unsafe extern "C" fn select(
+    n: i32,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    tv: *mut libc::timeval,
+) -> i32 {
     let f = real!("select", Select);
     // The sets are in/out: keep the caller's copies to retry with.
     // SAFETY: each pointer is null or a valid fd_set / timeval of the caller.
-    let (r0, w0, e0) = unsafe { (r.as_ref().copied(), w.as_ref().copied(), e.as_ref().copied()) };
+    let (r0, w0, e0) = unsafe {
+        (
+            r.as_ref().copied(),
+            w.as_ref().copied(),
+            e.as_ref().copied(),
+        )
+    };
     loop {
         let g = gen();
         // SAFETY: the caller's arguments; Linux updates *tv with the time left.
@@ -205,7 +265,12 @@ pub unsafe extern "C" fn select(n: i32, r: *mut libc::fd_set, w: *mut libc::fd_s
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(ep: i32, ev: *mut libc::epoll_event, max: i32, timeout: i32) -> i32 {
+pub unsafe extern "C" fn epoll_wait(
+    ep: i32,
+    ev: *mut libc::epoll_event,
+    max: i32,
+    timeout: i32,
+) -> i32 {
     let f = real!("epoll_wait", EpollWait);
     let start = mono_ms();
     let mut t = timeout;
@@ -221,7 +286,13 @@ pub unsafe extern "C" fn epoll_wait(ep: i32, ev: *mut libc::epoll_event, max: i3
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(ep: i32, ev: *mut libc::epoll_event, max: i32, timeout: i32, mask: *const libc::sigset_t) -> i32 {
+pub unsafe extern "C" fn epoll_pwait(
+    ep: i32,
+    ev: *mut libc::epoll_event,
+    max: i32,
+    timeout: i32,
+    mask: *const libc::sigset_t,
+) -> i32 {
     let f = real!("epoll_pwait", EpollPwait);
     let start = mono_ms();
     let mut t = timeout;

@@ -132,7 +132,11 @@ fn listen_socket(pid: i32) -> i32 {
 }
 
 pub fn internal_fds() -> Vec<i32> {
-    [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN].iter().map(|a| a.load(Ordering::Relaxed)).filter(|&fd| fd >= 0).collect()
+    [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN]
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .filter(|&fd| fd >= 0)
+        .collect()
 }
 
 pub fn run() {
@@ -154,7 +158,11 @@ pub fn run() {
             },
         ];
         // SAFETY: polling two pollfds we own.
-        let timeout = if PENDING_REAP.load(Ordering::Relaxed) > 0 { 100 } else { -1 };
+        let timeout = if PENDING_REAP.load(Ordering::Relaxed) > 0 {
+            100
+        } else {
+            -1
+        };
         // SAFETY: as above.
         let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout) };
         reap(false);
@@ -305,7 +313,10 @@ fn serve(c: i32) {
             }
         }
         Outcome::Failed(e) => {
-            log(&format!("checkpoint failed: {e} (internal fds {:?})", internal_fds()));
+            log(&format!(
+                "checkpoint failed: {e} (internal fds {:?})",
+                internal_fds()
+            ));
             reply(c, &CkptReply::Failed(e));
             // SAFETY: closing our fd.
             unsafe { libc::close(c) };
@@ -390,6 +401,13 @@ fn default_path(comm: &str) -> String {
     format!("{dir}/{comm}.{}.mosimg", VPID.load(Ordering::Relaxed))
 }
 
+struct Defer<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
 /// Reap the previous image writer if it has finished exiting.
 fn reap(block: bool) {
     let pid = PENDING_REAP.load(Ordering::Acquire);
@@ -431,13 +449,14 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
     // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
     if child as u64 == RESUMED {
-        // We are the restored process: `plan` and `rfd` belong to the old one.
+        // We are the restored process: `rfd` and the copies belong to the old one.
+        restarted(&plan.meta);
         core::mem::forget(plan);
-        restarted();
         return Outcome::Restarted;
     }
     release_threads();
     let frozen_us = t0.elapsed().as_micros() as u64;
+    let _free_copies = Defer(|| dump::free_shared(&plan.shared));
     // SAFETY: closing the write end we gave the child.
     unsafe { libc::close(plan.result_fd) };
     if child < 0 {
@@ -470,7 +489,9 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
         if msg.ends_with(b"\n") {
             PENDING_REAP.store(child as i32, Ordering::Release);
         } else {
-            while libc::waitpid(child as i32, &mut status, libc::__WCLONE) < 0 && sys::errno() == libc::EINTR {}
+            while libc::waitpid(child as i32, &mut status, libc::__WCLONE) < 0
+                && sys::errno() == libc::EINTR
+            {}
         }
     }
     let msg = String::from_utf8_lossy(&msg).into_owned();
@@ -496,6 +517,15 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
 
 /// Capture everything but memory while threads are frozen, and build the writer's plan.
 fn prepare(me: i32, n: u32, out: Option<String>) -> Result<(Plan, i32), String> {
+    // Child processes are not checkpointed with their parent (yet): refuse.
+    // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
+    let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    let opts = libc::WNOHANG | libc::WNOWAIT | libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::__WALL;
+    // SAFETY: as above; P_ALL = 0.
+    let r = unsafe { ckpt::sc!(libc::SYS_waitid, 0, 0, &mut si as *mut libc::siginfo_t, opts, 0usize) };
+    if r == 0 {
+        return Err("the process has child processes; processes with children cannot be checkpointed yet (only single processes, with any number of threads)".into());
+    }
     let mut meta = dump::capture_process(&internal_fds())?;
     meta.vpid = VPID.load(Ordering::Relaxed);
     for i in 0..n as usize {
@@ -556,12 +586,13 @@ fn prepare(me: i32, n: u32, out: Option<String>) -> Result<(Plan, i32), String> 
         dir: cs(&dir)?,
         result_fd: p[1],
         scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
+        shared: dump::copy_shared()?,
     };
     Ok((plan, p[0]))
 }
 
 /// Restart path of the manager: every thread is back; clean up and let them go.
-fn restarted() {
+fn restarted(meta: &ckpt::image::ImageMeta) {
     // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
     let info = unsafe { *RESTART_INFO.0.get() };
     REAL_PID.store(
@@ -585,11 +616,80 @@ fn restarted() {
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
     open_channels();
+    if let Err(e) = restore_timers(&meta.timers, n) {
+        log(&format!("restart: {e}"));
+    }
     release_threads();
     log(&format!(
         "restarted as pid {}",
         REAL_PID.load(Ordering::Relaxed)
     ));
+}
+
+/// Recreate POSIX timers with their old ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16+;
+/// older kernels hand out ids in order, so gaps are filled with placeholders).
+fn restore_timers(timers: &[ckpt::image::PosixTimer], nthreads: u32) -> Result<(), String> {
+    #[repr(C)]
+    struct KSigevent {
+        value: u64,
+        signo: i32,
+        notify: i32,
+        tid: i32,
+        pad: [i32; 11],
+    }
+    if timers.is_empty() {
+        return Ok(());
+    }
+    const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
+    // SAFETY: prctl with integer arguments.
+    let by_id = unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) } == 0;
+    let mut sorted: Vec<_> = timers.to_vec();
+    sorted.sort_by_key(|t| t.id);
+    let mut fillers = Vec::new();
+    for t in &sorted {
+        // the thread a SIGEV_THREAD_ID timer notifies, by its old kernel tid
+        let tid = if t.notify & libc::SIGEV_THREAD_ID != 0 {
+            (0..nthreads as usize)
+                // SAFETY: slots of the restored threads (read only).
+                .map(|i| unsafe { &*slot_ptr(i) })
+                .find(|c| c.tid == t.tid)
+                .map(|c| crate::tids::to_real(c.vtid))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let sev = KSigevent { value: t.sival, signo: t.signo, notify: t.notify, tid, pad: [0; 11] };
+        let mut id: i32 = t.id;
+        loop {
+            // SAFETY: timer_create with a valid sigevent and id out-pointer.
+            if unsafe { ckpt::sc!(libc::SYS_timer_create, t.clockid, &sev as *const KSigevent, &mut id as *mut i32) } != 0 {
+                return Err(format!("cannot recreate POSIX timer {}: {}", t.id, std::io::Error::last_os_error()));
+            }
+            if by_id || id >= t.id {
+                break;
+            }
+            fillers.push(id);
+            id = t.id;
+        }
+        if id != t.id {
+            return Err(format!("POSIX timer {} came back as {id}", t.id));
+        }
+        let ns = |v: u64| [(v / 1_000_000_000) as i64, (v % 1_000_000_000) as i64];
+        let [is, ins] = ns(t.interval_ns);
+        let [vs, vns] = ns(t.value_ns);
+        let its = [is, ins, vs, vns];
+        // SAFETY: arming our timer with a 4-word itimerspec.
+        unsafe { ckpt::sc!(libc::SYS_timer_settime, id, 0, its.as_ptr(), 0usize) };
+    }
+    for id in fillers {
+        // SAFETY: deleting a placeholder timer we created.
+        unsafe { ckpt::sc!(libc::SYS_timer_delete, id) };
+    }
+    if by_id {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0) };
+    }
+    Ok(())
 }
 
 /// Per-thread kernel state after a restart; called by `mos_ctx_resume_entry` on every

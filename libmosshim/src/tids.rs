@@ -19,7 +19,12 @@ struct Entry {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const E: Entry = Entry { pd: AtomicU64::new(0), vtid: AtomicI32::new(0), rtid: AtomicI32::new(0), gen: AtomicI64::new(0) };
+const E: Entry = Entry {
+    pd: AtomicU64::new(0),
+    vtid: AtomicI32::new(0),
+    rtid: AtomicI32::new(0),
+    gen: AtomicI64::new(0),
+};
 static TABLE: [Entry; MAX_THREADS + 1] = [E; MAX_THREADS + 1];
 
 /// Offset of glibc's `pthread->tid` from `pthread_self()`, learned at start-up.
@@ -52,7 +57,9 @@ fn tid_of_pd(pd: u64) -> Option<i32> {
 }
 
 fn valid(e: &Entry, gen: i64) -> bool {
-    gen != 0 && e.gen.load(Ordering::Acquire) == gen && tid_of_pd(e.pd.load(Ordering::Relaxed)) == Some(e.vtid.load(Ordering::Relaxed))
+    gen != 0
+        && e.gen.load(Ordering::Acquire) == gen
+        && tid_of_pd(e.pd.load(Ordering::Relaxed)) == Some(e.vtid.load(Ordering::Relaxed))
 }
 
 /// Kernel tid for a tid the application knows.
@@ -64,13 +71,19 @@ pub fn to_real(vtid: i32) -> i32 {
     if vtid == VPID.load(Ordering::Relaxed) {
         return REAL_PID.load(Ordering::Relaxed);
     }
-    TABLE.iter().find(|e| e.vtid.load(Ordering::Relaxed) == vtid && valid(e, gen)).map_or(vtid, |e| e.rtid.load(Ordering::Relaxed))
+    TABLE
+        .iter()
+        .find(|e| e.vtid.load(Ordering::Relaxed) == vtid && valid(e, gen))
+        .map_or(vtid, |e| e.rtid.load(Ordering::Relaxed))
 }
 
 /// Kernel tid of the thread whose `pthread_t` is `pd`, if it was restored.
 pub fn real_of_pthread(pd: u64) -> Option<i32> {
     let gen = generation();
-    TABLE.iter().find(|e| e.pd.load(Ordering::Relaxed) == pd && valid(e, gen)).map(|e| e.rtid.load(Ordering::Relaxed))
+    TABLE
+        .iter()
+        .find(|e| e.pd.load(Ordering::Relaxed) == pd && valid(e, gen))
+        .map(|e| e.rtid.load(Ordering::Relaxed))
 }
 
 /// The calling thread's tid as the application knows it.
@@ -90,7 +103,10 @@ pub fn init() {
     unsafe {
         if libc::prctl(libc::PR_GET_TID_ADDRESS, &mut addr as *mut u64) == 0 && addr != 0 {
             let pd = libc::pthread_self() as u64;
-            if addr > pd && addr - pd < 4096 && core::ptr::read_volatile(addr as *const i32) == ckpt::sys::gettid() {
+            if addr > pd
+                && addr - pd < 4096
+                && core::ptr::read_volatile(addr as *const i32) == ckpt::sys::gettid()
+            {
                 TID_OFF.store((addr - pd) as i64, Ordering::Relaxed);
             }
         }

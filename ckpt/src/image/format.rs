@@ -75,6 +75,8 @@ pub fn page_up(x: u64) -> u64 {
 pub enum RegionKind {
     /// anonymous private memory (heap, malloc arenas, thread stacks, bss)
     Anon,
+    /// anonymous MAP_SHARED memory (saved from a copy taken while the process was frozen)
+    SharedAnon,
     /// the main thread's stack (`[stack]`, grows down)
     Stack,
     /// `[heap]` (brk area)
@@ -134,6 +136,38 @@ pub enum FdKind {
     CharDev,
     /// std stream (tty, pipe, socket, device) rebound to the restarting command's own
     Inherit,
+    /// another fd of the same open file description as fd `of` (shared offset, flags)
+    Dup {
+        of: i32,
+    },
+    /// read end of a pipe whose both ends are in the process; holds the buffered bytes
+    PipeRead {
+        id: u64,
+        size: u32,
+        data: Vec<u8>,
+    },
+    /// write end of pipe `id`
+    PipeWrite {
+        id: u64,
+    },
+    EventFd {
+        count: u64,
+        semaphore: bool,
+    },
+    /// epoll instance: its interest list (target fd, events, data)
+    Epoll {
+        targets: Vec<(i32, u32, u64)>,
+    },
+    /// timerfd: remaining time and interval in ns, and expirations not yet read
+    TimerFd {
+        clockid: i32,
+        value_ns: u64,
+        interval_ns: u64,
+        ticks: u64,
+    },
+    SignalFd {
+        mask: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +222,20 @@ pub struct MmFields {
     pub env_end: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clockid: i32,
+    pub signo: i32,
+    pub sival: u64,
+    /// SIGEV_SIGNAL (0), SIGEV_NONE (1) or SIGEV_THREAD_ID (4)
+    pub notify: i32,
+    /// real tid the timer notified when saved (SIGEV_THREAD_ID)
+    pub tid: i32,
+    pub value_ns: u64,
+    pub interval_ns: u64,
+}
+
 /// One thread of the image. Registers live in the `ThreadCtx` at `ctx_addr` (app memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreadRec {
@@ -224,6 +272,8 @@ pub struct ImageMeta {
     pub regions: Vec<Region>,
     pub fds: Vec<FdEntry>,
     pub threads: Vec<ThreadRec>,
+    /// POSIX timers (timer_create), recreated with their ids by the manager on restart
+    pub timers: Vec<PosixTimer>,
     /// address the restorer jumps to with rdi = ThreadCtx* (in the shim)
     pub resume_entry: u64,
     /// address of the shim's `RestartInfo`, filled by the restorer

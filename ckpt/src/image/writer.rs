@@ -74,7 +74,8 @@ impl ImageWriter {
             // Raw syscall, not libc's write(): glibc's cancellation wrapper flips a flag in
             // the calling thread's descriptor, which may be memory this write is saving.
             // SAFETY: buf is a valid readable slice; fd is owned by the caller.
-            let n = unsafe { crate::sc!(libc::SYS_write, self.fd, buf.as_ptr(), buf.len()) } as isize;
+            let n =
+                unsafe { crate::sc!(libc::SYS_write, self.fd, buf.as_ptr(), buf.len()) } as isize;
             if n < 0 {
                 let e = crate::sys::errno();
                 if e == libc::EINTR {

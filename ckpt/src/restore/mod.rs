@@ -145,7 +145,7 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
         }
     }
     let keep_above = imgfd.max(shared_fds.iter().copied().max().unwrap_or(0));
-    restore_fds(meta)?;
+    restore_fds(meta, imgfd + 1)?;
     // Close what the restarting command had open that the app did not.
     for fd in 0..=keep_above {
         let ours = fd == imgfd || shared_fds.contains(&fd) || meta.fds.iter().any(|f| f.fd == fd);
@@ -367,10 +367,56 @@ fn check_vdso(meta: &crate::image::ImageMeta, own: &[MapEntry]) -> Result<(), St
     Ok(())
 }
 
-fn restore_fds(meta: &crate::image::ImageMeta) -> Result<(), String> {
+/// Put `fd` at number `target` with FD_CLOEXEC as saved; `fd` is consumed.
+fn place(fd: i32, target: i32, cloexec: bool) -> Result<(), String> {
+    if fd != target {
+        // SAFETY: dup3 onto the app's fd number, then drop the temporary.
+        let r = unsafe { libc::dup3(fd, target, if cloexec { libc::O_CLOEXEC } else { 0 }) };
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        if r < 0 {
+            return Err(os_err(&format!("cannot place fd {target}")));
+        }
+    } else {
+        // SAFETY: setting FD_CLOEXEC as saved on our fd.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                if cloexec { libc::FD_CLOEXEC } else { 0 },
+            )
+        };
+    }
+    Ok(())
+}
+
+/// Move a freshly created fd above every fd number the application uses, so that it
+/// cannot be clobbered while the other fds are being placed.
+fn park_fd(fd: i32, above: i32) -> Result<i32, String> {
+    if fd < 0 {
+        return Err(os_err("creating fd"));
+    }
+    // SAFETY: duplicating our own fd upwards and closing the original.
+    let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if h < 0 {
+        return Err(os_err("moving fd"));
+    }
+    Ok(h)
+}
+
+const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_NOATIME;
+
+fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String> {
+    use std::collections::HashMap;
+    let mut pipes: HashMap<u64, (i32, i32)> = HashMap::new();
+    let mut pipe_data: Vec<(u64, u32, &[u8])> = Vec::new();
+    // 1: everything that is created or opened
     for f in &meta.fds {
         let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
-        match f.kind {
+        let status = (f.flags as i32) & STATUS_FLAGS;
+        match &f.kind {
             FdKind::Inherit => {
                 // SAFETY: F_GETFD/F_SETFD on an fd number only inspect or change its flags.
                 unsafe {
@@ -397,21 +443,9 @@ fn restore_fds(meta: &crate::image::ImageMeta) -> Result<(), String> {
                     }
                     return Err(os_err(&format!("cannot reopen fd {} ({})", f.fd, f.path)));
                 }
-                if fd != f.fd {
-                    // SAFETY: dup3 onto the app's fd number, then drop the temporary.
-                    let r =
-                        unsafe { libc::dup3(fd, f.fd, if cloexec { libc::O_CLOEXEC } else { 0 }) };
-                    // SAFETY: fd is ours.
-                    unsafe { libc::close(fd) };
-                    if r < 0 {
-                        return Err(os_err(&format!("cannot place fd {}", f.fd)));
-                    }
-                } else if !cloexec {
-                    // SAFETY: clearing FD_CLOEXEC on our fd.
-                    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-                }
+                place(fd, f.fd, cloexec)?;
                 if f.kind == FdKind::File {
-                    // SAFETY: lseek on the fd we just opened.
+                    // SAFETY: lseek on the fd we just placed.
                     if unsafe { libc::lseek(f.fd, f.offset, libc::SEEK_SET) } < 0 {
                         return Err(os_err(&format!(
                             "cannot seek fd {} ({}) to {}",
@@ -420,6 +454,142 @@ fn restore_fds(meta: &crate::image::ImageMeta) -> Result<(), String> {
                     }
                 }
             }
+            FdKind::PipeRead { id, .. } | FdKind::PipeWrite { id } => {
+                let (r, w) = match pipes.get(id) {
+                    Some(p) => *p,
+                    None => {
+                        let mut p = [0i32; 2];
+                        // SAFETY: pipe2 fills p.
+                        if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                            return Err(os_err("pipe"));
+                        }
+                        let pr = (park_fd(p[0], above)?, park_fd(p[1], above)?);
+                        pipes.insert(*id, pr);
+                        pr
+                    }
+                };
+                let end = if matches!(f.kind, FdKind::PipeRead { .. }) {
+                    r
+                } else {
+                    w
+                };
+                // SAFETY: duplicating the pipe end we created onto the app's number.
+                let d = unsafe { libc::fcntl(end, libc::F_DUPFD_CLOEXEC, 0) };
+                place(d, f.fd, cloexec)?;
+                // SAFETY: status flags (O_NONBLOCK...) of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+                if let FdKind::PipeRead { size, data, .. } = &f.kind {
+                    if *size > 0 {
+                        pipe_data.push((*id, *size, data));
+                    }
+                }
+            }
+            FdKind::EventFd { count, semaphore } => {
+                let flags = if *semaphore { libc::EFD_SEMAPHORE } else { 0 } | libc::EFD_CLOEXEC;
+                // SAFETY: creating an eventfd; count fits (the kernel keeps u64 counts).
+                let fd = unsafe { libc::eventfd(0, flags) };
+                let fd = park_fd(fd, above)?;
+                if *count > 0 {
+                    // SAFETY: writing the saved counter into our eventfd.
+                    unsafe { libc::write(fd, count as *const u64 as *const _, 8) };
+                }
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::TimerFd {
+                clockid,
+                value_ns,
+                interval_ns,
+                ticks,
+            } => {
+                // SAFETY: creating a timerfd and arming it with the remaining time.
+                let fd = unsafe { libc::timerfd_create(*clockid, libc::TFD_CLOEXEC) };
+                let fd = park_fd(fd, above)?;
+                let ts = |ns: u64| libc::timespec {
+                    tv_sec: (ns / 1_000_000_000) as i64,
+                    tv_nsec: (ns % 1_000_000_000) as i64,
+                };
+                // expirations not yet read come back as one immediate expiration
+                let value = if *ticks > 0 { 1 } else { *value_ns };
+                let its = libc::itimerspec {
+                    it_interval: ts(*interval_ns),
+                    it_value: ts(value),
+                };
+                // SAFETY: valid itimerspec.
+                unsafe { libc::timerfd_settime(fd, 0, &its, core::ptr::null_mut()) };
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::SignalFd { mask } => {
+                // SAFETY: sigset_t is plain data; its first word holds signals 1..64.
+                let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
+                // SAFETY: as above.
+                unsafe { *(&mut set as *mut libc::sigset_t as *mut u64) = *mask };
+                // SAFETY: creating a signalfd for the saved mask.
+                let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+                let fd = park_fd(fd, above)?;
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::Dup { .. } | FdKind::Epoll { .. } => {}
+        }
+    }
+    // 2: bytes that were buffered in pipes
+    for (id, size, data) in pipe_data {
+        let (_, w) = pipes[&id];
+        // SAFETY: sizing and filling the pipe we created; it holds `size` bytes.
+        unsafe {
+            libc::fcntl(w, libc::F_SETPIPE_SZ, size as i32);
+            if !data.is_empty()
+                && libc::write(w, data.as_ptr().cast(), data.len()) != data.len() as isize
+            {
+                return Err(os_err("refilling a pipe"));
+            }
+        }
+    }
+    for (r, w) in pipes.values() {
+        // SAFETY: the parked pipe ends are ours; the app's fds hold their own dups.
+        unsafe {
+            libc::close(*r);
+            libc::close(*w);
+        }
+    }
+    // 3: duplicates of restored fds
+    for f in &meta.fds {
+        if let FdKind::Dup { of } = f.kind {
+            let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
+            // SAFETY: dup3 of an fd restored above onto the app's number.
+            if unsafe { libc::dup3(of, f.fd, if cloexec { libc::O_CLOEXEC } else { 0 }) } < 0 {
+                return Err(os_err(&format!(
+                    "cannot restore fd {} as a duplicate of {of}",
+                    f.fd
+                )));
+            }
+        }
+    }
+    // 4: epoll sets, once their targets exist
+    for f in &meta.fds {
+        if let FdKind::Epoll { targets } = &f.kind {
+            let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
+            // SAFETY: creating an epoll instance.
+            let ep = park_fd(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }, above)?;
+            for (tfd, events, data) in targets {
+                let mut ev = libc::epoll_event {
+                    events: *events,
+                    u64: *data,
+                };
+                // SAFETY: adding a restored fd with its saved events and data.
+                if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, *tfd, &mut ev) } != 0 {
+                    return Err(os_err(&format!(
+                        "cannot re-add fd {tfd} to epoll fd {}",
+                        f.fd
+                    )));
+                }
+            }
+            place(ep, f.fd, cloexec)?;
         }
     }
     Ok(())
@@ -545,6 +715,17 @@ fn map_regions(
         };
         match r.kind {
             RegionKind::Scratch => map(r.start, len, prot, anon | libc::MAP_NORESERVE, -1, 0),
+            RegionKind::SharedAnon => {
+                let fl = libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+                map(r.start, len, libc::PROT_READ | libc::PROT_WRITE, fl, -1, 0);
+                for e in &r.extents {
+                    read_into(imgfd, r.start + e.off, e.len, e.file_off);
+                }
+                // SAFETY: setting the saved protection on the region we just mapped.
+                if unsafe { libc::mprotect(r.start as *mut _, len, prot) } != 0 {
+                    die(&format!("mprotect {:#x}", r.start));
+                }
+            }
             RegionKind::FileSharedRo => {
                 let fd = *shared.next().expect("one fd per shared region");
                 map(
