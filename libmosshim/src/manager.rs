@@ -330,11 +330,13 @@ fn release_threads() {
 }
 
 /// Stop every thread but this one; returns how many parked.
-fn freeze(me: i32) -> Result<u32, String> {
+/// Stop every thread but this one; returns the slots of the threads that parked.
+fn freeze(me: i32) -> Result<Vec<usize>, String> {
     let pid = REAL_PID.load(Ordering::Relaxed);
     let sig = FREEZE_SIG.load(Ordering::Relaxed);
-    for t in SLOT_TID.iter() {
+    for (t, p) in SLOT_TID.iter().zip(SLOT_PARKED.iter()) {
         t.store(0, Ordering::Relaxed);
+        p.store(0, Ordering::Relaxed);
     }
     PARKED.store(0, Ordering::Release);
     FREEZE_GEN.fetch_add(1, Ordering::AcqRel);
@@ -349,19 +351,18 @@ fn freeze(me: i32) -> Result<u32, String> {
             .filter(|t| *t != me && !assigned.contains(t))
             .collect();
         if new.is_empty() {
-            return Ok(assigned.len() as u32);
+            // Threads that exited while we were freezing simply are not in the image.
+            return Ok((0..MAX_THREADS).filter(|&i| SLOT_PARKED[i].load(Ordering::Acquire) == 1).collect());
         }
         for t in new {
+            // slot = position in `assigned`; a thread gone before the signal keeps its slot
             if assigned.len() >= MAX_THREADS {
                 return Err(format!("more than {MAX_THREADS} threads"));
             }
             SLOT_TID[assigned.len()].store(t, Ordering::Release);
-            // SAFETY: tgkill to a thread of our own process.
-            if unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, sig) } == 0 {
-                assigned.push(t);
-            } else {
-                SLOT_TID[assigned.len()].store(0, Ordering::Release);
-            }
+            assigned.push(t);
+            // SAFETY: tgkill to a thread of our own process (ESRCH if it already exited).
+            unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, sig) };
         }
         // Wait until every signalled thread parked (threads that exited meanwhile drop out).
         loop {
@@ -373,11 +374,6 @@ fn freeze(me: i32) -> Result<u32, String> {
                 .filter(|&t| unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, 0) } == 0)
                 .collect();
             if parked as usize >= alive.len() {
-                if alive.len() != assigned.len() {
-                    return Err(
-                        "a thread exited while the process was being frozen; try again".into(),
-                    );
-                }
                 break;
             }
             if Instant::now() > deadline {
@@ -422,18 +418,19 @@ fn reap(block: bool) {
     }
 }
 
-fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
+fn checkpoint(out: Option<String>, exit: bool) -> Outcome {
     reap(true);
     let t0 = Instant::now();
     let me = sys::gettid();
-    let n = match freeze(me) {
-        Ok(n) => n,
+    let slots = match freeze(me) {
+        Ok(s) => s,
         Err(e) => {
             release_threads();
             return Outcome::Failed(e);
         }
     };
-    let result = prepare(me, n, out);
+    let n = slots.len() as u32;
+    let result = prepare(me, &slots, out);
     let (plan, rfd) = match result {
         Ok(p) => p,
         Err(e) => {
@@ -454,8 +451,19 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
         core::mem::forget(plan);
         return Outcome::Restarted;
     }
-    release_threads();
+    // With --exit the application must not run past the snapshot (its output would be
+    // produced twice): it stays frozen until the image is safe, then exits.
+    if !exit {
+        release_threads();
+    }
     let frozen_us = t0.elapsed().as_micros() as u64;
+    // released here unless the image is safe and the caller is about to exit
+    let keep_frozen = core::cell::Cell::new(false);
+    let _release_on_failure = Defer(|| {
+        if exit && !keep_frozen.get() {
+            release_threads();
+        }
+    });
     let _free_copies = Defer(|| dump::free_shared(&plan.shared));
     // SAFETY: closing the write end we gave the child.
     unsafe { libc::close(plan.result_fd) };
@@ -498,6 +506,7 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
     let total_us = t0.elapsed().as_micros() as u64;
     let path = plan.dest.to_string_lossy().into_owned();
     if let Some(n) = msg.strip_prefix("OK ") {
+        keep_frozen.set(exit);
         Outcome::Done {
             path,
             bytes: n.trim().parse().unwrap_or(0),
@@ -516,7 +525,7 @@ fn checkpoint(out: Option<String>, _exit: bool) -> Outcome {
 }
 
 /// Capture everything but memory while threads are frozen, and build the writer's plan.
-fn prepare(me: i32, n: u32, out: Option<String>) -> Result<(Plan, i32), String> {
+fn prepare(me: i32, slots: &[usize], out: Option<String>) -> Result<(Plan, i32), String> {
     // Child processes are not checkpointed with their parent (yet): refuse.
     // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
     let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
@@ -528,7 +537,7 @@ fn prepare(me: i32, n: u32, out: Option<String>) -> Result<(Plan, i32), String> 
     }
     let mut meta = dump::capture_process(&internal_fds())?;
     meta.vpid = VPID.load(Ordering::Relaxed);
-    for i in 0..n as usize {
+    for &i in slots {
         // SAFETY: thread i parked, so its slot is complete and no longer written.
         let c = unsafe { &*slot_ptr(i) };
         meta.threads.push(ThreadRec {
@@ -616,7 +625,7 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
     open_channels();
-    if let Err(e) = restore_timers(&meta.timers, n) {
+    if let Err(e) = restore_timers(meta) {
         log(&format!("restart: {e}"));
     }
     release_threads();
@@ -628,7 +637,8 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
 
 /// Recreate POSIX timers with their old ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16+;
 /// older kernels hand out ids in order, so gaps are filled with placeholders).
-fn restore_timers(timers: &[ckpt::image::PosixTimer], nthreads: u32) -> Result<(), String> {
+fn restore_timers(meta: &ckpt::image::ImageMeta) -> Result<(), String> {
+    let timers = &meta.timers;
     #[repr(C)]
     struct KSigevent {
         value: u64,
@@ -649,9 +659,11 @@ fn restore_timers(timers: &[ckpt::image::PosixTimer], nthreads: u32) -> Result<(
     for t in &sorted {
         // the thread a SIGEV_THREAD_ID timer notifies, by its old kernel tid
         let tid = if t.notify & libc::SIGEV_THREAD_ID != 0 {
-            (0..nthreads as usize)
-                // SAFETY: slots of the restored threads (read only).
-                .map(|i| unsafe { &*slot_ptr(i) })
+            meta.threads
+                .iter()
+                // SAFETY: contexts of the restored threads (read only).
+                .map(|r| unsafe { &*(r.ctx_addr as *const ThreadCtx) })
+                
                 .find(|c| c.tid == t.tid)
                 .map(|c| crate::tids::to_real(c.vtid))
                 .unwrap_or(0)

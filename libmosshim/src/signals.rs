@@ -161,8 +161,13 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
 }
 
-extern "C" fn park_wait(_ctx: *mut ThreadCtx) {
+/// set by a thread when it parked in the current checkpoint
+pub static SLOT_PARKED: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
+
+extern "C" fn park_wait(ctx: *mut ThreadCtx) {
     let gen = RELEASE.load(Ordering::Acquire);
+    let i = (ctx as usize - slot_ptr(0) as usize) / core::mem::size_of::<ThreadCtx>();
+    SLOT_PARKED[i].store(1, Ordering::Release);
     PARKED.fetch_add(1, Ordering::AcqRel);
     sys::futex_wake(&PARKED);
     while RELEASE.load(Ordering::Acquire) == gen {
