@@ -18,7 +18,12 @@ pub enum CkptReply {
     Done {
         path: String,
         bytes: u64,
+        /// time to stop every application thread
+        stop_us: u64,
+        /// time the application was frozen (stop + kernel state + fork)
         frozen_us: u64,
+        /// threads saved (application threads + the manager)
+        threads: u32,
         total_us: u64,
     },
     Failed(String),

@@ -174,7 +174,7 @@ pub fn run() {
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
             match checkpoint(None, false) {
-                Outcome::Done { path, bytes, frozen_us, total_us } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
+                Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
             }
@@ -205,7 +205,9 @@ enum Outcome {
     Done {
         path: String,
         bytes: u64,
+        stop_us: u64,
         frozen_us: u64,
+        threads: u32,
         total_us: u64,
     },
     Failed(String),
@@ -288,21 +290,8 @@ fn serve(c: i32) {
         // The connection belongs to the process that took the image; in the restored
         // process that fd number means nothing: forget it.
         Outcome::Restarted => {}
-        Outcome::Done {
-            path,
-            bytes,
-            frozen_us,
-            total_us,
-        } => {
-            reply(
-                c,
-                &CkptReply::Done {
-                    path,
-                    bytes,
-                    frozen_us,
-                    total_us,
-                },
-            );
+        Outcome::Done { path, bytes, stop_us, frozen_us, threads, total_us } => {
+            reply(c, &CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us });
             // SAFETY: closing our fd; with --exit the image is safe, so leave now without
             // flushing stdio (unflushed output lives on in the image).
             unsafe {
@@ -430,6 +419,7 @@ fn checkpoint(out: Option<String>, exit: bool) -> Outcome {
         }
     };
     let n = slots.len() as u32;
+    let stop_us = t0.elapsed().as_micros() as u64;
     let result = prepare(me, &slots, out);
     let (plan, rfd) = match result {
         Ok(p) => p,
@@ -505,12 +495,14 @@ fn checkpoint(out: Option<String>, exit: bool) -> Outcome {
     let msg = String::from_utf8_lossy(&msg).into_owned();
     let total_us = t0.elapsed().as_micros() as u64;
     let path = plan.dest.to_string_lossy().into_owned();
-    if let Some(n) = msg.strip_prefix("OK ") {
+    if let Some(nb) = msg.strip_prefix("OK ") {
         keep_frozen.set(exit);
         Outcome::Done {
             path,
-            bytes: n.trim().parse().unwrap_or(0),
+            bytes: nb.trim().parse().unwrap_or(0),
+            stop_us,
             frozen_us,
+            threads: n + 1,
             total_us,
         }
     } else if let Some(e) = msg.strip_prefix("ERR ") {

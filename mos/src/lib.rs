@@ -13,10 +13,10 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool) -> R
     };
     let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit };
     match control::request(pid, &req) {
-        Ok(CkptReply::Done { path, bytes, frozen_us, total_us }) => {
+        Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us }) => {
             println!("{path}");
             if stats {
-                eprintln!("{bytes} bytes, frozen {frozen_us} us, total {total_us} us");
+                eprintln!("{bytes} bytes, {threads} threads, stopped in {stop_us} us, frozen {frozen_us} us, total {total_us} us");
             }
             Ok(())
         }
