@@ -1,0 +1,950 @@
+//! Messages: every value that travels between mos parts (DESIGN.md §1, §2).
+//!
+//! One enum, [`Msg`], is the header of every frame. A message that carries raw bytes (an
+//! image chunk, the data of a forwarded `write` or `read`) states their length in one of its
+//! fields; [`WireHeader::bulk_len`] reads it, and the bytes follow the header raw.
+//!
+//! Compatibility rules (postcard encodes an enum variant by its index and a struct by its
+//! field order, with no names on the wire):
+//! - [`Msg::Hello`] stays variant 0 and [`Hello::version`] its first field in every version,
+//!   so peers of any two versions can read each other's version and refuse cleanly.
+//! - Minor version: new variants appended at the end of an enum. A peer never sends a variant
+//!   newer than the minor version the other side announced.
+//! - Major version: anything else (a field added, removed, reordered, retyped). Peers with
+//!   different majors refuse each other at the handshake.
+//!
+//! This module holds data only: no I/O, no policy.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::WireHeader;
+
+/// The protocol version this build speaks.
+pub const PROTO_VERSION: Version = Version { major: 1, minor: 0 };
+
+/// Length of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// Length of a handshake MAC (HMAC-SHA256).
+pub const MAC_LEN: usize = 32;
+
+/// `AT_FDCWD`: the `dirfd` meaning "relative to the (home) current directory".
+pub const AT_FDCWD: i32 = -100;
+
+/// A protocol version. Peers must agree on `major`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version {
+    /// Incompatible changes.
+    pub major: u16,
+    /// Additive changes.
+    pub minor: u16,
+}
+
+impl Version {
+    /// True if a peer speaking `other` can talk to us.
+    pub fn compatible_with(&self, other: &Version) -> bool {
+        self.major == other.major
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A node's name, unique in the cluster (a shadowd's `--name`).
+pub type NodeName = String;
+
+/// A job, as numbered by the placer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A Unix byte string: a path, an argument, an environment entry. Unix paths are bytes, not
+/// UTF-8, so they travel as bytes.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OsBytes(pub Vec<u8>);
+
+impl OsBytes {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// As an OS string.
+    pub fn as_os_str(&self) -> &OsStr {
+        OsStr::from_bytes(&self.0)
+    }
+
+    /// As a path.
+    pub fn as_path(&self) -> &Path {
+        Path::new(self.as_os_str())
+    }
+}
+
+impl fmt::Debug for OsBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_os_str(), f)
+    }
+}
+
+impl From<&OsStr> for OsBytes {
+    fn from(s: &OsStr) -> Self {
+        OsBytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<OsString> for OsBytes {
+    fn from(s: OsString) -> Self {
+        OsBytes(s.into_vec())
+    }
+}
+
+impl From<&Path> for OsBytes {
+    fn from(p: &Path) -> Self {
+        p.as_os_str().into()
+    }
+}
+
+impl From<PathBuf> for OsBytes {
+    fn from(p: PathBuf) -> Self {
+        p.into_os_string().into()
+    }
+}
+
+impl From<&str> for OsBytes {
+    fn from(s: &str) -> Self {
+        OsBytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&[u8]> for OsBytes {
+    fn from(s: &[u8]) -> Self {
+        OsBytes(s.to_vec())
+    }
+}
+
+impl From<OsBytes> for PathBuf {
+    fn from(b: OsBytes) -> Self {
+        PathBuf::from(OsString::from_vec(b.0))
+    }
+}
+
+/// What a connecting program is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// `mos` / `mossubmit`.
+    Cli,
+    /// The placer.
+    Placer,
+    /// A node daemon (shadow and starter).
+    Shadowd,
+    /// `libmosshim` inside an application (forwarding client, registration).
+    Shim,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Cli => "cli",
+            Role::Placer => "placer",
+            Role::Shadowd => "shadowd",
+            Role::Shim => "shim",
+        })
+    }
+}
+
+/// The first message on every connection, both ways.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must stay the first field: see the module's compatibility rules.
+    pub version: Version,
+    /// The sender's node.
+    pub node: NodeName,
+    /// The sender's role.
+    pub role: Role,
+}
+
+impl Hello {
+    /// A hello for this build's [`PROTO_VERSION`].
+    pub fn new(node: impl Into<NodeName>, role: Role) -> Self {
+        Hello {
+            version: PROTO_VERSION,
+            node: node.into(),
+            role,
+        }
+    }
+}
+
+/// A node's periodic load report to the placer (doubles as its heartbeat).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Reporting node.
+    pub node: NodeName,
+    /// Where its shadowd accepts connections (`host:port`), for image streams.
+    pub addr: String,
+    /// Online cpus.
+    pub cpus: u32,
+    /// Relative cpu speed, 1000 = the reference machine.
+    pub speed: u32,
+    /// Runnable processes (run-queue length), all of the node's, not only guests.
+    pub run_queue: u32,
+    /// Guest processes running there for other homes.
+    pub guests: u32,
+    /// Free (available) memory.
+    pub free_mem_mib: u64,
+    /// Total memory.
+    pub total_mem_mib: u64,
+    /// The interval at which the node reports; the placer counts missed reports with it.
+    pub interval_ms: u32,
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Program and arguments.
+    pub argv: Vec<OsBytes>,
+    /// Environment, `(name, value)`.
+    pub env: Vec<(OsBytes, OsBytes)>,
+    /// Working directory at home.
+    pub cwd: OsBytes,
+    /// The home node: where the job's files, terminal and stub are.
+    pub home: NodeName,
+    /// Expected memory use, 0 if unknown.
+    pub mem_mib: u64,
+    /// Restart from this checkpoint image instead of starting `argv`.
+    pub restart_from: Option<OsBytes>,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting for a node.
+    Queued,
+    /// Being started or restarted.
+    Starting,
+    /// Running.
+    Running,
+    /// A checkpoint is being taken.
+    Checkpointing,
+    /// The image is on its way to another node.
+    Migrating,
+    /// Checkpointed and stopped (vacated); waiting to be placed again.
+    Vacated,
+    /// Exited with this status code.
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+    /// Killed by this signal.
+    Killed {
+        /// Signal number.
+        signal: i32,
+    },
+    /// mos could not run it.
+    Failed {
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+/// A job's (or a guest's) status, from a node to the placer and from the placer to the CLI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job: JobId,
+    /// Where its body runs (or ran last).
+    pub node: NodeName,
+    /// Its home node.
+    pub home: NodeName,
+    /// Its state.
+    pub state: JobState,
+    /// Its pid on `node`, while it has one.
+    pub pid: Option<u32>,
+    /// Why it cannot migrate, if it cannot (shown by `mos q`).
+    pub non_migratable: Option<String>,
+}
+
+/// A `pollfd` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollFd {
+    /// Home fd.
+    pub fd: i32,
+    /// Requested events (`POLLIN`, ...).
+    pub events: i16,
+}
+
+/// A `struct flock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    /// `F_RDLCK`, `F_WRLCK` or `F_UNLCK`.
+    pub kind: i16,
+    /// `SEEK_SET`, `SEEK_CUR` or `SEEK_END`.
+    pub whence: i16,
+    /// Start offset.
+    pub start: i64,
+    /// Length, 0 = to the end.
+    pub len: i64,
+    /// Owner (`F_GETLK` result).
+    pub pid: i32,
+}
+
+/// A `struct stat`, architecture-neutral.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_mode` (type and permissions).
+    pub mode: u32,
+    /// `st_nlink`.
+    pub nlink: u64,
+    /// `st_uid`.
+    pub uid: u32,
+    /// `st_gid`.
+    pub gid: u32,
+    /// `st_rdev`.
+    pub rdev: u64,
+    /// `st_size`.
+    pub size: i64,
+    /// `st_blksize`.
+    pub blksize: i64,
+    /// `st_blocks`.
+    pub blocks: i64,
+    /// `st_atime`, seconds.
+    pub atime: i64,
+    /// `st_atime`, nanoseconds.
+    pub atime_nsec: i64,
+    /// `st_mtime`, seconds.
+    pub mtime: i64,
+    /// `st_mtime`, nanoseconds.
+    pub mtime_nsec: i64,
+    /// `st_ctime`, seconds.
+    pub ctime: i64,
+    /// `st_ctime`, nanoseconds.
+    pub ctime_nsec: i64,
+}
+
+/// A file system call forwarded from a remote body to its home shadow. The variants mirror
+/// the kernel's system calls (the `*at` forms, as glibc and Syscall User Dispatch see them),
+/// with fds being the home shadow's real fds and paths relative to the home cwd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileCall {
+    /// `openat(dirfd, path, flags, mode)`. Returns the new home fd.
+    Open {
+        /// Directory fd or [`AT_FDCWD`].
+        dirfd: i32,
+        /// Path.
+        path: OsBytes,
+        /// `O_*` flags.
+        flags: i32,
+        /// Creation mode.
+        mode: u32,
+    },
+    /// `close(fd)`.
+    Close {
+        /// Fd.
+        fd: i32,
+    },
+    /// `read(fd, len)`. The data comes back as the response's bulk.
+    Read {
+        /// Fd.
+        fd: i32,
+        /// Bytes asked for.
+        len: u32,
+    },
+    /// `pread(fd, len, offset)`. The data comes back as the response's bulk.
+    Pread {
+        /// Fd.
+        fd: i32,
+        /// Bytes asked for.
+        len: u32,
+        /// File offset.
+        offset: i64,
+    },
+    /// `write(fd, data)`. The `len` data bytes follow as bulk.
+    Write {
+        /// Fd.
+        fd: i32,
+        /// Bytes of bulk data.
+        len: u32,
+    },
+    /// `pwrite(fd, data, offset)`. The `len` data bytes follow as bulk.
+    Pwrite {
+        /// Fd.
+        fd: i32,
+        /// Bytes of bulk data.
+        len: u32,
+        /// File offset.
+        offset: i64,
+    },
+    /// `lseek(fd, offset, whence)`.
+    Lseek {
+        /// Fd.
+        fd: i32,
+        /// Offset.
+        offset: i64,
+        /// `SEEK_*`.
+        whence: i32,
+    },
+    /// `fstat(fd)`. The result comes back as [`CallDetail::Stat`].
+    Fstat {
+        /// Fd.
+        fd: i32,
+    },
+    /// `newfstatat(dirfd, path, flags)` (stat, lstat with `AT_SYMLINK_NOFOLLOW`). The result
+    /// comes back as [`CallDetail::Stat`].
+    Stat {
+        /// Directory fd or [`AT_FDCWD`].
+        dirfd: i32,
+        /// Path.
+        path: OsBytes,
+        /// `AT_*` flags.
+        flags: i32,
+    },
+    /// `faccessat2(dirfd, path, mode, flags)`.
+    Access {
+        /// Directory fd or [`AT_FDCWD`].
+        dirfd: i32,
+        /// Path.
+        path: OsBytes,
+        /// `R_OK`, `W_OK`, `X_OK`, `F_OK`.
+        mode: i32,
+        /// `AT_*` flags.
+        flags: i32,
+    },
+    /// `unlinkat(dirfd, path, flags)` (`AT_REMOVEDIR` for rmdir).
+    Unlink {
+        /// Directory fd or [`AT_FDCWD`].
+        dirfd: i32,
+        /// Path.
+        path: OsBytes,
+        /// `AT_*` flags.
+        flags: i32,
+    },
+    /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
+    Rename {
+        /// Directory fd of `old`.
+        olddirfd: i32,
+        /// Old path.
+        old: OsBytes,
+        /// Directory fd of `new`.
+        newdirfd: i32,
+        /// New path.
+        new: OsBytes,
+        /// `RENAME_*` flags.
+        flags: u32,
+    },
+    /// `mkdirat(dirfd, path, mode)`.
+    Mkdir {
+        /// Directory fd or [`AT_FDCWD`].
+        dirfd: i32,
+        /// Path.
+        path: OsBytes,
+        /// Mode.
+        mode: u32,
+    },
+    /// `readlinkat(dirfd, path, len)`. The target comes back as bulk.
+    Readlink {
+        /// Directory fd or [`AT_FDCWD`].
+        dirfd: i32,
+        /// Path.
+        path: OsBytes,
+        /// Buffer size.
+        len: u32,
+    },
+    /// `getdents64(fd, len)`. The raw `linux_dirent64` records come back as bulk.
+    Getdents {
+        /// Directory fd.
+        fd: i32,
+        /// Buffer size.
+        len: u32,
+    },
+    /// `ftruncate(fd, len)`.
+    Ftruncate {
+        /// Fd.
+        fd: i32,
+        /// New length.
+        len: i64,
+    },
+    /// `fsync(fd)` or `fdatasync(fd)`.
+    Fsync {
+        /// Fd.
+        fd: i32,
+        /// `fdatasync` instead of `fsync`.
+        datasync: bool,
+    },
+    /// `dup(fd)` / `dup3(fd, newfd, flags)` on the home side. Returns the new home fd.
+    Dup {
+        /// Fd.
+        fd: i32,
+        /// Target fd for `dup3`, `None` for `dup`.
+        newfd: Option<i32>,
+        /// `O_CLOEXEC` or 0.
+        flags: i32,
+    },
+    /// `fcntl(fd, cmd, arg)` for commands with an integer argument (`F_GETFL`, `F_SETFL`,
+    /// `F_GETFD`, `F_SETFD`, `F_DUPFD`, `F_DUPFD_CLOEXEC`, ...).
+    Fcntl {
+        /// Fd.
+        fd: i32,
+        /// `F_*` command.
+        cmd: i32,
+        /// Integer argument.
+        arg: i64,
+    },
+    /// `fcntl(fd, cmd, &flock)` for the lock commands. `F_GETLK` answers with
+    /// [`CallDetail::Lock`].
+    FcntlLock {
+        /// Fd.
+        fd: i32,
+        /// `F_GETLK`, `F_SETLK`, `F_SETLKW`, `F_OFD_*`.
+        cmd: i32,
+        /// The lock.
+        lock: FileLock,
+    },
+    /// `poll(fds, timeout)`. The `revents` come back as [`CallDetail::Poll`].
+    Poll {
+        /// The fds.
+        fds: Vec<PollFd>,
+        /// Timeout in milliseconds, -1 = forever.
+        timeout_ms: i32,
+    },
+    /// `ioctl(fd, request, arg)`. `in_len` bytes of the argument's struct follow as bulk
+    /// (0 for an integer argument, passed in `arg`); up to `out_len` bytes of the struct come
+    /// back as the response's bulk. Both sides run on the same architecture (migration
+    /// requires it), so the struct bytes are the kernel's own.
+    Ioctl {
+        /// Fd.
+        fd: i32,
+        /// Request number.
+        request: u64,
+        /// Integer argument, when the request takes one.
+        arg: i64,
+        /// Bytes of argument struct sent as bulk.
+        in_len: u32,
+        /// Bytes of argument struct expected back.
+        out_len: u32,
+    },
+    /// `chdir(path)` on the home side (the home cwd is the process's cwd).
+    Chdir {
+        /// Path.
+        path: OsBytes,
+    },
+    /// `fchdir(fd)`.
+    Fchdir {
+        /// Directory fd.
+        fd: i32,
+    },
+    /// `getcwd(len)`. The path comes back as bulk.
+    Getcwd {
+        /// Buffer size.
+        len: u32,
+    },
+}
+
+impl FileCall {
+    /// Bytes of bulk data that follow a request carrying this call.
+    pub fn bulk_len(&self) -> u64 {
+        match self {
+            FileCall::Write { len, .. } | FileCall::Pwrite { len, .. } => u64::from(*len),
+            FileCall::Ioctl { in_len, .. } => u64::from(*in_len),
+            _ => 0,
+        }
+    }
+}
+
+/// A forwarded call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallReq {
+    /// Request number, echoed by the response (requests may be pipelined).
+    pub seq: u64,
+    /// The call.
+    pub call: FileCall,
+}
+
+/// Typed results some calls return besides `ret`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallDetail {
+    /// Nothing besides `ret` (and bulk).
+    #[default]
+    None,
+    /// `fstat`, `stat`.
+    Stat(FileStat),
+    /// `poll`: `revents`, one per requested fd, in order.
+    Poll(Vec<i16>),
+    /// `fcntl(F_GETLK)`: the conflicting lock, or the request with `F_UNLCK`.
+    Lock(FileLock),
+}
+
+/// The result of a forwarded call, as the home kernel gave it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyscallResp {
+    /// The request's `seq`.
+    pub seq: u64,
+    /// The call's return value; -1 on failure.
+    pub ret: i64,
+    /// `errno` on failure, 0 on success.
+    pub errno: i32,
+    /// Typed results.
+    pub detail: CallDetail,
+    /// Bytes of bulk data that follow (what `read`, `readlink`, `getdents`... produced).
+    pub data_len: u32,
+}
+
+impl SyscallResp {
+    /// A success with return value `ret` and no data.
+    pub fn ok(seq: u64, ret: i64) -> Self {
+        SyscallResp {
+            seq,
+            ret,
+            errno: 0,
+            detail: CallDetail::None,
+            data_len: 0,
+        }
+    }
+
+    /// A failure with `errno`.
+    pub fn err(seq: u64, errno: i32) -> Self {
+        SyscallResp {
+            seq,
+            ret: -1,
+            errno,
+            detail: CallDetail::None,
+            data_len: 0,
+        }
+    }
+
+    /// A success returning `data_len` bytes of data as bulk.
+    pub fn data(seq: u64, ret: i64, data_len: u32) -> Self {
+        SyscallResp {
+            seq,
+            ret,
+            errno: 0,
+            detail: CallDetail::None,
+            data_len,
+        }
+    }
+}
+
+/// Every message between mos parts. Bulk-carrying variants say so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    // --- handshake (auth module) ---
+    /// First message both ways. Must stay variant 0.
+    Hello(Hello),
+    /// The sender's fresh random nonce.
+    AuthChallenge {
+        /// Nonce.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The sender's proof: HMAC of the handshake under the cluster key.
+    AuthResponse {
+        /// MAC.
+        mac: [u8; MAC_LEN],
+    },
+    /// The server accepted the client's proof; the connection is open.
+    AuthOk,
+
+    // --- generic ---
+    /// Success with nothing else to say.
+    Ack,
+    /// A refusal or failure, for a person; the sender may close the connection after it.
+    Error {
+        /// What went wrong.
+        msg: String,
+    },
+
+    // --- load (shadowd -> placer) ---
+    /// Periodic load report.
+    LoadReport(LoadReport),
+
+    // --- CLI <-> placer ---
+    /// Queue a job. Answered by `Submitted`.
+    Submit(JobSpec),
+    /// The job's number.
+    Submitted {
+        /// Job.
+        job: JobId,
+    },
+    /// Ask for one job's status, or all. Answered by `JobList`.
+    QueryJobs {
+        /// One job, or `None` for all.
+        job: Option<JobId>,
+    },
+    /// Job statuses.
+    JobList {
+        /// Statuses.
+        jobs: Vec<JobStatus>,
+    },
+    /// Ask for the node table. Answered by `NodeList`.
+    QueryNodes,
+    /// The latest report of every live node.
+    NodeList {
+        /// Reports.
+        nodes: Vec<LoadReport>,
+    },
+
+    // --- placer orders (placer -> shadowd; Migrate and Kill also CLI -> placer) ---
+    /// Start (or restart) a job on the receiving node.
+    PlaceJob {
+        /// Job.
+        job: JobId,
+        /// What to run.
+        spec: JobSpec,
+    },
+    /// Checkpoint the job and move it to `to`.
+    Migrate {
+        /// Job.
+        job: JobId,
+        /// Target node.
+        to: NodeName,
+        /// Target's shadowd address; the placer fills it in, the CLI sends `None`.
+        addr: Option<String>,
+    },
+    /// Checkpoint the job and stop it here; the placer places it again later.
+    Vacate {
+        /// Job.
+        job: JobId,
+    },
+    /// Send a signal to the job (SIGKILL for `mos rm`).
+    Kill {
+        /// Job.
+        job: JobId,
+        /// Signal number.
+        signal: i32,
+    },
+
+    // --- status (shadowd -> placer, placer -> CLI) ---
+    /// A job's or guest's new state.
+    JobStatus(JobStatus),
+
+    // --- shim <-> local shadowd, home stub <-> remote body ---
+    /// A shimmed process announces itself to its node's shadowd.
+    ShimRegister {
+        /// Its pid.
+        pid: u32,
+        /// Its job, when it was started by mos.
+        job: Option<JobId>,
+    },
+    /// The shadowd's answer to `ShimRegister`: the job number it is known by.
+    ShimRegistered {
+        /// Job.
+        job: JobId,
+    },
+    /// Take a checkpoint now (shadowd -> shim).
+    Checkpoint {
+        /// Job.
+        job: JobId,
+    },
+    /// A signal the home stub received, to be delivered to the remote body.
+    ForwardSignal {
+        /// Job.
+        job: JobId,
+        /// Signal number.
+        signal: i32,
+    },
+
+    // --- image stream (source shadowd -> target shadowd) ---
+    /// An image follows.
+    ImageBegin {
+        /// Job.
+        job: JobId,
+        /// Its home node.
+        home: NodeName,
+        /// Total image bytes, when known before the dump ends.
+        size: Option<u64>,
+    },
+    /// `len` bytes of the image follow as bulk.
+    ImageChunk {
+        /// Bulk bytes.
+        len: u32,
+    },
+    /// The image is complete; `checksum` is [`ImageChecksum`] over all chunk bytes.
+    ImageEnd {
+        /// xxh3-64 of the image bytes.
+        checksum: u64,
+    },
+    /// The receiver has the whole image and its checksum matched.
+    ImageReceived {
+        /// Job.
+        job: JobId,
+        /// Bytes received.
+        size: u64,
+    },
+
+    // --- forwarded system calls (remote body <-> home shadow) ---
+    /// A forwarded call; bulk per [`FileCall::bulk_len`].
+    SyscallReq(SyscallReq),
+    /// Its result; `data_len` bytes of bulk.
+    SyscallResp(SyscallResp),
+}
+
+impl Msg {
+    /// The variant's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello(_) => "Hello",
+            Msg::AuthChallenge { .. } => "AuthChallenge",
+            Msg::AuthResponse { .. } => "AuthResponse",
+            Msg::AuthOk => "AuthOk",
+            Msg::Ack => "Ack",
+            Msg::Error { .. } => "Error",
+            Msg::LoadReport(_) => "LoadReport",
+            Msg::Submit(_) => "Submit",
+            Msg::Submitted { .. } => "Submitted",
+            Msg::QueryJobs { .. } => "QueryJobs",
+            Msg::JobList { .. } => "JobList",
+            Msg::QueryNodes => "QueryNodes",
+            Msg::NodeList { .. } => "NodeList",
+            Msg::PlaceJob { .. } => "PlaceJob",
+            Msg::Migrate { .. } => "Migrate",
+            Msg::Vacate { .. } => "Vacate",
+            Msg::Kill { .. } => "Kill",
+            Msg::JobStatus(_) => "JobStatus",
+            Msg::ShimRegister { .. } => "ShimRegister",
+            Msg::ShimRegistered { .. } => "ShimRegistered",
+            Msg::Checkpoint { .. } => "Checkpoint",
+            Msg::ForwardSignal { .. } => "ForwardSignal",
+            Msg::ImageBegin { .. } => "ImageBegin",
+            Msg::ImageChunk { .. } => "ImageChunk",
+            Msg::ImageEnd { .. } => "ImageEnd",
+            Msg::ImageReceived { .. } => "ImageReceived",
+            Msg::SyscallReq(_) => "SyscallReq",
+            Msg::SyscallResp(_) => "SyscallResp",
+        }
+    }
+}
+
+impl WireHeader for Msg {
+    fn bulk_len(&self) -> u64 {
+        match self {
+            Msg::ImageChunk { len } => u64::from(*len),
+            Msg::SyscallReq(req) => req.call.bulk_len(),
+            Msg::SyscallResp(resp) => u64::from(resp.data_len),
+            _ => 0,
+        }
+    }
+}
+
+/// The checksum of an image stream ([`Msg::ImageEnd`]): xxh3-64 over the bytes of all
+/// chunks, in order. Sender and receiver both feed it the chunk payloads.
+#[derive(Clone)]
+pub struct ImageChecksum {
+    hasher: xxhash_rust::xxh3::Xxh3,
+    bytes: u64,
+}
+
+impl Default for ImageChecksum {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ImageChecksum {
+    /// A fresh checksum.
+    pub fn new() -> Self {
+        ImageChecksum {
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Add a chunk's bytes.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.bytes += chunk.len() as u64;
+    }
+
+    /// Bytes added so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The checksum of the bytes added so far.
+    pub fn digest(&self) -> u64 {
+        self.hasher.digest()
+    }
+}
+
+impl fmt::Debug for ImageChecksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageChecksum")
+            .field("bytes", &self.bytes)
+            .field("digest", &self.digest())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_is_variant_zero_with_version_first() {
+        // The compatibility rule in the module header: a peer of any version reads these
+        // three bytes the same way.
+        let bytes = postcard::to_allocvec(&Msg::Hello(Hello::new("a", Role::Cli))).unwrap();
+        assert_eq!(bytes[0], 0, "Hello must be variant 0");
+        let v: (u8, Version) = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(v.1, PROTO_VERSION);
+    }
+
+    #[test]
+    fn bulk_lengths_come_from_the_stated_fields() {
+        assert_eq!(Msg::ImageChunk { len: 9 }.bulk_len(), 9);
+        let w = Msg::SyscallReq(SyscallReq {
+            seq: 1,
+            call: FileCall::Pwrite {
+                fd: 1,
+                len: 7,
+                offset: 0,
+            },
+        });
+        assert_eq!(w.bulk_len(), 7);
+        let r = Msg::SyscallReq(SyscallReq {
+            seq: 1,
+            call: FileCall::Read { fd: 1, len: 7 },
+        });
+        assert_eq!(
+            r.bulk_len(),
+            0,
+            "a read request carries no data, its response does"
+        );
+        assert_eq!(Msg::SyscallResp(SyscallResp::data(1, 5, 5)).bulk_len(), 5);
+        assert_eq!(Msg::Ack.bulk_len(), 0);
+    }
+
+    #[test]
+    fn os_bytes_keep_non_utf8_paths() {
+        let raw: &[u8] = b"/tmp/\xff\xfe";
+        let p: PathBuf = OsBytes::from(raw).into();
+        assert_eq!(OsBytes::from(p.as_path()).as_bytes(), raw);
+    }
+
+    #[test]
+    fn image_checksum_is_independent_of_chunking() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut whole = ImageChecksum::new();
+        whole.update(&data);
+        let mut parts = ImageChecksum::new();
+        for c in data.chunks(333) {
+            parts.update(c);
+        }
+        assert_eq!(whole.digest(), parts.digest());
+        assert_eq!(parts.bytes(), 10_000);
+    }
+}
