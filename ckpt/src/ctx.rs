@@ -33,6 +33,8 @@ pub struct ThreadCtx {
     /// restart, kept across restarts
     pub vtid: i32,
     pub _pad: i32,
+    /// the thread's name (comm), NUL-padded
+    pub name: [u8; 16],
 }
 
 pub const CTX_RSP: usize = 48;

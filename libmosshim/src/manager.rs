@@ -47,6 +47,7 @@ pub static MANAGER_CTX: Cell<ThreadCtx> = Cell(UnsafeCell::new(ThreadCtx {
     is_main: 0,
     vtid: 0,
     _pad: 0,
+    name: [0; 16],
 }));
 pub static RESTART_INFO: Cell<RestartInfo> = Cell(UnsafeCell::new(RestartInfo::zeroed()));
 
@@ -78,9 +79,17 @@ fn high(fd: i32) -> i32 {
     if fd < 0 {
         return fd;
     }
+    // Below the soft fd limit (an application may have lowered it), else keep the fd.
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit into our struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let base = (HIGH_FD as u64).min(lim.rlim_cur.saturating_sub(16)) as i32;
+    if base <= fd {
+        return fd;
+    }
     // SAFETY: duplicating our own fd to a high number, then closing the original.
     unsafe {
-        let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD);
+        let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base);
         if h < 0 {
             return fd;
         }
@@ -731,6 +740,10 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
         }
     }
     crate::tids::register(ctx, c.fs_base, c.vtid, tid);
+    if c.name[0] != 0 {
+        // SAFETY: the saved name is NUL-terminated within 16 bytes (PR_GET_NAME wrote it).
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.name.as_ptr()) };
+    }
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(c.mask), None);
     if ctx == MANAGER_CTX.0.get() {
         return;

@@ -83,6 +83,7 @@ pub static SLOTS: Slots = Slots(UnsafeCell::new(
         is_main: 0,
         vtid: 0,
         _pad: 0,
+        name: [0; 16],
     }; MAX_THREADS],
 ));
 
@@ -151,6 +152,8 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     let mut mask = 0u64;
     sys::rt_sigprocmask(libc::SIG_BLOCK, None, Some(&mut mask));
     ctx.mask = mask;
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into ctx.name.
+    unsafe { libc::prctl(libc::PR_GET_NAME, ctx.name.as_mut_ptr()) };
     ctx.tid = sys::gettid();
     ctx.vtid = if tid_addr != 0 {
         // SAFETY: glibc's pthread->tid of this thread, an aligned i32.

@@ -1,0 +1,99 @@
+//! Kernel-side process state across a checkpoint: regular-file fds (numbers,
+//! O_APPEND / plain flags, offsets), cwd, umask, rlimits, signal handlers and
+//! SIG_IGN, blocked mask, itimers.
+
+use mos_integration::*;
+use std::fs;
+
+const INPUT_TXT: &str = "0123456789abcdefghijklmnopqrstuvwxyz\n";
+const FILES: &[&str] = &[
+    "log.txt",
+    "data.bin",
+    "out.txt",
+    "input.txt",
+    "sub/created-after.txt",
+];
+
+/// At sync point 2 the test sends SIGUSR1 (handled) and SIGHUP (blocked).
+fn signal_stage(env: &Env, p: &mut Proc) {
+    env.wait_ready(p, 2);
+    p.signal(libc::SIGUSR1);
+    p.signal(libc::SIGHUP);
+    env.go(2);
+}
+
+#[test]
+fn files_cwd_umask_rlimits_signals_itimers_survive_restart() {
+    let prog = compile_c("files");
+
+    // uninterrupted reference, without the shim
+    let r = Env::new();
+    fs::write(r.work.join("input.txt"), INPUT_TXT).unwrap();
+    r.go(1);
+    let mut p = Proc::spawn("reference", r.plain_cmd(&prog, NOARGS, &[]));
+    signal_stage(&r, &mut p);
+    let reference = p.wait();
+    reference.assert_code(0, "reference run");
+
+    // checkpointed run
+    let env = Env::new();
+    fs::write(env.work.join("input.txt"), INPUT_TXT).unwrap();
+    let mut app = env.spawn_app(&prog, NOARGS, &[]);
+    env.wait_ready(&mut app, 1);
+    let (img, orig) = env.ckpt_exit(&mut app, "files.img");
+    env.go(1);
+    let mut rp = env.spawn_restart(&img, &[]);
+    signal_stage(&env, &mut rp);
+    let rest = rp.wait();
+    rest.assert_code(0, "mos restart");
+
+    for l in [
+        "fd 7 flags wronly|append\n",
+        "fd 42 flags rdwr\n",
+        "fd 5 flags wronly\n",
+        "fd 9 flags rdonly\n",
+        "data offset 500\n",
+        "out offset 11\n",
+        "in offset 10\n",
+        "data offset after write 503\n",
+        "read after: abcdefghij\n",
+        "lowest free fd 3\n",
+        "cwd same 1 ends with /sub 1\n",
+        "new file mode 640\n",
+        "umask 027\n",
+        "nofile soft 200 hard unchanged 1\n",
+        "core soft ok 1 hard unchanged 1\n",
+        "usr1 handler installed 1 restart flag 1\n",
+        "sigpipe ignored 1\n",
+        "sighup blocked 1 usr1 blocked 0\n",
+        "itimer armed 1 interval 3600\n",
+        "usr1 handler ran 1\n",
+        "sighup pending 1\n",
+    ] {
+        assert!(
+            contains(&rest.stdout, l.as_bytes()),
+            "restarted app: expected {l:?}\n{}",
+            rest.describe()
+        );
+    }
+    assert_same_bytes(
+        "stdout (original + restarted vs uninterrupted)",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
+
+    for f in FILES {
+        let want = fs::read(r.work.join(f)).unwrap_or_else(|e| panic!("reference {f}: {e}"));
+        let got = fs::read(env.work.join(f))
+            .unwrap_or_else(|e| panic!("checkpointed run did not produce {f}: {e}"));
+        assert_same_bytes(&format!("content of {f}"), &got, &want);
+    }
+    assert_eq!(
+        fs::read_to_string(env.work.join("log.txt")).unwrap(),
+        "log before\nlog after\n"
+    );
+    assert_eq!(
+        fs::read_to_string(env.work.join("out.txt")).unwrap(),
+        "out part 1\nout part 2\n"
+    );
+}

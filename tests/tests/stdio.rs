@@ -1,0 +1,97 @@
+//! Buffered stdio across a checkpoint: unflushed stdout/stderr buffers live in
+//! the image and are flushed by the restarted process, so original + restarted
+//! output equals an uninterrupted run byte for byte.
+
+use mos_integration::*;
+
+const INPUT: &[u8] = b"hello from the restarting shell\n";
+
+#[test]
+fn buffered_stdout_and_stderr_continue_seamlessly() {
+    let prog = compile_c("stdio");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], INPUT);
+    reference.assert_code(0, "reference run");
+
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, NOARGS, &[]);
+    env.wait_ready(&mut app, 1);
+    let (img, orig) = env.ckpt_exit(&mut app, "stdio.img");
+
+    // What the program had printf'ed before the sync point; a part of it must
+    // still have been in the stdio buffers (not flushed by the checkpoint).
+    let pre_out = &reference.stdout
+        [..reference.stdout.len() - after_marker(&reference.stdout, "partial stdout line, ").len()];
+    let pre_err = &reference.stderr
+        [..reference.stderr.len() - after_marker(&reference.stderr, "partial stderr line, ").len()];
+    assert!(
+        reference.stdout.starts_with(&orig.stdout) && orig.stdout.len() < pre_out.len(),
+        "original stdout must be a strict prefix of what was printed before the checkpoint \
+         (the rest is in the stdio buffer inside the image): got {} bytes, printed {}\n{}",
+        orig.stdout.len(),
+        pre_out.len(),
+        orig.describe()
+    );
+    assert!(
+        reference.stderr.starts_with(&orig.stderr) && orig.stderr.len() < pre_err.len(),
+        "original stderr must be a strict prefix of what was printed before the checkpoint: got {} bytes, printed {}\n{}",
+        orig.stderr.len(),
+        pre_err.len(),
+        orig.describe()
+    );
+
+    env.go(1);
+    let rest = env.restart(&img, &[], INPUT);
+    rest.assert_code(0, "mos restart");
+    assert_same_bytes(
+        "stdout (original + restarted vs uninterrupted)",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
+    assert_same_bytes(
+        "stderr (original + restarted vs uninterrupted)",
+        &cat(&orig.stderr, &rest.stderr),
+        &reference.stderr,
+    );
+    // stdin was rebound to the restarting command's stdin, fds 0-2 are its pipes
+    assert!(
+        contains(&rest.stdout, INPUT),
+        "restarted app did not read the new stdin\n{}",
+        rest.describe()
+    );
+    assert!(
+        contains(&rest.stdout, b"fds: fifo fifo fifo\n"),
+        "{}",
+        rest.describe()
+    );
+}
+
+#[test]
+fn shim_alone_changes_nothing() {
+    let prog = compile_c("stdio");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], INPUT);
+    reference.assert_code(0, "reference run");
+
+    let env = Env::new();
+    env.go_all();
+    let out = run(
+        "app under shim, no checkpoint",
+        env.app_cmd(&prog, NOARGS, &[]),
+        INPUT,
+    );
+    out.assert_code(0, "app under shim");
+    assert_same_bytes(
+        "stdout with shim vs without",
+        &out.stdout,
+        &reference.stdout,
+    );
+    assert_same_bytes(
+        "stderr with shim vs without",
+        &out.stderr,
+        &reference.stderr,
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&env.ckpt_dir).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "no image may be written without a trigger: {leftovers:?}"
+    );
+}

@@ -1,0 +1,44 @@
+//! Clocks (vDSO) after restart, with ASLR on: the vDSO of the restarted
+//! process generally lives at another address than in the image.
+
+use mos_integration::*;
+
+#[test]
+fn clocks_work_and_move_forward_after_restart() {
+    let aslr = std::fs::read_to_string("/proc/sys/kernel/randomize_va_space").unwrap_or_default();
+    if aslr.trim() == "0" {
+        eprintln!("warning: ASLR is disabled system-wide; the vDSO will not move between runs");
+    }
+    let prog = compile_c("clocks");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+
+    let env = Env::new();
+    let (orig, rest, img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart");
+    for l in [
+        "monotonic works 1 forward 1\n",
+        "realtime works 1 forward 1\n",
+        "gettimeofday works 1 forward 1\n",
+        "time() forward 1\n",
+        "cputime works 1 coarse works 1\n",
+    ] {
+        assert!(
+            contains(&rest.stdout, l.as_bytes()),
+            "restarted app: expected {l:?}\n{}",
+            rest.describe()
+        );
+    }
+    assert_same_bytes(
+        "stdout (original + restarted vs uninterrupted)",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
+
+    // two more restarts from the same image: new random vDSO placements each time
+    for i in 0..2 {
+        let again = env.restart(&img, &[], b"");
+        again.assert_code(0, &format!("restart #{}", i + 2));
+        assert_same_bytes("repeated restart stdout", &again.stdout, &rest.stdout);
+    }
+}
