@@ -306,6 +306,7 @@ fn serve(c: i32) {
             unsafe {
                 libc::close(c);
                 if exit {
+                    reap(true); // no zombie writer left to init
                     ckpt::sc!(libc::SYS_exit_group, 0);
                 }
             }

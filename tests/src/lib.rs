@@ -274,15 +274,24 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stdin/stdout/stderr piped.  stdin stays open (the
     /// program sees a pipe with no data) until [`Proc::close_stdin`].
-    pub fn spawn(label: &str, mut cmd: Command) -> Proc {
+    pub fn spawn(label: &str, cmd: Command) -> Proc {
+        Proc::spawn_stdout(label, cmd, Stdio::piped())
+    }
+
+    /// Like [`Proc::spawn`] but with the given stdout (e.g. a regular file);
+    /// stdout is only collected when it is `Stdio::piped()`.
+    pub fn spawn_stdout(label: &str, mut cmd: Command, stdout: Stdio) -> Proc {
         cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         no_inherited_fds(&mut cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{label}: cannot spawn {cmd:?}: {e}"));
-        let out = Stream::start(child.stdout.take().unwrap());
+        let out = match child.stdout.take() {
+            Some(o) => Stream::start(o),
+            None => Stream::start(std::io::empty()),
+        };
         let err = Stream::start(child.stderr.take().unwrap());
         let stdin = child.stdin.take();
         Proc {
@@ -642,7 +651,6 @@ impl Env {
         };
         cmd.args(args);
         cmd.current_dir(&self.work);
-        close_inherited_fds(&mut cmd);
         cmd
     }
 
@@ -696,7 +704,6 @@ impl Env {
         c.env("MOS_CKPT_DIR", &self.ckpt_dir);
         c.env("MOS_SYNC", &self.sync);
         c.current_dir(&self.root);
-        close_inherited_fds(&mut c);
         c
     }
 
@@ -961,17 +968,3 @@ pub fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
 
 /// No arguments.
 pub const NOARGS: &[&str] = &[];
-
-/// The program under test gets only stdin/stdout/stderr: an fd inherited from whatever
-/// runs the tests (a CI runner's pipe, say) would make the checkpoint refuse, rightly.
-pub fn close_inherited_fds(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: close_range between fork and exec is async-signal-safe and touches only
-    // the child's fd table.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-}

@@ -87,6 +87,15 @@ fn garbage_file_is_not_a_mos_image() {
 }
 
 #[test]
+fn missing_image_file() {
+    let env = Env::new();
+    let missing = env.ckpt_dir.join("does-not-exist.mosimg");
+    let out = env.restart(&missing, &[], b"");
+    assert_one_line_error("mos restart <missing file>", &out, 2, None);
+    assert!(!missing.exists());
+}
+
+#[test]
 fn truncated_image() {
     with_image(|env, b| {
         let half = b[..b.len() / 2].to_vec();

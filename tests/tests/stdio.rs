@@ -95,3 +95,42 @@ fn shim_alone_changes_nothing() {
         "no image may be written without a trigger: {leftovers:?}"
     );
 }
+
+/// stdout redirected to a regular file at checkpoint time is reopened by path
+/// (same fd, flags, offset) instead of being rebound to the restarting
+/// command's stdout; the file ends up equal to an uninterrupted run's.
+#[test]
+fn stdout_redirected_to_a_file_is_reopened() {
+    let prog = compile_c("counter");
+    let args = ["2", "300", "0"];
+    let (reference, _r) = Env::reference(&prog, &args, &[], b"");
+    reference.assert_code(0, "reference run");
+
+    let env = Env::new();
+    let path = env.work.join("stdout.txt");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut app = Proc::spawn_stdout(
+        "app > stdout.txt",
+        env.app_cmd(&prog, &args, &[]),
+        file.into(),
+    );
+    env.wait_ready(&mut app, 1);
+    let (img, orig) = env.ckpt_exit(&mut app, "counter.img");
+    assert!(orig.stderr.is_empty(), "{}", orig.describe());
+    let part1 = file_bytes(&path);
+    assert!(
+        reference.stdout.starts_with(&part1) && part1.len() < reference.stdout.len(),
+        "file after checkpoint must hold a prefix of the output ({} bytes)",
+        part1.len()
+    );
+    env.go(1);
+    env.go(2);
+    let rest = env.restart(&img, &[], b"");
+    rest.assert_code(0, "mos restart");
+    assert!(
+        rest.stdout.is_empty(),
+        "the restarted app must keep writing to stdout.txt, not to the restarting command's stdout\n{}",
+        rest.describe()
+    );
+    assert_same_bytes("stdout.txt", &file_bytes(&path), &reference.stdout);
+}

@@ -1,0 +1,34 @@
+//! What cannot be restored yet is refused by `mos ckpt` with the reason, and the
+//! application keeps running unharmed.
+
+use mos_integration::*;
+
+fn refused(kind: &str, keyword: &str, after: &str) {
+    let prog = compile_c("refuse");
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, &[kind], &[]);
+    env.wait_ready(&mut app, 1);
+    let out = env.mos_ckpt_raw(app.pid(), &["--exit", "-o", &env.ckpt_dir.join("no.img").display().to_string()]);
+    assert_one_line_error(&format!("mos ckpt of a process holding a {kind}"), &out, 2, Some(keyword));
+    assert!(!env.ckpt_dir.join("no.img").exists(), "no image may be written");
+    assert!(app.is_running(), "the app must keep running after a refused checkpoint");
+    env.go(1);
+    let res = app.wait();
+    res.assert_code(0, "app after a refused checkpoint");
+    assert!(contains(&res.stdout, after.as_bytes()), "{}", res.describe());
+}
+
+#[test]
+fn child_processes_are_refused() {
+    refused("child", "child", "child reaped 1\n");
+}
+
+#[test]
+fn sockets_are_refused() {
+    refused("socket", "socket", "socket works 1\n");
+}
+
+#[test]
+fn io_uring_is_refused() {
+    refused("io_uring", "io_uring", "still here\n");
+}

@@ -1,0 +1,87 @@
+//! Multithreaded programs through checkpoint/restart: threads in every kind of state,
+//! virtual tids, mutex owners, threads coming and going, kernel objects shared by
+//! threads. Output is compared with an uninterrupted run.
+
+use mos_integration::*;
+use std::time::Duration;
+
+fn thread_cycle(prog: &std::path::Path, reference: &RunOutput, opts: &[&str]) {
+    let env = Env::new();
+    let mut app = env.spawn_app(prog, NOARGS, &[]);
+    env.wait_ready(&mut app, 1);
+    let (img, orig) = env.ckpt_exit(&mut app, "threads.img");
+    env.go(1);
+    let rest = env.restart(&img, opts, b"");
+    rest.assert_code(0, "restarted threads program");
+    assert_same_bytes("stdout (original + restarted vs uninterrupted)", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    assert!(!contains(&rest.stdout, b"CHECK FAILED"), "{}", rest.describe());
+}
+
+/// 8 threads (mutex/condvar/barrier work, one in read() on a pipe, one in nanosleep,
+/// one in a futex wait, one holding a recursive mutex), main holding an
+/// error-checking mutex; tids, pthread_kill/tgkill and pthread_join after restart.
+#[test]
+fn eight_threads_in_every_state() {
+    let prog = compile_c("threads");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    thread_cycle(&prog, &reference, &[]);
+}
+
+/// The same, 20 times in a row (eager and lazy alternately): a checkpointer that
+/// fails one time in twenty is broken.
+#[test]
+fn eight_threads_twenty_times() {
+    let prog = compile_c("threads");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    for i in 0..20 {
+        thread_cycle(&prog, &reference, if i % 2 == 0 { &[] } else { &["--eager"] });
+    }
+}
+
+/// Checkpoints at random moments while threads are being created and are exiting,
+/// several in quick succession, then one with --exit; the restarted process finishes
+/// with the same output as an uninterrupted run.
+#[test]
+fn checkpoints_while_threads_come_and_go() {
+    let prog = compile_c("churn");
+    let args = ["6000"];
+    let (reference, _r) = Env::reference(&prog, &args, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, &args, &[("STDBUF", "")]);
+    let mut seed = std::process::id() as u64;
+    for _ in 0..6 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(5 + (seed >> 33) % 40));
+        env.mos_ckpt_raw(app.pid(), &["-o", &env.ckpt_dir.join("quick.img").display().to_string()])
+            .assert_code(0, "checkpoint during thread churn");
+    }
+    let (img, orig) = env.ckpt_exit(&mut app, "churn.img");
+    let rest = env.restart(&img, &[], b"");
+    rest.assert_code(0, "restarted churn");
+    assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    // the quick images are complete images too
+    let quick = env.restart(&env.ckpt_dir.join("quick.img"), &[], b"");
+    quick.assert_code(0, "restart of a mid-churn image");
+    assert!(contains(&quick.stdout, b"done total 60000\n"), "{}", quick.describe());
+}
+
+/// Pipes (buffered bytes, a reader blocked on one), eventfd, epoll, timerfd, signalfd,
+/// a periodic POSIX timer and anonymous MAP_SHARED memory.
+#[test]
+fn kernel_objects_of_a_process() {
+    let prog = compile_c("kernobj");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    for opts in [&[][..], &["--eager"][..]] {
+        let env = Env::new();
+        let mut app = env.spawn_app(&prog, NOARGS, &[]);
+        env.wait_ready(&mut app, 1);
+        let (img, orig) = env.ckpt_exit(&mut app, "kernobj.img");
+        env.go(1);
+        let rest = env.restart(&img, opts, b"");
+        rest.assert_code(0, "restarted kernobj");
+        assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    }
+}
