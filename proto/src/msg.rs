@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::frame::WireHeader;
 
 /// The protocol version this build speaks.
-pub const PROTO_VERSION: Version = Version { major: 1, minor: 0 };
+pub const PROTO_VERSION: Version = Version { major: 1, minor: 1 };
 
 /// Length of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
@@ -226,6 +226,62 @@ pub struct JobSpec {
     pub mem_mib: u64,
     /// Restart from this checkpoint image instead of starting `argv`.
     pub restart_from: Option<OsBytes>,
+    /// Batch jobs: files for stdin/stdout/stderr (at home), the event log, and
+    /// where periodic checkpoints are kept (at home), every `ckpt_interval_s` seconds.
+    pub batch: Option<BatchIo>,
+}
+
+/// The files of a batch job (HTCondor's input/output/error/log) and its checkpointing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchIo {
+    /// stdin file, `/dev/null` when none.
+    pub input: Option<OsBytes>,
+    /// stdout file (truncated when the job first starts).
+    pub output: Option<OsBytes>,
+    /// stderr file (truncated when the job first starts).
+    pub error: Option<OsBytes>,
+    /// Directory that keeps the job's checkpoint image.
+    pub ckpt_dir: Option<OsBytes>,
+    /// Periodic checkpoint interval; `None` = off.
+    pub ckpt_interval_s: Option<u64>,
+}
+
+/// One row of `mos q`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRow {
+    /// "cluster.proc".
+    pub id: String,
+    /// Owner.
+    pub owner: String,
+    /// Submission time, unix ms.
+    pub submitted_ms: u64,
+    /// Accumulated run time, ms.
+    pub run_time_ms: u64,
+    /// State letter or word (I, R, H, C, X...).
+    pub state: String,
+    /// Node it runs on (or ran last).
+    pub node: String,
+    /// Checkpoints taken.
+    pub ckpts: u32,
+    /// Restarts.
+    pub restarts: u32,
+    /// Command line.
+    pub cmd: String,
+    /// Exit status, once completed.
+    pub exit: Option<i32>,
+}
+
+/// What `mos rm/hold/release/vacate` asks of the placer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobCommand {
+    /// Remove (kill if running).
+    Remove,
+    /// Hold (stop if running, keep in the queue).
+    Hold,
+    /// Release a held job.
+    Release,
+    /// Checkpoint and requeue.
+    Vacate,
 }
 
 /// Where a job is in its life.
@@ -791,6 +847,50 @@ pub enum Msg {
     SyscallReq(SyscallReq),
     /// Its result; `data_len` bytes of bulk.
     SyscallResp(SyscallResp),
+
+    // --- batch queue (protocol 1.1) ---
+    /// mossubmit -> placer: a cluster of jobs (one job.toml). Answered by `SubmittedCluster`.
+    SubmitCluster {
+        /// Submitting user.
+        owner: String,
+        /// The jobs, process 0..n.
+        specs: Vec<JobSpec>,
+        /// Command line shown by `mos q` for each job.
+        cmds: Vec<String>,
+    },
+    /// The cluster number the jobs got.
+    SubmittedCluster {
+        /// Cluster.
+        cluster: u64,
+        /// Jobs queued.
+        count: u32,
+    },
+    /// `mos q` / `mos history`: answered by `JobTable`.
+    QueryQueue {
+        /// Completed and removed jobs instead of the queue.
+        history: bool,
+    },
+    /// Rows for `mos q`.
+    JobTable {
+        /// Rows.
+        rows: Vec<JobRow>,
+    },
+    /// `mos rm/hold/release/vacate` on "cluster.proc" (or "cluster" for all its jobs).
+    Command {
+        /// Target id.
+        id: String,
+        /// What to do.
+        cmd: JobCommand,
+    },
+    /// shadowd -> placer: the job's checkpoint image at `path` is complete.
+    Checkpointed {
+        /// Job.
+        job: JobId,
+        /// Image path (at home).
+        path: OsBytes,
+        /// Image size.
+        bytes: u64,
+    },
 }
 
 impl Msg {
@@ -825,6 +925,12 @@ impl Msg {
             Msg::ImageReceived { .. } => "ImageReceived",
             Msg::SyscallReq(_) => "SyscallReq",
             Msg::SyscallResp(_) => "SyscallResp",
+            Msg::SubmitCluster { .. } => "SubmitCluster",
+            Msg::SubmittedCluster { .. } => "SubmittedCluster",
+            Msg::QueryQueue { .. } => "QueryQueue",
+            Msg::JobTable { .. } => "JobTable",
+            Msg::Command { .. } => "Command",
+            Msg::Checkpointed { .. } => "Checkpointed",
         }
     }
 }

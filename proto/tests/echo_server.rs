@@ -213,7 +213,7 @@ fn server_keeps_serving_after_each_kind_of_bad_peer() {
         match server.next_result() {
             Err(e @ AuthError::VersionMismatch { .. }) => {
                 let text = e.to_string();
-                assert!(text.contains("1.0") && text.contains("2.0"), "{text}");
+                assert!(text.contains(&proto::PROTO_VERSION.to_string()) && text.contains("2.0"), "{text}");
             }
             other => panic!("version mismatch, server side: {other:?}"),
         }

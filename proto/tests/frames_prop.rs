@@ -82,14 +82,22 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
         name(),
         any::<u64>(),
         proptest::option::of(os_bytes()),
+        proptest::option::of((proptest::option::of(os_bytes()), proptest::option::of(os_bytes()), proptest::option::of(any::<u64>()))),
     )
-        .prop_map(|(argv, env, cwd, home, mem_mib, restart_from)| JobSpec {
+        .prop_map(|(argv, env, cwd, home, mem_mib, restart_from, batch)| JobSpec {
             argv,
             env,
             cwd,
             home,
             mem_mib,
             restart_from,
+            batch: batch.map(|(input, output, ckpt_interval_s)| proto::msg::BatchIo {
+                input,
+                output,
+                error: None,
+                ckpt_dir: None,
+                ckpt_interval_s,
+            }),
         })
 }
 
