@@ -1,5 +1,7 @@
 //! The mos commands. Each returns a one-line error a person can act on.
 
+pub mod cluster;
+
 use anyhow::{anyhow, bail, Result};
 use ckpt::control::{self, CkptReply, CkptRequest};
 use ckpt::image::{ImageFile, PAGE};

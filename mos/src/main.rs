@@ -1,6 +1,8 @@
 //! mos: the user's command line. Argument parsing only; the work is in the library.
 
 use clap::{Parser, Subcommand};
+use mos::cluster;
+use proto::msg::JobCommand;
 
 #[derive(Parser)]
 #[command(name = "mos", version, about = "transparent process checkpointing and migration")]
@@ -40,6 +42,50 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Set up, start and stop a localhost cluster (placer + shadowds)
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// The job queue: ID OWNER SUBMITTED RUN_TIME ST NODE CKPTS CMD
+    Q {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Completed and removed jobs
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes: state, cpus, speed, run queue, free memory, guests
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a job (CLUSTER.PROC, or CLUSTER for all its jobs)
+    Rm { id: String },
+    /// Hold a job: stop it and keep it queued until released
+    Hold { id: String },
+    /// Release a held job
+    Release { id: String },
+    /// Checkpoint a running job and put it back in the queue
+    Vacate { id: String },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Create the cluster key (0600) in $MOS_HOME (default ~/.mos)
+    Init,
+    /// Start a placer and N shadowds on 127.0.0.1 (free ports); prints them
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// load report / scheduling interval
+        #[arg(long, default_value_t = 300)]
+        interval_ms: u64,
+    },
+    /// Stop the cluster started by `mos cluster up`
+    Down,
 }
 
 #[derive(Subcommand)]
@@ -58,9 +104,19 @@ fn main() {
         Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
         Cmd::Restart { image, eager, no_verify } => mos::restart_cmd(&image, eager, no_verify),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
+        Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
+        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms } } => cluster::up(nodes, interval_ms),
+        Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),
+        Cmd::Q { json } => cluster::queue(false, json),
+        Cmd::History { json } => cluster::queue(true, json),
+        Cmd::Status { json } => cluster::status(json),
+        Cmd::Rm { id } => cluster::command(&id, JobCommand::Remove),
+        Cmd::Hold { id } => cluster::command(&id, JobCommand::Hold),
+        Cmd::Release { id } => cluster::command(&id, JobCommand::Release),
+        Cmd::Vacate { id } => cluster::command(&id, JobCommand::Vacate),
     };
     if let Err(e) = r {
-        eprintln!("mos: {e}");
+        eprintln!("mos: {e:#}");
         std::process::exit(2);
     }
 }

@@ -11,6 +11,7 @@
 //! Nothing here talks to the network; the daemon wiring feeds snapshots in and carries
 //! decisions out.
 
+pub mod daemon;
 pub mod db;
 pub mod dump;
 pub mod id;

@@ -1,5 +1,4 @@
-//! `placer`: the mos placer. The daemon loop is wired elsewhere; this binary opens the
-//! state directory and shows the persistent job queue.
+//! `placer`: the mos placer daemon (`--listen`), or a look at its queue (`--dump`).
 
 use std::path::PathBuf;
 
@@ -15,6 +14,18 @@ struct Args {
     /// Directory holding the placer's state (the job queue database, placer.redb).
     #[arg(long, value_name = "DIR", default_value = "/var/lib/mos/placer")]
     state_dir: PathBuf,
+
+    /// Serve: accept load reports, submissions and commands on this address (host:port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "dump")]
+    listen: Option<String>,
+
+    /// Cluster key file (with --listen).
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    key: Option<PathBuf>,
+
+    /// Scheduling and liveness interval, ms (with --listen).
+    #[arg(long, default_value_t = 500)]
+    interval_ms: u64,
 
     /// Print the job queue and exit. Safe while a placer is running on the same state dir.
     #[arg(long)]
@@ -39,9 +50,15 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        let key_path = args.key.context("--listen needs --key FILE (see `mos cluster init`)")?;
+        let key = proto::auth::load_key(&key_path).with_context(|| format!("cluster key {}", key_path.display()))?;
+        let cfg = placer::daemon::Config { listen, state_dir: args.state_dir, key, interval_ms: args.interval_ms, missed: 3 };
+        return placer::daemon::Placer::new(cfg)?.run();
+    }
     if !args.dump {
         bail!(
-            "nothing to do: give --dump to print the queue in {}",
+            "nothing to do: give --listen ADDR to serve, or --dump to print the queue in {}",
             args.state_dir.display()
         );
     }

@@ -849,14 +849,17 @@ pub enum Msg {
     SyscallResp(SyscallResp),
 
     // --- batch queue (protocol 1.1) ---
-    /// mossubmit -> placer: a cluster of jobs (one job.toml). Answered by `SubmittedCluster`.
-    SubmitCluster {
+    /// mossubmit -> placer: one job file (job.toml text; relative paths resolve against
+    /// `submit_dir`). Answered by `SubmittedCluster`, or `Error` naming key and line.
+    SubmitFile {
         /// Submitting user.
         owner: String,
-        /// The jobs, process 0..n.
-        specs: Vec<JobSpec>,
-        /// Command line shown by `mos q` for each job.
-        cmds: Vec<String>,
+        /// Name of the file, for error messages.
+        label: String,
+        /// The file's text.
+        text: String,
+        /// Directory it was submitted from.
+        submit_dir: OsBytes,
     },
     /// The cluster number the jobs got.
     SubmittedCluster {
@@ -925,7 +928,7 @@ impl Msg {
             Msg::ImageReceived { .. } => "ImageReceived",
             Msg::SyscallReq(_) => "SyscallReq",
             Msg::SyscallResp(_) => "SyscallResp",
-            Msg::SubmitCluster { .. } => "SubmitCluster",
+            Msg::SubmitFile { .. } => "SubmitFile",
             Msg::SubmittedCluster { .. } => "SubmittedCluster",
             Msg::QueryQueue { .. } => "QueryQueue",
             Msg::JobTable { .. } => "JobTable",

@@ -1,0 +1,306 @@
+//! The cluster side of the CLI: `mos cluster init|up|down`, `mossubmit`, `mos q`,
+//! `mos status`, `mos rm|hold|release|vacate`, `mos history`. All talk to the placer over
+//! an authenticated connection; the cluster's key and run state live in `$MOS_HOME`
+//! (default `~/.mos`).
+
+use anyhow::{anyhow, bail, Context, Result};
+use proto::auth;
+use proto::frame::{FrameReader, FrameWriter};
+use proto::msg::{Hello, JobCommand, JobRow, LoadReport, Msg, OsBytes, Role};
+use proto::socket::NoSigPipe;
+use serde::{Deserialize, Serialize};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn home() -> PathBuf {
+    match std::env::var_os("MOS_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".mos"),
+    }
+}
+
+fn key_path() -> PathBuf {
+    home().join("cluster.key")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Daemon {
+    pub name: String,
+    pub pid: i32,
+    pub addr: String,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub placer: Daemon,
+    pub nodes: Vec<Daemon>,
+}
+
+fn run_state_path() -> PathBuf {
+    home().join("cluster.json")
+}
+
+pub fn load_run_state() -> Result<RunState> {
+    let p = run_state_path();
+    let text = std::fs::read_to_string(&p).map_err(|_| anyhow!("no cluster is up (no {}); run `mos cluster up`", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("corrupt {}", p.display()))
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+pub fn init() -> Result<()> {
+    let h = home();
+    std::fs::create_dir_all(&h).with_context(|| format!("creating {}", h.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o700))?;
+    let k = key_path();
+    if k.exists() {
+        auth::load_key(&k).with_context(|| format!("existing key {}", k.display()))?;
+        println!("cluster already initialised: key {}", k.display());
+        return Ok(());
+    }
+    auth::create_key_file(&k, false).with_context(|| format!("creating {}", k.display()))?;
+    println!("cluster initialised: key {} (0600)", k.display());
+    Ok(())
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let p = std::env::current_exe()?.with_file_name(name);
+    if !p.exists() {
+        bail!("{} not found (build with `make`)", p.display());
+    }
+    Ok(p)
+}
+
+fn spawn_daemon(exe: &Path, args: &[String], log: &Path) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut c = std::process::Command::new(exe);
+    c.args(args).stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    // SAFETY: setsid and close_range between fork and exec are async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32);
+            Ok(())
+        });
+    }
+    let child = c.spawn().with_context(|| format!("starting {}", exe.display()))?;
+    Ok(child.id() as i32)
+}
+
+fn wait_addr(dir: &Path, pid: i32, what: &str, log: &Path) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("addr")) {
+            return Ok(a.trim().to_string());
+        }
+        if !alive(pid) || Instant::now() > deadline {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{what} did not start: {}", tail.lines().last().unwrap_or("no output"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn up(nodes: u32, interval_ms: u64) -> Result<()> {
+    if let Ok(rs) = load_run_state() {
+        if alive(rs.placer.pid) {
+            bail!("a cluster is already up (placer pid {} at {}); `mos cluster down` first", rs.placer.pid, rs.placer.addr);
+        }
+    }
+    let key = key_path();
+    auth::load_key(&key).with_context(|| format!("cluster key {} (run `mos cluster init`)", key.display()))?;
+    let h = home();
+    let pdir = h.join("placer");
+    std::fs::create_dir_all(&pdir)?;
+    let _ = std::fs::remove_file(pdir.join("addr"));
+    let plog = h.join("placer.log");
+    let k = key.display().to_string();
+    let args = vec!["--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), pdir.display().to_string(), "--key".into(), k.clone(), "--interval-ms".into(), interval_ms.to_string()];
+    let ppid = spawn_daemon(&bin("placer")?, &args, &plog)?;
+    let paddr = wait_addr(&pdir, ppid, "placer", &plog)?;
+    let placer = Daemon { name: "placer".into(), pid: ppid, addr: paddr.clone(), state_dir: pdir };
+    let mut started = Vec::new();
+    for i in 1..=nodes {
+        let name = format!("node{i}");
+        let dir = h.join("nodes").join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let _ = std::fs::remove_file(dir.join("addr"));
+        let log = h.join(format!("{name}.log"));
+        let args = vec![
+            "--node".into(), name.clone(), "--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), dir.display().to_string(),
+            "--key".into(), k.clone(), "--placer".into(), paddr.clone(), "--interval-ms".into(), interval_ms.to_string(), "--cpus".into(), "1".into(),
+        ];
+        let pid = spawn_daemon(&bin("shadowd")?, &args, &log)?;
+        let addr = wait_addr(&dir, pid, &name, &log)?;
+        started.push(Daemon { name, pid, addr, state_dir: dir });
+    }
+    let rs = RunState { placer, nodes: started };
+    let tmp = h.join(".cluster.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&rs)?)?;
+    std::fs::rename(&tmp, run_state_path())?;
+    println!("placer  pid {:<7} {}  state {}", rs.placer.pid, rs.placer.addr, rs.placer.state_dir.display());
+    for n in &rs.nodes {
+        println!("{:<7} pid {:<7} {}  state {}", n.name, n.pid, n.addr, n.state_dir.display());
+    }
+    Ok(())
+}
+
+pub fn down() -> Result<()> {
+    let rs = load_run_state()?;
+    let mut pids: Vec<i32> = rs.nodes.iter().map(|n| n.pid).collect();
+    pids.push(rs.placer.pid);
+    for &p in &pids {
+        // SAFETY: terminating daemons we started.
+        unsafe { libc::kill(p, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        reap_any();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &p in pids.iter().filter(|&&p| alive(p)) {
+        // SAFETY: killing a daemon that ignored SIGTERM.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(run_state_path());
+    println!("cluster down ({} daemons stopped)", pids.len());
+    Ok(())
+}
+
+fn reap_any() {
+    let mut st = 0;
+    // SAFETY: reaping any exited child without blocking.
+    while unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) } > 0 {}
+}
+
+fn placer_addr() -> Result<String> {
+    if let Ok(a) = std::env::var("MOS_PLACER") {
+        return Ok(a);
+    }
+    Ok(load_run_state()?.placer.addr)
+}
+
+/// One request to the placer, one answer.
+pub fn ask(msg: &Msg) -> Result<Msg> {
+    let addr = placer_addr()?;
+    let key = auth::load_key(&key_path()).with_context(|| format!("cluster key {}", key_path().display()))?;
+    let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad placer address {addr}"))?, Duration::from_secs(3))
+        .with_context(|| format!("cannot reach the placer at {addr} (is the cluster up?)"))?;
+    let mut s = NoSigPipe::new(c);
+    auth::client_handshake(&mut s, &key, &Hello::new("cli", Role::Cli))?;
+    let c = s.into_inner();
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    FrameWriter::new(NoSigPipe::new(c.try_clone()?)).write_msg(msg, &[])?;
+    let (reply, _): (Msg, Vec<u8>) = FrameReader::new(c).read_msg()?;
+    match reply {
+        Msg::Error { msg } => bail!("{msg}"),
+        m => Ok(m),
+    }
+}
+
+pub fn submit(file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let dir = std::env::current_dir()?;
+    let label = file.display().to_string();
+    // Check here first: errors name the key and line, and nothing is sent.
+    placer::jobfile::JobTemplate::parse(&text, &label, &dir).map_err(|e| anyhow!("{e}"))?;
+    let owner = std::env::var("USER").unwrap_or_else(|_| format!("uid{}", unsafe_getuid()));
+    match ask(&Msg::SubmitFile { owner, label, text, submit_dir: OsBytes::from(dir.as_os_str()) })? {
+        Msg::SubmittedCluster { cluster, count } => {
+            println!("{count} job(s) submitted to cluster {cluster}.");
+            Ok(())
+        }
+        m => bail!("unexpected answer {}", m.name()),
+    }
+}
+
+fn unsafe_getuid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+fn hms(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{}+{:02}:{:02}:{:02}", s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+fn when(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+pub fn queue(history: bool, json: bool) -> Result<()> {
+    let rows: Vec<JobRow> = match ask(&Msg::QueryQueue { history })? {
+        Msg::JobTable { rows } => rows,
+        m => bail!("unexpected answer {}", m.name()),
+    };
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::json!({"id": r.id, "owner": r.owner, "submitted_ms": r.submitted_ms, "run_time_ms": r.run_time_ms,
+                "state": r.state, "node": r.node, "ckpts": r.ckpts, "restarts": r.restarts, "cmd": r.cmd, "exit": r.exit}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<8} {:<10} {:<9} {:<12} {:<2} {:<8} {:>5} {:>8}  CMD", "ID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "NODE", "CKPTS", "RESTARTS");
+    for r in &rows {
+        println!(
+            "{:<8} {:<10} {:<9} {:<12} {:<2} {:<8} {:>5} {:>8}  {}{}",
+            r.id, r.owner, when(r.submitted_ms), hms(r.run_time_ms), r.state, r.node, r.ckpts, r.restarts, r.cmd,
+            r.exit.map_or(String::new(), |c| format!("  (exit {c})"))
+        );
+    }
+    let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
+    if !history {
+        println!("{} jobs; {} idle, {} running, {} held", rows.len(), count("I"), count("R"), count("H"));
+    }
+    Ok(())
+}
+
+pub fn status(json: bool) -> Result<()> {
+    let nodes: Vec<LoadReport> = match ask(&Msg::QueryNodes)? {
+        Msg::NodeList { nodes } => nodes,
+        m => bail!("unexpected answer {}", m.name()),
+    };
+    let known: Vec<String> = load_run_state().map(|rs| rs.nodes.into_iter().map(|n| n.name).collect()).unwrap_or_default();
+    if json {
+        let mut v: Vec<_> = nodes
+            .iter()
+            .map(|n| serde_json::json!({"node": n.node, "state": "up", "addr": n.addr, "cpus": n.cpus, "speed": n.speed,
+                "run_queue": n.run_queue, "guests": n.guests, "free_mem_mib": n.free_mem_mib}))
+            .collect();
+        for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
+            v.push(serde_json::json!({"node": k, "state": "down"}));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<8} {:<5} {:<21} {:>4} {:>6} {:>5} {:>10} {:>6}", "NODE", "STATE", "ADDR", "CPUS", "SPEED", "RUNQ", "FREE_MEM", "GUESTS");
+    for n in &nodes {
+        println!("{:<8} {:<5} {:<21} {:>4} {:>6.2} {:>5} {:>7} MiB {:>6}", n.node, "up", n.addr, n.cpus, n.speed as f64 / 1000.0, n.run_queue, n.free_mem_mib, n.guests);
+    }
+    for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
+        println!("{k:<8} {:<5}", "down");
+    }
+    Ok(())
+}
+
+pub fn command(id: &str, cmd: JobCommand) -> Result<()> {
+    ask(&Msg::Command { id: id.to_string(), cmd })?;
+    let verb = match cmd {
+        JobCommand::Remove => "removed",
+        JobCommand::Hold => "held",
+        JobCommand::Release => "released",
+        JobCommand::Vacate => "vacated (checkpointed and requeued)",
+    };
+    println!("job {id} {verb}");
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! The placer daemon: node table from shadowd load reports, the persistent queue, and
+//! the scheduling loop that places idle jobs, notices dead nodes and requeues their jobs
+//! from their last checkpoint. Threads and blocking sockets; every peer authenticated
+//! with the cluster key; a peer that fails or sends garbage is dropped and logged.
+
+use crate::db::{CheckpointOutcome, Db, StateChange};
+use crate::db::{JobRecord, JobState as DbState};
+use crate::id::JobId as PJobId;
+use crate::jobfile::{JobSpec, JobTemplate};
+use crate::policy::{self, JobReq, NodeInfo, Snapshot};
+use proto::auth::{self, ClusterKey};
+use proto::frame::{FrameReader, FrameWriter};
+use proto::msg::{BatchIo, Hello, JobCommand, JobId, JobRow, JobState, LoadReport, Msg, OsBytes, Role};
+use proto::socket::NoSigPipe;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub struct Config {
+    pub listen: String,
+    pub state_dir: PathBuf,
+    pub key: ClusterKey,
+    pub interval_ms: u64,
+    /// reports missed before a node is declared down
+    pub missed: u64,
+}
+
+struct Node {
+    report: LoadReport,
+    last_ms: u64,
+    up: bool,
+}
+
+struct State {
+    nodes: HashMap<String, Node>,
+    /// jobs being vacated, held or removed on purpose: their exit is not a failure
+    stopping: HashMap<u64, JobCommand>,
+}
+
+pub struct Placer {
+    cfg: Config,
+    db: Db,
+    st: Mutex<State>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// proto's job number for a placer job id: cluster in the high half.
+pub fn wire_id(id: PJobId) -> JobId {
+    JobId((id.cluster << 32) | id.proc as u64)
+}
+pub fn placer_id(id: JobId) -> PJobId {
+    PJobId::new(id.0 >> 32, (id.0 & 0xffff_ffff) as u32)
+}
+
+fn log(msg: &str) {
+    eprintln!("placer: {msg}");
+}
+
+/// HTCondor-style user log line in the job's `log` file.
+fn user_log(spec: &JobSpec, id: PJobId, what: &str) {
+    let Some(path) = &spec.log else { return };
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let t = chrono_like(now_ms());
+        let _ = writeln!(f, "{t} job {id}: {what}");
+    }
+}
+
+fn chrono_like(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}.{:03}", (s / 3600) % 24, (s / 60) % 60, s % 60, ms % 1000)
+}
+
+impl Placer {
+    pub fn new(cfg: Config) -> anyhow::Result<Arc<Placer>> {
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        let db = Db::open_in(&cfg.state_dir)?;
+        Ok(Arc::new(Placer { cfg, db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new() }) }))
+    }
+
+    /// Bind, announce the address (stdout line and `<state>/addr`), then serve forever.
+    pub fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        let l = TcpListener::bind(&self.cfg.listen)?;
+        let addr = l.local_addr()?.to_string();
+        let tmp = self.cfg.state_dir.join(".addr.tmp");
+        std::fs::write(&tmp, &addr)?;
+        std::fs::rename(&tmp, self.cfg.state_dir.join("addr"))?;
+        println!("placer listening on {addr}");
+        std::io::stdout().flush()?;
+        let me = self.clone();
+        std::thread::spawn(move || me.schedule_loop());
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let me = self.clone();
+            std::thread::spawn(move || {
+                let peer = c.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                if let Err(e) = me.serve(c) {
+                    log(&format!("connection from {peer} dropped: {e}"));
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn serve(&self, c: TcpStream) -> anyhow::Result<()> {
+        let mut s = NoSigPipe::new(c);
+        let peer = auth::server_handshake(&mut s, &self.cfg.key, &Hello::new("placer", Role::Placer))?;
+        let c = s.into_inner();
+        c.set_read_timeout(None)?;
+        let mut r = FrameReader::new(c.try_clone()?);
+        let mut w = FrameWriter::new(NoSigPipe::new(c));
+        loop {
+            let (msg, _bulk): (Msg, Vec<u8>) = match r.read_msg() {
+                Ok(m) => m,
+                Err(e) if peer.role == Role::Cli => return Err(e.into()),
+                Err(e) => {
+                    return Err(anyhow::anyhow!("{:?} {}: {e}", peer.role, peer.node));
+                }
+            };
+            let reply = self.handle(msg);
+            if let Some(reply) = reply {
+                w.write_msg(&reply, &[])?;
+            }
+        }
+    }
+
+    fn handle(&self, msg: Msg) -> Option<Msg> {
+        match msg {
+            Msg::LoadReport(rep) => {
+                let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+                let name = rep.node.clone();
+                let was_up = st.nodes.get(&name).is_some_and(|n| n.up);
+                st.nodes.insert(name.clone(), Node { report: rep, last_ms: now_ms(), up: true });
+                if !was_up {
+                    log(&format!("node {name} is up"));
+                }
+                None
+            }
+            Msg::JobStatus(js) => {
+                self.job_status(js);
+                None
+            }
+            Msg::Checkpointed { job, path, bytes } => {
+                let id = placer_id(job);
+                match self.db.record_checkpoint(id, path.as_path(), bytes > 0) {
+                    Ok(CheckpointOutcome::Recorded { .. }) => {
+                        if let Ok(Some(r)) = self.db.get(id) {
+                            user_log(&r.spec, id, &format!("checkpointed to {} ({bytes} bytes)", path.as_path().display()));
+                        }
+                    }
+                    Ok(CheckpointOutcome::Ignored) => {}
+                    Err(e) => log(&format!("checkpoint of {id}: {e}")),
+                }
+                None
+            }
+            Msg::SubmitFile { owner, label, text, submit_dir } => Some(self.submit(&owner, &label, &text, submit_dir.as_path())),
+            Msg::QueryQueue { history } => Some(self.table(history)),
+            Msg::QueryNodes => {
+                let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+                let mut nodes: Vec<LoadReport> = st.nodes.values().filter(|n| n.up).map(|n| n.report.clone()).collect();
+                nodes.sort_by(|a, b| a.node.cmp(&b.node));
+                Some(Msg::NodeList { nodes })
+            }
+            Msg::Command { id, cmd } => Some(match self.command(&id, cmd) {
+                Ok(()) => Msg::Ack,
+                Err(e) => Msg::Error { msg: e },
+            }),
+            other => Some(Msg::Error { msg: format!("unexpected message {}", other.name()) }),
+        }
+    }
+
+    fn submit(&self, owner: &str, label: &str, text: &str, dir: &Path) -> Msg {
+        let t = match JobTemplate::parse(text, label, dir) {
+            Ok(t) => t,
+            Err(e) => return Msg::Error { msg: e.to_string() },
+        };
+        match self.db.submit(owner, &t) {
+            Ok(cluster) => {
+                for r in self.db.list().unwrap_or_default().iter().filter(|r| r.id.cluster == cluster) {
+                    user_log(&r.spec, r.id, &format!("submitted by {owner}"));
+                }
+                Msg::SubmittedCluster { cluster, count: t.queue() }
+            }
+            Err(e) => Msg::Error { msg: e.to_string() },
+        }
+    }
+
+    fn row(r: &JobRecord, now: u64) -> JobRow {
+        let mut cmd = r.spec.executable.display().to_string();
+        for a in &r.spec.arguments {
+            cmd.push(' ');
+            cmd.push_str(a);
+        }
+        JobRow {
+            id: r.id.to_string(),
+            owner: r.owner.clone(),
+            submitted_ms: r.submitted_ms,
+            run_time_ms: r.run_time_at(now),
+            state: r.state.code().to_string(),
+            node: r.node.clone().unwrap_or_default(),
+            ckpts: r.checkpoints,
+            restarts: r.restarts,
+            cmd,
+            exit: r.exit_status,
+        }
+    }
+
+    fn table(&self, history: bool) -> Msg {
+        let now = now_ms();
+        let recs = if history { self.db.history() } else { self.db.list() };
+        match recs {
+            Ok(v) => Msg::JobTable { rows: v.iter().map(|r| Self::row(r, now)).collect() },
+            Err(e) => Msg::Error { msg: e.to_string() },
+        }
+    }
+
+    fn node_addr(&self, node: &str) -> Option<String> {
+        let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.nodes.get(node).filter(|n| n.up).map(|n| n.report.addr.clone())
+    }
+
+    /// One order to a shadowd; Ok when it answered Ack.
+    fn order(&self, addr: &str, msg: &Msg) -> Result<(), String> {
+        let c = TcpStream::connect_timeout(&addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?, Duration::from_secs(3))
+            .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        let mut s = NoSigPipe::new(c);
+        auth::client_handshake(&mut s, &self.cfg.key, &Hello::new("placer", Role::Placer)).map_err(|e| e.to_string())?;
+        let c = s.into_inner();
+        let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
+        FrameWriter::new(NoSigPipe::new(c.try_clone().map_err(|e| e.to_string())?)).write_msg(msg, &[]).map_err(|e| e.to_string())?;
+        match FrameReader::new(c).read_msg::<Msg>() {
+            Ok((Msg::Ack, _)) => Ok(()),
+            Ok((Msg::Error { msg }, _)) => Err(msg),
+            Ok((m, _)) => Err(format!("unexpected answer {}", m.name())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn command(&self, id: &str, cmd: JobCommand) -> Result<(), String> {
+        let ids: Vec<PJobId> = if id.contains('.') {
+            vec![id.parse().map_err(|e| format!("{e}"))?]
+        } else {
+            let c: u64 = id.parse().map_err(|_| format!("bad job id {id:?} (want CLUSTER or CLUSTER.PROC)"))?;
+            self.db.list().map_err(|e| e.to_string())?.iter().filter(|r| r.id.cluster == c).map(|r| r.id).collect()
+        };
+        if ids.is_empty() {
+            return Err(format!("no job {id} in the queue"));
+        }
+        for jid in ids {
+            let rec = self.db.get(jid).map_err(|e| e.to_string())?.ok_or_else(|| format!("no job {jid}"))?;
+            let running_on = (rec.state == DbState::Running).then(|| rec.node.clone()).flatten();
+            match cmd {
+                JobCommand::Release => self.db.release(jid).map_err(|e| e.to_string())?,
+                JobCommand::Vacate => {
+                    let node = running_on.ok_or_else(|| format!("job {jid} is not running"))?;
+                    let addr = self.node_addr(&node).ok_or_else(|| format!("node {node} is down"))?;
+                    self.st.lock().unwrap_or_else(|e| e.into_inner()).stopping.insert(wire_id(jid).0, cmd);
+                    self.order(&addr, &Msg::Vacate { job: wire_id(jid) })?;
+                }
+                JobCommand::Remove | JobCommand::Hold => {
+                    if let Some(node) = running_on {
+                        self.st.lock().unwrap_or_else(|e| e.into_inner()).stopping.insert(wire_id(jid).0, cmd);
+                        if let Some(addr) = self.node_addr(&node) {
+                            let _ = self.order(&addr, &Msg::Kill { job: wire_id(jid), signal: libc::SIGKILL });
+                        }
+                    }
+                    if cmd == JobCommand::Remove {
+                        self.db.remove(jid, "removed by user").map_err(|e| e.to_string())?;
+                        user_log(&rec.spec, jid, "removed by user");
+                    } else {
+                        self.db.hold(jid, "held by user").map_err(|e| e.to_string())?;
+                        user_log(&rec.spec, jid, "held by user");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn job_status(&self, js: proto::msg::JobStatus) {
+        let id = placer_id(js.job);
+        let Ok(Some(rec)) = self.db.get(id) else { return };
+        let intent = self.st.lock().unwrap_or_else(|e| e.into_inner()).stopping.remove(&js.job.0);
+        let result = match js.state {
+            JobState::Exited { code } if rec.state == DbState::Running => {
+                user_log(&rec.spec, id, &format!("terminated on {} with status {code}", js.node));
+                self.db.set_state(id, StateChange::Complete { exit_status: code }).map(|_| ())
+            }
+            JobState::Killed { signal } if rec.state == DbState::Running && intent.is_none() => {
+                user_log(&rec.spec, id, &format!("killed by signal {signal} on {}", js.node));
+                self.db.set_state(id, StateChange::Complete { exit_status: 128 + signal }).map(|_| ())
+            }
+            JobState::Vacated if rec.state == DbState::Running => {
+                user_log(&rec.spec, id, &format!("evicted (vacated) from {}", js.node));
+                self.db.set_state(id, StateChange::Requeue { reason: "vacated".into(), restart: false }).map(|_| ())
+            }
+            JobState::Failed { reason: ref why } if rec.state == DbState::Running => {
+                user_log(&rec.spec, id, &format!("could not run on {}: {why}", js.node));
+                self.db.set_state(id, StateChange::Requeue { reason: why.clone(), restart: true }).map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            log(&format!("job {id}: {e}"));
+        }
+    }
+
+    fn schedule_loop(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(Duration::from_millis(self.cfg.interval_ms));
+            if let Err(e) = self.schedule_once() {
+                log(&format!("scheduling: {e}"));
+            }
+        }
+    }
+
+    fn schedule_once(&self) -> anyhow::Result<()> {
+        let now = now_ms();
+        let timeout = self.cfg.interval_ms * self.cfg.missed;
+        let mut snapshot = Snapshot { nodes: Vec::new(), now_ms: now };
+        let mut dead = Vec::new();
+        {
+            let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, n) in st.nodes.iter_mut() {
+                let interval = (n.report.interval_ms as u64).max(1);
+                if n.up && now.saturating_sub(n.last_ms) > timeout.max(interval * self.cfg.missed) {
+                    n.up = false;
+                    dead.push(name.clone());
+                }
+                snapshot.nodes.push(NodeInfo {
+                    name: name.clone(),
+                    cpus: n.report.cpus.max(1),
+                    speed: n.report.speed.max(1) as f64 / 1000.0,
+                    run_queue: n.report.run_queue,
+                    guests: n.report.guests,
+                    free_mem_mib: n.report.free_mem_mib,
+                    last_report_ms: n.last_ms,
+                    up: n.up,
+                });
+            }
+        }
+        let jobs = self.db.list()?;
+        for name in &dead {
+            log(&format!("node {name} missed its reports: down"));
+            for r in jobs.iter().filter(|r| r.state == DbState::Running && r.node.as_deref() == Some(name)) {
+                user_log(&r.spec, r.id, &format!("evicted: node {name} lost; will restart from {}", r.last_checkpoint.as_ref().map_or("the start".to_string(), |p| p.display().to_string())));
+                self.db.set_state(r.id, StateChange::Requeue { reason: format!("node {name} lost"), restart: true })?;
+            }
+        }
+        snapshot.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let jobs = self.db.list()?;
+        for r in jobs.iter().filter(|r| r.state == DbState::Idle) {
+            let req = JobReq::from(&r.spec);
+            let Some(i) = policy::place_job(&snapshot, &req) else { break };
+            let node = snapshot.nodes[i].name.clone();
+            let addr = {
+                let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+                st.nodes.get(&node).map(|n| n.report.addr.clone()).unwrap_or_default()
+            };
+            let spec = self.wire_spec(r);
+            match self.order(&addr, &Msg::PlaceJob { job: wire_id(r.id), spec }) {
+                Ok(()) => {
+                    self.db.set_state(r.id, StateChange::Start { node: node.clone() })?;
+                    let how = match &r.last_checkpoint {
+                        Some(p) => format!("restarted on {node} from {}", p.display()),
+                        None => format!("placed on {node}"),
+                    };
+                    user_log(&r.spec, r.id, &how);
+                    snapshot.nodes[i].run_queue += 1;
+                    snapshot.nodes[i].guests += 1;
+                }
+                Err(e) => {
+                    log(&format!("placing {} on {node}: {e}", r.id));
+                    snapshot.nodes[i].up = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wire_spec(&self, r: &JobRecord) -> proto::msg::JobSpec {
+        let s = &r.spec;
+        let b = |p: &Path| OsBytes::from(p.as_os_str());
+        let mut argv = vec![b(&s.executable)];
+        argv.extend(s.arguments.iter().map(|a| OsBytes::from(std::ffi::OsStr::new(a))));
+        let ckpt_dir = self.cfg.state_dir.join("ckpt");
+        let _ = std::fs::create_dir_all(&ckpt_dir);
+        proto::msg::JobSpec {
+            argv,
+            env: s.environment.iter().map(|(k, v)| (OsBytes::from(std::ffi::OsStr::new(k)), OsBytes::from(std::ffi::OsStr::new(v)))).collect(),
+            cwd: b(&s.initialdir),
+            home: "home".into(),
+            mem_mib: s.request_memory_mib.unwrap_or(0),
+            restart_from: r.last_checkpoint.as_deref().map(b),
+            batch: Some(BatchIo {
+                input: s.input.as_deref().map(b),
+                output: s.output.as_deref().map(b),
+                error: s.error.as_deref().map(b),
+                ckpt_dir: Some(b(&ckpt_dir)),
+                ckpt_interval_s: s.checkpoint_interval_s,
+            }),
+        }
+    }
+}
