@@ -4,7 +4,7 @@ CARGO ?= cargo
 TRIPLE := x86_64-unknown-linux-gnu
 REL := target/release
 
-.PHONY: all build restorer test demo bench clean
+.PHONY: all build restorer test demo demo-ckpt bench clean
 
 all: build
 
@@ -23,11 +23,17 @@ restorer:
 test: build
 	$(CARGO) test --release --workspace -- --test-threads=2
 
+# the main job on a local cluster (3 nodes, one killed mid-run)
 demo: build
+	bash scripts/cluster_demo.sh
+
+# checkpoint/restart of a single process, no cluster
+demo-ckpt: build
 	bash scripts/demo.sh
 
 bench: build
 	$(CARGO) run --release -p mos-bench
+	$(CARGO) run --release -p placer --bin placer_bench
 
 clean:
 	$(CARGO) clean

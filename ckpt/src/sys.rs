@@ -12,6 +12,7 @@ macro_rules! sc {
 
 /// # Safety
 /// The caller guarantees the arguments are valid for system call `nr`.
+// SAFETY: (contract) callers pass arguments valid for `nr`; see `sc!`.
 #[inline]
 pub unsafe fn sc_impl(nr: usize, a: &[usize]) -> i64 {
     let mut v = [0usize; 6];

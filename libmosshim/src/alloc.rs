@@ -94,7 +94,9 @@ fn class_of(size: usize) -> usize {
 // SAFETY: alloc returns blocks of at least layout.size() bytes aligned to layout.align()
 // (classes are powers of two handed out at multiples of their size; large blocks are
 // page aligned), never hands the same block out twice, and dealloc only takes blocks it gave.
+// SAFETY: see the contract above.
 unsafe impl GlobalAlloc for ShimAlloc {
+    // SAFETY: GlobalAlloc::alloc contract, upheld as described above.
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let size = l.size().max(l.align());
         if let Some(base) = in_child() {
@@ -151,6 +153,7 @@ unsafe impl GlobalAlloc for ShimAlloc {
         p
     }
 
+    // SAFETY: GlobalAlloc::dealloc contract: p came from alloc with layout l.
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         if in_child().is_some() {
             return;

@@ -783,6 +783,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             Some(c) => c.2 + (a - c.0),
             None => a,
         };
+        // SAFETY: the extent lies inside a readable mapping (or its frozen copy).
         unsafe { core::slice::from_raw_parts(a as *const u8, n) }
     };
     // Big images: checksum in a second process (same snapshot, other core) while

@@ -11,22 +11,8 @@ use crate::signals::{
     self, app_action, app_action_slot, set_app_action, FREEZE_SIG, REAL_PID, VPID,
 };
 use ckpt::sys::KSigAction;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
-macro_rules! real {
-    ($name:literal, $ty:ty) => {{
-        static P: AtomicUsize = AtomicUsize::new(0);
-        let mut p = P.load(Ordering::Relaxed);
-        if p == 0 {
-            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
-                as usize;
-            P.store(p, Ordering::Relaxed);
-        }
-        // SAFETY: the symbol has this C signature in glibc.
-        unsafe { core::mem::transmute::<usize, $ty>(p) }
-    }};
-}
 
 fn to_real_pid(pid: libc::pid_t) -> libc::pid_t {
     let v = VPID.load(Ordering::Relaxed);
@@ -120,6 +106,7 @@ pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
         None => {
             let f = real!("pthread_kill", PthreadKill);
             // SAFETY: bypass with the original arguments.
+            // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(th, sig) }
         }
     }
@@ -165,6 +152,7 @@ pub unsafe extern "C" fn syscall(
     }
     let f = real!("syscall", Syscall7);
     // SAFETY: bypass with the original arguments.
+    // SAFETY: bypass to the original symbol with the caller's arguments.
     unsafe { f(nr, a1, a2, a3, a4, a5, a6) }
 }
 
@@ -179,6 +167,7 @@ pub unsafe extern "C" fn sigqueue(pid: libc::pid_t, sig: i32, val: libc::sigval)
     // SAFETY: original sigqueue with the same arguments but the real pid.
     {
         let f = real!("sigqueue", Sigqueue);
+        // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(to_real_pid(pid), sig, val) }
     }
 }
@@ -228,6 +217,7 @@ pub unsafe extern "C" fn sigaction(
     // SAFETY: bypass with the original arguments.
     {
         let f = real!("sigaction", Sigaction);
+        // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(sig, act, oact) }
     }
 }
@@ -254,6 +244,7 @@ pub unsafe extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::
         // SAFETY: bypass with the original arguments.
         None => {
             let f = real!("signal", Signal);
+            // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(sig, handler) }
         }
     }
@@ -266,6 +257,7 @@ pub unsafe extern "C" fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> li
         // SAFETY: bypass with the original arguments.
         None => {
             let f = real!("bsd_signal", Signal);
+            // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(sig, handler) }
         }
     }
@@ -278,6 +270,7 @@ pub unsafe extern "C" fn sysv_signal(sig: i32, handler: libc::sighandler_t) -> l
         // SAFETY: bypass with the original arguments.
         None => {
             let f = real!("sysv_signal", Signal);
+            // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(sig, handler) }
         }
     }
@@ -315,6 +308,7 @@ pub unsafe extern "C" fn sigprocmask(
     // SAFETY: original with the same arguments, minus the freeze signal.
     {
         let f = real!("sigprocmask", Sigmask);
+        // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(how, s, old) }
     }
 }
@@ -335,6 +329,7 @@ pub unsafe extern "C" fn pthread_sigmask(
     // SAFETY: original with the same arguments, minus the freeze signal.
     {
         let f = real!("pthread_sigmask", Sigmask);
+        // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(how, s, old) }
     }
 }
@@ -347,6 +342,7 @@ pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> i32 {
     // SAFETY: original with the freeze signal removed from the mask.
     {
         let f = real!("sigsuspend", Sigsuspend);
+        // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(s) }
     }
 }

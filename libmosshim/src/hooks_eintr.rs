@@ -8,22 +8,8 @@
 //! the call the thread was blocked in when the image was taken.
 
 use crate::signals::FREEZE_GEN;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
-macro_rules! real {
-    ($name:literal, $ty:ty) => {{
-        static P: AtomicUsize = AtomicUsize::new(0);
-        let mut p = P.load(Ordering::Relaxed);
-        if p == 0 {
-            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
-                as usize;
-            P.store(p, Ordering::Relaxed);
-        }
-        // SAFETY: the symbol has this C signature in glibc.
-        unsafe { core::mem::transmute::<usize, $ty>(p) }
-    }};
-}
 
 type Nanosleep = unsafe extern "C" fn(*const libc::timespec, *mut libc::timespec) -> i32;
 type ClockNanosleep =
@@ -80,6 +66,21 @@ fn mono_ms() -> i64 {
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec * 1000 + t.tv_nsec / 1_000_000
+}
+
+/// Run a poll-style call (`timeout` in ms, negative = infinite) until it ends for a
+/// reason other than a freeze, with the remaining time on each retry.
+fn retry_ms(timeout: i32, mut call: impl FnMut(i32) -> i32) -> i32 {
+    let start = mono_ms();
+    let mut t = timeout;
+    loop {
+        let g = gen();
+        let r = call(t);
+        if !interrupted_by_freeze(r, g) {
+            return r;
+        }
+        t = left(timeout, start);
+    }
 }
 
 /// Remaining milliseconds of a poll-style timeout (negative = infinite).
@@ -176,17 +177,8 @@ pub extern "C" fn sleep(secs: u32) -> u32 {
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: i32) -> i32 {
     let f = real!("poll", Poll);
-    let start = mono_ms();
-    let mut t = timeout;
-    loop {
-        let g = gen();
-        // SAFETY: the caller's arguments.
-        let r = unsafe { f(fds, n, t) };
-        if !interrupted_by_freeze(r, g) {
-            return r;
-        }
-        t = left(timeout, start);
-    }
+    // SAFETY: the caller's arguments, the timeout possibly shortened.
+    retry_ms(timeout, |t| unsafe { f(fds, n, t) })
 }
 
 #[no_mangle]
@@ -265,46 +257,17 @@ pub unsafe extern "C" fn select(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
-    ep: i32,
-    ev: *mut libc::epoll_event,
-    max: i32,
-    timeout: i32,
-) -> i32 {
+pub unsafe extern "C" fn epoll_wait(ep: i32, ev: *mut libc::epoll_event, max: i32, timeout: i32) -> i32 {
     let f = real!("epoll_wait", EpollWait);
-    let start = mono_ms();
-    let mut t = timeout;
-    loop {
-        let g = gen();
-        // SAFETY: the caller's arguments.
-        let r = unsafe { f(ep, ev, max, t) };
-        if !interrupted_by_freeze(r, g) {
-            return r;
-        }
-        t = left(timeout, start);
-    }
+    // SAFETY: the caller's arguments, the timeout possibly shortened.
+    retry_ms(timeout, |t| unsafe { f(ep, ev, max, t) })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
-    ep: i32,
-    ev: *mut libc::epoll_event,
-    max: i32,
-    timeout: i32,
-    mask: *const libc::sigset_t,
-) -> i32 {
+pub unsafe extern "C" fn epoll_pwait(ep: i32, ev: *mut libc::epoll_event, max: i32, timeout: i32, mask: *const libc::sigset_t) -> i32 {
     let f = real!("epoll_pwait", EpollPwait);
-    let start = mono_ms();
-    let mut t = timeout;
-    loop {
-        let g = gen();
-        // SAFETY: the caller's arguments.
-        let r = unsafe { f(ep, ev, max, t, mask) };
-        if !interrupted_by_freeze(r, g) {
-            return r;
-        }
-        t = left(timeout, start);
-    }
+    // SAFETY: the caller's arguments, the timeout possibly shortened.
+    retry_ms(timeout, |t| unsafe { f(ep, ev, max, t, mask) })
 }
 
 #[no_mangle]

@@ -9,6 +9,22 @@
 //! `MOS_CKPT_SIGNAL` (trigger signal), `MOS_LOG_FILE` (where the shim logs; never the
 //! application's stderr), `MOS_DISABLE=1` (do nothing).
 
+/// The original libc symbol `name` with C type `ty`, resolved once (dlsym RTLD_NEXT).
+macro_rules! real {
+    ($name:literal, $ty:ty) => {{
+        static P: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        let mut p = P.load(core::sync::atomic::Ordering::Relaxed);
+        if p == 0 {
+            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
+            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
+                as usize;
+            P.store(p, core::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: the symbol has this C signature in glibc.
+        unsafe { core::mem::transmute::<usize, $ty>(p) }
+    }};
+}
+
 mod alloc;
 mod ctxasm;
 mod dump;

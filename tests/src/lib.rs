@@ -72,6 +72,7 @@ pub fn shim() -> PathBuf {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -105,6 +106,7 @@ pub fn compile_c(name: &str) -> PathBuf {
             .expect("create temp dir for compiled C programs")
             .keep();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        // SAFETY: registering a plain extern "C" fn with no arguments.
         unsafe { libc::atexit(remove_ccache) };
         Mutex::new(CCache {
             dir,
@@ -354,6 +356,7 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child process.
         let r = unsafe { libc::kill(self.pid(), sig) };
         assert_eq!(
             r,
@@ -436,6 +439,7 @@ impl Proc {
 
     pub fn kill(&mut self) {
         if self.is_running() {
+            // SAFETY: killing our own child process.
             unsafe { libc::kill(self.pid(), libc::SIGKILL) };
             if let Ok(st) = self.child.wait() {
                 self.status = Some(st);

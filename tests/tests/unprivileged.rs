@@ -33,6 +33,7 @@ fn full_cycle_as_unprivileged_user() {
     let want_uid = if env.unprivileged {
         65534
     } else {
+        // SAFETY: getuid cannot fail.
         unsafe { libc::getuid() }
     };
 

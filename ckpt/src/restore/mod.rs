@@ -243,6 +243,7 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
     // SAFETY: restart_info points into the restored shim's writable data (validated as
     // inside a mapped region by the image's consistency check is not possible here; the
     // address came from the shim itself when it wrote the image).
+    // SAFETY: the shim's RestartInfo static is mapped writable in the restored image.
     unsafe { core::ptr::write_volatile(meta.restart_info as *mut RestartInfo, info) };
 
     set_mm(meta);
