@@ -35,6 +35,8 @@ pub struct ThreadCtx {
     pub _pad: i32,
     /// the thread's name (comm), NUL-padded
     pub name: [u8; 16],
+    /// signals pending for the thread (and the process) when it parked
+    pub pending: u64,
 }
 
 pub const CTX_RSP: usize = 48;

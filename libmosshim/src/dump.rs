@@ -81,6 +81,11 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         .map(String::from)
         .collect();
     let status = read_str("/proc/self/status")?;
+    let shared_pending = status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
     let umask = status
         .lines()
         .find_map(|l| l.strip_prefix("Umask:"))
@@ -186,6 +191,7 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         rlimits,
         sigactions,
         itimers,
+        shared_pending,
         mm,
         special: Vec::new(),
         vdso_hash: 0,

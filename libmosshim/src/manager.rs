@@ -48,6 +48,7 @@ pub static MANAGER_CTX: Cell<ThreadCtx> = Cell(UnsafeCell::new(ThreadCtx {
     vtid: 0,
     _pad: 0,
     name: [0; 16],
+        pending: 0,
 }));
 pub static RESTART_INFO: Cell<RestartInfo> = Cell(UnsafeCell::new(RestartInfo::zeroed()));
 
@@ -627,6 +628,7 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
     open_channels();
+    raise_pending(meta);
     if let Err(e) = restore_timers(meta) {
         log(&format!("restart: {e}"));
     }
@@ -635,6 +637,26 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
         "restarted as pid {}",
         REAL_PID.load(Ordering::Relaxed)
     ));
+}
+
+/// Signals that were pending when the image was taken are raised again (once each: the
+/// kernel's queue of real-time signal instances and their siginfo are not saved).
+fn raise_pending(meta: &ckpt::image::ImageMeta) {
+    let ours = sys::sigbit(TRIGGER_SIG.load(Ordering::Relaxed)) | sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | sys::sigbit(32) | sys::sigbit(33);
+    let pid = REAL_PID.load(Ordering::Relaxed);
+    for t in meta.threads.iter().filter(|t| !t.is_manager) {
+        // SAFETY: the restored thread's context (read only).
+        let c = unsafe { &*(t.ctx_addr as *const ThreadCtx) };
+        let own = c.pending & !meta.shared_pending & !ours;
+        for sig in (1..=64).filter(|&s| own & sys::sigbit(s) != 0) {
+            // SAFETY: signal to a thread of our own process.
+            unsafe { ckpt::sc!(libc::SYS_tgkill, pid, crate::tids::to_real(c.vtid), sig) };
+        }
+    }
+    for sig in (1..=64).filter(|&s| meta.shared_pending & !ours & sys::sigbit(s) != 0) {
+        // SAFETY: process-directed signal to ourselves.
+        unsafe { ckpt::sc!(libc::SYS_kill, pid, sig) };
+    }
 }
 
 /// Recreate POSIX timers with their old ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16+;

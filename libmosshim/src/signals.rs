@@ -84,6 +84,7 @@ pub static SLOTS: Slots = Slots(UnsafeCell::new(
         vtid: 0,
         _pad: 0,
         name: [0; 16],
+        pending: 0,
     }; MAX_THREADS],
 ));
 
@@ -152,6 +153,10 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     let mut mask = 0u64;
     sys::rt_sigprocmask(libc::SIG_BLOCK, None, Some(&mut mask));
     ctx.mask = mask;
+    let mut pend = 0u64;
+    // SAFETY: rt_sigpending into an 8-byte set.
+    unsafe { ckpt::sc!(libc::SYS_rt_sigpending, &mut pend as *mut u64, 8) };
+    ctx.pending = pend;
     // SAFETY: PR_GET_NAME writes at most 16 bytes into ctx.name.
     unsafe { libc::prctl(libc::PR_GET_NAME, ctx.name.as_mut_ptr()) };
     ctx.tid = sys::gettid();

@@ -24,6 +24,11 @@ static void *reader(void *a) {
 }
 
 int main(void) {
+    sigset_t pend;
+    sigemptyset(&pend);
+    sigaddset(&pend, SIGWINCH);
+    sigaddset(&pend, SIGRTMIN + 3);
+    pthread_sigmask(SIG_BLOCK, &pend, NULL);
     pipe(p);
     pipe(q);
     write(p[1], "buffered", 8);
@@ -59,6 +64,9 @@ int main(void) {
     pthread_t th;
     pthread_create(&th, NULL, reader, NULL);
     while (ticks < 2) usleep(1000);
+    /* pending signals (blocked in every thread): one for this thread, one for the process */
+    tgkill(getpid(), gettid(), SIGWINCH);
+    kill(getpid(), SIGRTMIN + 3);
     printf("before fds pipe %d,%d,%d,%d efd %d ep %d tfd %d sfd %d\n", p[0], p[1], q[0], q[1], efd, ep, tfd, sfd);
     mos_sync(1); /* the reader is blocked on q; p holds "fered" */
     write(q[1], "wake", 4);
@@ -76,6 +84,9 @@ int main(void) {
     int before = ticks;
     for (int k = 0; k < 20; k++) usleep(10000);
     printf("posix timer still ticking %d\n", ticks - before >= 2);
+    sigset_t now;
+    sigpending(&now);
+    printf("pending winch %d rtmin+3 %d\n", sigismember(&now, SIGWINCH), sigismember(&now, SIGRTMIN + 3));
     struct itimerspec cur;
     timerfd_gettime(tfd, &cur);
     printf("timerfd armed %d\n", cur.it_value.tv_sec >= 20 && cur.it_value.tv_sec <= 30);

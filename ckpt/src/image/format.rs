@@ -265,6 +265,9 @@ pub struct ImageMeta {
     pub rlimits: Vec<Rlimit>,
     pub sigactions: Vec<SigAction>,
     pub itimers: Vec<ITimer>,
+    /// signals pending for the whole process (raised again after a restart; the
+    /// per-thread ones are in each ThreadCtx)
+    pub shared_pending: u64,
     pub mm: MmFields,
     pub special: Vec<SpecialMap>,
     /// xxh3 of the `[vdso]` bytes: a restart under another kernel's vdso is refused
