@@ -72,10 +72,12 @@ for p in 0 1 2 3 4 5; do
     if cmp -s <("$work/job" $p 40) "$work/out.$p.txt"; then ok=$((ok+1)); else echo "job $p: output differs"; fi
 done
 summary=$("$MOS" history --json | python3 -c '
-import json,sys
-rows=json.load(sys.stdin)
-nodes=sorted(set(r["node"] for r in rows))
-print(f"{len(rows)} jobs, nodes used at the end: {\" \".join(nodes)}, checkpoints {sum(r[\"ckpts\"] for r in rows)}, restarts {sum(r[\"restarts\"] for r in rows)}")')
+import json, sys
+rows = json.load(sys.stdin)
+nodes = " ".join(sorted(set(r["node"] for r in rows)))
+ck = sum(r["ckpts"] for r in rows)
+rs = sum(r["restarts"] for r in rows)
+print("%d jobs, finished on %s, %d checkpoints, %d restarts" % (len(rows), nodes, ck, rs))')
 say "event log (jobs.log, excerpt)"
 grep -E "evicted|restarted|terminated" "$work/jobs.log" | head -8
 say "summary: $summary; outputs identical $ok/6; wall $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"

@@ -1,0 +1,164 @@
+//! shadowd: the mos node daemon (DESIGN.md §1, §6).
+//!
+//! - [`server`]: accepts authenticated connections, one request and one answer each.
+//! - [`guests`]: starts, watches, checkpoints, vacates and signals the node's guest processes.
+//! - [`reporter`]: the one connection to the placer; load reports and queued job events.
+//! - [`load`]: what a load report says about this machine (`/proc`).
+//! - [`signals`]: SIGTERM/SIGINT end the daemon and its guests.
+//!
+//! The daemon owns its guests: they die with it (SIGKILL via `PR_SET_PDEATHSIG`), so a dead
+//! node never leaves orphaned bodies behind.
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+pub mod guests;
+pub mod load;
+pub mod reporter;
+pub mod server;
+pub mod signals;
+
+/// Everything the daemon is started with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Node name.
+    pub node: String,
+    /// Listen address.
+    pub listen: String,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Cluster key file.
+    pub key: PathBuf,
+    /// Placer address, if any.
+    pub placer: Option<String>,
+    /// Cpus to report; `None` = online cpus.
+    pub cpus: Option<u32>,
+    /// Relative speed to report.
+    pub speed: u32,
+    /// Report interval.
+    pub interval: Duration,
+}
+
+/// Log one line to stderr, prefixed with the daemon's name.
+#[macro_export]
+macro_rules! log {
+    ($node:expr, $($arg:tt)*) => {
+        eprintln!("shadowd {}: {}", $node, format_args!($($arg)*))
+    };
+}
+
+/// Lock a mutex, ignoring poisoning: every critical section here leaves its data consistent
+/// (and the release profile aborts on panic anyway).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run the daemon: bind, announce, start the reporter and serve forever.
+pub fn run(cfg: Config) -> Result<()> {
+    let key = proto::auth::load_key(&cfg.key)
+        .with_context(|| format!("cannot load the cluster key {}", cfg.key.display()))?;
+    fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
+    // Before any thread exists, so that every thread inherits the blocked mask.
+    let term = signals::TerminationSignals::block().context("cannot block SIGTERM/SIGINT")?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr().context("cannot read the listening address")?;
+    write_addr_file(&cfg.state_dir, addr)?;
+    let bin_dir = bin_dir()?;
+
+    let events = Arc::new(reporter::EventQueue::new(cfg.placer.is_some()));
+    let guests = Arc::new(
+        guests::Guests::new(
+            guests::GuestsConfig {
+                node: cfg.node.clone(),
+                bin_dir,
+                default_ckpt_dir: cfg.state_dir.join("ckpt"),
+            },
+            events.clone(),
+        )
+        .context("cannot start the guest spawner")?,
+    );
+    {
+        let guests = guests.clone();
+        let node = cfg.node.clone();
+        term.spawn_handler(move |sig| {
+            log!(node, "signal {sig}: killing all guests and exiting");
+            guests.kill_all();
+            std::process::exit(0);
+        })
+        .context("cannot start the signal thread")?;
+    }
+    if let Some(placer) = &cfg.placer {
+        let rcfg = reporter::ReporterConfig {
+            node: cfg.node.clone(),
+            addr: addr.to_string(),
+            placer: placer.clone(),
+            cpus: cfg.cpus.unwrap_or_else(load::online_cpus),
+            speed: cfg.speed,
+            interval: cfg.interval,
+        };
+        reporter::start(rcfg, key.clone(), events, guests.clone())
+            .context("cannot start the reporter thread")?;
+    }
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "shadowd {} listening on {addr}", cfg.node)
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")?;
+    drop(out);
+
+    server::serve(
+        listener,
+        Arc::new(server::ServerCtx {
+            node: cfg.node,
+            key,
+            guests,
+        }),
+    )
+}
+
+/// Where `mos` and `libmosshim.so` are: next to this executable.
+fn bin_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the shadowd executable")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("shadowd executable {} has no directory", exe.display()))
+}
+
+/// Write `DIR/addr` atomically: a temporary file renamed over it.
+pub fn write_addr_file(dir: &Path, addr: SocketAddr) -> Result<()> {
+    let path = dir.join("addr");
+    let tmp = dir.join(format!(".addr.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        writeln!(f, "{addr}")?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_file_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        write_addr_file(dir.path(), addr).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("addr")).unwrap(),
+            "127.0.0.1:4242\n"
+        );
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

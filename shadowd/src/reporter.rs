@@ -1,0 +1,258 @@
+//! The reporter: one authenticated connection to the placer, kept open (reconnecting every
+//! interval while the placer is down). It sends a [`LoadReport`] every interval and, in
+//! between, the job events ([`Msg::JobStatus`], [`Msg::Checkpointed`]) that the rest of the
+//! daemon queues in the [`EventQueue`]. An event leaves the queue only once it was written,
+//! so none is lost while the placer is away.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::msg::LoadReport;
+use proto::{auth, ClusterKey, FrameWriter, Hello, Msg, NoSigPipe, Role};
+
+use crate::guests::Guests;
+use crate::{load, lock, log};
+
+/// Job events waiting for the placer, oldest first. Single consumer (the reporter).
+pub struct EventQueue {
+    enabled: bool,
+    events: Mutex<VecDeque<Msg>>,
+    cv: Condvar,
+}
+
+impl EventQueue {
+    /// A queue; a disabled one (no placer) drops what it is given.
+    pub fn new(enabled: bool) -> Self {
+        EventQueue {
+            enabled,
+            events: Mutex::new(VecDeque::new()),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Queue an event.
+    pub fn push(&self, msg: Msg) {
+        if !self.enabled {
+            return;
+        }
+        lock(&self.events).push_back(msg);
+        self.cv.notify_all();
+    }
+
+    /// The oldest event, without removing it, waiting for one until `deadline`.
+    pub fn peek_until(&self, deadline: Instant) -> Option<Msg> {
+        let mut q = lock(&self.events);
+        loop {
+            if let Some(m) = q.front() {
+                return Some(m.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            q = self
+                .cv
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Remove the oldest event (after it was sent).
+    pub fn pop(&self) {
+        lock(&self.events).pop_front();
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        lock(&self.events).len()
+    }
+
+    /// True if no event waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the reporter needs to know.
+#[derive(Clone, Debug)]
+pub struct ReporterConfig {
+    /// Our node name.
+    pub node: String,
+    /// Our listening address, as reported.
+    pub addr: String,
+    /// The placer's address.
+    pub placer: String,
+    /// Cpus to report.
+    pub cpus: u32,
+    /// Speed to report.
+    pub speed: u32,
+    /// Report interval.
+    pub interval: Duration,
+}
+
+/// Start the reporter thread.
+pub fn start(
+    cfg: ReporterConfig,
+    key: ClusterKey,
+    events: Arc<EventQueue>,
+    guests: Arc<Guests>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("reporter".into())
+        .spawn(move || run(&cfg, &key, &events, &guests))
+}
+
+fn run(cfg: &ReporterConfig, key: &ClusterKey, events: &EventQueue, guests: &Guests) {
+    let mut was_down = false;
+    loop {
+        match connect(cfg, key) {
+            Ok(stream) => {
+                log!(cfg.node, "connected to the placer at {}", cfg.placer);
+                was_down = false;
+                if let Err(e) = serve(cfg, stream, events, guests) {
+                    log!(cfg.node, "lost the placer at {}: {e}", cfg.placer);
+                }
+            }
+            Err(e) => {
+                if !was_down {
+                    log!(cfg.node, "cannot reach the placer at {} (retrying every {:?}): {e}", cfg.placer, cfg.interval);
+                    was_down = true;
+                }
+            }
+        }
+        std::thread::sleep(cfg.interval);
+    }
+}
+
+fn connect(cfg: &ReporterConfig, key: &ClusterKey) -> Result<TcpStream, String> {
+    let addrs = cfg
+        .placer
+        .to_socket_addrs()
+        .map_err(|e| format!("bad placer address: {e}"))?;
+    let timeout = cfg.interval.max(Duration::from_millis(200));
+    let mut last = String::from("no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(mut s) => {
+                auth::client_handshake(&mut s, key, &Hello::new(cfg.node.clone(), Role::Shadowd))
+                    .map_err(|e| format!("handshake with {a}: {e}"))?;
+                return Ok(s);
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Send reports and events until the connection fails.
+fn serve(
+    cfg: &ReporterConfig,
+    stream: TcpStream,
+    events: &EventQueue,
+    guests: &Guests,
+) -> Result<(), String> {
+    stream
+        .set_write_timeout(Some(cfg.interval.max(Duration::from_secs(5))))
+        .map_err(|e| format!("cannot set a write timeout: {e}"))?;
+    let probe = stream
+        .try_clone()
+        .map_err(|e| format!("cannot clone the socket: {e}"))?;
+    let mut w = FrameWriter::new(NoSigPipe::new(stream));
+    let mut next_report = Instant::now();
+    loop {
+        // A placer that closed its end must not swallow the next event: check first.
+        check_alive(&probe).map_err(|e| format!("placer connection: {e}"))?;
+        if Instant::now() >= next_report {
+            let report = Msg::LoadReport(load_report(cfg, guests));
+            w.write_msg(&report, &[]).map_err(|e| e.to_string())?;
+            next_report += cfg.interval;
+            let now = Instant::now();
+            if next_report < now {
+                next_report = now + cfg.interval;
+            }
+        }
+        if let Some(ev) = events.peek_until(next_report) {
+            check_alive(&probe).map_err(|e| format!("placer connection: {e}"))?;
+            w.write_msg(&ev, &[]).map_err(|e| e.to_string())?;
+            events.pop();
+        }
+    }
+}
+
+/// Ok if the peer has not closed the connection. Whatever the placer sent is read and
+/// dropped: the reporter's connection is one-way.
+fn check_alive(s: &TcpStream) -> io::Result<()> {
+    s.set_nonblocking(true)?;
+    let mut buf = [0u8; 4096];
+    let res = loop {
+        match (&*s).read(&mut buf) {
+            Ok(0) => break Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the placer")),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    s.set_nonblocking(false)?;
+    res
+}
+
+/// This node's load now.
+pub fn load_report(cfg: &ReporterConfig, guests: &Guests) -> LoadReport {
+    let pids = guests.pids();
+    let run_queue = pids.iter().filter(|&&p| load::is_runnable(p)).count();
+    let mem = load::memory();
+    LoadReport {
+        node: cfg.node.clone(),
+        addr: cfg.addr.clone(),
+        cpus: cfg.cpus,
+        speed: cfg.speed,
+        run_queue: u32::try_from(run_queue).unwrap_or(u32::MAX),
+        guests: u32::try_from(pids.len()).unwrap_or(u32::MAX),
+        free_mem_mib: mem.free_mib,
+        total_mem_mib: mem.total_mib,
+        interval_ms: u32::try_from(cfg.interval.as_millis()).unwrap_or(u32::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_stay_queued_until_popped() {
+        let q = EventQueue::new(true);
+        q.push(Msg::Ack);
+        q.push(Msg::Error { msg: "x".into() });
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert_eq!(q.peek_until(soon), Some(Msg::Ack));
+        // Not popped (say the write failed): the same event comes again.
+        assert_eq!(q.peek_until(soon), Some(Msg::Ack));
+        q.pop();
+        assert_eq!(q.peek_until(soon), Some(Msg::Error { msg: "x".into() }));
+        q.pop();
+        assert!(q.is_empty());
+        assert_eq!(q.peek_until(Instant::now() + Duration::from_millis(5)), None);
+    }
+
+    #[test]
+    fn disabled_queue_drops_events() {
+        let q = EventQueue::new(false);
+        q.push(Msg::Ack);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn peek_wakes_when_an_event_arrives() {
+        let q = Arc::new(EventQueue::new(true));
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.peek_until(Instant::now() + Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(Msg::Ack);
+        assert_eq!(t.join().unwrap(), Some(Msg::Ack));
+    }
+}

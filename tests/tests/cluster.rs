@@ -1,0 +1,173 @@
+//! A localhost cluster with real daemons (placer + 3 shadowds on 127.0.0.1, free ports,
+//! temp dirs): batch jobs from a job.toml are placed, checkpointed periodically, a node
+//! is killed with SIGKILL mid-job, its jobs restart elsewhere from their last checkpoint,
+//! and every output file equals an uninterrupted run. Plus the CLI's error paths.
+
+use mos_integration::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// MOS_HOME in a temp dir; `mos cluster down` (and a kill of every daemon it started)
+/// on drop, even when the test panics.
+struct Cluster {
+    home: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster { home: tempfile::Builder::new().prefix("mos-cluster-").tempdir().unwrap() }
+    }
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new(release_dir().join(prog));
+        c.env("MOS_HOME", self.home.path()).env_remove("LD_PRELOAD");
+        no_inherited_fds(&mut c);
+        c
+    }
+    fn mos(&self, args: &[&str]) -> RunOutput {
+        let mut c = self.cmd("mos");
+        c.args(args);
+        run(&format!("mos {}", args.join(" ")), c, b"")
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.mos(args);
+        out.assert_code(0, &format!("mos {}", args.join(" ")));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad json from mos {args:?}: {e}\n{}", out.describe()))
+    }
+    fn run_state(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.home.path().join("cluster.json")).unwrap()).unwrap()
+    }
+    fn pids(&self) -> Vec<i32> {
+        let Ok(b) = std::fs::read(self.home.path().join("cluster.json")) else { return vec![] };
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        let mut p = vec![v["placer"]["pid"].as_i64().unwrap_or(0) as i32];
+        for n in v["nodes"].as_array().cloned().unwrap_or_default() {
+            p.push(n["pid"].as_i64().unwrap_or(0) as i32);
+        }
+        p.into_iter().filter(|&p| p > 0).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pids = self.pids();
+        let _ = self.cmd("mos").args(["cluster", "down"]).output();
+        for p in pids {
+            // SAFETY: killing daemons this test started (already gone after `down`).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}
+
+const JOB_C: &str = r#"
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    int p = atoi(argv[1]), n = atoi(argv[2]);
+    uint64_t x = p + 1;
+    for (int s = 0; s < n; s++) {
+        for (long i = 0; i < 20000000; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        printf("job %d step %2d of %d state %016llx\n", p, s, n, (unsigned long long)x);
+        fflush(stdout);
+    }
+    return p;
+}
+"#;
+
+fn build_job(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("job.c"), JOB_C).unwrap();
+    let exe = dir.join("job");
+    let out = Command::new("cc").args(["-O1", "-o"]).arg(&exe).arg(dir.join("job.c")).output().unwrap();
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timeout waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn jobs_survive_a_node_killed_mid_run() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    let key = c.home.path().join("cluster.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "cluster key must be 0600");
+    c.mos(&["cluster", "up", "--nodes", "3", "--interval-ms", "200"]).assert_code(0, "mos cluster up");
+    let work = c.home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let exe = build_job(&work);
+    std::fs::write(
+        work.join("job.toml"),
+        "executable = \"job\"\narguments = \"$(Process) 30\"\noutput = \"out.$(Process).txt\"\nerror = \"err.$(Process).txt\"\nlog = \"jobs.log\"\ncheckpoint_interval = 1\nqueue = 6\n",
+    )
+    .unwrap();
+    let mut sub = c.cmd("mossubmit");
+    sub.arg("job.toml").current_dir(&work);
+    let out = run("mossubmit", sub, b"");
+    out.assert_code(0, "mossubmit");
+    assert!(contains(&out.stdout, b"6 job(s) submitted to cluster 1.\n"), "{}", out.describe());
+
+    // wait until some node runs jobs that have a checkpoint, then kill that node
+    let mut victim = String::new();
+    wait_for("a running job with a checkpoint", Duration::from_secs(30), || {
+        let q = c.json(&["q", "--json"]);
+        if let Some(r) = q.as_array().unwrap().iter().find(|r| r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0) {
+            victim = r["node"].as_str().unwrap().to_string();
+            return true;
+        }
+        false
+    });
+    let rs = c.run_state();
+    let vpid = rs["nodes"].as_array().unwrap().iter().find(|n| n["name"] == victim.as_str()).unwrap()["pid"].as_i64().unwrap() as i32;
+    // SAFETY: SIGKILL to the shadowd this test started (a node dying).
+    unsafe { libc::kill(vpid, libc::SIGKILL) };
+    wait_for("the killed node to be marked down", Duration::from_secs(10), || {
+        c.json(&["status", "--json"]).as_array().unwrap().iter().any(|n| n["node"] == victim.as_str() && n["state"] == "down")
+    });
+    wait_for("all jobs to complete", Duration::from_secs(120), || c.json(&["q", "--json"]).as_array().unwrap().is_empty());
+
+    let hist = c.json(&["history", "--json"]);
+    let rows = hist.as_array().unwrap();
+    assert_eq!(rows.len(), 6, "six jobs in history: {hist}");
+    assert!(rows.iter().any(|r| r["restarts"].as_u64().unwrap_or(0) > 0), "a job restarted after the node loss: {hist}");
+    for r in rows {
+        let p: i32 = r["id"].as_str().unwrap().rsplit('.').next().unwrap().parse().unwrap();
+        assert_eq!(r["exit"].as_i64(), Some(p as i64), "exit status of job {p} propagates: {r}");
+        assert_ne!(r["node"].as_str(), Some(victim.as_str()), "no job finished on the dead node: {r}");
+        let want = Command::new(&exe).args([p.to_string(), "30".into()]).output().unwrap().stdout;
+        let got = std::fs::read(work.join(format!("out.{p}.txt"))).unwrap();
+        assert_same_bytes(&format!("output of job {p} (no lost, no duplicated lines)"), &got, &want);
+    }
+    let log = std::fs::read_to_string(work.join("jobs.log")).unwrap();
+    for word in ["submitted", "placed on", "checkpointed", "evicted", "restarted on", "terminated"] {
+        assert!(log.contains(word), "event log lacks {word:?}:\n{log}");
+    }
+    c.mos(&["cluster", "down"]).assert_code(0, "mos cluster down");
+}
+
+#[test]
+fn bad_job_files_queue_nothing() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "init");
+    c.mos(&["cluster", "up", "--nodes", "1"]).assert_code(0, "up");
+    let dir = c.home.path();
+    for (text, want) in [
+        ("executable = \"x\"\nqueue = 1\nbogus = 3\n", "bogus"),
+        ("arguments = \"a\"\n", "executable"),
+        ("executable = \"x\"\nqueue = \"many\"\n", "queue"),
+    ] {
+        std::fs::write(dir.join("bad.toml"), text).unwrap();
+        let mut sub = c.cmd("mossubmit");
+        sub.arg("bad.toml").current_dir(dir);
+        let out = run("mossubmit bad", sub, b"");
+        assert_one_line_error("mossubmit of a bad job file", &out, 2, Some(want));
+    }
+    let q = c.json(&["q", "--json"]);
+    assert!(q.as_array().unwrap().is_empty(), "nothing queued: {q}");
+}
