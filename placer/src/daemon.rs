@@ -42,6 +42,7 @@ struct State {
 
 pub struct Placer {
     cfg: Config,
+    started_ms: u64,
     db: Db,
     st: Mutex<State>,
 }
@@ -80,7 +81,7 @@ impl Placer {
     pub fn new(cfg: Config) -> anyhow::Result<Arc<Placer>> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open_in(&cfg.state_dir)?;
-        Ok(Arc::new(Placer { cfg, db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new() }) }))
+        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new() }) }))
     }
 
     /// Bind, announce the address (stdout line and `<state>/addr`), then serve forever.
@@ -345,6 +346,18 @@ impl Placer {
             }
         }
         let jobs = self.db.list()?;
+        // After a placer restart: a job the queue says is running on a node that has not
+        // reported since is reconciled like one on a dead node once the node had time to.
+        if now.saturating_sub(self.started_ms) > 2 * timeout {
+            let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+            for r in jobs.iter().filter(|r| r.state == DbState::Running) {
+                if let Some(n) = r.node.as_ref().filter(|n| !st.nodes.contains_key(*n)) {
+                    if !dead.contains(n) {
+                        dead.push(n.clone());
+                    }
+                }
+            }
+        }
         for name in &dead {
             log(&format!("node {name} missed its reports: down"));
             for r in jobs.iter().filter(|r| r.state == DbState::Running && r.node.as_deref() == Some(name)) {

@@ -171,3 +171,94 @@ fn bad_job_files_queue_nothing() {
     let q = c.json(&["q", "--json"]);
     assert!(q.as_array().unwrap().is_empty(), "nothing queued: {q}");
 }
+
+fn submit(c: &Cluster, work: &Path, jobs: u32, steps: u32) {
+    std::fs::write(
+        work.join("job.toml"),
+        format!("executable = \"job\"\narguments = \"$(Process) {steps}\"\noutput = \"out.$(Process).txt\"\nlog = \"jobs.log\"\ncheckpoint_interval = 1\nqueue = {jobs}\n"),
+    )
+    .unwrap();
+    let mut sub = c.cmd("mossubmit");
+    sub.arg("job.toml").current_dir(work);
+    run("mossubmit", sub, b"").assert_code(0, "mossubmit");
+}
+
+fn check_outputs(exe: &Path, work: &Path, jobs: u32, steps: u32) {
+    for p in 0..jobs {
+        let want = Command::new(exe).args([p.to_string(), steps.to_string()]).output().unwrap().stdout;
+        let got = std::fs::read(work.join(format!("out.{p}.txt"))).unwrap();
+        assert_same_bytes(&format!("output of job {p}"), &got, &want);
+    }
+}
+
+fn state_of(c: &Cluster, id: &str) -> String {
+    let q = c.json(&["q", "--json"]);
+    q.as_array().unwrap().iter().find(|r| r["id"] == id).map_or("gone".into(), |r| r["state"].as_str().unwrap().to_string())
+}
+
+/// The placer is killed with SIGKILL while jobs run and started again on the same state
+/// dir and address: the queue, checkpoints and events are all there, and the jobs finish.
+#[test]
+fn placer_restart_loses_nothing() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "init");
+    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).assert_code(0, "up");
+    let work = c.home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let exe = build_job(&work);
+    submit(&c, &work, 3, 40);
+    wait_for("jobs running", Duration::from_secs(20), || {
+        c.json(&["q", "--json"]).as_array().unwrap().iter().filter(|r| r["state"] == "R").count() == 3
+    });
+    let rs = c.run_state();
+    let ppid = rs["placer"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: SIGKILL to the placer this test started.
+    unsafe { libc::kill(ppid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut p = c.cmd("placer");
+    p.args(["--listen", rs["placer"]["addr"].as_str().unwrap(), "--state-dir", rs["placer"]["state_dir"].as_str().unwrap()])
+        .arg("--key")
+        .arg(c.home.path().join("cluster.key"))
+        .args(["--interval-ms", "200"]);
+    let mut placer = Proc::spawn("restarted placer", p);
+    placer.wait_stdout("placer listening on");
+    let q = c.json(&["q", "--json"]);
+    assert_eq!(q.as_array().unwrap().len() + c.json(&["history", "--json"]).as_array().unwrap().len(), 3, "queue after a placer restart: {q}");
+    wait_for("all jobs to complete", Duration::from_secs(120), || c.json(&["q", "--json"]).as_array().unwrap().is_empty());
+    assert_eq!(c.json(&["history", "--json"]).as_array().unwrap().len(), 3);
+    check_outputs(&exe, &work, 3, 40);
+    placer.kill();
+}
+
+/// hold / release / vacate / rm on a running job.
+#[test]
+fn hold_release_vacate_rm() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "init");
+    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).assert_code(0, "up");
+    let work = c.home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let exe = build_job(&work);
+    submit(&c, &work, 2, 60);
+    wait_for("job 1.0 running with a checkpoint", Duration::from_secs(20), || {
+        c.json(&["q", "--json"]).as_array().unwrap().iter().any(|r| r["id"] == "1.0" && r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0)
+    });
+    c.mos(&["vacate", "1.0"]).assert_code(0, "mos vacate");
+    wait_for("1.0 placed again after vacate", Duration::from_secs(20), || state_of(&c, "1.0") == "R");
+    c.mos(&["hold", "1.0"]).assert_code(0, "mos hold");
+    assert_eq!(state_of(&c, "1.0"), "H");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(state_of(&c, "1.0"), "H", "a held job is not placed");
+    c.mos(&["release", "1.0"]).assert_code(0, "mos release");
+    c.mos(&["rm", "1.1"]).assert_code(0, "mos rm");
+    assert_eq!(state_of(&c, "1.1"), "gone");
+    let out = c.mos(&["hold", "9.9"]);
+    assert_one_line_error("mos hold of an unknown job", &out, 2, Some("9.9"));
+    wait_for("1.0 to complete", Duration::from_secs(120), || state_of(&c, "1.0") == "gone");
+    let hist = c.json(&["history", "--json"]);
+    let states: Vec<String> = hist.as_array().unwrap().iter().map(|r| format!("{}={}", r["id"].as_str().unwrap(), r["state"].as_str().unwrap())).collect();
+    assert!(states.contains(&"1.0=C".to_string()) && states.contains(&"1.1=X".to_string()), "{states:?}");
+    // vacated, held, released and restarted from checkpoints: still the right output
+    let want = Command::new(&exe).args(["0", "60"]).output().unwrap().stdout;
+    assert_same_bytes("output of the vacated/held/released job", &std::fs::read(work.join("out.0.txt")).unwrap(), &want);
+}
