@@ -293,6 +293,14 @@ pub fn status(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `mos migrate CLUSTER.PROC NODE`: checkpoint the batch job and restart it on NODE.
+pub fn migrate(id: &str, node: &str) -> Result<()> {
+    let pid: placer::id::JobId = id.parse().map_err(|e| anyhow!("{e}"))?;
+    ask(&Msg::Migrate { job: placer::daemon::wire_id(pid), to: node.to_string(), addr: None })?;
+    println!("job {id} checkpointed; restarting on {node}");
+    Ok(())
+}
+
 pub fn command(id: &str, cmd: JobCommand) -> Result<()> {
     ask(&Msg::Command { id: id.to_string(), cmd })?;
     let verb = match cmd {

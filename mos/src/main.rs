@@ -70,6 +70,8 @@ enum Cmd {
     Release { id: String },
     /// Checkpoint a running job and put it back in the queue
     Vacate { id: String },
+    /// Checkpoint a running batch job and restart it on NODE
+    Migrate { id: String, node: String },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +116,7 @@ fn main() {
         Cmd::Hold { id } => cluster::command(&id, JobCommand::Hold),
         Cmd::Release { id } => cluster::command(&id, JobCommand::Release),
         Cmd::Vacate { id } => cluster::command(&id, JobCommand::Vacate),
+        Cmd::Migrate { id, node } => cluster::migrate(&id, &node),
     };
     if let Err(e) = r {
         eprintln!("mos: {e:#}");

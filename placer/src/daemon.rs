@@ -38,6 +38,8 @@ struct State {
     nodes: HashMap<String, Node>,
     /// jobs being vacated, held or removed on purpose: their exit is not a failure
     stopping: HashMap<u64, JobCommand>,
+    /// jobs that `mos migrate` sends to a given node when they are placed next
+    pinned: HashMap<u64, String>,
 }
 
 pub struct Placer {
@@ -81,7 +83,7 @@ impl Placer {
     pub fn new(cfg: Config) -> anyhow::Result<Arc<Placer>> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open_in(&cfg.state_dir)?;
-        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new() }) }))
+        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new(), pinned: HashMap::new() }) }))
     }
 
     /// Bind, announce the address (stdout line and `<state>/addr`), then serve forever.
@@ -167,6 +169,10 @@ impl Placer {
                 nodes.sort_by(|a, b| a.node.cmp(&b.node));
                 Some(Msg::NodeList { nodes })
             }
+            Msg::Migrate { job, to, .. } => Some(match self.migrate(placer_id(job), &to) {
+                Ok(()) => Msg::Ack,
+                Err(e) => Msg::Error { msg: e },
+            }),
             Msg::Command { id, cmd } => Some(match self.command(&id, cmd) {
                 Ok(()) => Msg::Ack,
                 Err(e) => Msg::Error { msg: e },
@@ -283,6 +289,26 @@ impl Placer {
         Ok(())
     }
 
+    /// Checkpoint the job where it runs and restart it on `to` (a batch job's migration).
+    fn migrate(&self, id: PJobId, to: &str) -> Result<(), String> {
+        let rec = self.db.get(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("no job {id}"))?;
+        if rec.state != DbState::Running {
+            return Err(format!("job {id} is not running"));
+        }
+        if rec.node.as_deref() == Some(to) {
+            return Err(format!("job {id} already runs on {to}"));
+        }
+        if self.node_addr(to).is_none() {
+            return Err(format!("no node {to} is up"));
+        }
+        self.st.lock().unwrap_or_else(|e| e.into_inner()).pinned.insert(wire_id(id).0, to.to_string());
+        let r = self.command(&id.to_string(), JobCommand::Vacate);
+        if r.is_err() {
+            self.st.lock().unwrap_or_else(|e| e.into_inner()).pinned.remove(&wire_id(id).0);
+        }
+        r
+    }
+
     fn job_status(&self, js: proto::msg::JobStatus) {
         let id = placer_id(js.job);
         let Ok(Some(rec)) = self.db.get(id) else { return };
@@ -369,7 +395,9 @@ impl Placer {
         let jobs = self.db.list()?;
         for r in jobs.iter().filter(|r| r.state == DbState::Idle) {
             let req = JobReq::from(&r.spec);
-            let Some(i) = policy::place_job(&snapshot, &req) else { break };
+            let pin = self.st.lock().unwrap_or_else(|e| e.into_inner()).pinned.remove(&wire_id(r.id).0);
+            let pinned = pin.and_then(|n| snapshot.nodes.iter().position(|x| x.name == n && x.up));
+            let Some(i) = pinned.or_else(|| policy::place_job(&snapshot, &req)) else { break };
             let node = snapshot.nodes[i].name.clone();
             let addr = {
                 let st = self.st.lock().unwrap_or_else(|e| e.into_inner());

@@ -312,7 +312,8 @@ impl Guests {
             {
                 let mut life = lock(&g.life);
                 loop {
-                    if life.exited || life.vacate != Vacate::None {
+                    // A vacate under way may still fail (and the job go on): keep waiting.
+                    if life.exited || life.vacate == Vacate::Done {
                         return;
                     }
                     let now = Instant::now();
@@ -329,8 +330,11 @@ impl Guests {
             let _one_at_a_time = lock(&g.ckpt);
             {
                 let life = lock(&g.life);
-                if life.exited || life.vacate != Vacate::None {
+                if life.exited || life.vacate == Vacate::Done {
                     return;
+                }
+                if life.vacate == Vacate::InProgress {
+                    continue;
                 }
             }
             match self.checkpoint(&g, false) {
@@ -651,7 +655,8 @@ impl LaunchPlan {
         }
         let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (close_range/fcntl, prctl, getppid, setpgid); it
+        // async-signal-safe system calls (sigprocmask, close_range/fcntl, prctl, getppid,
+        // setpgid); it
         // allocates nothing and takes no lock.
         unsafe {
             cmd.pre_exec(move || guest_pre_exec(parent));
@@ -660,11 +665,19 @@ impl LaunchPlan {
     }
 }
 
-/// In the forked guest, before exec: no inherited fds beyond stdio, death with the daemon,
-/// its own process group. Async-signal-safe only: no allocation, no locks.
+/// In the forked guest, before exec: no inherited fds beyond stdio, no signals blocked (the
+/// daemon blocks SIGTERM/SIGINT in all its threads, and a mask survives exec), death with the
+/// daemon, its own process group. Async-signal-safe only: no allocation, no locks.
 fn guest_pre_exec(parent: libc::pid_t) -> io::Result<()> {
-    // SAFETY: plain system calls on integers; no pointers are passed.
+    // SAFETY: plain system calls on integers, and one on a local, initialised sigset_t
+    // (sigemptyset initialises it; a zeroed sigset_t is a valid value to start from).
     unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
         if libc::syscall(
             libc::SYS_close_range,
             3 as libc::c_uint,
@@ -863,7 +876,7 @@ mod tests {
             program: PathBuf::from("/bin/sh"),
             args: vec![
                 "-c".into(),
-                format!("cut -d' ' -f5 /proc/$$/stat; echo $$; test -e /proc/self/fd/{fd} && echo leaked || echo closed").into(),
+                format!("cut -d' ' -f5 /proc/$$/stat; echo $$; test -e /proc/self/fd/{fd} && echo leaked || echo closed; exec grep SigBlk /proc/self/status").into(),
             ],
             cwd: dir.path().to_path_buf(),
             env: Some(vec![("PATH".into(), "/usr/bin:/bin".into())]),
@@ -875,12 +888,29 @@ mod tests {
             image: dir.path().join("img"),
             ckpt_every: None,
         };
-        assert!(plan.command(JobId(1)).unwrap().status().unwrap().success());
+        let cmd = plan.command(JobId(1)).unwrap();
+        // Spawned from a thread that blocks SIGTERM, as the daemon's threads do.
+        let status = std::thread::spawn(move || {
+            let mut cmd = cmd;
+            // SAFETY: `set` is a local sigset_t (all-zero is a valid value, and sigemptyset
+            // initialises it); the mask change affects this short-lived thread only.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            cmd.status().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(status.success());
         let text = fs::read_to_string(&out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 4, "{text}");
         assert_eq!(lines[0], lines[1], "pgid == pid: {text}");
         assert_eq!(lines[2], "closed");
+        assert_eq!(lines[3], "SigBlk:\t0000000000000000");
         drop(leak);
     }
 }

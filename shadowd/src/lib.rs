@@ -61,8 +61,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Run the daemon: bind, announce, start the reporter and serve forever.
 pub fn run(cfg: Config) -> Result<()> {
-    let key = proto::auth::load_key(&cfg.key)
-        .with_context(|| format!("cannot load the cluster key {}", cfg.key.display()))?;
+    // KeyError already names the file and the cause.
+    let key = proto::auth::load_key(&cfg.key).map_err(|e| anyhow!("cluster key: {e}"))?;
     fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create the state directory {}", cfg.state_dir.display()))?;
     // Before any thread exists, so that every thread inherits the blocked mask.

