@@ -517,7 +517,7 @@ fn checkpoint(out: Option<String>, exit: bool) -> Outcome {
             total_us,
         }
     } else if let Some(e) = msg.strip_prefix("ERR ") {
-        Outcome::Failed(e.to_string())
+        Outcome::Failed(e.trim_end().to_string())
     } else {
         // SAFETY: removing the writer's temp file after it died.
         unsafe { libc::unlink(plan.tmp.as_ptr()) };

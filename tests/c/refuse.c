@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/shm.h>
 
 int main(int argc, char **argv) {
     const char *kind = argc > 1 ? argv[1] : "child";
@@ -34,6 +35,13 @@ int main(int argc, char **argv) {
         write(c, "ping", 4);
         char b[4];
         printf("socket works %d\n", read(s, b, 4) == 4);
+    } else if (!strcmp(kind, "sysv")) {
+        int id = shmget(IPC_PRIVATE, 65536, IPC_CREAT | 0600);
+        char *m = shmat(id, NULL, 0);
+        shmctl(id, IPC_RMID, NULL);
+        strcpy(m, "shared");
+        mos_sync(1);
+        printf("sysv shm intact %d\n", strcmp(m, "shared") == 0);
     } else {
         unsigned char params[120] = {0};
         long fd = syscall(SYS_io_uring_setup, 4, params);

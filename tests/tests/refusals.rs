@@ -32,3 +32,8 @@ fn sockets_are_refused() {
 fn io_uring_is_refused() {
     refused("io_uring", "io_uring", "still here\n");
 }
+
+#[test]
+fn sysv_shared_memory_is_refused() {
+    refused("sysv", "SysV", "sysv shm intact 1\n");
+}

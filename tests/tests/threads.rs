@@ -85,3 +85,35 @@ fn kernel_objects_of_a_process() {
         assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
     }
 }
+
+/// Checkpoint requests arriving at the same time (two `mos ckpt` and a `kill -USR2`) are
+/// served one after the other; every image restarts.
+#[test]
+fn simultaneous_checkpoint_requests() {
+    let prog = compile_c("churn");
+    let args = ["8000"];
+    let (reference, _r) = Env::reference(&prog, &args, &[], b"");
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, &args, &[]);
+    std::thread::sleep(Duration::from_millis(30));
+    let pid = app.pid();
+    let imgs: Vec<_> = (0..2).map(|i| env.ckpt_dir.join(format!("same{i}.img"))).collect();
+    let handles: Vec<_> = imgs
+        .iter()
+        .map(|img| {
+            let cmd = env.mos_cmd(&["ckpt".to_string(), pid.to_string(), "-o".into(), img.display().to_string()]);
+            std::thread::spawn(move || run("concurrent mos ckpt", cmd, b""))
+        })
+        .collect();
+    app.signal(libc::SIGUSR2);
+    for h in handles {
+        h.join().unwrap().assert_code(0, "concurrent mos ckpt");
+    }
+    let out = app.wait();
+    out.assert_code(0, "app after concurrent checkpoints");
+    for img in &imgs {
+        let rest = env.restart(img, &[], b"");
+        rest.assert_code(0, "restart of a concurrently taken image");
+        assert!(reference.stdout.ends_with(&rest.stdout), "restarted output is a suffix of the reference\n{}", rest.describe());
+    }
+}
