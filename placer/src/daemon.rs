@@ -45,6 +45,8 @@ struct State {
 pub struct Placer {
     cfg: Config,
     started_ms: u64,
+    /// our listen address, where shadowds stream checkpoint images home
+    addr: std::sync::OnceLock<String>,
     db: Db,
     st: Mutex<State>,
 }
@@ -83,13 +85,14 @@ impl Placer {
     pub fn new(cfg: Config) -> anyhow::Result<Arc<Placer>> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open_in(&cfg.state_dir)?;
-        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new(), pinned: HashMap::new() }) }))
+        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), addr: std::sync::OnceLock::new(), db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new(), pinned: HashMap::new() }) }))
     }
 
     /// Bind, announce the address (stdout line and `<state>/addr`), then serve forever.
     pub fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let l = TcpListener::bind(&self.cfg.listen)?;
         let addr = l.local_addr()?.to_string();
+        let _ = self.addr.set(addr.clone());
         let tmp = self.cfg.state_dir.join(".addr.tmp");
         std::fs::write(&tmp, &addr)?;
         std::fs::rename(&tmp, self.cfg.state_dir.join("addr"))?;
@@ -125,7 +128,10 @@ impl Placer {
                     return Err(anyhow::anyhow!("{:?} {}: {e}", peer.role, peer.node));
                 }
             };
-            let reply = self.handle(msg);
+            let reply = match msg {
+                Msg::ImageBegin { job, size, .. } => Some(self.receive_image(&mut r, job, size, &peer.node)),
+                msg => self.handle(msg),
+            };
             if let Some(reply) = reply {
                 w.write_msg(&reply, &[])?;
             }
@@ -178,6 +184,48 @@ impl Placer {
                 Err(e) => Msg::Error { msg: e },
             }),
             other => Some(Msg::Error { msg: format!("unexpected message {}", other.name()) }),
+        }
+    }
+
+    /// A checkpoint image streamed home by the node running the job: kept atomically
+    /// (a broken stream leaves the previous image in force) and recorded.
+    fn receive_image<R: std::io::Read>(&self, r: &mut FrameReader<R>, job: JobId, size: Option<u64>, node: &str) -> Msg {
+        let id = placer_id(job);
+        let dest = self.cfg.state_dir.join("ckpt").join(format!("job{id}.mosimg"));
+        match proto::stream::recv_image(r, size, &dest) {
+            Ok(bytes) => {
+                match self.db.record_checkpoint(id, &dest, true) {
+                    Ok(_) => {
+                        if let Ok(Some(rec)) = self.db.get(id) {
+                            user_log(&rec.spec, id, &format!("checkpointed on {node}, image streamed home ({bytes} bytes)"));
+                        }
+                    }
+                    Err(e) => log(&format!("checkpoint of {id}: {e}")),
+                }
+                Msg::ImageReceived { job, size: bytes, path: OsBytes::from(dest.as_path()) }
+            }
+            Err(e) => {
+                log(&format!("image of {id} from {node}: {e}"));
+                Msg::Error { msg: format!("image of job {id}: {e}") }
+            }
+        }
+    }
+
+    /// Stream the job's last checkpoint to the node that will restart it; the path there.
+    fn send_image(&self, addr: &str, id: PJobId, path: &Path) -> Result<OsBytes, String> {
+        let c = TcpStream::connect_timeout(&addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?, Duration::from_secs(3))
+            .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        let mut s = NoSigPipe::new(c);
+        auth::client_handshake(&mut s, &self.cfg.key, &Hello::new("placer", Role::Placer)).map_err(|e| e.to_string())?;
+        let c = s.into_inner();
+        let _ = c.set_read_timeout(Some(Duration::from_secs(120)));
+        let mut w = FrameWriter::new(NoSigPipe::new(c.try_clone().map_err(|e| e.to_string())?));
+        proto::stream::send_image(&mut w, wire_id(id), "placer", path).map_err(|e| e.to_string())?;
+        match FrameReader::new(c).read_msg::<Msg>() {
+            Ok((Msg::ImageReceived { path, .. }, _)) => Ok(path),
+            Ok((Msg::Error { msg }, _)) => Err(msg),
+            Ok((m, _)) => Err(format!("unexpected answer {}", m.name())),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -403,7 +451,17 @@ impl Placer {
                 let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
                 st.nodes.get(&node).map(|n| n.report.addr.clone()).unwrap_or_default()
             };
-            let spec = self.wire_spec(r);
+            let mut spec = self.wire_spec(r);
+            if let Some(img) = &r.last_checkpoint {
+                match self.send_image(&addr, r.id, img) {
+                    Ok(there) => spec.restart_from = Some(there),
+                    Err(e) => {
+                        log(&format!("sending the image of {} to {node}: {e}", r.id));
+                        snapshot.nodes[i].up = false;
+                        continue;
+                    }
+                }
+            }
             match self.order(&addr, &Msg::PlaceJob { job: wire_id(r.id), spec }) {
                 Ok(()) => {
                     self.db.set_state(r.id, StateChange::Start { node: node.clone() })?;
@@ -429,8 +487,7 @@ impl Placer {
         let b = |p: &Path| OsBytes::from(p.as_os_str());
         let mut argv = vec![b(&s.executable)];
         argv.extend(s.arguments.iter().map(|a| OsBytes::from(std::ffi::OsStr::new(a))));
-        let ckpt_dir = self.cfg.state_dir.join("ckpt");
-        let _ = std::fs::create_dir_all(&ckpt_dir);
+
         proto::msg::JobSpec {
             argv,
             env: s.environment.iter().map(|(k, v)| (OsBytes::from(std::ffi::OsStr::new(k)), OsBytes::from(std::ffi::OsStr::new(v)))).collect(),
@@ -442,8 +499,10 @@ impl Placer {
                 input: s.input.as_deref().map(b),
                 output: s.output.as_deref().map(b),
                 error: s.error.as_deref().map(b),
-                ckpt_dir: Some(b(&ckpt_dir)),
+                // images stay on the node and are streamed home: no shared disk needed
+                ckpt_dir: None,
                 ckpt_interval_s: s.checkpoint_interval_s,
+                home_addr: self.addr.get().cloned(),
             }),
         }
     }

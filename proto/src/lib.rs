@@ -35,6 +35,7 @@ pub mod auth;
 pub mod frame;
 pub mod msg;
 pub mod socket;
+pub mod stream;
 
 pub use auth::{AuthError, ClusterKey, KeyError, PeerInfo};
 pub use frame::{FrameError, FrameReader, FrameWriter, Limits, WireHeader};

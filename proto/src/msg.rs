@@ -244,6 +244,9 @@ pub struct BatchIo {
     pub ckpt_dir: Option<OsBytes>,
     /// Periodic checkpoint interval; `None` = off.
     pub ckpt_interval_s: Option<u64>,
+    /// Stream every checkpoint image of the job to this address (the job's home, which
+    /// stores and records it) instead of reporting a local path.
+    pub home_addr: Option<String>,
 }
 
 /// One row of `mos q`.
@@ -840,6 +843,8 @@ pub enum Msg {
         job: JobId,
         /// Bytes received.
         size: u64,
+        /// Where the receiver keeps it (a restart there names this path).
+        path: OsBytes,
     },
 
     // --- forwarded system calls (remote body <-> home shadow) ---

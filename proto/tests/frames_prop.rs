@@ -97,6 +97,7 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                 error: None,
                 ckpt_dir: None,
                 ckpt_interval_s,
+                home_addr: None,
             }),
         })
 }
@@ -347,7 +348,7 @@ fn msg() -> impl Strategy<Value = Msg> {
             .prop_map(|checksum| Msg::ImageEnd { checksum })
             .boxed(),
         (job(), any::<u64>())
-            .prop_map(|(job, size)| Msg::ImageReceived { job, size })
+            .prop_map(|(job, size)| Msg::ImageReceived { job, size, path: OsBytes(b"/x".to_vec()) })
             .boxed(),
         (any::<u64>(), file_call())
             .prop_map(|(seq, call)| Msg::SyscallReq(SyscallReq { seq, call }))

@@ -108,6 +108,8 @@ pub struct GuestsConfig {
     pub bin_dir: PathBuf,
     /// Checkpoint directory for jobs that name none.
     pub default_ckpt_dir: PathBuf,
+    /// Cluster key, to stream images to a job's home.
+    pub key: Option<proto::auth::ClusterKey>,
 }
 
 /// Where a vacate stands.
@@ -130,6 +132,8 @@ struct Guest {
     job: JobId,
     pid: u32,
     home: String,
+    /// stream images to this address (the job's home) instead of reporting a path
+    home_addr: Option<String>,
     image: PathBuf,
     life: Mutex<Life>,
     changed: Condvar,
@@ -206,6 +210,7 @@ impl Guests {
             job,
             pid,
             home: spec.home.clone(),
+            home_addr: spec.batch.as_ref().and_then(|b| b.home_addr.clone()),
             image: plan.image.clone(),
             life: Mutex::new(Life {
                 exited: false,
@@ -338,7 +343,7 @@ impl Guests {
                 }
             }
             match self.checkpoint(&g, false) {
-                Ok(bytes) => self.events.push(checkpointed(&g, bytes)),
+                Ok(bytes) => self.publish(&g, bytes),
                 Err(e) => log!(self.cfg.node, "periodic checkpoint: {e}"),
             }
         }
@@ -410,8 +415,8 @@ impl Guests {
         let mut life = lock(&g.life);
         let out = match result {
             Ok(bytes) => {
-                // Before the watcher may report Vacated: Checkpointed comes first.
-                self.events.push(checkpointed(&g, bytes));
+                // Before the watcher may report Vacated: the image is home first.
+                self.publish(&g, bytes);
                 life.vacate = Vacate::Done;
                 log!(self.cfg.node, "job {job}: vacated to {} ({bytes} bytes)", g.image.display());
                 Ok(g.image.clone())
@@ -423,6 +428,38 @@ impl Guests {
         };
         g.changed.notify_all();
         out
+    }
+
+    /// A complete image: stream it to the job's home (which records it), or report its
+    /// local path. A failed stream is logged; the home keeps its previous image.
+    fn publish(&self, g: &Guest, bytes: u64) {
+        let Some(addr) = &g.home_addr else {
+            self.events.push(checkpointed(g, bytes));
+            return;
+        };
+        match self.stream_home(g, addr) {
+            Ok(n) => log!(self.cfg.node, "job {}: image ({n} bytes) streamed home to {addr}", g.job),
+            Err(e) => log!(self.cfg.node, "job {}: cannot stream the image home to {addr}: {e}", g.job),
+        }
+    }
+
+    fn stream_home(&self, g: &Guest, addr: &str) -> Result<u64, String> {
+        let key = self.cfg.key.as_ref().ok_or("no cluster key")?;
+        let sa: std::net::SocketAddr = addr.parse().map_err(|e| format!("bad address: {e}"))?;
+        let c = std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let mut s = proto::NoSigPipe::new(c);
+        let hello = proto::Hello::new(self.cfg.node.clone(), proto::Role::Shadowd);
+        proto::auth::client_handshake(&mut s, key, &hello).map_err(|e| e.to_string())?;
+        let c = s.into_inner();
+        let _ = c.set_read_timeout(Some(Duration::from_secs(120)));
+        let mut w = proto::FrameWriter::new(proto::NoSigPipe::new(c.try_clone().map_err(|e| e.to_string())?));
+        let n = proto::stream::send_image(&mut w, g.job, &g.home, &g.image).map_err(|e| e.to_string())?;
+        match proto::FrameReader::new(c).read_msg::<Msg>() {
+            Ok((Msg::ImageReceived { size, .. }, _)) if size == n => Ok(n),
+            Ok((Msg::Error { msg }, _)) => Err(msg),
+            Ok((m, _)) => Err(format!("unexpected answer {}", m.name())),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Send `signal` to the job's process group.
@@ -745,6 +782,7 @@ mod tests {
             node: "n1".into(),
             bin_dir: PathBuf::from("/opt/mos/bin"),
             default_ckpt_dir: PathBuf::from("/var/mos/ckpt"),
+            key: None,
         }
     }
 
@@ -785,6 +823,7 @@ mod tests {
         s.batch = Some(BatchIo {
             ckpt_dir: Some("ck".into()),
             ckpt_interval_s: Some(0),
+            home_addr: None,
             ..Default::default()
         });
         let p = LaunchPlan::new(&cfg(), JobId(3), &s).unwrap();
@@ -822,6 +861,7 @@ mod tests {
             error: Some("".into()),
             ckpt_dir: None,
             ckpt_interval_s: Some(5),
+            home_addr: None,
         });
         let p = LaunchPlan::new(&c, JobId(9), &s).unwrap();
         assert_eq!(p.program, PathBuf::from("/home/u/app"));

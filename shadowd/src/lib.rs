@@ -80,6 +80,7 @@ pub fn run(cfg: Config) -> Result<()> {
                 node: cfg.node.clone(),
                 bin_dir,
                 default_ckpt_dir: cfg.state_dir.join("ckpt"),
+                key: Some(key.clone()),
             },
             events.clone(),
         )
@@ -120,6 +121,7 @@ pub fn run(cfg: Config) -> Result<()> {
             node: cfg.node,
             key,
             guests,
+            received_dir: cfg.state_dir.join("received"),
         }),
     )
 }

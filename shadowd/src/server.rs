@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use proto::msg::OsBytes;
 use proto::{auth, ClusterKey, FrameReader, FrameWriter, Hello, Msg, NoSigPipe, Role};
 
 use crate::guests::Guests;
@@ -24,6 +25,8 @@ pub struct ServerCtx {
     pub key: ClusterKey,
     /// The guest table.
     pub guests: Arc<Guests>,
+    /// Where images streamed to this node are kept.
+    pub received_dir: std::path::PathBuf,
 }
 
 /// Accept connections forever.
@@ -78,7 +81,17 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     let name = request.name();
-    let answer = handle_request(ctx, request);
+    let answer = match request {
+        // an image for a job that will be restarted here (no shared disk needed)
+        Msg::ImageBegin { job, size, .. } => {
+            let dest = ctx.received_dir.join(format!("job{job}.mosimg"));
+            match proto::stream::recv_image(&mut r, size, &dest) {
+                Ok(size) => Msg::ImageReceived { job, size, path: OsBytes::from(dest.as_path()) },
+                Err(e) => Msg::Error { msg: format!("shadowd {}: image of job {job}: {e}", ctx.node) },
+            }
+        }
+        request => handle_request(ctx, request),
+    };
     if let Msg::Error { msg } = &answer {
         log!(ctx.node, "{name} from {peer} ({} {}) refused: {msg}", who.role, who.node);
     }

@@ -95,6 +95,7 @@ impl World {
                 error: Some(out.into()),
                 ckpt_dir: Some("ckpt".into()),
                 ckpt_interval_s,
+                home_addr: None,
             }),
         }
     }
