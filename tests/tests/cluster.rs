@@ -145,7 +145,14 @@ fn jobs_survive_a_node_killed_mid_run() {
         assert_same_bytes(&format!("output of job {p} (no lost, no duplicated lines)"), &got, &want);
     }
     let log = std::fs::read_to_string(work.join("jobs.log")).unwrap();
-    for word in ["submitted", "placed on", "checkpointed", "evicted", "restarted on", "terminated"] {
+    // images travel over TCP: kept at home by the placer, received by the restarting node
+    let restarted: Vec<String> = rows.iter().filter(|r| r["restarts"].as_u64().unwrap_or(0) > 0).map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    for id in &restarted {
+        assert!(c.home.path().join(format!("placer/ckpt/job{id}.mosimg")).is_file(), "home copy of job {id}'s image");
+    }
+    let received = std::fs::read_dir(c.home.path().join("nodes")).unwrap().flatten().filter(|n| n.path().join("received").is_dir()).count();
+    assert!(received > 0, "a node received a streamed image");
+    for word in ["submitted", "placed on", "streamed home", "evicted", "restarted on", "terminated"] {
         assert!(log.contains(word), "event log lacks {word:?}:\n{log}");
     }
     c.mos(&["cluster", "down"]).assert_code(0, "mos cluster down");
