@@ -197,10 +197,10 @@ fn heap_case(exe: &Path, mib: usize, dir: &Path) {
     // Guest memory here is backed lazily by the host and freed pages are handed back:
     // writing into never- or long-ago-used memory is several times slower than into
     // memory freed a moment ago. So each trial runs the raw write right before the
-    // checkpoint (its pages just freed), and we keep the best of two for each.
+    // checkpoint (its pages just freed), and we keep the best of three for each.
     let mut raw_w = Duration::MAX;
     let mut best = (u64::MAX, u64::MAX, 0u64);
-    for _ in 0..2 {
+    for _ in 0..3 {
         let _ = std::fs::remove_file(&img);
         let mut c = Command::new(exe);
         c.arg(mib.to_string()).env("LD_PRELOAD", bin("libmosshim.so"));

@@ -211,7 +211,7 @@ pub fn submit(file: &Path) -> Result<()> {
     let label = file.display().to_string();
     // Check here first: errors name the key and line, and nothing is sent.
     placer::jobfile::JobTemplate::parse(&text, &label, &dir).map_err(|e| anyhow!("{e}"))?;
-    let owner = std::env::var("USER").unwrap_or_else(|_| format!("uid{}", unsafe_getuid()));
+    let owner = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| user_name());
     match ask(&Msg::SubmitFile { owner, label, text, submit_dir: OsBytes::from(dir.as_os_str()) })? {
         Msg::SubmittedCluster { cluster, count } => {
             println!("{count} job(s) submitted to cluster {cluster}.");
@@ -221,9 +221,18 @@ pub fn submit(file: &Path) -> Result<()> {
     }
 }
 
-fn unsafe_getuid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
+/// The login name of our uid from the password database, else "uid<N>".
+fn user_name() -> String {
+    // SAFETY: getuid cannot fail; getpwuid returns null or a pointer to a static entry
+    // that we copy at once (this CLI is single-threaded).
+    unsafe {
+        let uid = libc::getuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return format!("uid{uid}");
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
+    }
 }
 
 fn hms(ms: u64) -> String {
