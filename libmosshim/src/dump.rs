@@ -793,7 +793,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         unsafe { core::slice::from_raw_parts(a as *const u8, n) }
     };
     // Big images: checksum in a second process (same snapshot, other core) while
-    // this one writes.
+    // this one writes. MOS_SERIAL_HASH=1 (for measurements) hashes inline instead.
     let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN
         && std::env::var_os("MOS_SERIAL_HASH").is_none()
     {
@@ -827,6 +827,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             libc::close(d);
         }
     }
+    // MOS_DEBUG_TIMING=1 with MOS_LOG_FILE: how long the writer's phases took.
     if std::env::var_os("MOS_DEBUG_TIMING").is_some() {
         crate::manager::log(&format!(
             "writer: scan {:?}, total {:?}",
