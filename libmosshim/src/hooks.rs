@@ -86,7 +86,7 @@ pub extern "C" fn raise(sig: i32) -> i32 {
 
 #[no_mangle]
 pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
-    match crate::tids::real_of_pthread(th as u64) {
+    match crate::tids::real_of_pthread(th) {
         Some(rtid) => {
             // SAFETY: raw tgkill to the thread's real tid; pthread_kill returns the error.
             let r = unsafe {

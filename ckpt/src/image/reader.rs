@@ -92,7 +92,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header, ImageError> {
         page_size: u32_at(b, 48),
     };
     if h.page_size as u64 != PAGE
-        || h.data_off % PAGE != 0
+        || !h.data_off.is_multiple_of(PAGE)
         || h.data_off < HEADER_LEN as u64 + h.meta_len
     {
         return Err(ImageError::Inconsistent(
