@@ -691,10 +691,9 @@ impl LaunchPlan {
                 .stderr(err.map_or_else(Stdio::null, Stdio::from));
         }
         let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe system calls (sigprocmask, close_range/fcntl, prctl, getppid,
-        // setpgid); it
-        // allocates nothing and takes no lock.
+        // The closure runs in the forked child before exec and only makes async-signal-safe
+        // system calls (sigprocmask, close_range/fcntl, prctl, getppid, setpgid).
+        // SAFETY: it allocates nothing and takes no lock (see above).
         unsafe {
             cmd.pre_exec(move || guest_pre_exec(parent));
         }

@@ -187,21 +187,23 @@ impl ImageFile {
 
     /// Check every region's page data against the trailer checksums.
     pub fn verify_data(&self) -> Result<(), ImageError> {
+        let most = self.meta.regions.iter().map(|r| r.data_bytes()).max().unwrap_or(0);
+        let mut buf = vec![0u8; most.clamp(4096, 4 << 20) as usize];
         for (r, want) in self.meta.regions.iter().zip(&self.region_hashes) {
             let total = r.data_bytes();
             // Big regions: both halves at once (CRC-32s of consecutive parts combine).
             let crc = if total >= 64 << 20 {
                 let mid = (total / 2) & !(PAGE - 1);
                 let (a, b) = std::thread::scope(|sc| {
-                    let second = sc.spawn(|| self.crc_of(r, mid, total));
-                    let first = self.crc_of(r, 0, mid);
+                    let second = sc.spawn(|| self.crc_of(r, mid, total, &mut vec![0u8; 4 << 20]));
+                    let first = self.crc_of(r, 0, mid, &mut buf);
                     (first, second.join().unwrap_or_else(|_| Err(ImageError::Inconsistent("checksum thread failed".into()))))
                 });
                 let mut h = a?;
                 h.combine(&b?);
                 h
             } else {
-                self.crc_of(r, 0, total)?
+                self.crc_of(r, 0, total, &mut buf)?
             };
             if crc.finalize() as u64 != *want {
                 return Err(ImageError::DataChecksum {
@@ -215,9 +217,8 @@ impl ImageFile {
     }
 
     /// CRC-32 state over bytes [from, to) of a region's saved data (its extents in order).
-    fn crc_of(&self, r: &Region, from: u64, to: u64) -> Result<crc32fast::Hasher, ImageError> {
+    fn crc_of(&self, r: &Region, from: u64, to: u64, buf: &mut [u8]) -> Result<crc32fast::Hasher, ImageError> {
         let mut h = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 4 << 20];
         let mut pos = 0u64; // position in the region's data stream
         for e in &r.extents {
             let (s, end) = (pos.max(from), (pos + e.len).min(to));

@@ -23,10 +23,11 @@ struct CountingAlloc;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// GlobalAlloc contract (layout validity, pointer provenance) is upheld by `System`; the
-// only addition is a relaxed atomic counter, which neither allocates nor unwinds.
+// Every method forwards to `System` with the caller's arguments unchanged, so the
+// GlobalAlloc contract (layout validity, pointer provenance) is upheld by `System`.
+// SAFETY: as above; the only addition is a relaxed atomic counter (no alloc, no unwind).
 unsafe impl GlobalAlloc for CountingAlloc {
+    // SAFETY: forwards to System (see the impl's note).
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as ours; the caller guarantees a non-zero-size layout.
         let p = unsafe { System.alloc(layout) };
@@ -36,12 +37,14 @@ unsafe impl GlobalAlloc for CountingAlloc {
         p
     }
 
+    // SAFETY: forwards to System (see the impl's note).
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` was returned by `alloc`/`realloc` above (i.e. by System) with `layout`.
         unsafe { System.dealloc(ptr, layout) };
         LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 
+    // SAFETY: forwards to System (see the impl's note).
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr`/`layout` come from this allocator (System underneath); the caller
         // guarantees `new_size` is valid for `layout.align()`.
