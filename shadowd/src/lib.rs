@@ -22,6 +22,7 @@ pub mod guests;
 pub mod load;
 pub mod reporter;
 pub mod server;
+pub mod shadow;
 pub mod signals;
 
 /// Everything the daemon is started with.

@@ -81,6 +81,26 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     let name = request.name();
+    if let Msg::ShimRegister { pid, job } = request {
+        // a remote process homed here: serve its file calls until it goes away
+        let job = job.unwrap_or(proto::JobId(u64::from(pid)));
+        let session = match crate::shadow::Session::new(std::path::Path::new("/")) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = w.write_msg(&Msg::Error { msg: e }, &[]);
+                return;
+            }
+        };
+        if w.write_msg(&Msg::ShimRegistered { job }, &[]).is_err() {
+            return;
+        }
+        log!(ctx.node, "shadowing job {job} (pid {pid} on {})", who.node);
+        let _ = r.get_ref().set_read_timeout(None);
+        if let Err(e) = crate::shadow::serve(&mut r, &mut w, session) {
+            log!(ctx.node, "shadow session of job {job} from {peer} ended: {e}");
+        }
+        return;
+    }
     let answer = match request {
         // an image for a job that will be restarted here (no shared disk needed)
         Msg::ImageBegin { job, size, .. } => {
