@@ -890,6 +890,15 @@ pub enum Msg {
         /// What to do.
         cmd: JobCommand,
     },
+    /// Local shim -> its home shadowd, over the shadowd's unix socket, with the process's
+    /// open files attached as SCM_RIGHTS (in this order): what its fd numbers `fds` will
+    /// mean to its shadow session once its body runs elsewhere. Answered by `Ack`.
+    HandOff {
+        /// Job (the session that registers with it gets these files).
+        job: JobId,
+        /// The process's fd numbers, one per attached descriptor.
+        fds: Vec<i32>,
+    },
     /// shadowd -> placer: the job's checkpoint image at `path` is complete.
     Checkpointed {
         /// Job.
@@ -939,6 +948,7 @@ impl Msg {
             Msg::JobTable { .. } => "JobTable",
             Msg::Command { .. } => "Command",
             Msg::Checkpointed { .. } => "Checkpointed",
+            Msg::HandOff { .. } => "HandOff",
         }
     }
 }

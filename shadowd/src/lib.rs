@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 pub mod guests;
+pub mod handoff;
 pub mod load;
 pub mod reporter;
 pub mod server;
@@ -110,6 +111,20 @@ pub fn run(cfg: Config) -> Result<()> {
             .context("cannot start the reporter thread")?;
     }
 
+    // local processes hand their files to us here before their bodies leave
+    let handoffs = Arc::new(handoff::HandOffs::default());
+    {
+        let (path, node, store) = (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), handoffs.clone());
+        std::thread::Builder::new()
+            .name("handoff".into())
+            .spawn(move || {
+                if let Err(e) = handoff::serve(&path, &node, store) {
+                    eprintln!("shadowd {node}: hand-off socket {}: {e}", path.display());
+                }
+            })
+            .context("cannot start the hand-off thread")?;
+    }
+
     let mut out = std::io::stdout().lock();
     writeln!(out, "shadowd {} listening on {addr}", cfg.node)
         .and_then(|()| out.flush())
@@ -123,6 +138,7 @@ pub fn run(cfg: Config) -> Result<()> {
             key,
             guests,
             received_dir: cfg.state_dir.join("received"),
+            handoffs: handoffs.clone(),
         }),
     )
 }

@@ -27,6 +27,8 @@ pub struct ServerCtx {
     pub guests: Arc<Guests>,
     /// Where images streamed to this node are kept.
     pub received_dir: std::path::PathBuf,
+    /// Files processes homed here handed off before their bodies left.
+    pub handoffs: Arc<crate::handoff::HandOffs>,
 }
 
 /// Accept connections forever.
@@ -85,7 +87,10 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         // a remote process homed here: serve its file calls until it goes away
         let job = job.unwrap_or(proto::JobId(u64::from(pid)));
         let session = match crate::shadow::Session::new(std::path::Path::new("/")) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.adopt(ctx.handoffs.take(job));
+                s
+            }
             Err(e) => {
                 let _ = w.write_msg(&Msg::Error { msg: e }, &[]);
                 return;

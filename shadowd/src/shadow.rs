@@ -9,7 +9,8 @@
 //! behalf of a peer that proved the cluster key.
 
 use proto::msg::{CallDetail, FileCall, FileLock, FileStat, Msg, SyscallReq, SyscallResp};
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::ffi::CString;
 use std::io::{Read, Write};
 
@@ -17,16 +18,22 @@ use std::io::{Read, Write};
 pub const AT_FDCWD: i32 = libc::AT_FDCWD;
 
 pub struct Session {
-    /// handles opened for the remote process
-    fds: HashSet<i32>,
+    /// handle (as the remote process names it) -> our descriptor
+    fds: HashMap<i32, i32>,
+    /// next handle for files opened during the session (above any fd number a process
+    /// hands off, so the two never collide)
+    next: i32,
     /// the remote process's current directory, as an open directory
     cwd: i32,
 }
 
+/// Handles for files opened by the session start here.
+pub const FIRST_HANDLE: i32 = 1 << 20;
+
 impl Drop for Session {
     fn drop(&mut self) {
-        for fd in self.fds.drain() {
-            // SAFETY: closing descriptors this session opened.
+        for (_, fd) in self.fds.drain() {
+            // SAFETY: closing descriptors this session owns.
             unsafe { libc::close(fd) };
         }
         if self.cwd >= 0 {
@@ -77,15 +84,30 @@ impl Session {
         if fd < 0 {
             return Err(format!("cannot open cwd {}: {}", cwd.display(), std::io::Error::last_os_error()));
         }
-        Ok(Session { fds: HashSet::new(), cwd: fd })
+        Ok(Session { fds: HashMap::new(), next: FIRST_HANDLE, cwd: fd })
+    }
+
+    /// Adopt the files a process handed off before its body left: the remote process
+    /// keeps naming them by its own fd numbers.
+    pub fn adopt(&mut self, files: Vec<(i32, OwnedFd)>) {
+        for (num, fd) in files {
+            if let Some(old) = self.fds.insert(num, fd.into_raw_fd()) {
+                // SAFETY: closing a descriptor the session owned under the same number.
+                unsafe { libc::close(old) };
+            }
+        }
     }
 
     fn handle(&self, fd: i32) -> Result<i32, i32> {
-        if self.fds.contains(&fd) {
-            Ok(fd)
-        } else {
-            Err(libc::EBADF)
-        }
+        self.fds.get(&fd).copied().ok_or(libc::EBADF)
+    }
+
+    /// A new handle for a descriptor we just opened.
+    fn add(&mut self, real: i32) -> i64 {
+        let h = self.next;
+        self.next += 1;
+        self.fds.insert(h, real);
+        h as i64
     }
 
     fn dir(&self, dirfd: i32) -> Result<i32, i32> {
@@ -114,12 +136,11 @@ impl Session {
                 let (d, p) = (self.dir(*dirfd)?, cpath(path)?);
                 // SAFETY: see above.
                 let fd = check(unsafe { libc::openat(d, p.as_ptr(), flags | libc::O_CLOEXEC, *mode) } as i64)? as i32;
-                self.fds.insert(fd);
-                (fd as i64, none, vec![])
+                (self.add(fd), none, vec![])
             }
             FileCall::Close { fd } => {
                 let h = self.handle(*fd)?;
-                self.fds.remove(&h);
+                self.fds.remove(fd);
                 // SAFETY: see above.
                 (check(unsafe { libc::close(h) } as i64)?, none, vec![])
             }
@@ -222,8 +243,7 @@ impl Session {
                 // SAFETY: see above.
                 let d = check(unsafe { libc::fcntl(h, cloexec, 0) } as i64)? as i32;
                 let _ = flags;
-                self.fds.insert(d);
-                (d as i64, none, vec![])
+                (self.add(d), none, vec![])
             }
             FileCall::Fcntl { fd, cmd, arg } => {
                 let h = self.handle(*fd)?;

@@ -167,3 +167,59 @@ fn file_calls_are_performed_at_home() {
     // the first session still works too
     assert_eq!(rp.ok(FileCall::Read { fd: dup as i32, len: 3 }, &[]).2, b" fr");
 }
+
+/// A process hands its open files home (SCM_RIGHTS over the local socket): a pipe, a
+/// deleted file with an offset, and a file it appended to. Its remote session then uses
+/// them by the process's own fd numbers: same open file descriptions, so the offset, the
+/// deleted file and the pipe all survive; data written into the pipe at home reaches it.
+#[test]
+fn handed_off_files_survive() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, key) = start(dir.path());
+    let sock = dir.path().join("state/shadow.sock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "no hand-off socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe fills the array.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let tmp_path = dir.path().join("scratch");
+    let mut tmp = std::fs::File::options().create(true).read(true).write(true).open(&tmp_path).unwrap();
+    tmp.write_all(b"0123456789").unwrap();
+    use std::io::Seek;
+    tmp.seek(std::io::SeekFrom::Start(4)).unwrap();
+    std::fs::remove_file(&tmp_path).unwrap(); // deleted, still open
+    shadowd::handoff::hand_off(&sock, JobId(77), &[(0, pipe[0]), (5, tmp.as_raw_fd())]).unwrap();
+    // SAFETY: closing our copy of the read end; the shadowd holds its own.
+    unsafe { libc::close(pipe[0]) };
+    drop(tmp);
+
+    let mut s = TcpStream::connect(&d.1).unwrap();
+    auth::client_handshake(&mut s, &key, &Hello::new("away", Role::Shim)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let r = FrameReader::new(s.try_clone().unwrap());
+    let mut w = FrameWriter::new(proto::NoSigPipe::new(s));
+    w.write_msg(&Msg::ShimRegister { pid: 1, job: Some(JobId(77)) }, &[]).unwrap();
+    let mut rp = Remote { r, w, seq: 0 };
+    let (m, _): (Msg, Vec<u8>) = rp.r.read_msg().unwrap();
+    assert_eq!(m, Msg::ShimRegistered { job: JobId(77) });
+
+    // the deleted file, at its offset
+    let (pos, _, _) = rp.ok(FileCall::Lseek { fd: 5, offset: 0, whence: libc::SEEK_CUR }, &[]);
+    assert_eq!(pos, 4, "offset survives the hand-off");
+    assert_eq!(rp.ok(FileCall::Read { fd: 5, len: 3 }, &[]).2, b"456");
+    // stdin is the pipe: what home writes reaches the remote process
+    // SAFETY: writing to the pipe's write end we still hold.
+    assert_eq!(unsafe { libc::write(pipe[1], b"typed after migration\n".as_ptr().cast(), 22) }, 22);
+    assert_eq!(rp.ok(FileCall::Read { fd: 0, len: 100 }, &[]).2, b"typed after migration\n");
+    // SAFETY: closing the write end: the remote read then sees end of file.
+    unsafe { libc::close(pipe[1]) };
+    assert_eq!(rp.ok(FileCall::Read { fd: 0, len: 100 }, &[]).0, 0);
+    // a job that handed off nothing has no such files
+    let mut other = Remote::connect(&d, &key);
+    let (r, _) = other.call(FileCall::Read { fd: 5, len: 1 }, &[]);
+    assert_eq!(r.errno, libc::EBADF);
+}

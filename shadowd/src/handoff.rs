@@ -1,0 +1,204 @@
+//! Files handed home before a process's body leaves (DESIGN §2 "Remote execution"): the
+//! process (its shim) sends its open descriptors to its home shadowd over a local unix
+//! socket (`<state>/shadow.sock`, SOCK_SEQPACKET, SCM_RIGHTS), with the fd numbers they
+//! have in the process. The shadowd keeps the very same open file descriptions, so
+//! offsets, deleted files, pipes, ttys and sockets survive; the shadow session of that job
+//! adopts them. Only peers of our own uid (or root) may hand off.
+
+use proto::{JobId, Msg};
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Most descriptors one hand-off carries (the kernel's SCM_MAX_FD).
+pub const MAX_FDS: usize = 253;
+const MAX_MSG: usize = 64 * 1024;
+
+#[derive(Default)]
+pub struct HandOffs(Mutex<HashMap<JobId, Vec<(i32, OwnedFd)>>>);
+
+impl HandOffs {
+    /// The files handed off for `job` (each session takes them once).
+    pub fn take(&self, job: JobId) -> Vec<(i32, OwnedFd)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&job).unwrap_or_default()
+    }
+    fn put(&self, job: JobId, files: Vec<(i32, OwnedFd)>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(job, files);
+    }
+}
+
+fn sockaddr(path: &Path) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as u16;
+    let b = path.as_os_str().as_encoded_bytes();
+    if b.len() >= a.sun_path.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    for (i, c) in b.iter().enumerate() {
+        a.sun_path[i] = *c as libc::c_char;
+    }
+    Ok((a, (std::mem::size_of::<libc::sa_family_t>() + b.len() + 1) as libc::socklen_t))
+}
+
+fn seqpacket() -> std::io::Result<OwnedFd> {
+    // SAFETY: creating a socket; the fd is owned by the returned OwnedFd.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Send `payload` with `fds` attached.
+fn send_with_fds(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
+    let mut cbuf = vec![0u8; space.max(1)];
+    // SAFETY: msghdr is plain data; we fill the fields sendmsg reads.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer is CMSG_SPACE(n*4) bytes, enough for one header and
+        // n descriptors.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, fds.len());
+        }
+    }
+    // SAFETY: msg points at live buffers for the duration of the call.
+    if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receive one message and the descriptors attached to it.
+fn recv_with_fds(sock: RawFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; MAX_MSG];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * 4) as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; recvmsg fills it.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg points at live buffers for the duration of the call.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into cbuf; every received
+    // descriptor becomes owned (closed on drop) whatever happens next.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(*data.add(i)));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "too many descriptors in one hand-off"));
+    }
+    buf.truncate(n as usize);
+    Ok((buf, fds))
+}
+
+/// Hand `files` (fd number in the process, descriptor) to the shadowd listening at `sock`.
+pub fn hand_off(sock: &Path, job: JobId, files: &[(i32, RawFd)]) -> Result<(), String> {
+    if files.len() > MAX_FDS {
+        return Err(format!("{} descriptors, at most {MAX_FDS} per hand-off", files.len()));
+    }
+    let s = seqpacket().map_err(|e| e.to_string())?;
+    let (a, len) = sockaddr(sock).map_err(|e| e.to_string())?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: connecting our socket to a valid sockaddr_un.
+    if unsafe { libc::connect(s.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(format!("cannot reach {}: {}", sock.display(), std::io::Error::last_os_error()));
+    }
+    let msg = Msg::HandOff { job, fds: files.iter().map(|f| f.0).collect() };
+    let payload = postcard::to_allocvec(&msg).map_err(|e| e.to_string())?;
+    let raw: Vec<RawFd> = files.iter().map(|f| f.1).collect();
+    send_with_fds(s.as_raw_fd(), &payload, &raw).map_err(|e| e.to_string())?;
+    let (reply, _) = recv_with_fds(s.as_raw_fd()).map_err(|e| e.to_string())?;
+    match postcard::from_bytes::<Msg>(&reply) {
+        Ok(Msg::Ack) => Ok(()),
+        Ok(Msg::Error { msg }) => Err(msg),
+        Ok(m) => Err(format!("unexpected answer {}", m.name())),
+        Err(e) => Err(format!("bad answer: {e}")),
+    }
+}
+
+fn peer_uid(fd: RawFd) -> Option<u32> {
+    // SAFETY: ucred is plain data; getsockopt fills it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED with a correctly sized buffer.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, &mut cred as *mut _ as *mut _, &mut len) };
+    (r == 0).then_some(cred.uid)
+}
+
+/// Accept hand-offs on `path` forever (call from a thread).
+pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let _ = std::fs::remove_file(path);
+    let l = seqpacket()?;
+    let (a, len) = sockaddr(path)?;
+    // SAFETY: bind/listen on our socket with a valid address.
+    unsafe {
+        if libc::bind(l.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) != 0 || libc::listen(l.as_raw_fd(), 16) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    loop {
+        // SAFETY: accepting on our listening socket; the fd is owned at once.
+        let c = unsafe { libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if c < 0 {
+            continue;
+        }
+        // SAFETY: c is a fresh descriptor we own.
+        let c = unsafe { OwnedFd::from_raw_fd(c) };
+        let answer = match peer_uid(c.as_raw_fd()) {
+            Some(u) if u == me || u == 0 => match recv_with_fds(c.as_raw_fd()) {
+                Ok((payload, fds)) => match postcard::from_bytes::<Msg>(&payload) {
+                    Ok(Msg::HandOff { job, fds: nums }) if nums.len() == fds.len() => {
+                        eprintln!("shadowd {node}: job {job}: {} file(s) handed off", fds.len());
+                        store.put(job, nums.into_iter().zip(fds).collect());
+                        Msg::Ack
+                    }
+                    Ok(Msg::HandOff { .. }) => Msg::Error { msg: "fd numbers and attached descriptors differ in count".into() },
+                    Ok(m) => Msg::Error { msg: format!("expected HandOff, got {}", m.name()) },
+                    Err(e) => Msg::Error { msg: format!("malformed hand-off: {e}") },
+                },
+                Err(e) => Msg::Error { msg: format!("hand-off: {e}") },
+            },
+            _ => Msg::Error { msg: "permission denied: another user's process".into() },
+        };
+        if let Ok(b) = postcard::to_allocvec(&answer) {
+            let _ = send_with_fds(c.as_raw_fd(), &b, &[]);
+        }
+    }
+}
