@@ -198,6 +198,17 @@ fn check_outputs(exe: &Path, work: &Path, jobs: u32, steps: u32) {
     }
 }
 
+/// An initialised 2-node cluster, its work dir and the job program built there.
+fn two_node_cluster() -> (Cluster, PathBuf, PathBuf) {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "init");
+    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).assert_code(0, "up");
+    let work = c.home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let exe = build_job(&work);
+    (c, work, exe)
+}
+
 fn state_of(c: &Cluster, id: &str) -> String {
     let q = c.json(&["q", "--json"]);
     q.as_array().unwrap().iter().find(|r| r["id"] == id).map_or("gone".into(), |r| r["state"].as_str().unwrap().to_string())
@@ -207,12 +218,7 @@ fn state_of(c: &Cluster, id: &str) -> String {
 /// dir and address: the queue, checkpoints and events are all there, and the jobs finish.
 #[test]
 fn placer_restart_loses_nothing() {
-    let c = Cluster::new();
-    c.mos(&["cluster", "init"]).assert_code(0, "init");
-    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).assert_code(0, "up");
-    let work = c.home.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let exe = build_job(&work);
+    let (c, work, exe) = two_node_cluster();
     submit(&c, &work, 3, 40);
     wait_for("jobs running", Duration::from_secs(20), || {
         c.json(&["q", "--json"]).as_array().unwrap().iter().filter(|r| r["state"] == "R").count() == 3
@@ -240,12 +246,7 @@ fn placer_restart_loses_nothing() {
 /// migrate / hold / release / vacate / rm on a running job.
 #[test]
 fn hold_release_vacate_rm() {
-    let c = Cluster::new();
-    c.mos(&["cluster", "init"]).assert_code(0, "init");
-    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).assert_code(0, "up");
-    let work = c.home.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let exe = build_job(&work);
+    let (c, work, exe) = two_node_cluster();
     submit(&c, &work, 2, 60);
     wait_for("job 1.0 running with a checkpoint", Duration::from_secs(20), || {
         c.json(&["q", "--json"]).as_array().unwrap().iter().any(|r| r["id"] == "1.0" && r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0)
