@@ -179,6 +179,12 @@ pub fn run() {
         if n <= 0 {
             continue;
         }
+        // The application closed or replaced our descriptors (closefrom-style daemons):
+        // stop watching them rather than spin; `mos ckpt` then reports "not under the shim".
+        if pfd[0].revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
+            TRIG_R.store(-1, Ordering::Release);
+            TRIGGER_FD.store(-1, Ordering::Release);
+        }
         if pfd[0].revents & libc::POLLIN != 0 {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.

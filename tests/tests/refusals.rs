@@ -37,3 +37,21 @@ fn io_uring_is_refused() {
 fn sysv_shared_memory_is_refused() {
     refused("sysv", "SysV", "sysv shm intact 1\n");
 }
+
+/// An application that closes every descriptor above 2 (the shim's pipe and socket too)
+/// keeps running normally: the manager thread does not spin, and `mos ckpt` says the
+/// process is no longer reachable instead of hanging.
+#[test]
+fn closing_the_shims_fds_is_harmless() {
+    let prog = compile_c("closefds");
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, NOARGS, &[]);
+    env.wait_ready(&mut app, 1);
+    let out = env.mos_ckpt_raw(app.pid(), &[]);
+    assert_one_line_error("mos ckpt after the app closed the shim's fds", &out, 2, Some("libmosshim"));
+    env.go(1);
+    let res = app.wait();
+    res.assert_code(0, "app that closed its fds");
+    let ms: u64 = String::from_utf8_lossy(&res.stdout).trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(ms < 200, "the process burnt {ms} ms of CPU while napping 300 ms (a spinning manager?)\n{}", res.describe());
+}
