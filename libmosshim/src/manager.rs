@@ -331,6 +331,7 @@ fn serve(c: i32) {
 }
 
 fn release_threads() {
+    FREEZING.store(false, Ordering::Release);
     RELEASE.fetch_add(1, Ordering::AcqRel);
     sys::futex_wake(&RELEASE);
 }
@@ -346,6 +347,7 @@ fn freeze(me: i32) -> Result<Vec<usize>, String> {
     }
     PARKED.store(0, Ordering::Release);
     FREEZE_GEN.fetch_add(1, Ordering::AcqRel);
+    FREEZING.store(true, Ordering::Release);
     let mut assigned: Vec<i32> = Vec::new();
     let deadline = Instant::now() + FREEZE_TIMEOUT;
     loop {

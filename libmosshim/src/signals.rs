@@ -101,6 +101,8 @@ pub static SLOT_TID: [AtomicI32; MAX_THREADS] = [ZERO; MAX_THREADS];
 pub static FREEZE_GEN: AtomicU32 = AtomicU32::new(0);
 /// number of threads parked in this checkpoint (manager waits on it)
 pub static PARKED: AtomicU32 = AtomicU32::new(0);
+/// true while the manager is stopping threads (until it releases them)
+pub static FREEZING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// bumped by the manager to release parked threads
 pub static RELEASE: AtomicU32 = AtomicU32::new(0);
 /// number of threads that finished `mos_thread_resumed` after a restart
@@ -195,9 +197,19 @@ pub fn resumed_wait(gen: u32) {
 extern "C" fn freeze_handler(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
     let saved_errno = sys::errno();
     let tid = sys::gettid();
-    let slot = SLOT_TID
-        .iter()
-        .position(|t| t.load(Ordering::Acquire) == tid);
+    // Ours only while the manager freezes, sent by it (tgkill from our own pid);
+    // anything else is the application's own use of this signal number.
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let (code, pid) = unsafe { ((*_info).si_code, (*_info).si_pid()) };
+    let ours = FREEZING.load(Ordering::Acquire) && code == libc::SI_TKILL && pid == REAL_PID.load(Ordering::Relaxed);
+    let slot = if ours { SLOT_TID.iter().position(|t| t.load(Ordering::Acquire) == tid) } else { None };
+    // A freeze signal that arrives late (a thread that was blocking it when a freeze
+    // gave up) must neither park nor kill: only a handler the application installed
+    // gets signals we did not send during a freeze.
+    let late_own = code == libc::SI_TKILL && pid == REAL_PID.load(Ordering::Relaxed);
+    if slot.is_none() && !(late_own && app_action(1).handler as usize == libc::SIG_DFL) {
+        deliver_to_app(1, _sig, _info, _uc);
+    }
     if let Some(i) = slot {
         let ctx = slot_ptr(i);
         // SAFETY: slot i belongs to this thread for this checkpoint (see Slots).
@@ -224,15 +236,16 @@ extern "C" fn trigger_handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut lib
             unsafe { libc::write(fd, &b as *const u8 as *const _, 1) };
         }
     } else {
-        deliver_to_app(sig, info, uc);
+        deliver_to_app(0, sig, info, uc);
     }
     // SAFETY: restoring this thread's errno.
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
-/// Run the application's disposition for the trigger signal it sent itself.
-fn deliver_to_app(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let a = app_action(0);
+/// Run the application's own disposition for the trigger (slot 0) or freeze (slot 1)
+/// signal, when the signal was not ours.
+fn deliver_to_app(slot: usize, sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let a = app_action(slot);
     match a.handler as usize {
         h if h == libc::SIG_IGN => {}
         h if h == libc::SIG_DFL => {
@@ -261,7 +274,7 @@ fn deliver_to_app(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
                 f(sig);
             }
             if a.flags & libc::SA_RESETHAND as u64 != 0 {
-                set_app_action(0, KSigAction::default());
+                set_app_action(slot, KSigAction::default());
             }
         }
     }

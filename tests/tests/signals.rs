@@ -99,3 +99,22 @@ fn ckpt_signal_env_rtmin_plus_3() {
 fn ckpt_signal_env_number() {
     moved_trigger(&libc::SIGWINCH.to_string(), libc::SIGWINCH);
 }
+
+/// The application's own handler for the signal number the shim freezes threads with
+/// (SIGRTMAX-2) gets every instance the application sends, before and after a restart,
+/// and checkpoints still work.
+#[test]
+fn app_use_of_the_freeze_signal_number() {
+    let prog = compile_c("ownrt");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    assert_eq!(reference.stdout_str(), "before 1\nafter 3\n");
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, NOARGS, &[]);
+    env.wait_ready(&mut app, 1);
+    let (img, orig) = env.ckpt_exit(&mut app, "ownrt.img");
+    env.go(1);
+    let rest = env.restart(&img, &[], b"");
+    rest.assert_code(0, "restarted ownrt");
+    assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+}
