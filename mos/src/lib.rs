@@ -37,6 +37,23 @@ fn restorer() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// `mos run -- PROG ARGS`: become PROG with libmosshim.so preloaded (in front of any
+/// LD_PRELOAD already set). The pid stays the same, so `mos ckpt` takes `$!` as usual.
+pub fn run_cmd(argv: &[std::ffi::OsString]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let shim = std::env::current_exe()?.with_file_name("libmosshim.so");
+    if !shim.exists() {
+        bail!("run: {} not found (build with `make`)", shim.display());
+    }
+    let mut preload = shim.into_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(" ");
+        preload.push(old);
+    }
+    let err = std::process::Command::new(&argv[0]).args(&argv[1..]).env("LD_PRELOAD", preload).exec();
+    bail!("run: cannot execute {}: {err}", argv[0].to_string_lossy())
+}
+
 pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool) -> Result<()> {
     use std::os::unix::process::CommandExt;
     // Validate here so a bad image fails before anything happens; the restorer checks again.

@@ -37,6 +37,11 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Run a program under the shim (checkpointable): `mos run -- ./app args`
+    Run {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
     /// Work with image files
     Image {
         #[command(subcommand)]
@@ -106,6 +111,7 @@ fn main() {
         Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
         Cmd::Restart { image, eager, no_verify } => mos::restart_cmd(&image, eager, no_verify),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
+        Cmd::Run { argv } => mos::run_cmd(&argv),
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
         Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms } } => cluster::up(nodes, interval_ms),
         Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),
