@@ -11,7 +11,6 @@ use crate::signals::FREEZE_GEN;
 use core::sync::atomic::Ordering;
 
 
-type Nanosleep = unsafe extern "C" fn(*const libc::timespec, *mut libc::timespec) -> i32;
 type ClockNanosleep =
     unsafe extern "C" fn(libc::clockid_t, i32, *const libc::timespec, *mut libc::timespec) -> i32;
 type Poll = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, i32) -> i32;
@@ -38,7 +37,6 @@ type Sleep = unsafe extern "C" fn(u32) -> u32;
 type Usleep = unsafe extern "C" fn(libc::useconds_t) -> i32;
 
 pub fn resolve_all() {
-    let _ = real!("nanosleep", Nanosleep);
     let _ = real!("clock_nanosleep", ClockNanosleep);
     let _ = real!("poll", Poll);
     let _ = real!("ppoll", Ppoll);
@@ -92,26 +90,18 @@ fn left(timeout: i32, start: i64) -> i32 {
     }
 }
 
+/// nanosleep is clock_nanosleep on CLOCK_REALTIME with errno instead of a returned error
+/// (what glibc does too).
 #[no_mangle]
 pub unsafe extern "C" fn nanosleep(req: *const libc::timespec, rem: *mut libc::timespec) -> i32 {
-    let f = real!("nanosleep", Nanosleep);
-    let mut left = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let mut cur = req;
-    loop {
-        let g = gen();
-        // SAFETY: the caller's arguments; `left` receives the remainder.
-        let r = unsafe { f(cur, &mut left) };
-        if !interrupted_by_freeze(r, g) {
-            if !rem.is_null() && r == -1 {
-                // SAFETY: rem is the caller's out-pointer.
-                unsafe { *rem = left };
-            }
-            return r;
+    // SAFETY: the caller's arguments, passed on.
+    match unsafe { clock_nanosleep(libc::CLOCK_REALTIME, 0, req, rem) } {
+        0 => 0,
+        e => {
+            // SAFETY: this thread's errno slot.
+            unsafe { *libc::__errno_location() = e };
+            -1
         }
-        cur = &left;
     }
 }
 

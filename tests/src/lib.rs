@@ -963,6 +963,29 @@ pub fn ckpt_restart_cycle<S: AsRef<OsStr>>(
     (orig, rest, img)
 }
 
+/// After a checkpoint/restart cycle: the restarted app printed each of `lines`, and
+/// original + restarted stdout equals the uninterrupted run.
+#[track_caller]
+pub fn assert_restart_output(
+    orig: &RunOutput,
+    rest: &RunOutput,
+    reference: &RunOutput,
+    lines: &[&str],
+) {
+    for l in lines {
+        assert!(
+            contains(&rest.stdout, l.as_bytes()),
+            "restarted app: expected {l:?}\n{}",
+            rest.describe()
+        );
+    }
+    assert_same_bytes(
+        "stdout (original + restarted vs uninterrupted)",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
+}
+
 /// Concatenation helper.
 pub fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
     let mut v = a.to_vec();

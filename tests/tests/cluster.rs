@@ -16,7 +16,12 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
-        Cluster { home: tempfile::Builder::new().prefix("mos-cluster-").tempdir().unwrap() }
+        Cluster {
+            home: tempfile::Builder::new()
+                .prefix("mos-cluster-")
+                .tempdir()
+                .unwrap(),
+        }
     }
     fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(release_dir().join(prog));
@@ -32,13 +37,17 @@ impl Cluster {
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.mos(args);
         out.assert_code(0, &format!("mos {}", args.join(" ")));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad json from mos {args:?}: {e}\n{}", out.describe()))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad json from mos {args:?}: {e}\n{}", out.describe()))
     }
     fn run_state(&self) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.home.path().join("cluster.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(self.home.path().join("cluster.json")).unwrap())
+            .unwrap()
     }
     fn pids(&self) -> Vec<i32> {
-        let Ok(b) = std::fs::read(self.home.path().join("cluster.json")) else { return vec![] };
+        let Ok(b) = std::fs::read(self.home.path().join("cluster.json")) else {
+            return vec![];
+        };
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
         let mut p = vec![v["placer"]["pid"].as_i64().unwrap_or(0) as i32];
         for n in v["nodes"].as_array().cloned().unwrap_or_default() {
@@ -78,8 +87,17 @@ int main(int argc, char **argv) {
 fn build_job(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("job.c"), JOB_C).unwrap();
     let exe = dir.join("job");
-    let out = Command::new("cc").args(["-O1", "-o"]).arg(&exe).arg(dir.join("job.c")).output().unwrap();
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&exe)
+        .arg(dir.join("job.c"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     exe
 }
 
@@ -94,11 +112,17 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 #[test]
 fn jobs_survive_a_node_killed_mid_run() {
     let c = Cluster::new();
-    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    c.mos(&["cluster", "init"])
+        .assert_code(0, "mos cluster init");
     let key = c.home.path().join("cluster.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "cluster key must be 0600");
-    c.mos(&["cluster", "up", "--nodes", "3", "--interval-ms", "200"]).assert_code(0, "mos cluster up");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "cluster key must be 0600"
+    );
+    c.mos(&["cluster", "up", "--nodes", "3", "--interval-ms", "200"])
+        .assert_code(0, "mos cluster up");
     let work = c.home.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let exe = build_job(&work);
@@ -111,58 +135,137 @@ fn jobs_survive_a_node_killed_mid_run() {
     sub.arg("job.toml").current_dir(&work);
     let out = run("mossubmit", sub, b"");
     out.assert_code(0, "mossubmit");
-    assert!(contains(&out.stdout, b"6 job(s) submitted to cluster 1.\n"), "{}", out.describe());
+    assert!(
+        contains(&out.stdout, b"6 job(s) submitted to cluster 1.\n"),
+        "{}",
+        out.describe()
+    );
 
     // wait until some node runs jobs that have a checkpoint, then kill that node
     let mut victim = String::new();
-    wait_for("a running job with a checkpoint", Duration::from_secs(30), || {
-        let q = c.json(&["q", "--json"]);
-        if let Some(r) = q.as_array().unwrap().iter().find(|r| r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0) {
-            victim = r["node"].as_str().unwrap().to_string();
-            return true;
-        }
-        false
-    });
+    wait_for(
+        "a running job with a checkpoint",
+        Duration::from_secs(30),
+        || {
+            let q = c.json(&["q", "--json"]);
+            if let Some(r) = q
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0)
+            {
+                victim = r["node"].as_str().unwrap().to_string();
+                return true;
+            }
+            false
+        },
+    );
     let rs = c.run_state();
-    let vpid = rs["nodes"].as_array().unwrap().iter().find(|n| n["name"] == victim.as_str()).unwrap()["pid"].as_i64().unwrap() as i32;
+    let vpid = rs["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == victim.as_str())
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap() as i32;
     // SAFETY: SIGKILL to the shadowd this test started (a node dying).
     unsafe { libc::kill(vpid, libc::SIGKILL) };
-    wait_for("the killed node to be marked down", Duration::from_secs(10), || {
-        c.json(&["status", "--json"]).as_array().unwrap().iter().any(|n| n["node"] == victim.as_str() && n["state"] == "down")
+    wait_for(
+        "the killed node to be marked down",
+        Duration::from_secs(10),
+        || {
+            c.json(&["status", "--json"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["node"] == victim.as_str() && n["state"] == "down")
+        },
+    );
+    wait_for("all jobs to complete", Duration::from_secs(120), || {
+        c.json(&["q", "--json"]).as_array().unwrap().is_empty()
     });
-    wait_for("all jobs to complete", Duration::from_secs(120), || c.json(&["q", "--json"]).as_array().unwrap().is_empty());
 
     let hist = c.json(&["history", "--json"]);
     let rows = hist.as_array().unwrap();
     assert_eq!(rows.len(), 6, "six jobs in history: {hist}");
-    assert!(rows.iter().any(|r| r["restarts"].as_u64().unwrap_or(0) > 0), "a job restarted after the node loss: {hist}");
+    assert!(
+        rows.iter().any(|r| r["restarts"].as_u64().unwrap_or(0) > 0),
+        "a job restarted after the node loss: {hist}"
+    );
     for r in rows {
-        let p: i32 = r["id"].as_str().unwrap().rsplit('.').next().unwrap().parse().unwrap();
-        assert_eq!(r["exit"].as_i64(), Some(p as i64), "exit status of job {p} propagates: {r}");
-        assert_ne!(r["node"].as_str(), Some(victim.as_str()), "no job finished on the dead node: {r}");
-        let want = Command::new(&exe).args([p.to_string(), "30".into()]).output().unwrap().stdout;
+        let p: i32 = r["id"]
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            r["exit"].as_i64(),
+            Some(p as i64),
+            "exit status of job {p} propagates: {r}"
+        );
+        assert_ne!(
+            r["node"].as_str(),
+            Some(victim.as_str()),
+            "no job finished on the dead node: {r}"
+        );
+        let want = Command::new(&exe)
+            .args([p.to_string(), "30".into()])
+            .output()
+            .unwrap()
+            .stdout;
         let got = std::fs::read(work.join(format!("out.{p}.txt"))).unwrap();
-        assert_same_bytes(&format!("output of job {p} (no lost, no duplicated lines)"), &got, &want);
+        assert_same_bytes(
+            &format!("output of job {p} (no lost, no duplicated lines)"),
+            &got,
+            &want,
+        );
     }
     let log = std::fs::read_to_string(work.join("jobs.log")).unwrap();
     // images travel over TCP: kept at home by the placer, received by the restarting node
-    let restarted: Vec<String> = rows.iter().filter(|r| r["restarts"].as_u64().unwrap_or(0) > 0).map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let restarted: Vec<String> = rows
+        .iter()
+        .filter(|r| r["restarts"].as_u64().unwrap_or(0) > 0)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     for id in &restarted {
-        assert!(c.home.path().join(format!("placer/ckpt/job{id}.mosimg")).is_file(), "home copy of job {id}'s image");
+        assert!(
+            c.home
+                .path()
+                .join(format!("placer/ckpt/job{id}.mosimg"))
+                .is_file(),
+            "home copy of job {id}'s image"
+        );
     }
-    let received = std::fs::read_dir(c.home.path().join("nodes")).unwrap().flatten().filter(|n| n.path().join("received").is_dir()).count();
+    let received = std::fs::read_dir(c.home.path().join("nodes"))
+        .unwrap()
+        .flatten()
+        .filter(|n| n.path().join("received").is_dir())
+        .count();
     assert!(received > 0, "a node received a streamed image");
-    for word in ["submitted", "placed on", "streamed home", "evicted", "restarted on", "terminated"] {
+    for word in [
+        "submitted",
+        "placed on",
+        "streamed home",
+        "evicted",
+        "restarted on",
+        "terminated",
+    ] {
         assert!(log.contains(word), "event log lacks {word:?}:\n{log}");
     }
-    c.mos(&["cluster", "down"]).assert_code(0, "mos cluster down");
+    c.mos(&["cluster", "down"])
+        .assert_code(0, "mos cluster down");
 }
 
 #[test]
 fn bad_job_files_queue_nothing() {
     let c = Cluster::new();
     c.mos(&["cluster", "init"]).assert_code(0, "init");
-    c.mos(&["cluster", "up", "--nodes", "1"]).assert_code(0, "up");
+    c.mos(&["cluster", "up", "--nodes", "1"])
+        .assert_code(0, "up");
     let dir = c.home.path();
     for (text, want) in [
         ("executable = \"x\"\nqueue = 1\nbogus = 3\n", "bogus"),
@@ -192,7 +295,11 @@ fn submit(c: &Cluster, work: &Path, jobs: u32, steps: u32) {
 
 fn check_outputs(exe: &Path, work: &Path, jobs: u32, steps: u32) {
     for p in 0..jobs {
-        let want = Command::new(exe).args([p.to_string(), steps.to_string()]).output().unwrap().stdout;
+        let want = Command::new(exe)
+            .args([p.to_string(), steps.to_string()])
+            .output()
+            .unwrap()
+            .stdout;
         let got = std::fs::read(work.join(format!("out.{p}.txt"))).unwrap();
         assert_same_bytes(&format!("output of job {p}"), &got, &want);
     }
@@ -202,7 +309,8 @@ fn check_outputs(exe: &Path, work: &Path, jobs: u32, steps: u32) {
 fn two_node_cluster() -> (Cluster, PathBuf, PathBuf) {
     let c = Cluster::new();
     c.mos(&["cluster", "init"]).assert_code(0, "init");
-    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).assert_code(0, "up");
+    c.mos(&["cluster", "up", "--nodes", "2", "--interval-ms", "200"])
+        .assert_code(0, "up");
     let work = c.home.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let exe = build_job(&work);
@@ -211,7 +319,11 @@ fn two_node_cluster() -> (Cluster, PathBuf, PathBuf) {
 
 fn state_of(c: &Cluster, id: &str) -> String {
     let q = c.json(&["q", "--json"]);
-    q.as_array().unwrap().iter().find(|r| r["id"] == id).map_or("gone".into(), |r| r["state"].as_str().unwrap().to_string())
+    q.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map_or("gone".into(), |r| r["state"].as_str().unwrap().to_string())
 }
 
 /// The placer is killed with SIGKILL while jobs run and started again on the same state
@@ -221,7 +333,13 @@ fn placer_restart_loses_nothing() {
     let (c, work, exe) = two_node_cluster();
     submit(&c, &work, 3, 40);
     wait_for("jobs running", Duration::from_secs(20), || {
-        c.json(&["q", "--json"]).as_array().unwrap().iter().filter(|r| r["state"] == "R").count() == 3
+        c.json(&["q", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "R")
+            .count()
+            == 3
     });
     let rs = c.run_state();
     let ppid = rs["placer"]["pid"].as_i64().unwrap() as i32;
@@ -229,15 +347,26 @@ fn placer_restart_loses_nothing() {
     unsafe { libc::kill(ppid, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(1500));
     let mut p = c.cmd("placer");
-    p.args(["--listen", rs["placer"]["addr"].as_str().unwrap(), "--state-dir", rs["placer"]["state_dir"].as_str().unwrap()])
-        .arg("--key")
-        .arg(c.home.path().join("cluster.key"))
-        .args(["--interval-ms", "200"]);
+    p.args([
+        "--listen",
+        rs["placer"]["addr"].as_str().unwrap(),
+        "--state-dir",
+        rs["placer"]["state_dir"].as_str().unwrap(),
+    ])
+    .arg("--key")
+    .arg(c.home.path().join("cluster.key"))
+    .args(["--interval-ms", "200"]);
     let mut placer = Proc::spawn("restarted placer", p);
     placer.wait_stdout("placer listening on");
     let q = c.json(&["q", "--json"]);
-    assert_eq!(q.as_array().unwrap().len() + c.json(&["history", "--json"]).as_array().unwrap().len(), 3, "queue after a placer restart: {q}");
-    wait_for("all jobs to complete", Duration::from_secs(120), || c.json(&["q", "--json"]).as_array().unwrap().is_empty());
+    assert_eq!(
+        q.as_array().unwrap().len() + c.json(&["history", "--json"]).as_array().unwrap().len(),
+        3,
+        "queue after a placer restart: {q}"
+    );
+    wait_for("all jobs to complete", Duration::from_secs(120), || {
+        c.json(&["q", "--json"]).as_array().unwrap().is_empty()
+    });
     assert_eq!(c.json(&["history", "--json"]).as_array().unwrap().len(), 3);
     check_outputs(&exe, &work, 3, 40);
     placer.kill();
@@ -248,21 +377,46 @@ fn placer_restart_loses_nothing() {
 fn hold_release_vacate_rm() {
     let (c, work, exe) = two_node_cluster();
     submit(&c, &work, 2, 60);
-    wait_for("job 1.0 running with a checkpoint", Duration::from_secs(20), || {
-        c.json(&["q", "--json"]).as_array().unwrap().iter().any(|r| r["id"] == "1.0" && r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0)
-    });
+    wait_for(
+        "job 1.0 running with a checkpoint",
+        Duration::from_secs(20),
+        || {
+            c.json(&["q", "--json"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| {
+                    r["id"] == "1.0" && r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0
+                })
+        },
+    );
     c.mos(&["rm", "1.1"]).assert_code(0, "mos rm");
     assert_eq!(state_of(&c, "1.1"), "gone");
     // migrate by hand to the other node
-    let node_of = |c: &Cluster| c.json(&["q", "--json"]).as_array().unwrap().iter().find(|r| r["id"] == "1.0").map(|r| r["node"].as_str().unwrap().to_string());
+    let node_of = |c: &Cluster| {
+        c.json(&["q", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "1.0")
+            .map(|r| r["node"].as_str().unwrap().to_string())
+    };
     let from = node_of(&c).unwrap();
     let to = if from == "node1" { "node2" } else { "node1" };
     c.mos(&["migrate", "1.0", to]).assert_code(0, "mos migrate");
-    wait_for("1.0 running on the target node", Duration::from_secs(20), || state_of(&c, "1.0") == "R" && node_of(&c).as_deref() == Some(to));
+    wait_for(
+        "1.0 running on the target node",
+        Duration::from_secs(20),
+        || state_of(&c, "1.0") == "R" && node_of(&c).as_deref() == Some(to),
+    );
     let out = c.mos(&["migrate", "1.0", "node9"]);
     assert_one_line_error("mos migrate to an unknown node", &out, 2, Some("node9"));
     c.mos(&["vacate", "1.0"]).assert_code(0, "mos vacate");
-    wait_for("1.0 placed again after vacate", Duration::from_secs(20), || state_of(&c, "1.0") == "R");
+    wait_for(
+        "1.0 placed again after vacate",
+        Duration::from_secs(20),
+        || state_of(&c, "1.0") == "R",
+    );
     c.mos(&["hold", "1.0"]).assert_code(0, "mos hold");
     assert_eq!(state_of(&c, "1.0"), "H");
     std::thread::sleep(Duration::from_millis(600));
@@ -270,11 +424,35 @@ fn hold_release_vacate_rm() {
     c.mos(&["release", "1.0"]).assert_code(0, "mos release");
     let out = c.mos(&["hold", "9.9"]);
     assert_one_line_error("mos hold of an unknown job", &out, 2, Some("9.9"));
-    wait_for("1.0 to complete", Duration::from_secs(120), || state_of(&c, "1.0") == "gone");
+    wait_for("1.0 to complete", Duration::from_secs(120), || {
+        state_of(&c, "1.0") == "gone"
+    });
     let hist = c.json(&["history", "--json"]);
-    let states: Vec<String> = hist.as_array().unwrap().iter().map(|r| format!("{}={}", r["id"].as_str().unwrap(), r["state"].as_str().unwrap())).collect();
-    assert!(states.contains(&"1.0=C".to_string()) && states.contains(&"1.1=X".to_string()), "{states:?}");
+    let states: Vec<String> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}",
+                r["id"].as_str().unwrap(),
+                r["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&"1.0=C".to_string()) && states.contains(&"1.1=X".to_string()),
+        "{states:?}"
+    );
     // vacated, held, released and restarted from checkpoints: still the right output
-    let want = Command::new(&exe).args(["0", "60"]).output().unwrap().stdout;
-    assert_same_bytes("output of the vacated/held/released job", &std::fs::read(work.join("out.0.txt")).unwrap(), &want);
+    let want = Command::new(&exe)
+        .args(["0", "60"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_same_bytes(
+        "output of the vacated/held/released job",
+        &std::fs::read(work.join("out.0.txt")).unwrap(),
+        &want,
+    );
 }

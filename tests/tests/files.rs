@@ -47,39 +47,33 @@ fn files_cwd_umask_rlimits_signals_itimers_survive_restart() {
     let rest = rp.wait();
     rest.assert_code(0, "mos restart");
 
-    for l in [
-        "fd 7 flags wronly|append\n",
-        "fd 42 flags rdwr\n",
-        "fd 5 flags wronly\n",
-        "fd 9 flags rdonly\n",
-        "data offset 500\n",
-        "out offset 11\n",
-        "in offset 10\n",
-        "data offset after write 503\n",
-        "read after: abcdefghij\n",
-        "lowest free fd 3\n",
-        "cwd same 1 ends with /sub 1\n",
-        "new file mode 640\n",
-        "umask 027\n",
-        "nofile soft 200 hard unchanged 1\n",
-        "core soft ok 1 hard unchanged 1\n",
-        "usr1 handler installed 1 restart flag 1\n",
-        "sigpipe ignored 1\n",
-        "sighup blocked 1 usr1 blocked 0\n",
-        "itimer armed 1 interval 3600\n",
-        "usr1 handler ran 1\n",
-        "sighup pending 1\n",
-    ] {
-        assert!(
-            contains(&rest.stdout, l.as_bytes()),
-            "restarted app: expected {l:?}\n{}",
-            rest.describe()
-        );
-    }
-    assert_same_bytes(
-        "stdout (original + restarted vs uninterrupted)",
-        &cat(&orig.stdout, &rest.stdout),
-        &reference.stdout,
+    assert_restart_output(
+        &orig,
+        &rest,
+        &reference,
+        &[
+            "fd 7 flags wronly|append\n",
+            "fd 42 flags rdwr\n",
+            "fd 5 flags wronly\n",
+            "fd 9 flags rdonly\n",
+            "data offset 500\n",
+            "out offset 11\n",
+            "in offset 10\n",
+            "data offset after write 503\n",
+            "read after: abcdefghij\n",
+            "lowest free fd 3\n",
+            "cwd same 1 ends with /sub 1\n",
+            "new file mode 640\n",
+            "umask 027\n",
+            "nofile soft 200 hard unchanged 1\n",
+            "core soft ok 1 hard unchanged 1\n",
+            "usr1 handler installed 1 restart flag 1\n",
+            "sigpipe ignored 1\n",
+            "sighup blocked 1 usr1 blocked 0\n",
+            "itimer armed 1 interval 3600\n",
+            "usr1 handler ran 1\n",
+            "sighup pending 1\n",
+        ],
     );
 
     for f in FILES {

@@ -34,18 +34,7 @@ fn check(opts: &[&str]) {
     let env = Env::new();
     let (orig, rest, img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], opts, b"");
     rest.assert_code(0, &format!("mos restart {opts:?}"));
-    for l in EXPECT_AFTER {
-        assert!(
-            contains(&rest.stdout, l.as_bytes()),
-            "restarted app: expected {l:?}\n{}",
-            rest.describe()
-        );
-    }
-    assert_same_bytes(
-        "stdout (original + restarted vs uninterrupted)",
-        &cat(&orig.stdout, &rest.stdout),
-        &reference.stdout,
-    );
+    assert_restart_output(&orig, &rest, &reference, EXPECT_AFTER);
 
     // 1 GiB malloc'ed but only ~1100 pages + 9 MiB touched: the image must not hold the whole GiB
     let size = std::fs::metadata(&img).unwrap().len();

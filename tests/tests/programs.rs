@@ -15,7 +15,14 @@ fn progs() -> PathBuf {
 
 /// Run `prog args` under the shim, checkpoint with --exit once `marker` is on stdout
 /// (or after `delay` when there is none), restart, and compare with `reference`.
-fn cycle(env: &Env, prog: &Path, args: &[&str], marker: Option<&str>, delay: Duration, reference: &[u8]) {
+fn cycle(
+    env: &Env,
+    prog: &Path,
+    args: &[&str],
+    marker: Option<&str>,
+    delay: Duration,
+    reference: &[u8],
+) {
     let mut app = env.spawn_app(prog, args, &[]);
     match marker {
         Some(m) => app.wait_stdout(m),
@@ -24,7 +31,11 @@ fn cycle(env: &Env, prog: &Path, args: &[&str], marker: Option<&str>, delay: Dur
     let (img, orig) = env.ckpt_exit(&mut app, "prog.img");
     let rest = env.restart(&img, &[], b"");
     rest.assert_code(0, &format!("restarted {}", prog.display()));
-    assert_same_bytes("stdout (original + restarted vs uninterrupted)", &cat(&orig.stdout, &rest.stdout), reference);
+    assert_same_bytes(
+        "stdout (original + restarted vs uninterrupted)",
+        &cat(&orig.stdout, &rest.stdout),
+        reference,
+    );
 }
 
 fn reference_of(prog: &Path, args: &[&str]) -> Vec<u8> {
@@ -39,7 +50,14 @@ fn python3_thread_pool() {
     let script = progs().join("pool.py").display().to_string();
     let args = [script.as_str(), "40"];
     let reference = reference_of(py, &args);
-    cycle(&Env::new(), py, &args, Some("\n12 "), Duration::ZERO, &reference);
+    cycle(
+        &Env::new(),
+        py,
+        &args,
+        Some("\n12 "),
+        Duration::ZERO,
+        &reference,
+    );
 }
 
 #[test]
@@ -52,10 +70,21 @@ fn cpp_iostreams_and_std_thread() {
         .arg(progs().join("cppthreads.cc"))
         .output()
         .expect("run g++");
-    assert!(out.status.success(), "g++ failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "g++ failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let args = ["30"];
     let reference = reference_of(&exe, &args);
-    cycle(&env, &exe, &args, Some("round 5 "), Duration::ZERO, &reference);
+    cycle(
+        &env,
+        &exe,
+        &args,
+        Some("round 5 "),
+        Duration::ZERO,
+        &reference,
+    );
 }
 
 #[test]
@@ -65,7 +94,9 @@ fn sort_of_a_large_input() {
     let mut text = String::new();
     let mut x: u64 = 12345;
     for _ in 0..1_500_000 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         text.push_str(&(x >> 20).to_string());
         text.push('\n');
     }
@@ -74,7 +105,14 @@ fn sort_of_a_large_input() {
     let inp = input.display().to_string();
     let args = ["-n", inp.as_str()];
     let reference = reference_of(sort, &args);
-    cycle(&env, sort, &args, None, Duration::from_millis(150), &reference);
+    cycle(
+        &env,
+        sort,
+        &args,
+        None,
+        Duration::from_millis(150),
+        &reference,
+    );
 }
 
 #[test]
@@ -95,7 +133,14 @@ fn sha256sum_of_a_large_file() {
     let f = file.display().to_string();
     let args = [f.as_str()];
     let reference = reference_of(sha, &args);
-    cycle(&env, sha, &args, None, Duration::from_millis(20), &reference);
+    cycle(
+        &env,
+        sha,
+        &args,
+        None,
+        Duration::from_millis(20),
+        &reference,
+    );
 }
 
 /// A shell loop runs its commands as children: mos ckpt refuses with the reason and
@@ -104,7 +149,10 @@ fn sha256sum_of_a_large_file() {
 #[test]
 fn shell_loop_with_children() {
     let bash = Path::new("/bin/bash");
-    let args = ["-c", "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.1; done"];
+    let args = [
+        "-c",
+        "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.1; done",
+    ];
     let reference = reference_of(bash, &args);
     let env = Env::new();
     let mut app = env.spawn_app(bash, &args, &[]);

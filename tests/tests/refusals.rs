@@ -8,14 +8,36 @@ fn refused(kind: &str, keyword: &str, after: &str) {
     let env = Env::new();
     let mut app = env.spawn_app(&prog, &[kind], &[]);
     env.wait_ready(&mut app, 1);
-    let out = env.mos_ckpt_raw(app.pid(), &["--exit", "-o", &env.ckpt_dir.join("no.img").display().to_string()]);
-    assert_one_line_error(&format!("mos ckpt of a process holding a {kind}"), &out, 2, Some(keyword));
-    assert!(!env.ckpt_dir.join("no.img").exists(), "no image may be written");
-    assert!(app.is_running(), "the app must keep running after a refused checkpoint");
+    let out = env.mos_ckpt_raw(
+        app.pid(),
+        &[
+            "--exit",
+            "-o",
+            &env.ckpt_dir.join("no.img").display().to_string(),
+        ],
+    );
+    assert_one_line_error(
+        &format!("mos ckpt of a process holding a {kind}"),
+        &out,
+        2,
+        Some(keyword),
+    );
+    assert!(
+        !env.ckpt_dir.join("no.img").exists(),
+        "no image may be written"
+    );
+    assert!(
+        app.is_running(),
+        "the app must keep running after a refused checkpoint"
+    );
     env.go(1);
     let res = app.wait();
     res.assert_code(0, "app after a refused checkpoint");
-    assert!(contains(&res.stdout, after.as_bytes()), "{}", res.describe());
+    assert!(
+        contains(&res.stdout, after.as_bytes()),
+        "{}",
+        res.describe()
+    );
 }
 
 #[test]
@@ -48,10 +70,25 @@ fn closing_the_shims_fds_is_harmless() {
     let mut app = env.spawn_app(&prog, NOARGS, &[]);
     env.wait_ready(&mut app, 1);
     let out = env.mos_ckpt_raw(app.pid(), &[]);
-    assert_one_line_error("mos ckpt after the app closed the shim's fds", &out, 2, Some("libmosshim"));
+    assert_one_line_error(
+        "mos ckpt after the app closed the shim's fds",
+        &out,
+        2,
+        Some("libmosshim"),
+    );
     env.go(1);
     let res = app.wait();
     res.assert_code(0, "app that closed its fds");
-    let ms: u64 = String::from_utf8_lossy(&res.stdout).trim().rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(ms < 200, "the process burnt {ms} ms of CPU while napping 300 ms (a spinning manager?)\n{}", res.describe());
+    let ms: u64 = String::from_utf8_lossy(&res.stdout)
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        ms < 200,
+        "the process burnt {ms} ms of CPU while napping 300 ms (a spinning manager?)\n{}",
+        res.describe()
+    );
 }

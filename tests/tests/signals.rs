@@ -116,5 +116,9 @@ fn app_use_of_the_freeze_signal_number() {
     env.go(1);
     let rest = env.restart(&img, &[], b"");
     rest.assert_code(0, "restarted ownrt");
-    assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    assert_same_bytes(
+        "stdout",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
 }

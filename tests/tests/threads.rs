@@ -13,8 +13,16 @@ fn thread_cycle(prog: &std::path::Path, reference: &RunOutput, opts: &[&str]) {
     env.go(1);
     let rest = env.restart(&img, opts, b"");
     rest.assert_code(0, "restarted threads program");
-    assert_same_bytes("stdout (original + restarted vs uninterrupted)", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
-    assert!(!contains(&rest.stdout, b"CHECK FAILED"), "{}", rest.describe());
+    assert_same_bytes(
+        "stdout (original + restarted vs uninterrupted)",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
+    assert!(
+        !contains(&rest.stdout, b"CHECK FAILED"),
+        "{}",
+        rest.describe()
+    );
 }
 
 /// 8 threads (mutex/condvar/barrier work, one in read() on a pipe, one in nanosleep,
@@ -35,7 +43,11 @@ fn eight_threads_twenty_times() {
     let prog = compile_c("threads");
     let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
     for i in 0..20 {
-        thread_cycle(&prog, &reference, if i % 2 == 0 { &[] } else { &["--eager"] });
+        thread_cycle(
+            &prog,
+            &reference,
+            if i % 2 == 0 { &[] } else { &["--eager"] },
+        );
     }
 }
 
@@ -52,19 +64,32 @@ fn checkpoints_while_threads_come_and_go() {
     let mut app = env.spawn_app(&prog, &args, &[("STDBUF", "")]);
     let mut seed = std::process::id() as u64;
     for _ in 0..6 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(5 + (seed >> 33) % 40));
-        env.mos_ckpt_raw(app.pid(), &["-o", &env.ckpt_dir.join("quick.img").display().to_string()])
-            .assert_code(0, "checkpoint during thread churn");
+        env.mos_ckpt_raw(
+            app.pid(),
+            &["-o", &env.ckpt_dir.join("quick.img").display().to_string()],
+        )
+        .assert_code(0, "checkpoint during thread churn");
     }
     let (img, orig) = env.ckpt_exit(&mut app, "churn.img");
     let rest = env.restart(&img, &[], b"");
     rest.assert_code(0, "restarted churn");
-    assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    assert_same_bytes(
+        "stdout",
+        &cat(&orig.stdout, &rest.stdout),
+        &reference.stdout,
+    );
     // the quick images are complete images too
     let quick = env.restart(&env.ckpt_dir.join("quick.img"), &[], b"");
     quick.assert_code(0, "restart of a mid-churn image");
-    assert!(contains(&quick.stdout, b"done total 60000\n"), "{}", quick.describe());
+    assert!(
+        contains(&quick.stdout, b"done total 60000\n"),
+        "{}",
+        quick.describe()
+    );
 }
 
 /// Pipes (buffered bytes, a reader blocked on one), eventfd, epoll, timerfd, signalfd,
@@ -82,7 +107,11 @@ fn kernel_objects_of_a_process() {
         env.go(1);
         let rest = env.restart(&img, opts, b"");
         rest.assert_code(0, "restarted kernobj");
-        assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+        assert_same_bytes(
+            "stdout",
+            &cat(&orig.stdout, &rest.stdout),
+            &reference.stdout,
+        );
     }
 }
 
@@ -97,11 +126,18 @@ fn simultaneous_checkpoint_requests() {
     let mut app = env.spawn_app(&prog, &args, &[]);
     std::thread::sleep(Duration::from_millis(30));
     let pid = app.pid();
-    let imgs: Vec<_> = (0..2).map(|i| env.ckpt_dir.join(format!("same{i}.img"))).collect();
+    let imgs: Vec<_> = (0..2)
+        .map(|i| env.ckpt_dir.join(format!("same{i}.img")))
+        .collect();
     let handles: Vec<_> = imgs
         .iter()
         .map(|img| {
-            let cmd = env.mos_cmd(&["ckpt".to_string(), pid.to_string(), "-o".into(), img.display().to_string()]);
+            let cmd = env.mos_cmd(&[
+                "ckpt".to_string(),
+                pid.to_string(),
+                "-o".into(),
+                img.display().to_string(),
+            ]);
             std::thread::spawn(move || run("concurrent mos ckpt", cmd, b""))
         })
         .collect();
@@ -114,6 +150,10 @@ fn simultaneous_checkpoint_requests() {
     for img in &imgs {
         let rest = env.restart(img, &[], b"");
         rest.assert_code(0, "restart of a concurrently taken image");
-        assert!(reference.stdout.ends_with(&rest.stdout), "restarted output is a suffix of the reference\n{}", rest.describe());
+        assert!(
+            reference.stdout.ends_with(&rest.stdout),
+            "restarted output is a suffix of the reference\n{}",
+            rest.describe()
+        );
     }
 }

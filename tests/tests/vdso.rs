@@ -16,23 +16,17 @@ fn clocks_work_and_move_forward_after_restart() {
     let env = Env::new();
     let (orig, rest, img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
     rest.assert_code(0, "mos restart");
-    for l in [
-        "monotonic works 1 forward 1\n",
-        "realtime works 1 forward 1\n",
-        "gettimeofday works 1 forward 1\n",
-        "time() forward 1\n",
-        "cputime works 1 coarse works 1\n",
-    ] {
-        assert!(
-            contains(&rest.stdout, l.as_bytes()),
-            "restarted app: expected {l:?}\n{}",
-            rest.describe()
-        );
-    }
-    assert_same_bytes(
-        "stdout (original + restarted vs uninterrupted)",
-        &cat(&orig.stdout, &rest.stdout),
-        &reference.stdout,
+    assert_restart_output(
+        &orig,
+        &rest,
+        &reference,
+        &[
+            "monotonic works 1 forward 1\n",
+            "realtime works 1 forward 1\n",
+            "gettimeofday works 1 forward 1\n",
+            "time() forward 1\n",
+            "cputime works 1 coarse works 1\n",
+        ],
     );
 
     // two more restarts from the same image: new random vDSO placements each time
