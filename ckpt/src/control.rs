@@ -11,6 +11,11 @@ pub struct CkptRequest {
     pub out: Option<String>,
     /// exit (status 0) once the image is safe
     pub exit: bool,
+    /// migration: the body leaves this node. A process at home first hands its files to
+    /// the home shadowd listening on this unix socket (`<state>/shadow.sock`) and stays
+    /// as the home stub once the image is safe; a body already away just leaves.
+    #[serde(default)]
+    pub migrate: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool) -> R
         Some(p) => Some(std::env::current_dir()?.join(p)),
         None => None,
     };
-    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit };
+    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None };
     match control::request(pid, &req) {
         Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us }) => {
             println!("{path}");

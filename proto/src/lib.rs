@@ -34,6 +34,7 @@
 pub mod auth;
 pub mod frame;
 pub mod msg;
+pub mod rsys;
 pub mod socket;
 pub mod stream;
 

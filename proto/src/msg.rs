@@ -899,6 +899,69 @@ pub enum Msg {
         /// The process's fd numbers, one per attached descriptor.
         fds: Vec<i32>,
     },
+    /// shim -> its home shadowd over `<state>/shadow.sock`, with the process's open files
+    /// attached as SCM_RIGHTS (in this order): the process's body is about to leave, open
+    /// a shadow session for it. Answered by `SessionOpened` (or `Error`). The connection
+    /// then stays open as the home stub's: the stub sends `StubSignal`, the shadowd sends
+    /// `BodyExited` or `BodyLost` once. The stub closing it ends the session.
+    OpenSession {
+        /// The process's pid (the stub keeps it; the body reports it as its own).
+        pid: u32,
+        /// The process's cwd at home.
+        cwd: OsBytes,
+        /// The process's fd numbers, one per attached descriptor.
+        fds: Vec<i32>,
+    },
+    /// shadowd -> shim: the session is open.
+    SessionOpened {
+        /// The session token (32 bytes; see `proto::rsys`).
+        token: Vec<u8>,
+        /// Address of the shadowd's rsys listener.
+        rsys_addr: String,
+    },
+    /// stub -> shadowd: deliver this signal to the body.
+    StubSignal {
+        /// Signal number.
+        signal: i32,
+    },
+    /// shadowd -> stub: the body ended; `status` as waitpid reports it.
+    BodyExited {
+        /// Wait status.
+        status: i32,
+    },
+    /// shadowd -> stub: the body is gone without an exit status (its node died, or it
+    /// was killed there).
+    BodyLost {
+        /// What happened, for the user.
+        reason: String,
+    },
+    /// CLI -> home shadowd: where is the body of process `pid` (homed here)?
+    /// Answered by `BodyAt` or `Error`.
+    WhereIsBody {
+        /// The process's pid at home.
+        pid: u32,
+    },
+    /// shadowd -> CLI: the body runs on `node` as real pid `body_pid`.
+    BodyAt {
+        /// Node name the body reported.
+        node: String,
+        /// The body's pid there.
+        body_pid: u32,
+    },
+    /// CLI -> the shadowd of the node a process (or its body) runs on: checkpoint it (its
+    /// files handed home first if it is at home), stream the image to the shadowd at `to`
+    /// and restart it there. Answered by `Migrated` or `Error`.
+    MigrateProcess {
+        /// The process's real pid on this node.
+        pid: u32,
+        /// Target shadowd address.
+        to: String,
+    },
+    /// shadowd -> CLI: the process now runs on the target as `pid`.
+    Migrated {
+        /// The body's pid on the target node.
+        pid: u32,
+    },
     /// shadowd -> placer: the job's checkpoint image at `path` is complete.
     Checkpointed {
         /// Job.
@@ -949,6 +1012,15 @@ impl Msg {
             Msg::Command { .. } => "Command",
             Msg::Checkpointed { .. } => "Checkpointed",
             Msg::HandOff { .. } => "HandOff",
+            Msg::OpenSession { .. } => "OpenSession",
+            Msg::SessionOpened { .. } => "SessionOpened",
+            Msg::StubSignal { .. } => "StubSignal",
+            Msg::BodyExited { .. } => "BodyExited",
+            Msg::BodyLost { .. } => "BodyLost",
+            Msg::WhereIsBody { .. } => "WhereIsBody",
+            Msg::BodyAt { .. } => "BodyAt",
+            Msg::MigrateProcess { .. } => "MigrateProcess",
+            Msg::Migrated { .. } => "Migrated",
         }
     }
 }

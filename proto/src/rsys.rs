@@ -1,0 +1,367 @@
+//! rsys: system calls forwarded from a process's body running on another node to the
+//! shadow at its home node (DESIGN §2 "Remote execution").
+//!
+//! Why a protocol of its own: the body's side runs inside a SIGSYS handler of an
+//! application thread (Syscall User Dispatch), where nothing may allocate or take a lock.
+//! So every header here has a fixed size and is encoded into a stack buffer; bulk bytes
+//! (paths, write data) follow the header raw, and answers (read data, stat buffers) follow
+//! the answer header raw.
+//!
+//! # Connections
+//! The body opens TCP connections to the home shadowd's rsys listener (its address is in
+//! `<state>/rsys.addr`, and is handed to the process when its files are handed home).
+//! The first bytes on a connection are a [`Hello`] (`HELLO_LEN` bytes); the server answers
+//! with [`HelloReply`] (`HELLO_REPLY_LEN` bytes). The 32-byte session token is the
+//! credential: the home shadowd created it when the process handed its files home, and
+//! only the process (its memory, its image) knows it. A wrong token, a wrong magic or a
+//! short hello: the server logs the peer and closes the connection.
+//!
+//! Two kinds of connection:
+//! - [`KIND_CALLS`]: one per (thread, signal-nesting depth). Strictly request/answer:
+//!   [`Req`] (+ `bulk_len` bytes) then [`Resp`] (+ `data_len` bytes).
+//! - [`KIND_CONTROL`]: one per body (opened by its manager thread). The server sends
+//!   [`Ctl`] records (signals for the body); the body sends a [`Ctl`] with
+//!   [`CTL_LEAVING`] just before it exits because it migrates, so that the closing
+//!   connection is not taken as the loss of the body.
+//!
+//! # Exactly once
+//! Every request carries `chan` (the body's virtual tid << 8 | nesting depth) and `seq`
+//! (per `chan`, increasing by one per call). The session remembers, per `chan`, the last
+//! `seq` executed and its answer. A request whose `seq` equals the remembered one is
+//! answered again from memory without executing it (the body was checkpointed while
+//! waiting for that answer and resent it from its new node). A call that is still
+//! blocked (a read on a pipe or terminal, accept, poll, a lock wait) when its connection
+//! closes is abandoned without effect (no byte consumed), so the resent request runs it
+//! afresh. Blocking calls therefore wait with poll() on the file *and* the connection.
+//!
+//! # Calls
+//! `op` is the x86-64 Linux system call number of the call performed at home (or one of
+//! the `OP_*` values above 1000). Results follow the kernel's convention: `ret` >= 0 on
+//! success, `-errno` on failure. Descriptor arguments are the *application's* fd
+//! numbers; the session maps them to its own descriptors (`EBADF` for an unknown one).
+//! `AT_FDCWD` (-100) as a directory means the session's current directory, which starts
+//! as the process's home cwd. Paths travel in the bulk as NUL-terminated byte strings,
+//! in argument order. Calls that create a descriptor carry the fd number the body chose
+//! (it keeps a placeholder descriptor at that number locally) and the session binds the
+//! new descriptor to that number, replacing whatever it had there.
+//!
+//! | op | args | bulk | answer data |
+//! | --- | --- | --- | --- |
+//! | read 0 | a0 fd, a2 count | | bytes read |
+//! | write 1 | a0 fd | bytes | |
+//! | pread64 17 | a0 fd, a2 count, a3 offset | | bytes read |
+//! | pwrite64 18 | a0 fd, a3 offset | bytes | |
+//! | close 3 | a0 fd | | |
+//! | fstat 5 | a0 fd | | struct stat (144) |
+//! | poll 7 | a1 nfds, a2 timeout ms (as i32) | struct pollfd x nfds | struct pollfd x nfds (revents set) |
+//! | lseek 8 | a0 fd, a1 offset, a2 whence | | |
+//! | ioctl 16 | a0 fd, a1 request | input struct (setters) | output struct (getters) |
+//! | socket 41 | a0 domain, a1 type, a2 protocol, a3 fd to bind | | |
+//! | connect 42 | a0 fd | sockaddr | |
+//! | sendto 44 | a0 fd, a3 flags, a4 address length (0: none) | payload then address | |
+//! | recvfrom 45 | a0 fd, a2 len, a3 flags, a4 1 = want address | | see [`RECV_ADDR_AREA`] |
+//! | shutdown 48 | a0 fd, a1 how | | |
+//! | bind 49 | a0 fd | sockaddr | |
+//! | listen 50 | a0 fd, a1 backlog | | |
+//! | getsockname 51 / getpeername 52 | a0 fd | | sockaddr |
+//! | setsockopt 54 | a0 fd, a1 level, a2 name | value | |
+//! | getsockopt 55 | a0 fd, a1 level, a2 name, a3 length | | value |
+//! | fcntl 72 | a0 fd, a1 cmd, a2 int arg | struct flock (32) for lock cmds | struct flock for lock cmds |
+//! | flock 73 | a0 fd, a1 operation | | |
+//! | fsync 74 / fdatasync 75 | a0 fd | | |
+//! | truncate 76 | a1 length | path | |
+//! | ftruncate 77 | a0 fd, a1 length | | |
+//! | getcwd 79 | a1 size | | path with NUL; ret = its length |
+//! | chdir 80 | | path | |
+//! | fchdir 81 | a0 fd | | |
+//! | fchmod 91 | a0 fd, a1 mode | | |
+//! | fchown 93 | a0 fd, a1 uid, a2 gid | | |
+//! | statfs 137 | | path | struct statfs (120) |
+//! | fstatfs 138 | a0 fd | | struct statfs (120) |
+//! | getdents64 217 | a0 fd, a2 count | | dirents |
+//! | fadvise64 221 | a0 fd, a1 offset, a2 len, a3 advice | | |
+//! | openat 257 | a0 dirfd, a2 flags, a3 mode, a4 fd to bind | path | |
+//! | mkdirat 258 | a0 dirfd, a2 mode | path | |
+//! | mknodat 259 | a0 dirfd, a2 mode, a3 dev | path | |
+//! | fchownat 260 | a0 dirfd, a2 uid, a3 gid, a4 flags | path | |
+//! | newfstatat 262 | a0 dirfd, a3 flags | path | struct stat (144) |
+//! | unlinkat 263 | a0 dirfd, a2 flags | path | |
+//! | linkat 265 | a0 olddirfd, a2 newdirfd, a4 flags | old, new | |
+//! | symlinkat 266 | a1 newdirfd | target, linkpath | |
+//! | readlinkat 267 | a0 dirfd, a3 size | path | link text (no NUL) |
+//! | fchmodat 268 | a0 dirfd, a2 mode | path | |
+//! | utimensat 280 | a0 dirfd, a2 1 = times given, a3 flags | 32-byte timespec[2] if a2 = 1, then path ("" = the fd a0 itself) | |
+//! | fallocate 285 | a0 fd, a1 mode, a2 offset, a3 len | | |
+//! | accept4 288 | a0 fd, a2 flags, a3 fd to bind, a4 1 = want address | | sockaddr if a4 = 1 |
+//! | dup3 292 | a0 oldfd, a1 newfd | | |
+//! | renameat2 316 | a0 olddirfd, a2 newdirfd, a4 flags | old, new | |
+//! | statx 332 | a0 dirfd, a2 flags, a3 mask | path | struct statx (256) |
+//! | faccessat2 439 | a0 dirfd, a2 mode, a3 flags | path | |
+//! | [`OP_EXIT`] | a0 wait status (as waitpid reports it) | | |
+//! | [`OP_PING`] | | | |
+//!
+//! ioctl requests served: TCGETS, TCSETS, TCSETSW, TCSETSF (struct termios, 60 bytes),
+//! TIOCGWINSZ, TIOCSWINSZ (8), FIONREAD, TIOCGPGRP, TIOCSPGRP, FIONBIO (4), FIOCLEX,
+//! FIONCLEX (none); any other gets `-ENOTTY`. fcntl lock commands: F_GETLK, F_SETLK,
+//! F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW; F_DUPFD* never travel (the body
+//! turns them into dup3 with a number it chose).
+
+/// First 8 bytes of every rsys connection.
+pub const MAGIC: [u8; 8] = *b"MOSRSYS1";
+/// Session token length.
+pub const TOKEN_LEN: usize = 32;
+/// Connection kind: forwarded calls.
+pub const KIND_CALLS: u32 = 1;
+/// Connection kind: the body's control connection.
+pub const KIND_CONTROL: u32 = 2;
+
+/// The process's exit: `a0` is the wait status (`code << 8`, or the signal number).
+pub const OP_EXIT: u32 = 1000;
+/// No-op round trip (benchmarks, liveness).
+pub const OP_PING: u32 = 1001;
+
+/// Server -> body: deliver signal `arg` to the body.
+pub const CTL_SIGNAL: u32 = 1;
+/// Body -> server: the body is leaving this node (migration); a new control connection
+/// from its next node follows.
+pub const CTL_LEAVING: u32 = 2;
+
+/// recvfrom answers with `a4 = 1`: the data starts with a 4-byte little-endian address
+/// length and this many bytes of address area, then the payload.
+pub const RECV_ADDR_AREA: usize = 128;
+
+/// Largest data one call moves (the body splits larger reads and writes).
+pub const MAX_IO: usize = 4 << 20;
+
+/// Encoded sizes.
+pub const HELLO_LEN: usize = 8 + TOKEN_LEN + 4 + 4 + 4 + 4 + 32;
+/// Encoded size of [`HelloReply`].
+pub const HELLO_REPLY_LEN: usize = 8;
+/// Encoded size of [`Req`].
+pub const REQ_LEN: usize = 4 + 4 + 8 + 8 + 6 * 8 + 4 + 4;
+/// Encoded size of [`Resp`].
+pub const RESP_LEN: usize = 8 + 8 + 4 + 4;
+/// Encoded size of [`Ctl`].
+pub const CTL_LEN: usize = 8;
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// First message of a connection, body -> server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Session token.
+    pub token: [u8; TOKEN_LEN],
+    /// [`KIND_CALLS`] or [`KIND_CONTROL`].
+    pub kind: u32,
+    /// The body's virtual pid (its pid at home).
+    pub vpid: u32,
+    /// The body's real pid on its node.
+    pub body_pid: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The body's node name, NUL-padded (control connections; may be empty).
+    pub node: [u8; 32],
+}
+
+impl Hello {
+    /// Encode.
+    pub fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[..8].copy_from_slice(&MAGIC);
+        b[8..8 + TOKEN_LEN].copy_from_slice(&self.token);
+        let o = 8 + TOKEN_LEN;
+        put_u32(&mut b, o, self.kind);
+        put_u32(&mut b, o + 4, self.vpid);
+        put_u32(&mut b, o + 8, self.body_pid);
+        put_u32(&mut b, o + 12, self.reserved);
+        b[o + 16..o + 48].copy_from_slice(&self.node);
+        b
+    }
+    /// Decode; `None` if the magic is wrong.
+    pub fn decode(b: &[u8; HELLO_LEN]) -> Option<Hello> {
+        if b[..8] != MAGIC {
+            return None;
+        }
+        let mut token = [0u8; TOKEN_LEN];
+        token.copy_from_slice(&b[8..8 + TOKEN_LEN]);
+        let o = 8 + TOKEN_LEN;
+        let mut node = [0u8; 32];
+        node.copy_from_slice(&b[o + 16..o + 48]);
+        Some(Hello {
+            token,
+            kind: get_u32(b, o),
+            vpid: get_u32(b, o + 4),
+            body_pid: get_u32(b, o + 8),
+            reserved: get_u32(b, o + 12),
+            node,
+        })
+    }
+    /// The node name as text.
+    pub fn node_name(&self) -> String {
+        let end = self.node.iter().position(|&c| c == 0).unwrap_or(self.node.len());
+        String::from_utf8_lossy(&self.node[..end]).into_owned()
+    }
+}
+
+/// Server -> body answer to [`Hello`]: `status` 0 = accepted, else `-errno`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloReply {
+    /// 0 or -errno.
+    pub status: i32,
+    /// The virtual pid the session belongs to.
+    pub vpid: u32,
+}
+
+impl HelloReply {
+    /// Encode.
+    pub fn encode(&self) -> [u8; HELLO_REPLY_LEN] {
+        let mut b = [0u8; HELLO_REPLY_LEN];
+        put_u32(&mut b, 0, self.status as u32);
+        put_u32(&mut b, 4, self.vpid);
+        b
+    }
+    /// Decode.
+    pub fn decode(b: &[u8; HELLO_REPLY_LEN]) -> HelloReply {
+        HelloReply { status: get_u32(b, 0) as i32, vpid: get_u32(b, 4) }
+    }
+}
+
+/// A forwarded call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Req {
+    /// System call number or `OP_*`.
+    pub op: u32,
+    /// Zero.
+    pub flags: u32,
+    /// Channel: virtual tid << 8 | nesting depth.
+    pub chan: u64,
+    /// Sequence number within the channel.
+    pub seq: u64,
+    /// Arguments per the table above.
+    pub args: [u64; 6],
+    /// Bytes following the header.
+    pub bulk_len: u32,
+    /// Most answer data the body accepts.
+    pub out_len: u32,
+}
+
+impl Req {
+    /// Encode.
+    pub fn encode(&self) -> [u8; REQ_LEN] {
+        let mut b = [0u8; REQ_LEN];
+        put_u32(&mut b, 0, self.op);
+        put_u32(&mut b, 4, self.flags);
+        put_u64(&mut b, 8, self.chan);
+        put_u64(&mut b, 16, self.seq);
+        for (i, a) in self.args.iter().enumerate() {
+            put_u64(&mut b, 24 + 8 * i, *a);
+        }
+        put_u32(&mut b, 72, self.bulk_len);
+        put_u32(&mut b, 76, self.out_len);
+        b
+    }
+    /// Decode.
+    pub fn decode(b: &[u8; REQ_LEN]) -> Req {
+        let mut args = [0u64; 6];
+        for (i, a) in args.iter_mut().enumerate() {
+            *a = get_u64(b, 24 + 8 * i);
+        }
+        Req {
+            op: get_u32(b, 0),
+            flags: get_u32(b, 4),
+            chan: get_u64(b, 8),
+            seq: get_u64(b, 16),
+            args,
+            bulk_len: get_u32(b, 72),
+            out_len: get_u32(b, 76),
+        }
+    }
+}
+
+/// The answer to a [`Req`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Resp {
+    /// Result or -errno.
+    pub ret: i64,
+    /// The request's sequence number.
+    pub seq: u64,
+    /// Bytes following the header.
+    pub data_len: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+impl Resp {
+    /// Encode.
+    pub fn encode(&self) -> [u8; RESP_LEN] {
+        let mut b = [0u8; RESP_LEN];
+        put_u64(&mut b, 0, self.ret as u64);
+        put_u64(&mut b, 8, self.seq);
+        put_u32(&mut b, 16, self.data_len);
+        put_u32(&mut b, 20, self.reserved);
+        b
+    }
+    /// Decode.
+    pub fn decode(b: &[u8; RESP_LEN]) -> Resp {
+        Resp { ret: get_u64(b, 0) as i64, seq: get_u64(b, 8), data_len: get_u32(b, 16), reserved: get_u32(b, 20) }
+    }
+}
+
+/// A control record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctl {
+    /// `CTL_*`.
+    pub what: u32,
+    /// Argument (signal number).
+    pub arg: u32,
+}
+
+impl Ctl {
+    /// Encode.
+    pub fn encode(&self) -> [u8; CTL_LEN] {
+        let mut b = [0u8; CTL_LEN];
+        put_u32(&mut b, 0, self.what);
+        put_u32(&mut b, 4, self.arg);
+        b
+    }
+    /// Decode.
+    pub fn decode(b: &[u8; CTL_LEN]) -> Ctl {
+        Ctl { what: get_u32(b, 0), arg: get_u32(b, 4) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let h = Hello { token: [7; 32], kind: KIND_CALLS, vpid: 42, body_pid: 99, reserved: 0, node: [0; 32] };
+        assert_eq!(Hello::decode(&h.encode()), Some(h));
+        let mut bad = h.encode();
+        bad[0] = b'X';
+        assert_eq!(Hello::decode(&bad), None);
+        let r = Req { op: 257, flags: 0, chan: 5 << 8, seq: 9, args: [1, 2, 3, 4, 5, 6], bulk_len: 10, out_len: 11 };
+        assert_eq!(Req::decode(&r.encode()), r);
+        let p = Resp { ret: -2, seq: 9, data_len: 3, reserved: 0 };
+        assert_eq!(Resp::decode(&p.encode()), p);
+        let c = Ctl { what: CTL_SIGNAL, arg: 2 };
+        assert_eq!(Ctl::decode(&c.encode()), c);
+        assert_eq!(HelloReply::decode(&HelloReply { status: -13, vpid: 4 }.encode()), HelloReply { status: -13, vpid: 4 });
+    }
+}
