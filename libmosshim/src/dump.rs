@@ -405,6 +405,11 @@ fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
             offset: f.offset,
             target: target.clone(),
         };
+        if crate::remote::is_remote(fd as i64) {
+            // a home file: only its number lives here
+            out.push(entry(FdKind::Remote));
+            continue;
+        }
         let is_pipe = f.fmt == libc::S_IFIFO && target.starts_with("pipe:");
         let other_end = |want: u32| {
             infos

@@ -31,7 +31,9 @@ mod dump;
 mod hooks;
 mod hooks_eintr;
 mod manager;
+mod migrate;
 mod rawfs;
+mod remote;
 mod signals;
 mod tids;
 
@@ -118,6 +120,7 @@ extern "C" fn mos_init() {
     hooks::resolve_all();
     hooks_eintr::resolve_all();
     signals::install();
+    remote::learn_text();
     // SAFETY: registering a plain function as fork child handler.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
     let spawned = std::thread::Builder::new()

@@ -76,7 +76,7 @@ pub fn log(msg: &str) {
     }
 }
 
-fn high(fd: i32) -> i32 {
+pub fn high(fd: i32) -> i32 {
     if fd < 0 {
         return fd;
     }
@@ -142,11 +142,13 @@ fn listen_socket(pid: i32) -> i32 {
 }
 
 pub fn internal_fds() -> Vec<i32> {
-    [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN]
+    let mut v: Vec<i32> = [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN, &crate::migrate::CONTROL, &crate::migrate::STUB_CONN]
         .iter()
         .map(|a| a.load(Ordering::Relaxed))
         .filter(|&fd| fd >= 0)
-        .collect()
+        .collect();
+    v.extend(crate::remote::internal_fds());
+    v
 }
 
 pub fn run() {
@@ -166,6 +168,11 @@ pub fn run() {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: crate::migrate::CONTROL.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: polling two pollfds we own.
         let timeout = if PENDING_REAP.load(Ordering::Relaxed) > 0 {
@@ -174,7 +181,7 @@ pub fn run() {
             -1
         };
         // SAFETY: as above.
-        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout) };
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 3, timeout) };
         reap(false);
         if n <= 0 {
             continue;
@@ -185,11 +192,14 @@ pub fn run() {
             TRIG_R.store(-1, Ordering::Release);
             TRIGGER_FD.store(-1, Ordering::Release);
         }
+        if pfd[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            crate::migrate::on_control();
+        }
         if pfd[0].revents & libc::POLLIN != 0 {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
-            match checkpoint(None, false) {
+            match checkpoint(None, false, None) {
                 Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
@@ -301,8 +311,10 @@ fn serve(c: i32) {
             return;
         }
     };
-    let exit = req.exit;
-    match checkpoint(req.out, exit) {
+    let migrating = req.migrate.is_some();
+    let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
+    let exit = req.exit || migrating;
+    match checkpoint(req.out, exit, req.migrate) {
         // The connection belongs to the process that took the image; in the restored
         // process that fd number means nothing: forget it.
         Outcome::Restarted => {}
@@ -312,6 +324,13 @@ fn serve(c: i32) {
             // flushing stdio (unflushed output lives on in the image).
             unsafe {
                 libc::close(c);
+                if migrating && !was_remote {
+                    reap(true);
+                    crate::migrate::run_stub();
+                }
+                if migrating {
+                    crate::migrate::leaving();
+                }
                 if exit {
                     reap(true); // no zombie writer left to init
                     ckpt::sc!(libc::SYS_exit_group, 0);
@@ -426,7 +445,7 @@ fn reap(block: bool) {
     }
 }
 
-fn checkpoint(out: Option<String>, exit: bool) -> Outcome {
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>) -> Outcome {
     reap(true);
     let t0 = Instant::now();
     let me = sys::gettid();
@@ -437,6 +456,22 @@ fn checkpoint(out: Option<String>, exit: bool) -> Outcome {
             return Outcome::Failed(e);
         }
     };
+    // a migration from home: the files go home first (the image marks them remote)
+    let handed = migrate.is_some() && !crate::remote::REMOTE.load(Ordering::Acquire);
+    if let Some(sock) = migrate.as_deref().filter(|_| handed) {
+        if let Err(e) = crate::migrate::hand_off(sock, &internal_fds()) {
+            release_threads();
+            return Outcome::Failed(e);
+        }
+    }
+    let outcome = checkpoint_frozen(t0, me, slots, out, exit);
+    if handed && matches!(outcome, Outcome::Failed(_)) {
+        crate::migrate::undo_hand_off();
+    }
+    outcome
+}
+
+fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool) -> Outcome {
     let n = slots.len() as u32;
     let stop_us = t0.elapsed().as_micros() as u64;
     let result = prepare(me, &slots, out);
@@ -636,6 +671,11 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
     open_channels();
+    crate::migrate::CONTROL.store(-1, Ordering::Release);
+    crate::migrate::STUB_CONN.store(-1, Ordering::Release);
+    if crate::remote::SESSION_SET.load(Ordering::Acquire) {
+        crate::migrate::enter_remote();
+    }
     raise_pending(meta);
     if let Err(e) = restore_timers(meta) {
         log(&format!("restart: {e}"));
@@ -775,9 +815,16 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
         // SAFETY: the saved name is NUL-terminated within 16 bytes (PR_GET_NAME wrote it).
         unsafe { libc::prctl(libc::PR_SET_NAME, c.name.as_ptr()) };
     }
-    sys::rt_sigprocmask(libc::SIG_SETMASK, Some(c.mask), None);
+    let remote = crate::remote::SESSION_SET.load(Ordering::Acquire);
+    let mask = if remote { c.mask & !sys::sigbit(libc::SIGSYS) } else { c.mask };
+    sys::rt_sigprocmask(libc::SIG_SETMASK, Some(mask), None);
     if ctx == MANAGER_CTX.0.get() {
         return;
+    }
+    if remote {
+        // every system call of this thread outside the shim now traps (see crate::remote)
+        crate::remote::REMOTE.store(true, Ordering::Release);
+        crate::remote::enable_thread();
     }
     resumed_wait(RELEASE.load(Ordering::Acquire));
 }

@@ -190,13 +190,18 @@ fn placer_addr() -> Result<String> {
 /// One request to the placer, one answer.
 pub fn ask(msg: &Msg) -> Result<Msg> {
     let addr = placer_addr()?;
+    ask_at(&addr, "the placer", msg)
+}
+
+/// One request to the daemon at `addr` (placer or shadowd), one answer.
+pub fn ask_at(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     let key = auth::load_key(&key_path()).with_context(|| format!("cluster key {}", key_path().display()))?;
-    let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad placer address {addr}"))?, Duration::from_secs(3))
-        .with_context(|| format!("cannot reach the placer at {addr} (is the cluster up?)"))?;
+    let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad address {addr}"))?, Duration::from_secs(3))
+        .with_context(|| format!("cannot reach {what} at {addr} (is the cluster up?)"))?;
     let mut s = NoSigPipe::new(c);
     auth::client_handshake(&mut s, &key, &Hello::new("cli", Role::Cli))?;
     let c = s.into_inner();
-    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    c.set_read_timeout(Some(Duration::from_secs(120)))?;
     FrameWriter::new(NoSigPipe::new(c.try_clone()?)).write_msg(msg, &[])?;
     let (reply, _): (Msg, Vec<u8>) = FrameReader::new(c).read_msg()?;
     match reply {
@@ -300,6 +305,50 @@ pub fn status(json: bool) -> Result<()> {
         println!("{k:<8} {:<5}", "down");
     }
     Ok(())
+}
+
+/// A node name of the running cluster, or an address (`host:port`) as it is.
+fn node_addr(node: &str) -> Result<String> {
+    if node.contains(':') {
+        return Ok(node.to_string());
+    }
+    let rs = load_run_state()?;
+    rs.nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| anyhow!("no node {node} in the cluster (nodes: {})", rs.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")))
+}
+
+/// `mos migrate PID NODE`: move the body of process PID (running under the shim, homed
+/// at this machine's shadowd `home`, default `$MOS_HOME_NODE` or the cluster's first
+/// node) to NODE. The process stays at home as its stub; its files stay at home.
+pub fn migrate_process(pid: u32, node: &str, home: Option<&str>) -> Result<()> {
+    let to = node_addr(node)?;
+    let home = match home.map(str::to_string).or_else(|| std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty())) {
+        Some(h) => node_addr(&h)?,
+        None => load_run_state()?.nodes.first().map(|n| n.addr.clone()).ok_or_else(|| anyhow!("the cluster has no nodes"))?,
+    };
+    // the body is away if the home shadow has a session for this pid
+    let (at, body_pid) = match ask_at(&home, "the home shadowd", &Msg::WhereIsBody { pid }) {
+        Ok(Msg::BodyAt { node, body_pid }) => (node, body_pid),
+        _ => {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("no process {pid} here, and the home shadowd at {home} knows no body of it");
+            }
+            (home.clone(), pid)
+        }
+    };
+    if at == to {
+        bail!("process {pid} already runs on {node}");
+    }
+    match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone() })? {
+        Msg::Migrated { pid: there } => {
+            println!("process {pid} migrated to {node} (pid {there} there); its home stub keeps pid {pid}");
+            Ok(())
+        }
+        m => bail!("unexpected answer {}", m.name()),
+    }
 }
 
 /// `mos migrate CLUSTER.PROC NODE`: checkpoint the batch job and restart it on NODE.

@@ -75,8 +75,16 @@ enum Cmd {
     Release { id: String },
     /// Checkpoint a running job and put it back in the queue
     Vacate { id: String },
-    /// Checkpoint a running batch job and restart it on NODE
-    Migrate { id: String, node: String },
+    /// Move a process (PID, running under the shim) or a batch job (CLUSTER.PROC) to
+    /// NODE (a node name or a shadowd address)
+    Migrate {
+        id: String,
+        node: String,
+        /// the process's home node (name or address); default $MOS_HOME_NODE or the
+        /// cluster's first node
+        #[arg(long)]
+        home: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,7 +130,10 @@ fn main() {
         Cmd::Hold { id } => cluster::command(&id, JobCommand::Hold),
         Cmd::Release { id } => cluster::command(&id, JobCommand::Release),
         Cmd::Vacate { id } => cluster::command(&id, JobCommand::Vacate),
-        Cmd::Migrate { id, node } => cluster::migrate(&id, &node),
+        Cmd::Migrate { id, node, home } => match id.parse::<u32>() {
+            Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref()),
+            _ => cluster::migrate(&id, &node),
+        },
     };
     if let Err(e) = r {
         eprintln!("mos: {e:#}");

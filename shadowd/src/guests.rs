@@ -221,7 +221,7 @@ impl Guests {
         });
         table.insert(job, guest.clone());
         drop(table);
-        self.events.push(self.status(&guest, JobState::Running, Some(pid)));
+        self.report(self.status(&guest, JobState::Running, Some(pid)));
         log!(self.cfg.node, "job {job}: started pid {pid} ({})", plan.describe());
 
         let me = self.clone();
@@ -259,6 +259,19 @@ impl Guests {
             .map_err(|_| io::Error::other("the spawner thread is gone"))?;
         rx.recv()
             .map_err(|_| io::Error::other("the spawner thread is gone"))?
+    }
+
+    /// Queue an event for the placer. A process migrated on its own (`MigrateProcess`) is
+    /// no placer job: nothing about it is reported.
+    fn report(&self, msg: Msg) {
+        let job = match &msg {
+            Msg::JobStatus(s) => s.job,
+            Msg::Checkpointed { job, .. } => *job,
+            _ => JobId(0),
+        };
+        if job.0 & crate::rsys::PROCESS_JOB_BIT == 0 {
+            self.events.push(msg);
+        }
     }
 
     fn status(&self, g: &Guest, state: JobState, pid: Option<u32>) -> Msg {
@@ -307,7 +320,7 @@ impl Guests {
             }
         };
         log!(self.cfg.node, "job {}: pid {} ended: {state:?}", g.job, g.pid);
-        self.events.push(self.status(&g, state, None));
+        self.report(self.status(&g, state, None));
     }
 
     /// Checkpoint every `every` until the guest exits or is vacated.
@@ -434,7 +447,7 @@ impl Guests {
     /// local path. A failed stream is logged; the home keeps its previous image.
     fn publish(&self, g: &Guest, bytes: u64) {
         let Some(addr) = &g.home_addr else {
-            self.events.push(checkpointed(g, bytes));
+            self.report(checkpointed(g, bytes));
             return;
         };
         match self.stream_home(g, addr) {

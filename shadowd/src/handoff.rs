@@ -4,12 +4,20 @@
 //! have in the process. The shadowd keeps the very same open file descriptions, so
 //! offsets, deleted files, pipes, ttys and sockets survive; the shadow session of that job
 //! adopts them. Only peers of our own uid (or root) may hand off.
+//!
+//! Two requests: the older `HandOff` (files parked for a job's postcard shadow session, one
+//! answer) and `OpenSession` (an rsys session, see [`crate::rsys`]): that connection then
+//! stays open as the home stub's, carrying `StubSignal` in and `BodyExited`/`BodyLost` out;
+//! its closing ends the session.
 
 use proto::{JobId, Msg};
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::rsys::{Session, Sessions};
 
 /// Most descriptors one hand-off carries (the kernel's SCM_MAX_FD).
 pub const MAX_FDS: usize = 253;
@@ -53,7 +61,7 @@ fn seqpacket() -> std::io::Result<OwnedFd> {
 }
 
 /// Send `payload` with `fds` attached.
-fn send_with_fds(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+pub(crate) fn send_with_fds(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() };
     // SAFETY: CMSG_SPACE is a pure computation.
     let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
@@ -148,6 +156,67 @@ pub fn hand_off(sock: &Path, job: JobId, files: &[(i32, RawFd)]) -> Result<(), S
     }
 }
 
+/// The home stub's end of a session (what the shim holds; tests and tools use this one).
+pub struct StubConn {
+    fd: OwnedFd,
+    /// The session token.
+    pub token: Vec<u8>,
+    /// Where the body connects.
+    pub rsys_addr: String,
+}
+
+impl StubConn {
+    /// Open a session for process `pid` at the shadowd listening on `sock`, handing it
+    /// `files` (fd number in the process, descriptor).
+    pub fn open(sock: &Path, pid: u32, cwd: &Path, files: &[(i32, RawFd)]) -> Result<StubConn, String> {
+        use std::os::fd::AsRawFd;
+        if files.len() > MAX_FDS {
+            return Err(format!("{} descriptors, at most {MAX_FDS} per session", files.len()));
+        }
+        let s = seqpacket().map_err(|e| e.to_string())?;
+        let (a, len) = sockaddr(sock).map_err(|e| e.to_string())?;
+        // SAFETY: connecting our socket to a valid sockaddr_un.
+        if unsafe { libc::connect(s.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) } != 0 {
+            return Err(format!("cannot reach {}: {}", sock.display(), std::io::Error::last_os_error()));
+        }
+        let msg = Msg::OpenSession { pid, cwd: cwd.into(), fds: files.iter().map(|f| f.0).collect() };
+        let payload = postcard::to_allocvec(&msg).map_err(|e| e.to_string())?;
+        let raw: Vec<RawFd> = files.iter().map(|f| f.1).collect();
+        send_with_fds(s.as_raw_fd(), &payload, &raw).map_err(|e| e.to_string())?;
+        let (reply, _) = recv_with_fds(s.as_raw_fd()).map_err(|e| e.to_string())?;
+        match postcard::from_bytes::<Msg>(&reply) {
+            Ok(Msg::SessionOpened { token, rsys_addr }) => Ok(StubConn { fd: s, token, rsys_addr }),
+            Ok(Msg::Error { msg }) => Err(msg),
+            Ok(m) => Err(format!("unexpected answer {}", m.name())),
+            Err(e) => Err(format!("bad answer: {e}")),
+        }
+    }
+
+    /// Send a message to the shadowd (`StubSignal`).
+    pub fn send(&self, m: &Msg) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        let b = postcard::to_allocvec(m).map_err(|e| e.to_string())?;
+        send_with_fds(self.fd.as_raw_fd(), &b, &[]).map_err(|e| e.to_string())
+    }
+
+    /// The next message from the shadowd, waiting up to `timeout`; `Ok(None)` on timeout,
+    /// an error once the connection is closed.
+    pub fn recv(&self, timeout: Duration) -> Result<Option<Msg>, String> {
+        use std::os::fd::AsRawFd;
+        let mut p = [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: p is a live array of one pollfd.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
+        if n <= 0 {
+            return Ok(None);
+        }
+        let (b, _) = recv_with_fds(self.fd.as_raw_fd()).map_err(|e| e.to_string())?;
+        if b.is_empty() {
+            return Err("connection closed".into());
+        }
+        postcard::from_bytes(&b).map(Some).map_err(|e| e.to_string())
+    }
+}
+
 fn peer_uid(fd: RawFd) -> Option<u32> {
     // SAFETY: ucred is plain data; getsockopt fills it.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
@@ -157,8 +226,8 @@ fn peer_uid(fd: RawFd) -> Option<u32> {
     (r == 0).then_some(cred.uid)
 }
 
-/// Accept hand-offs on `path` forever (call from a thread).
-pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>) -> std::io::Result<()> {
+/// Accept hand-offs and session openings on `path` forever (call from a thread).
+pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>, sessions: Arc<Sessions>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let _ = std::fs::remove_file(path);
     let l = seqpacket()?;
@@ -171,34 +240,124 @@ pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>) -> std::io::Result<(
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
     loop {
         // SAFETY: accepting on our listening socket; the fd is owned at once.
         let c = unsafe { libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
         if c < 0 {
+            std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         // SAFETY: c is a fresh descriptor we own.
         let c = unsafe { OwnedFd::from_raw_fd(c) };
-        let answer = match peer_uid(c.as_raw_fd()) {
-            Some(u) if u == me || u == 0 => match recv_with_fds(c.as_raw_fd()) {
-                Ok((payload, fds)) => match postcard::from_bytes::<Msg>(&payload) {
-                    Ok(Msg::HandOff { job, fds: nums }) if nums.len() == fds.len() => {
-                        eprintln!("shadowd {node}: job {job}: {} file(s) handed off", fds.len());
-                        store.put(job, nums.into_iter().zip(fds).collect());
-                        Msg::Ack
-                    }
-                    Ok(Msg::HandOff { .. }) => Msg::Error { msg: "fd numbers and attached descriptors differ in count".into() },
-                    Ok(m) => Msg::Error { msg: format!("expected HandOff, got {}", m.name()) },
-                    Err(e) => Msg::Error { msg: format!("malformed hand-off: {e}") },
-                },
-                Err(e) => Msg::Error { msg: format!("hand-off: {e}") },
-            },
-            _ => Msg::Error { msg: "permission denied: another user's process".into() },
-        };
-        if let Ok(b) = postcard::to_allocvec(&answer) {
-            let _ = send_with_fds(c.as_raw_fd(), &b, &[]);
+        let (node2, store, sessions) = (node.to_string(), store.clone(), sessions.clone());
+        // A session's connection stays open as long as its stub lives: one thread each.
+        let spawned = std::thread::Builder::new().name("local-peer".into()).spawn(move || peer(c, &node2, &store, &sessions));
+        if let Err(e) = spawned {
+            eprintln!("shadowd {node}: dropped a local peer: no thread for it: {e}");
         }
     }
+}
+
+fn reply(c: &OwnedFd, m: &Msg) -> bool {
+    use std::os::fd::AsRawFd;
+    match postcard::to_allocvec(m) {
+        Ok(b) => send_with_fds(c.as_raw_fd(), &b, &[]).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// One local connection: a hand-off (one answer), or a session whose stub stays connected.
+fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    if !matches!(peer_uid(c.as_raw_fd()), Some(u) if u == me || u == 0) {
+        eprintln!("shadowd {node}: refused a local peer of another user");
+        reply(&c, &Msg::Error { msg: "permission denied: another user's process".into() });
+        return;
+    }
+    let answer = match recv_with_fds(c.as_raw_fd()) {
+        Ok((payload, fds)) => match postcard::from_bytes::<Msg>(&payload) {
+            Ok(Msg::HandOff { job, fds: nums }) if nums.len() == fds.len() => {
+                eprintln!("shadowd {node}: job {job}: {} file(s) handed off", fds.len());
+                store.put(job, nums.into_iter().zip(fds).collect());
+                Msg::Ack
+            }
+            Ok(Msg::OpenSession { pid, cwd, fds: nums }) if nums.len() == fds.len() => {
+                let c = Arc::new(c);
+                match sessions.open(pid, cwd.as_path(), nums.into_iter().zip(fds).collect(), c.clone()) {
+                    Ok(s) => {
+                        eprintln!("shadowd {node}: pid {pid}: session opened ({} file(s))", s.file_count());
+                        let ok = reply(&c, &Msg::SessionOpened { token: s.token().to_vec(), rsys_addr: sessions.addr() });
+                        if ok {
+                            stub(&c, pid, &s, node);
+                        }
+                        sessions.end(&s);
+                        return;
+                    }
+                    Err(e) => {
+                        let m = Msg::Error { msg: format!("cannot open a session for pid {pid}: cwd {}: {e}", cwd.as_path().display()) };
+                        reply(&c, &m);
+                        return;
+                    }
+                }
+            }
+            Ok(Msg::HandOff { .. } | Msg::OpenSession { .. }) => Msg::Error { msg: "fd numbers and attached descriptors differ in count".into() },
+            Ok(m) => Msg::Error { msg: format!("expected HandOff or OpenSession, got {}", m.name()) },
+            Err(e) => Msg::Error { msg: format!("malformed message: {e}") },
+        },
+        Err(e) => Msg::Error { msg: format!("hand-off: {e}") },
+    };
+    if let Msg::Error { msg } = &answer {
+        eprintln!("shadowd {node}: local peer refused: {msg}");
+    }
+    reply(&c, &answer);
+}
+
+/// How often the stub's connection and run state are looked at.
+const STUB_POLL: Duration = Duration::from_millis(100);
+
+/// Serve the home stub of session `s` until its connection closes: its signals go to the
+/// body, its being stopped (Ctrl-Z, SIGSTOP) stops the body and its continuing continues it.
+fn stub(c: &OwnedFd, pid: u32, s: &Session, node: &str) {
+    use std::os::fd::AsRawFd;
+    let mut stopped = false;
+    loop {
+        let mut p = [libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: p is a live array of one pollfd.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 1, STUB_POLL.as_millis() as i32) };
+        if n > 0 && p[0].revents != 0 {
+            match recv_with_fds(c.as_raw_fd()) {
+                Ok((payload, _)) if payload.is_empty() => return,
+                Ok((payload, _)) => match postcard::from_bytes::<Msg>(&payload) {
+                    Ok(Msg::StubSignal { signal }) if (1..=64).contains(&signal) => s.signal(signal as u32),
+                    Ok(m) => eprintln!("shadowd {node}: pid {pid}: ignoring {} from the stub", m.name()),
+                    Err(e) => eprintln!("shadowd {node}: pid {pid}: ignoring a malformed message from the stub: {e}"),
+                },
+                Err(e) => {
+                    eprintln!("shadowd {node}: pid {pid}: stub connection: {e}");
+                    return;
+                }
+            }
+        }
+        match run_state(pid) {
+            Some('T') if !stopped => {
+                stopped = true;
+                s.signal(libc::SIGSTOP as u32);
+            }
+            Some(st) if st != 'T' && stopped => {
+                stopped = false;
+                s.signal(libc::SIGCONT as u32);
+            }
+            _ => {}
+        }
+        s.tick();
+    }
+}
+
+/// The state letter of `/proc/<pid>/stat` (after the command name, which may hold spaces).
+fn run_state(pid: u32) -> Option<char> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
 }

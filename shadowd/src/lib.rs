@@ -4,6 +4,8 @@
 //! - [`guests`]: starts, watches, checkpoints, vacates and signals the node's guest processes.
 //! - [`reporter`]: the one connection to the placer; load reports and queued job events.
 //! - [`load`]: what a load report says about this machine (`/proc`).
+//! - [`handoff`]: the local socket where processes hand their files home and open sessions.
+//! - [`rsys`]: shadow sessions: calls of bodies running elsewhere, performed here.
 //! - [`signals`]: SIGTERM/SIGINT end the daemon and its guests.
 //!
 //! The daemon owns its guests: they die with it (SIGKILL via `PR_SET_PDEATHSIG`), so a dead
@@ -22,6 +24,7 @@ pub mod guests;
 pub mod handoff;
 pub mod load;
 pub mod reporter;
+pub mod rsys;
 pub mod server;
 pub mod shadow;
 pub mod signals;
@@ -111,14 +114,30 @@ pub fn run(cfg: Config) -> Result<()> {
             .context("cannot start the reporter thread")?;
     }
 
+    // bodies of processes homed here send their calls to this second listener
+    let sessions = Arc::new(rsys::Sessions::new(&cfg.node));
+    let rsys_listener = TcpListener::bind((addr.ip(), 0))
+        .with_context(|| format!("cannot listen for remote calls on {}", addr.ip()))?;
+    let rsys_addr = rsys_listener.local_addr().context("cannot read the rsys listening address")?;
+    write_named_addr_file(&cfg.state_dir, "rsys.addr", rsys_addr)?;
+    sessions.set_addr(rsys_addr.to_string());
+    {
+        let sessions = sessions.clone();
+        std::thread::Builder::new()
+            .name("rsys".into())
+            .spawn(move || rsys::serve(rsys_listener, sessions))
+            .context("cannot start the rsys thread")?;
+    }
+
     // local processes hand their files to us here before their bodies leave
     let handoffs = Arc::new(handoff::HandOffs::default());
     {
-        let (path, node, store) = (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), handoffs.clone());
+        let (path, node, store, sessions) =
+            (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), handoffs.clone(), sessions.clone());
         std::thread::Builder::new()
             .name("handoff".into())
             .spawn(move || {
-                if let Err(e) = handoff::serve(&path, &node, store) {
+                if let Err(e) = handoff::serve(&path, &node, store, sessions) {
                     eprintln!("shadowd {node}: hand-off socket {}: {e}", path.display());
                 }
             })
@@ -139,6 +158,8 @@ pub fn run(cfg: Config) -> Result<()> {
             guests,
             received_dir: cfg.state_dir.join("received"),
             handoffs: handoffs.clone(),
+            sessions,
+            state_dir: cfg.state_dir.clone(),
         }),
     )
 }
@@ -153,8 +174,13 @@ fn bin_dir() -> Result<PathBuf> {
 
 /// Write `DIR/addr` atomically: a temporary file renamed over it.
 pub fn write_addr_file(dir: &Path, addr: SocketAddr) -> Result<()> {
-    let path = dir.join("addr");
-    let tmp = dir.join(format!(".addr.{}.tmp", std::process::id()));
+    write_named_addr_file(dir, "addr", addr)
+}
+
+/// Write `DIR/NAME` atomically: a temporary file renamed over it.
+pub fn write_named_addr_file(dir: &Path, name: &str, addr: SocketAddr) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         writeln!(f, "{addr}")?;

@@ -29,6 +29,10 @@ pub struct ServerCtx {
     pub received_dir: std::path::PathBuf,
     /// Files processes homed here handed off before their bodies left.
     pub handoffs: Arc<crate::handoff::HandOffs>,
+    /// Shadow sessions of processes homed here whose bodies run elsewhere.
+    pub sessions: Arc<crate::rsys::Sessions>,
+    /// The state directory (`shadow.sock`, `ckpt/`).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Accept connections forever.
@@ -128,6 +132,25 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
 /// One request, one answer.
 pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
     let result = match request {
+        Msg::WhereIsBody { pid } => {
+            return match ctx.sessions.where_is(pid) {
+                Ok((node, body_pid)) => Msg::BodyAt { node, body_pid },
+                Err(msg) => Msg::Error { msg: format!("shadowd {}: {msg}", ctx.node) },
+            }
+        }
+        Msg::MigrateProcess { pid, to } => {
+            return match migrate_process(ctx, pid, &to) {
+                Ok(pid) => Msg::Migrated { pid },
+                Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
+            }
+        }
+        // a single migrated process: the answer carries its pid here
+        Msg::PlaceJob { job, spec } if job.0 & crate::rsys::PROCESS_JOB_BIT != 0 => {
+            return match ctx.guests.place(job, spec) {
+                Ok(pid) => Msg::Migrated { pid },
+                Err(e) => Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) },
+            }
+        }
         Msg::PlaceJob { job, spec } => ctx.guests.place(job, spec).map(|_| ()),
         Msg::Vacate { job } => ctx.guests.vacate(job).map(|_| ()),
         Msg::Kill { job, signal } => ctx.guests.kill(job, signal),
@@ -142,5 +165,88 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
         Err(e) => Msg::Error {
             msg: format!("shadowd {}: {e}", ctx.node),
         },
+    }
+}
+
+/// Checkpoint local process `pid` for migration (it hands its files home to us first if it
+/// is at home, then stays as the stub), stream the image to the shadowd at `to`, restart it
+/// there as a guest; its pid there. The local image is removed in every case.
+fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32, String> {
+    let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
+    let dir = ctx.state_dir.join("ckpt");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let out = dir.join(format!("migrate-{pid}-{nanos}.mosimg"));
+    let req = ckpt::control::CkptRequest {
+        out: Some(out.to_string_lossy().into_owned()),
+        exit: true,
+        migrate: Some(ctx.state_dir.join("shadow.sock").to_string_lossy().into_owned()),
+    };
+    let image = match ckpt::control::request(real, &req) {
+        Ok(ckpt::control::CkptReply::Done { path, .. }) => std::path::PathBuf::from(path),
+        Ok(ckpt::control::CkptReply::Failed(e)) => return Err(format!("checkpoint failed: {e} (the process keeps running)")),
+        Err(e) => return Err(format!("checkpoint: {e}")),
+    };
+    let result = restart_at(ctx, pid, &image, to);
+    let _ = std::fs::remove_file(&image);
+    if image != out {
+        let _ = std::fs::remove_file(&out);
+    }
+    if let Err(e) = &result {
+        // The process left (its stub, if any, waits for a body that will not come).
+        if let Some(s) = ctx.sessions.by_vpid(pid) {
+            s.tell_stub(Msg::BodyLost { reason: format!("migration to {to} failed: {e}") });
+        }
+    }
+    result
+}
+
+fn connect_shadowd(ctx: &ServerCtx, to: &str) -> Result<(FrameReader<TcpStream>, FrameWriter<NoSigPipe<TcpStream>>), String> {
+    use std::net::ToSocketAddrs;
+    let sa = to
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address {to}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{to} resolves to nothing"))?;
+    let c = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).map_err(|e| format!("cannot connect to {to}: {e}"))?;
+    let mut s = NoSigPipe::new(c);
+    let hello = Hello::new(ctx.node.clone(), Role::Shadowd);
+    auth::client_handshake(&mut s, &ctx.key, &hello).map_err(|e| format!("{to}: {e}"))?;
+    let c = s.into_inner();
+    let _ = c.set_read_timeout(Some(Duration::from_secs(120)));
+    let r = c.try_clone().map_err(|e| e.to_string())?;
+    Ok((FrameReader::new(r), FrameWriter::new(NoSigPipe::new(c))))
+}
+
+fn restart_at(ctx: &ServerCtx, pid: u32, image: &std::path::Path, to: &str) -> Result<u32, String> {
+    let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
+    let (mut r, mut w) = connect_shadowd(ctx, to)?;
+    let n = proto::stream::send_image(&mut w, job, &ctx.node, image).map_err(|e| format!("streaming the image: {e}"))?;
+    let there = match r.read_msg::<Msg>() {
+        Ok((Msg::ImageReceived { size, path, .. }, _)) if size == n => path,
+        Ok((Msg::ImageReceived { size, .. }, _)) => return Err(format!("{to} received {size} of {n} bytes")),
+        Ok((Msg::Error { msg }, _)) => return Err(msg),
+        Ok((m, _)) => return Err(format!("unexpected answer {} to the image", m.name())),
+        Err(e) => return Err(format!("{to}: {e}")),
+    };
+    let (mut r, mut w) = connect_shadowd(ctx, to)?;
+    let spec = proto::msg::JobSpec {
+        argv: vec![OsBytes::from(image)],
+        env: Vec::new(),
+        // the restart needs a directory to start in; the image restores its own cwd
+        cwd: OsBytes::from("/"),
+        home: ctx.node.clone(),
+        mem_mib: 0,
+        restart_from: Some(there),
+        batch: None,
+    };
+    w.write_msg(&Msg::PlaceJob { job, spec }, &[]).map_err(|e| format!("{to}: {e}"))?;
+    match r.read_msg::<Msg>() {
+        Ok((Msg::Migrated { pid }, _)) => Ok(pid),
+        // an older target: it does not say the pid
+        Ok((Msg::Ack, _)) => Ok(0),
+        Ok((Msg::Error { msg }, _)) => Err(msg),
+        Ok((m, _)) => Err(format!("unexpected answer {} to PlaceJob", m.name())),
+        Err(e) => Err(format!("{to}: {e}")),
     }
 }

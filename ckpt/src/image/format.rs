@@ -168,6 +168,9 @@ pub enum FdKind {
     SignalFd {
         mask: u64,
     },
+    /// a file that lives at the process's home node (handed to its shadow): locally only
+    /// a placeholder keeps the number; every call on it is forwarded
+    Remote,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

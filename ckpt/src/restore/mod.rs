@@ -535,6 +535,14 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 // SAFETY: status flags of the app's fd.
                 unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
             }
+            FdKind::Remote => {
+                // SAFETY: opening /dev/null as the placeholder for a forwarded fd.
+                let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(os_err("cannot open /dev/null for a forwarded fd"));
+                }
+                place(fd, f.fd, cloexec)?;
+            }
             FdKind::Dup { .. } | FdKind::Epoll { .. } => {}
         }
     }

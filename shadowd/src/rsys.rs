@@ -1,0 +1,1226 @@
+//! The home side of remote execution (DESIGN §2): shadow sessions and the rsys listener.
+//!
+//! A session is opened over `<state>/shadow.sock` (see [`crate::handoff`]) when a process's
+//! body is about to leave; it owns the process's descriptors (handed home with SCM_RIGHTS),
+//! its current directory and a token. Bodies connect to the rsys listener with that token
+//! and have their file, socket and terminal calls performed here on the real descriptors,
+//! exactly once per (chan, seq) as `proto::rsys` specifies. This module owns the session
+//! table, the per-call execution and the body's control connection; it never trusts a peer:
+//! a bad hello, a bad token or an oversized request drops that connection only.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::rsys::{self as wire, Ctl, Hello, HelloReply, Req, Resp};
+use proto::Msg;
+
+use crate::{lock, log};
+
+/// Job ids with this bit are single processes migrated with `MigrateProcess`, not batch jobs.
+pub const PROCESS_JOB_BIT: u64 = 0x4000_0000_0000_0000;
+/// How long a hello may take.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a body that announced CTL_LEAVING has to reconnect from its next node.
+pub const LEAVING_GRACE: Duration = Duration::from_secs(30);
+/// Bulk beyond the largest I/O a request may carry (paths, addresses, structs).
+const BULK_SLACK: usize = 64 * 1024;
+/// How often blocking lock calls retry while watching their connection.
+const LOCK_RETRY_MS: i32 = 50;
+
+/// Every live session of this node.
+pub struct Sessions {
+    node: String,
+    rsys_addr: Mutex<String>,
+    live: Mutex<HashMap<u64, Arc<Session>>>,
+    next_id: AtomicU64,
+}
+
+/// One process whose body runs elsewhere.
+pub struct Session {
+    id: u64,
+    token: [u8; wire::TOKEN_LEN],
+    /// The process's pid at home.
+    pub vpid: u32,
+    node: String,
+    files: Mutex<HashMap<i32, Arc<OwnedFd>>>,
+    cwd: Mutex<Arc<OwnedFd>>,
+    chans: Mutex<HashMap<u64, Arc<Mutex<Chan>>>>,
+    ctl: Mutex<Control>,
+    stub: Arc<OwnedFd>,
+    told_stub: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// The exactly-once memory of one channel.
+#[derive(Default)]
+struct Chan {
+    last: Option<u64>,
+    ret: i64,
+    data: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Control {
+    conn: Option<(u64, TcpStream)>,
+    next_conn: u64,
+    node: String,
+    body_pid: u32,
+    pending: Vec<u32>,
+    leaving: Option<Instant>,
+}
+
+impl Sessions {
+    /// An empty table for node `node`.
+    pub fn new(node: &str) -> Self {
+        Sessions { node: node.to_string(), rsys_addr: Mutex::new(String::new()), live: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+    }
+
+    /// Where bodies connect (set once the listener is bound).
+    pub fn set_addr(&self, addr: String) {
+        *lock(&self.rsys_addr) = addr;
+    }
+
+    /// The rsys listener's address.
+    pub fn addr(&self) -> String {
+        lock(&self.rsys_addr).clone()
+    }
+
+    /// Open a session for process `pid` with `files` (its fd numbers) and home cwd `cwd`;
+    /// `stub` is the home stub's connection, told once how the body ended.
+    pub fn open(&self, pid: u32, cwd: &Path, files: Vec<(i32, OwnedFd)>, stub: Arc<OwnedFd>) -> io::Result<Arc<Session>> {
+        let dir = open_dir(cwd)?;
+        let s = Arc::new(Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            token: random_token()?,
+            vpid: pid,
+            node: self.node.clone(),
+            files: Mutex::new(files.into_iter().map(|(n, f)| (n, Arc::new(f))).collect()),
+            cwd: Mutex::new(Arc::new(dir)),
+            chans: Mutex::new(HashMap::new()),
+            ctl: Mutex::new(Control::default()),
+            stub,
+            told_stub: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        lock(&self.live).insert(s.id, s.clone());
+        Ok(s)
+    }
+
+    /// End a session (its stub went away): no more hellos, its files closed (once calls
+    /// still running let go of them), the body's control connection closed.
+    pub fn end(&self, s: &Session) {
+        lock(&self.live).remove(&s.id);
+        s.closed.store(true, Ordering::SeqCst);
+        lock(&s.files).clear();
+        if let Some((_, c)) = lock(&s.ctl).conn.take() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        log!(self.node, "session of pid {} ended", s.vpid);
+    }
+
+    /// The live session holding `token` (every token compared in constant time).
+    fn find(&self, token: &[u8; wire::TOKEN_LEN]) -> Option<Arc<Session>> {
+        let mut found = None;
+        for s in lock(&self.live).values() {
+            if ct_eq(&s.token, token) {
+                found = Some(s.clone());
+            }
+        }
+        found
+    }
+
+    /// The live session of the process `vpid`.
+    pub fn by_vpid(&self, vpid: u32) -> Option<Arc<Session>> {
+        lock(&self.live).values().find(|s| s.vpid == vpid).cloned()
+    }
+
+    /// Where the body of `vpid` runs: (node, pid there).
+    pub fn where_is(&self, vpid: u32) -> Result<(String, u32), String> {
+        let s = self.by_vpid(vpid).ok_or_else(|| format!("no process {vpid} with a body away is homed here"))?;
+        let c = lock(&s.ctl);
+        if c.conn.is_none() && c.node.is_empty() {
+            return Err(format!("the body of process {vpid} has not connected yet"));
+        }
+        Ok((c.node.clone(), c.body_pid))
+    }
+}
+
+impl Session {
+    /// The token bodies present.
+    pub fn token(&self) -> [u8; wire::TOKEN_LEN] {
+        self.token
+    }
+
+    /// How many descriptors the session holds.
+    pub fn file_count(&self) -> usize {
+        lock(&self.files).len()
+    }
+
+    /// Tell the stub how the body ended; only the first call has an effect.
+    pub fn tell_stub(&self, msg: Msg) {
+        if self.told_stub.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        log!(self.node, "pid {}: telling the stub {msg:?}", self.vpid);
+        match postcard::to_allocvec(&msg) {
+            Ok(b) => {
+                if let Err(e) = crate::handoff::send_with_fds(self.stub.as_raw_fd(), &b, &[]) {
+                    log!(self.node, "pid {}: cannot tell the stub {}: {e}", self.vpid, msg.name());
+                }
+            }
+            Err(e) => log!(self.node, "pid {}: cannot encode {}: {e}", self.vpid, msg.name()),
+        }
+    }
+
+    /// Deliver `signal` to the body now, or when its control connection arrives.
+    pub fn signal(&self, signal: u32) {
+        let mut c = lock(&self.ctl);
+        let rec = Ctl { what: wire::CTL_SIGNAL, arg: signal }.encode();
+        if let Some((_, conn)) = c.conn.as_mut() {
+            if (&*conn).write_all(&rec).is_ok() {
+                return;
+            }
+        }
+        c.pending.push(signal);
+    }
+
+    /// Periodic check (from the stub's thread): a body that left and never arrived is lost.
+    pub fn tick(&self) {
+        let (lost, node) = {
+            let c = lock(&self.ctl);
+            (c.conn.is_none() && c.leaving.is_some_and(|t| t.elapsed() >= LEAVING_GRACE), c.node.clone())
+        };
+        if lost {
+            self.tell_stub(Msg::BodyLost {
+                reason: format!("the body left node {node} and did not arrive anywhere within {} s", LEAVING_GRACE.as_secs()),
+            });
+        }
+    }
+
+    fn chan(&self, chan: u64) -> Arc<Mutex<Chan>> {
+        lock(&self.chans).entry(chan).or_default().clone()
+    }
+
+    fn file(&self, fd: u64) -> Result<Arc<OwnedFd>, Stop> {
+        let n = i32::try_from(fd as i64).map_err(|_| Stop::Errno(-libc::EBADF as i64))?;
+        lock(&self.files).get(&n).cloned().ok_or(Stop::Errno(-libc::EBADF as i64))
+    }
+
+    fn dir(&self, fd: u64) -> Result<Arc<OwnedFd>, Stop> {
+        if fd as i64 as i32 == libc::AT_FDCWD {
+            return Ok(lock(&self.cwd).clone());
+        }
+        self.file(fd)
+    }
+
+    fn bind(&self, num: u64, fd: OwnedFd) -> i64 {
+        match i32::try_from(num as i64) {
+            Ok(n) if n >= 0 => {
+                // The old descriptor at that number is closed (when no call still uses it).
+                lock(&self.files).insert(n, Arc::new(fd));
+                i64::from(n)
+            }
+            _ => -libc::EBADF as i64,
+        }
+    }
+}
+
+fn ct_eq(a: &[u8; wire::TOKEN_LEN], b: &[u8; wire::TOKEN_LEN]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn random_token() -> io::Result<[u8; wire::TOKEN_LEN]> {
+    let mut t = [0u8; wire::TOKEN_LEN];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut t)?;
+    Ok(t)
+}
+
+fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c is a NUL-terminated string alive for the call.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+// ---------------------------------------------------------------------------------------
+// The listener
+
+/// Accept body connections forever (call from a thread).
+pub fn serve(listener: TcpListener, sessions: Arc<Sessions>) {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let s = sessions.clone();
+                let spawned = std::thread::Builder::new().name(format!("rsys-{peer}")).spawn(move || connection(&s, stream, peer));
+                if let Err(e) = spawned {
+                    log!(sessions.node, "rsys: dropped connection from {peer}: no thread for it: {e}");
+                }
+            }
+            Err(e) => {
+                log!(sessions.node, "rsys: accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn connection(sessions: &Sessions, mut stream: TcpStream, peer: SocketAddr) {
+    let node = &sessions.node;
+    let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_nodelay(true);
+    let mut b = [0u8; wire::HELLO_LEN];
+    if let Err(e) = stream.read_exact(&mut b) {
+        log!(node, "rsys: dropped {peer}: no complete hello: {e}");
+        return;
+    }
+    let refuse = |mut stream: TcpStream, status: i32, why: &str| {
+        log!(node, "rsys: dropped {peer}: {why}");
+        let _ = stream.write_all(&HelloReply { status, vpid: 0 }.encode());
+    };
+    let Some(hello) = Hello::decode(&b) else {
+        return refuse(stream, -libc::EACCES, "bad magic");
+    };
+    let Some(session) = sessions.find(&hello.token) else {
+        return refuse(stream, -libc::EACCES, "unknown session token");
+    };
+    if hello.kind != wire::KIND_CALLS && hello.kind != wire::KIND_CONTROL {
+        return refuse(stream, -libc::EINVAL, &format!("unknown connection kind {}", hello.kind));
+    }
+    if stream.write_all(&HelloReply { status: 0, vpid: session.vpid }.encode()).is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(None);
+    keepalive(&stream);
+    if hello.kind == wire::KIND_CONTROL {
+        control(&session, stream, &hello, peer);
+    } else if let Err(e) = calls(&session, stream) {
+        log!(node, "rsys: pid {}: calls connection from {peer} dropped: {e}", session.vpid);
+    }
+}
+
+/// A peer whose node died leaves no FIN behind: notice it within a minute or so.
+fn keepalive(s: &TcpStream) {
+    let fd = s.as_raw_fd();
+    for (level, name, val) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 20),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4),
+    ] {
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        unsafe {
+            libc::setsockopt(fd, level, name, &val as *const i32 as *const libc::c_void, std::mem::size_of::<i32>() as libc::socklen_t)
+        };
+    }
+}
+
+fn control(s: &Arc<Session>, stream: TcpStream, hello: &Hello, peer: SocketAddr) {
+    let node_name = hello.node_name();
+    let writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            log!(s.node, "rsys: pid {}: control connection from {peer}: {e}", s.vpid);
+            return;
+        }
+    };
+    let id = {
+        let mut c = lock(&s.ctl);
+        if s.closed.load(Ordering::SeqCst) {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        for sig in std::mem::take(&mut c.pending) {
+            if (&writer).write_all(&Ctl { what: wire::CTL_SIGNAL, arg: sig }.encode()).is_err() {
+                c.pending.push(sig);
+            }
+        }
+        if let Some((_, old)) = c.conn.take() {
+            let _ = old.shutdown(std::net::Shutdown::Both);
+        }
+        c.next_conn += 1;
+        let id = c.next_conn;
+        c.conn = Some((id, writer));
+        c.node = node_name.clone();
+        c.body_pid = hello.body_pid;
+        c.leaving = None;
+        id
+    };
+    log!(s.node, "pid {}: body is on node {node_name} as pid {} ({peer})", s.vpid, hello.body_pid);
+    let mut r = stream;
+    let mut b = [0u8; wire::CTL_LEN];
+    let why = loop {
+        match r.read_exact(&mut b) {
+            Ok(()) => {
+                let rec = Ctl::decode(&b);
+                if rec.what == wire::CTL_LEAVING {
+                    lock(&s.ctl).leaving = Some(Instant::now());
+                    log!(s.node, "pid {}: body leaving node {node_name}", s.vpid);
+                } else {
+                    log!(s.node, "pid {}: ignoring control record {} from {peer}", s.vpid, rec.what);
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    let lost = {
+        let mut c = lock(&s.ctl);
+        if c.conn.as_ref().is_some_and(|(cid, _)| *cid == id) {
+            c.conn = None;
+            c.leaving.is_none()
+        } else {
+            false // replaced by the body's next connection
+        }
+    };
+    if lost && !s.closed.load(Ordering::SeqCst) {
+        let reason = if why.kind() == io::ErrorKind::UnexpectedEof { "connection closed".to_string() } else { why.to_string() };
+        s.tell_stub(Msg::BodyLost { reason: format!("the body on node {node_name} was lost: {reason}") });
+    }
+}
+
+fn calls(s: &Arc<Session>, mut stream: TcpStream) -> io::Result<()> {
+    let client = stream.as_raw_fd();
+    let mut h = [0u8; wire::REQ_LEN];
+    loop {
+        match stream.read_exact(&mut h) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let req = Req::decode(&h);
+        let n = req.bulk_len as usize;
+        if n > wire::MAX_IO + BULK_SLACK {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("request with {n} bulk bytes")));
+        }
+        let mut bulk = vec![0u8; n];
+        stream.read_exact(&mut bulk)?;
+        if s.closed.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the session has ended"));
+        }
+        let chan = s.chan(req.chan);
+        let mut st = lock(&chan);
+        if st.last != Some(req.seq) {
+            match execute(s, &req, &bulk, client) {
+                Outcome::Done(ret, mut data) => {
+                    data.truncate(req.out_len as usize);
+                    st.last = Some(req.seq);
+                    st.ret = ret;
+                    st.data = data;
+                }
+                Outcome::Abandon => {
+                    return Err(io::Error::other(format!("call {} (chan {:#x} seq {}) abandoned: the body went away", req.op, req.chan, req.seq)));
+                }
+            }
+        }
+        let resp = Resp { ret: st.ret, seq: req.seq, data_len: st.data.len() as u32, reserved: 0 };
+        let mut out = Vec::with_capacity(wire::RESP_LEN + st.data.len());
+        out.extend_from_slice(&resp.encode());
+        out.extend_from_slice(&st.data);
+        drop(st);
+        stream.write_all(&out)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Executing calls
+
+enum Outcome {
+    Done(i64, Vec<u8>),
+    Abandon,
+}
+
+enum Stop {
+    Errno(i64),
+    Abandon,
+}
+
+type Answer = Result<(i64, Vec<u8>), Stop>;
+
+fn neg_errno() -> i64 {
+    -i64::from(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// A raw system call with integer arguments; -errno on failure.
+///
+/// # Safety
+/// Every argument that the kernel reads or writes as a pointer must point to a live buffer
+/// of the size that call expects.
+unsafe fn sys(nr: libc::c_long, a: [i64; 6]) -> i64 {
+    // SAFETY: forwarded to the caller's contract.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r < 0 {
+        neg_errno()
+    } else {
+        r
+    }
+}
+
+fn done(r: i64) -> Answer {
+    Ok((r, Vec::new()))
+}
+
+fn with_data(r: i64, mut buf: Vec<u8>) -> Answer {
+    if r < 0 {
+        return Ok((r, Vec::new()));
+    }
+    buf.truncate(r as usize);
+    Ok((r, buf))
+}
+
+fn file_type(fd: RawFd) -> u32 {
+    // SAFETY: stat is plain data, fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a live struct stat.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return 0;
+    }
+    st.st_mode & libc::S_IFMT
+}
+
+fn nonblocking(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL takes no pointer.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_NONBLOCK != 0
+}
+
+/// Whether a read or write on `fd` can block (and so must watch the connection).
+fn may_block(fd: RawFd) -> bool {
+    let t = file_type(fd);
+    t != libc::S_IFREG && t != libc::S_IFDIR && t != libc::S_IFBLK && !nonblocking(fd)
+}
+
+/// Wait until `fd` has `events`; abandon if the client connection stirs first.
+fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
+    loop {
+        let mut p = [
+            libc::pollfd { fd, events, revents: 0 },
+            libc::pollfd { fd: client.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: p is a live array of two pollfd.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = neg_errno();
+            if e == -libc::EINTR as i64 {
+                continue;
+            }
+            return Err(Stop::Errno(e));
+        }
+        if p[1].revents != 0 {
+            return Err(Stop::Abandon);
+        }
+        if p[0].revents != 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Sleep `ms` unless the client connection stirs (then abandon).
+fn nap(client: RawFd, ms: i32) -> Result<(), Stop> {
+    let mut p = [libc::pollfd { fd: client, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: p is a live array of one pollfd.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), 1, ms) };
+    if n > 0 && p[0].revents != 0 {
+        return Err(Stop::Abandon);
+    }
+    Ok(())
+}
+
+/// Bulk as `count` NUL-terminated strings, after `skip` leading bytes.
+fn paths(bulk: &[u8], skip: usize, count: usize) -> Result<Vec<CString>, Stop> {
+    let mut out = Vec::with_capacity(count);
+    let mut rest = bulk.get(skip..).ok_or(Stop::Errno(-libc::EFAULT as i64))?;
+    for _ in 0..count {
+        let end = rest.iter().position(|&c| c == 0).ok_or(Stop::Errno(-libc::EFAULT as i64))?;
+        out.push(CString::new(&rest[..end]).map_err(|_| Stop::Errno(-libc::EFAULT as i64))?);
+        rest = &rest[end + 1..];
+    }
+    Ok(out)
+}
+
+fn struct_bytes<T>(v: &T) -> Vec<u8> {
+    // SAFETY: T is a plain C struct (stat, statfs, flock...) fully initialised by the
+    // caller; we copy its bytes.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }.to_vec()
+}
+
+fn cap(n: u64, out_len: u32) -> usize {
+    (n as usize).min(out_len as usize).min(wire::MAX_IO)
+}
+
+/// `/proc/self/fd/<cwd>/path` for calls without an *at form.
+fn at_cwd(cwd: &OwnedFd, p: &CStr) -> Result<CString, Stop> {
+    let b = p.to_bytes();
+    if b.first() == Some(&b'/') {
+        return Ok(p.to_owned());
+    }
+    let mut v = format!("/proc/self/fd/{}/", cwd.as_raw_fd()).into_bytes();
+    v.extend_from_slice(b);
+    CString::new(v).map_err(|_| Stop::Errno(-libc::EINVAL as i64))
+}
+
+fn execute(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Outcome {
+    match call(s, req, bulk, client) {
+        Ok((r, d)) => Outcome::Done(r, d),
+        Err(Stop::Errno(e)) => Outcome::Done(e, Vec::new()),
+        Err(Stop::Abandon) => Outcome::Abandon,
+    }
+}
+
+fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
+    let a = req.args;
+    let ai = |i: usize| a[i] as i64;
+    let ol = req.out_len;
+    let bp = bulk.as_ptr() as i64;
+    match req.op {
+        wire::OP_PING => done(0),
+        wire::OP_EXIT => {
+            s.tell_stub(Msg::BodyExited { status: a[0] as i32 });
+            done(0)
+        }
+        0 => {
+            let f = s.file(a[0])?;
+            let fd = f.as_raw_fd();
+            let n = cap(a[2], ol);
+            let mut buf = vec![0u8; n];
+            let blocking = may_block(fd);
+            let sock = file_type(fd) == libc::S_IFSOCK;
+            loop {
+                if blocking {
+                    wait(fd, libc::POLLIN, Some(client))?;
+                }
+                // SAFETY: buf is a live buffer of n bytes.
+                let r = unsafe {
+                    if blocking && sock {
+                        sys(libc::SYS_recvfrom, [fd as i64, buf.as_mut_ptr() as i64, n as i64, libc::MSG_DONTWAIT as i64, 0, 0])
+                    } else {
+                        sys(libc::SYS_read, [fd as i64, buf.as_mut_ptr() as i64, n as i64, 0, 0, 0])
+                    }
+                };
+                if blocking && r == -libc::EAGAIN as i64 {
+                    continue;
+                }
+                return with_data(r, buf);
+            }
+        }
+        1 => {
+            let f = s.file(a[0])?;
+            send_all(f.as_raw_fd(), bulk, 0, &[], client)
+        }
+        44 => {
+            let f = s.file(a[0])?;
+            let alen = a[4] as usize;
+            if alen > bulk.len() {
+                return done(-libc::EINVAL as i64);
+            }
+            let (payload, addr) = bulk.split_at(bulk.len() - alen);
+            send_all(f.as_raw_fd(), payload, a[3] as i32, addr, client)
+        }
+        17 => {
+            let f = s.file(a[0])?;
+            let n = cap(a[2], ol);
+            let mut buf = vec![0u8; n];
+            // SAFETY: buf is a live buffer of n bytes.
+            let r = unsafe { sys(libc::SYS_pread64, [f.as_raw_fd() as i64, buf.as_mut_ptr() as i64, n as i64, ai(3), 0, 0]) };
+            with_data(r, buf)
+        }
+        18 => {
+            let f = s.file(a[0])?;
+            // SAFETY: bulk is live for the call.
+            done(unsafe { sys(libc::SYS_pwrite64, [f.as_raw_fd() as i64, bp, bulk.len() as i64, ai(3), 0, 0]) })
+        }
+        3 => match i32::try_from(ai(0)).ok().and_then(|n| lock(&s.files).remove(&n)) {
+            Some(_) => done(0),
+            None => done(-libc::EBADF as i64),
+        },
+        5 => {
+            let f = s.file(a[0])?;
+            // SAFETY: stat is plain data.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: st is a live struct stat.
+            let r = unsafe { sys(libc::SYS_fstat, [f.as_raw_fd() as i64, &mut st as *mut _ as i64, 0, 0, 0, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            Ok((0, struct_bytes(&st)))
+        }
+        7 => poll(s, a[1] as usize, a[2] as i64 as i32, bulk, client),
+        8 => {
+            let f = s.file(a[0])?;
+            // SAFETY: integer arguments only.
+            done(unsafe { sys(libc::SYS_lseek, [f.as_raw_fd() as i64, ai(1), ai(2), 0, 0, 0]) })
+        }
+        16 => ioctl(s, a[0], a[1], bulk, ol),
+        41 => {
+            let ty = (ai(1) as i32) | libc::SOCK_CLOEXEC;
+            // SAFETY: integer arguments only.
+            let r = unsafe { libc::socket(ai(0) as i32, ty, ai(2) as i32) };
+            if r < 0 {
+                return done(neg_errno());
+            }
+            // SAFETY: r is a fresh descriptor we own.
+            done(s.bind(a[3], unsafe { OwnedFd::from_raw_fd(r) }))
+        }
+        42 => {
+            let f = s.file(a[0])?;
+            connect(f.as_raw_fd(), bulk)
+        }
+        45 => {
+            let f = s.file(a[0])?;
+            recvfrom(f.as_raw_fd(), a[2], ai(3) as i32, a[4] == 1, ol, client)
+        }
+        48 | 50 => {
+            let f = s.file(a[0])?;
+            let nr = if req.op == 48 { libc::SYS_shutdown } else { libc::SYS_listen };
+            // SAFETY: integer arguments only.
+            done(unsafe { sys(nr, [f.as_raw_fd() as i64, ai(1), 0, 0, 0, 0]) })
+        }
+        49 => {
+            let f = s.file(a[0])?;
+            // SAFETY: bulk holds the sockaddr, live for the call.
+            done(unsafe { sys(libc::SYS_bind, [f.as_raw_fd() as i64, bp, bulk.len() as i64, 0, 0, 0]) })
+        }
+        51 | 52 => {
+            let f = s.file(a[0])?;
+            let mut addr = [0u8; 128];
+            let mut len: libc::socklen_t = 128;
+            let nr = if req.op == 51 { libc::SYS_getsockname } else { libc::SYS_getpeername };
+            // SAFETY: addr and len are live; len says addr's size.
+            let r = unsafe { sys(nr, [f.as_raw_fd() as i64, addr.as_mut_ptr() as i64, &mut len as *mut _ as i64, 0, 0, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            Ok((0, addr[..(len as usize).min(128)].to_vec()))
+        }
+        54 => {
+            let f = s.file(a[0])?;
+            // SAFETY: bulk holds the value, live for the call.
+            done(unsafe { sys(libc::SYS_setsockopt, [f.as_raw_fd() as i64, ai(1), ai(2), bp, bulk.len() as i64, 0]) })
+        }
+        55 => {
+            let f = s.file(a[0])?;
+            let mut buf = vec![0u8; (a[3] as usize).min(4096)];
+            let mut len = buf.len() as libc::socklen_t;
+            // SAFETY: buf and len are live; len says buf's size.
+            let r = unsafe { sys(libc::SYS_getsockopt, [f.as_raw_fd() as i64, ai(1), ai(2), buf.as_mut_ptr() as i64, &mut len as *mut _ as i64, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            buf.truncate(len as usize);
+            Ok((0, buf))
+        }
+        72 => fcntl(s, a[0], ai(1) as i32, ai(2), bulk, client),
+        73 => {
+            let f = s.file(a[0])?;
+            let op = ai(1) as i32;
+            if op & (libc::LOCK_NB | libc::LOCK_UN) != 0 {
+                // SAFETY: integer arguments only.
+                return done(unsafe { sys(libc::SYS_flock, [f.as_raw_fd() as i64, op as i64, 0, 0, 0, 0]) });
+            }
+            loop {
+                // SAFETY: integer arguments only.
+                let r = unsafe { sys(libc::SYS_flock, [f.as_raw_fd() as i64, (op | libc::LOCK_NB) as i64, 0, 0, 0, 0]) };
+                if r != -libc::EWOULDBLOCK as i64 {
+                    return done(r);
+                }
+                nap(client, LOCK_RETRY_MS)?;
+            }
+        }
+        74 | 75 | 77 | 91 | 93 | 221 | 285 => {
+            let f = s.file(a[0])?;
+            let nr = match req.op {
+                74 => libc::SYS_fsync,
+                75 => libc::SYS_fdatasync,
+                77 => libc::SYS_ftruncate,
+                91 => libc::SYS_fchmod,
+                93 => libc::SYS_fchown,
+                221 => libc::SYS_fadvise64,
+                _ => libc::SYS_fallocate,
+            };
+            // SAFETY: integer arguments only.
+            done(unsafe { sys(nr, [f.as_raw_fd() as i64, ai(1), ai(2), ai(3), 0, 0]) })
+        }
+        76 | 137 => {
+            let cwd = lock(&s.cwd).clone();
+            let p = paths(bulk, 0, 1)?;
+            let full = at_cwd(&cwd, &p[0])?;
+            if req.op == 76 {
+                // SAFETY: full is NUL-terminated and live.
+                done(unsafe { sys(libc::SYS_truncate, [full.as_ptr() as i64, ai(1), 0, 0, 0, 0]) })
+            } else {
+                // SAFETY: statfs is plain data.
+                let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+                // SAFETY: full is NUL-terminated, st is a live struct statfs.
+                let r = unsafe { sys(libc::SYS_statfs, [full.as_ptr() as i64, &mut st as *mut _ as i64, 0, 0, 0, 0]) };
+                if r < 0 {
+                    return done(r);
+                }
+                Ok((0, struct_bytes(&st)))
+            }
+        }
+        138 => {
+            let f = s.file(a[0])?;
+            // SAFETY: statfs is plain data.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: st is a live struct statfs.
+            let r = unsafe { sys(libc::SYS_fstatfs, [f.as_raw_fd() as i64, &mut st as *mut _ as i64, 0, 0, 0, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            Ok((0, struct_bytes(&st)))
+        }
+        79 => {
+            let cwd = lock(&s.cwd).clone();
+            let mut p = match std::fs::read_link(format!("/proc/self/fd/{}", cwd.as_raw_fd())) {
+                Ok(p) => p.into_os_string().into_encoded_bytes(),
+                Err(e) => return done(-i64::from(e.raw_os_error().unwrap_or(libc::EIO))),
+            };
+            p.push(0);
+            if p.len() > a[1] as usize || p.len() > ol as usize {
+                return done(-libc::ERANGE as i64);
+            }
+            Ok((p.len() as i64, p))
+        }
+        80 => {
+            let cwd = lock(&s.cwd).clone();
+            let p = paths(bulk, 0, 1)?;
+            // SAFETY: p[0] is NUL-terminated and live.
+            let r = unsafe { libc::openat(cwd.as_raw_fd(), p[0].as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            if r < 0 {
+                return done(neg_errno());
+            }
+            // SAFETY: r is a fresh descriptor we own.
+            *lock(&s.cwd) = Arc::new(unsafe { OwnedFd::from_raw_fd(r) });
+            done(0)
+        }
+        81 => {
+            let f = s.file(a[0])?;
+            if file_type(f.as_raw_fd()) != libc::S_IFDIR {
+                return done(-libc::ENOTDIR as i64);
+            }
+            *lock(&s.cwd) = f;
+            done(0)
+        }
+        217 => {
+            let f = s.file(a[0])?;
+            let n = cap(a[2], ol);
+            let mut buf = vec![0u8; n];
+            // SAFETY: buf is a live buffer of n bytes.
+            let r = unsafe { sys(libc::SYS_getdents64, [f.as_raw_fd() as i64, buf.as_mut_ptr() as i64, n as i64, 0, 0, 0]) };
+            with_data(r, buf)
+        }
+        257 => {
+            let d = s.dir(a[0])?;
+            let p = paths(bulk, 0, 1)?;
+            let flags = ai(2) | libc::O_CLOEXEC as i64;
+            // SAFETY: p[0] is NUL-terminated and live.
+            let r = unsafe { sys(libc::SYS_openat, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, flags, ai(3), 0, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            // SAFETY: r is a fresh descriptor we own.
+            done(s.bind(a[4], unsafe { OwnedFd::from_raw_fd(r as RawFd) }))
+        }
+        258 | 259 | 260 | 263 | 268 | 439 => {
+            let d = s.dir(a[0])?;
+            let p = paths(bulk, 0, 1)?;
+            let nr = match req.op {
+                258 => libc::SYS_mkdirat,
+                259 => libc::SYS_mknodat,
+                260 => libc::SYS_fchownat,
+                263 => libc::SYS_unlinkat,
+                268 => libc::SYS_fchmodat,
+                _ => libc::SYS_faccessat2,
+            };
+            // SAFETY: p[0] is NUL-terminated and live; the rest are integers.
+            done(unsafe { sys(nr, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, ai(2), ai(3), ai(4), 0]) })
+        }
+        262 => {
+            let d = s.dir(a[0])?;
+            let p = paths(bulk, 0, 1)?;
+            // SAFETY: stat is plain data.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: p[0] is NUL-terminated, st is a live struct stat.
+            let r = unsafe { sys(libc::SYS_newfstatat, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, &mut st as *mut _ as i64, ai(3), 0, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            Ok((0, struct_bytes(&st)))
+        }
+        265 | 316 => {
+            let od = s.dir(a[0])?;
+            let nd = s.dir(a[2])?;
+            let p = paths(bulk, 0, 2)?;
+            let nr = if req.op == 265 { libc::SYS_linkat } else { libc::SYS_renameat2 };
+            // SAFETY: both paths are NUL-terminated and live.
+            done(unsafe { sys(nr, [od.as_raw_fd() as i64, p[0].as_ptr() as i64, nd.as_raw_fd() as i64, p[1].as_ptr() as i64, ai(4), 0]) })
+        }
+        266 => {
+            let d = s.dir(a[1])?;
+            let p = paths(bulk, 0, 2)?;
+            // SAFETY: both paths are NUL-terminated and live.
+            done(unsafe { sys(libc::SYS_symlinkat, [p[0].as_ptr() as i64, d.as_raw_fd() as i64, p[1].as_ptr() as i64, 0, 0, 0]) })
+        }
+        267 => {
+            let d = s.dir(a[0])?;
+            let p = paths(bulk, 0, 1)?;
+            let n = cap(a[3], ol).min(1 << 16);
+            let mut buf = vec![0u8; n];
+            // SAFETY: p[0] is NUL-terminated; buf is a live buffer of n bytes.
+            let r = unsafe { sys(libc::SYS_readlinkat, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, buf.as_mut_ptr() as i64, n as i64, 0, 0]) };
+            with_data(r, buf)
+        }
+        280 => {
+            let d = s.dir(a[0])?;
+            let (times, skip) = if a[2] == 1 {
+                if bulk.len() < 32 {
+                    return done(-libc::EFAULT as i64);
+                }
+                (bp, 32)
+            } else {
+                (0, 0)
+            };
+            let p = paths(bulk, skip, 1)?;
+            let path = if p[0].as_bytes().is_empty() { 0 } else { p[0].as_ptr() as i64 };
+            // SAFETY: times (if any) points at 32 bytes of bulk; path is NUL-terminated or null.
+            done(unsafe { sys(libc::SYS_utimensat, [d.as_raw_fd() as i64, path, times, ai(3), 0, 0]) })
+        }
+        288 => {
+            let f = s.file(a[0])?;
+            let fd = f.as_raw_fd();
+            let flags = (ai(2) as i32 & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC;
+            let blocking = !nonblocking(fd);
+            loop {
+                if blocking {
+                    wait(fd, libc::POLLIN, Some(client))?;
+                }
+                let mut addr = [0u8; 128];
+                let mut len: libc::socklen_t = 128;
+                // SAFETY: addr and len are live; len says addr's size.
+                let r = unsafe { sys(libc::SYS_accept4, [fd as i64, addr.as_mut_ptr() as i64, &mut len as *mut _ as i64, flags as i64, 0, 0]) };
+                if blocking && r == -libc::EAGAIN as i64 {
+                    continue;
+                }
+                if r < 0 {
+                    return done(r);
+                }
+                // SAFETY: r is a fresh descriptor we own.
+                let ret = s.bind(a[3], unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+                let data = if a[4] == 1 { addr[..(len as usize).min(128)].to_vec() } else { Vec::new() };
+                return Ok((ret, data));
+            }
+        }
+        292 => {
+            if a[0] == a[1] {
+                return done(-libc::EINVAL as i64);
+            }
+            let f = s.file(a[0])?;
+            // SAFETY: integer arguments only.
+            let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+            if r < 0 {
+                return done(neg_errno());
+            }
+            // SAFETY: r is a fresh descriptor we own.
+            done(s.bind(a[1], unsafe { OwnedFd::from_raw_fd(r) }))
+        }
+        332 => {
+            let d = s.dir(a[0])?;
+            let p = paths(bulk, 0, 1)?;
+            let mut buf = [0u8; 256];
+            // SAFETY: p[0] is NUL-terminated; buf is 256 bytes, the size of struct statx.
+            let r = unsafe { sys(libc::SYS_statx, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, ai(2), ai(3), buf.as_mut_ptr() as i64, 0]) };
+            if r < 0 {
+                return done(r);
+            }
+            Ok((0, buf.to_vec()))
+        }
+        _ => done(-libc::ENOSYS as i64),
+    }
+}
+
+/// write / sendto: a call that may block writes everything, watching the connection until
+/// the first byte has gone (after that the call is finished, whatever the body does).
+fn send_all(fd: RawFd, data: &[u8], flags: i32, addr: &[u8], client: RawFd) -> Answer {
+    let sock = file_type(fd) == libc::S_IFSOCK;
+    let (ap, al) = if addr.is_empty() { (0, 0) } else { (addr.as_ptr() as i64, addr.len() as i64) };
+    let once = |buf: &[u8], extra: i32| -> i64 {
+        // SAFETY: buf and addr are live for the call.
+        unsafe {
+            if sock {
+                sys(libc::SYS_sendto, [fd as i64, buf.as_ptr() as i64, buf.len() as i64, (flags | extra | libc::MSG_NOSIGNAL) as i64, ap, al])
+            } else {
+                sys(libc::SYS_write, [fd as i64, buf.as_ptr() as i64, buf.len() as i64, 0, 0, 0])
+            }
+        }
+    };
+    if !may_block(fd) || flags & libc::MSG_DONTWAIT != 0 {
+        return done(once(data, 0));
+    }
+    let mut sent = 0usize;
+    loop {
+        wait(fd, libc::POLLOUT, (sent == 0).then_some(client))?;
+        let rest = &data[sent..];
+        let r = if sock {
+            once(rest, libc::MSG_DONTWAIT)
+        } else {
+            // A pipe or terminal that polls writable takes PIPE_BUF bytes without blocking.
+            once(&rest[..rest.len().min(libc::PIPE_BUF)], 0)
+        };
+        if r == -libc::EAGAIN as i64 || r == -libc::EINTR as i64 {
+            continue;
+        }
+        if r < 0 {
+            return done(if sent > 0 { sent as i64 } else { r });
+        }
+        sent += r as usize;
+        if sent >= data.len() {
+            return done(sent as i64);
+        }
+    }
+}
+
+fn recvfrom(fd: RawFd, len: u64, flags: i32, want_addr: bool, out_len: u32, client: RawFd) -> Answer {
+    let head = if want_addr { 4 + wire::RECV_ADDR_AREA } else { 0 };
+    let n = (len as usize).min((out_len as usize).saturating_sub(head)).min(wire::MAX_IO);
+    let mut buf = vec![0u8; head + n];
+    let blocking = may_block(fd) && flags & libc::MSG_DONTWAIT == 0;
+    loop {
+        if blocking {
+            wait(fd, libc::POLLIN, Some(client))?;
+        }
+        let mut addr = [0u8; wire::RECV_ADDR_AREA];
+        let mut alen = wire::RECV_ADDR_AREA as libc::socklen_t;
+        let (ap, lp) = if want_addr { (addr.as_mut_ptr() as i64, &mut alen as *mut _ as i64) } else { (0, 0) };
+        let fl = flags | if blocking { libc::MSG_DONTWAIT } else { 0 };
+        // SAFETY: buf[head..] has n bytes; addr and alen are live.
+        let r = unsafe { sys(libc::SYS_recvfrom, [fd as i64, buf[head..].as_mut_ptr() as i64, n as i64, fl as i64, ap, lp]) };
+        if blocking && r == -libc::EAGAIN as i64 {
+            continue;
+        }
+        if r < 0 {
+            return done(r);
+        }
+        if want_addr {
+            buf[..4].copy_from_slice(&alen.to_le_bytes());
+            let k = (alen as usize).min(wire::RECV_ADDR_AREA);
+            buf[4..4 + k].copy_from_slice(&addr[..k]);
+        }
+        // MSG_TRUNC may report more than was copied.
+        buf.truncate(head + (r as usize).min(n));
+        return Ok((r, buf));
+    }
+}
+
+/// connect: once started it cannot be taken back, so a blocking connect runs to its end
+/// even if the body goes away; its answer is then replayed to the resent request.
+fn connect(fd: RawFd, addr: &[u8]) -> Answer {
+    let ap = addr.as_ptr() as i64;
+    if !may_block(fd) {
+        // SAFETY: addr is live for the call.
+        return done(unsafe { sys(libc::SYS_connect, [fd as i64, ap, addr.len() as i64, 0, 0, 0]) });
+    }
+    // SAFETY: integer arguments only.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: integer arguments only.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) };
+    // SAFETY: addr is live for the call.
+    let mut r = unsafe { sys(libc::SYS_connect, [fd as i64, ap, addr.len() as i64, 0, 0, 0]) };
+    if r == -libc::EINPROGRESS as i64 {
+        r = match wait(fd, libc::POLLOUT, None) {
+            Ok(()) => {
+                let mut err: i32 = 0;
+                let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+                // SAFETY: err and len are live; len says err's size.
+                let g = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, &mut err as *mut i32 as *mut libc::c_void, &mut len) };
+                if g < 0 {
+                    neg_errno()
+                } else {
+                    -i64::from(err)
+                }
+            }
+            Err(Stop::Errno(e)) => e,
+            Err(Stop::Abandon) => -libc::EINTR as i64,
+        };
+    }
+    // SAFETY: integer arguments only.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
+    done(r)
+}
+
+fn poll(s: &Session, nfds: usize, timeout: i32, bulk: &[u8], client: RawFd) -> Answer {
+    const PFD: usize = std::mem::size_of::<libc::pollfd>();
+    if nfds.checked_mul(PFD) != Some(bulk.len()) {
+        return done(-libc::EINVAL as i64);
+    }
+    let mut app: Vec<libc::pollfd> = bulk
+        .chunks_exact(PFD)
+        .map(|c| libc::pollfd {
+            fd: i32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            events: i16::from_le_bytes([c[4], c[5]]),
+            revents: 0,
+        })
+        .collect();
+    // Hold the descriptors for the whole wait.
+    let mut held = Vec::new();
+    let mut real = Vec::with_capacity(nfds + 1);
+    let mut invalid = false;
+    for p in &app {
+        let fd = if p.fd < 0 {
+            -1
+        } else {
+            match s.file(p.fd as u32 as u64) {
+                Ok(f) => {
+                    let r = f.as_raw_fd();
+                    held.push(f);
+                    r
+                }
+                Err(_) => {
+                    invalid = true;
+                    -1
+                }
+            }
+        };
+        real.push(libc::pollfd { fd, events: p.events, revents: 0 });
+    }
+    real.push(libc::pollfd { fd: client, events: libc::POLLIN, revents: 0 });
+    let deadline = (timeout >= 0).then(|| Instant::now() + Duration::from_millis(timeout as u64));
+    loop {
+        let t = if invalid {
+            0
+        } else {
+            match deadline {
+                None => -1,
+                Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+            }
+        };
+        // SAFETY: real is a live array of real.len() pollfd.
+        let n = unsafe { libc::poll(real.as_mut_ptr(), real.len() as libc::nfds_t, t) };
+        if n < 0 {
+            let e = neg_errno();
+            if e == -libc::EINTR as i64 {
+                continue;
+            }
+            return done(e);
+        }
+        if real[nfds].revents != 0 {
+            return Err(Stop::Abandon);
+        }
+        break;
+    }
+    let mut ready = 0;
+    for (p, r) in app.iter_mut().zip(&real) {
+        p.revents = if p.fd >= 0 && r.fd < 0 { libc::POLLNVAL } else { r.revents };
+        if p.revents != 0 {
+            ready += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(bulk.len());
+    for p in &app {
+        out.extend_from_slice(&p.fd.to_le_bytes());
+        out.extend_from_slice(&p.events.to_le_bytes());
+        out.extend_from_slice(&p.revents.to_le_bytes());
+    }
+    Ok((ready, out))
+}
+
+fn ioctl(s: &Session, fd: u64, request: u64, bulk: &[u8], out_len: u32) -> Answer {
+    let f = s.file(fd)?;
+    let req = request as libc::c_ulong;
+    // (input size, output size)
+    let (inp, outp) = match req {
+        libc::TCGETS => (0, 60),
+        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (60, 0),
+        libc::TIOCGWINSZ => (0, 8),
+        libc::TIOCSWINSZ => (8, 0),
+        libc::FIONREAD | libc::TIOCGPGRP => (0, 4),
+        libc::TIOCSPGRP | libc::FIONBIO => (4, 0),
+        // close-on-exec is the body's business; ours is always set
+        libc::FIOCLEX | libc::FIONCLEX => return done(0),
+        _ => return done(-libc::ENOTTY as i64),
+    };
+    let mut buf = [0u8; 64];
+    let k = inp.min(bulk.len());
+    buf[..k].copy_from_slice(&bulk[..k]);
+    // SAFETY: buf is 64 bytes, more than any of the structs these requests use.
+    let r = unsafe { sys(libc::SYS_ioctl, [f.as_raw_fd() as i64, req as i64, buf.as_mut_ptr() as i64, 0, 0, 0]) };
+    if r < 0 {
+        return done(r);
+    }
+    Ok((r, buf[..outp.min(out_len as usize)].to_vec()))
+}
+
+fn fcntl(s: &Session, fd: u64, cmd: i32, arg: i64, bulk: &[u8], client: RawFd) -> Answer {
+    let f = s.file(fd)?;
+    let fd = f.as_raw_fd();
+    match cmd {
+        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
+            const FL: usize = std::mem::size_of::<libc::flock>();
+            if bulk.len() < FL {
+                return done(-libc::EFAULT as i64);
+            }
+            // SAFETY: flock is plain data; bulk has at least FL bytes.
+            let mut fl: libc::flock = unsafe { std::ptr::read_unaligned(bulk.as_ptr() as *const libc::flock) };
+            // Process-associated locks would all belong to this daemon (one pid for every
+            // session, dropped by any close): take them per open file instead.
+            let (try_cmd, wait_cmd) = match cmd {
+                libc::F_GETLK | libc::F_OFD_GETLK => (libc::F_OFD_GETLK, false),
+                libc::F_SETLK | libc::F_OFD_SETLK => (libc::F_OFD_SETLK, false),
+                _ => (libc::F_OFD_SETLK, true),
+            };
+            fl.l_pid = 0;
+            loop {
+                // SAFETY: fl is a live struct flock.
+                let r = unsafe { sys(libc::SYS_fcntl, [fd as i64, try_cmd as i64, &mut fl as *mut _ as i64, 0, 0, 0]) };
+                if wait_cmd && (r == -libc::EAGAIN as i64 || r == -libc::EACCES as i64) {
+                    nap(client, LOCK_RETRY_MS)?;
+                    continue;
+                }
+                if r < 0 {
+                    return done(r);
+                }
+                return Ok((r, struct_bytes(&fl)));
+            }
+        }
+        libc::F_GETFD | libc::F_SETFD => done(0),
+        libc::F_GETFL | libc::F_SETFL | libc::F_GETPIPE_SZ | libc::F_SETPIPE_SZ | libc::F_GET_SEALS | libc::F_ADD_SEALS => {
+            // SAFETY: integer arguments only.
+            done(unsafe { sys(libc::SYS_fcntl, [fd as i64, cmd as i64, arg, 0, 0, 0]) })
+        }
+        _ => done(-libc::EINVAL as i64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_split_and_checked() {
+        let p = paths(b"abc\0de\0", 0, 2).ok().unwrap();
+        assert_eq!(p[0].as_bytes(), b"abc");
+        assert_eq!(p[1].as_bytes(), b"de");
+        assert!(paths(b"abc", 0, 1).is_err(), "no NUL");
+        assert!(paths(b"abc\0", 0, 2).is_err(), "one path short");
+        assert!(paths(b"", 5, 1).is_err(), "skip beyond the bulk");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        let a = [1u8; 32];
+        let mut b = a;
+        assert!(ct_eq(&a, &b));
+        b[31] = 0;
+        assert!(!ct_eq(&a, &b));
+        assert_ne!(random_token().unwrap(), random_token().unwrap());
+    }
+}

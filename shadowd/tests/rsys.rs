@@ -1,0 +1,452 @@
+//! rsys over real connections: a process's session is opened over the local socket with
+//! its descriptors (a pipe, a regular file, a deleted file); a raw rsys client (this test,
+//! playing the body) has its calls performed at home on them, exactly once; the stub learns
+//! how the body ended; bad peers are dropped while other sessions keep working.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::auth;
+use proto::rsys::{self as wire, Ctl, Hello, HelloReply, Req, Resp};
+use proto::{FrameReader, FrameWriter, Msg, Role};
+use shadowd::handoff::StubConn;
+
+const CWD: u64 = libc::AT_FDCWD as i64 as u64;
+
+/// A shadowd on 127.0.0.1, SIGKILLed on drop.
+struct Daemon {
+    child: Child,
+    addr: String,
+    state: PathBuf,
+    key: auth::ClusterKey,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Daemon {
+    let key_path = dir.join("cluster.key");
+    let key = auth::create_key_file(&key_path, false).unwrap();
+    let state = dir.join("state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowd"))
+        .args(["--node", "home", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .arg("--key")
+        .arg(&key_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("shadowd.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    let d = Daemon { child, addr, state, key };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(d.state.join("shadow.sock").exists() && d.state.join("rsys.addr").exists()) {
+        assert!(Instant::now() < deadline, "no shadow.sock / rsys.addr");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d
+}
+
+fn pipe() -> (i32, i32) {
+    let mut p = [0i32; 2];
+    // SAFETY: pipe fills the array.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (p[0], p[1])
+}
+
+fn write_fd(fd: i32, b: &[u8]) {
+    // SAFETY: b is live for the call.
+    assert_eq!(unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) }, b.len() as isize);
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing a descriptor this test owns.
+    unsafe { libc::close(fd) };
+}
+
+fn open_session(d: &Daemon, pid: u32, cwd: &Path, files: &[(i32, i32)]) -> StubConn {
+    StubConn::open(&d.state.join("shadow.sock"), pid, cwd, files).unwrap()
+}
+
+fn hello(stub: &StubConn, kind: u32, node: &str, body_pid: u32) -> Hello {
+    let mut token = [0u8; 32];
+    token.copy_from_slice(&stub.token);
+    let mut n = [0u8; 32];
+    n[..node.len()].copy_from_slice(node.as_bytes());
+    Hello { token, kind, vpid: 1, body_pid, reserved: 0, node: n }
+}
+
+/// Connect and say hello; the server's answer.
+fn connect_raw(addr: &str, h: &[u8]) -> (TcpStream, HelloReply) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(h).unwrap();
+    let mut b = [0u8; wire::HELLO_REPLY_LEN];
+    s.read_exact(&mut b).unwrap();
+    (s, HelloReply::decode(&b))
+}
+
+/// The body's side of a calls connection.
+struct Body {
+    s: TcpStream,
+    chan: u64,
+}
+
+impl Body {
+    fn connect(stub: &StubConn) -> Body {
+        let (s, r) = connect_raw(&stub.rsys_addr, &hello(stub, wire::KIND_CALLS, "", 0).encode());
+        assert_eq!(r.status, 0);
+        Body { s, chan: 7 << 8 }
+    }
+
+    fn send(&mut self, seq: u64, op: u32, args: [u64; 6], bulk: &[u8], out_len: u32) {
+        let req = Req { op, flags: 0, chan: self.chan, seq, args, bulk_len: bulk.len() as u32, out_len };
+        let mut b = req.encode().to_vec();
+        b.extend_from_slice(bulk);
+        self.s.write_all(&b).unwrap();
+    }
+
+    fn answer(&mut self, seq: u64) -> (i64, Vec<u8>) {
+        let mut h = [0u8; wire::RESP_LEN];
+        self.s.read_exact(&mut h).unwrap();
+        let r = Resp::decode(&h);
+        assert_eq!(r.seq, seq);
+        let mut data = vec![0u8; r.data_len as usize];
+        self.s.read_exact(&mut data).unwrap();
+        (r.ret, data)
+    }
+
+    fn call(&mut self, seq: u64, op: u32, args: [u64; 6], bulk: &[u8], out_len: u32) -> (i64, Vec<u8>) {
+        self.send(seq, op, args, bulk, out_len);
+        self.answer(seq)
+    }
+}
+
+/// Calls with a sequence counter.
+struct Calls {
+    b: Body,
+    seq: u64,
+}
+
+impl Calls {
+    fn call(&mut self, op: u32, args: [u64; 6], bulk: &[u8], out_len: u32) -> (i64, Vec<u8>) {
+        self.seq += 1;
+        self.b.call(self.seq, op, args, bulk, out_len)
+    }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn stat_of(b: &[u8]) -> libc::stat {
+    assert_eq!(b.len(), std::mem::size_of::<libc::stat>());
+    // SAFETY: b holds a whole struct stat written by the kernel.
+    unsafe { std::ptr::read_unaligned(b.as_ptr() as *const libc::stat) }
+}
+
+fn sockaddr_in(addr: std::net::SocketAddrV4) -> Vec<u8> {
+    // SAFETY: sockaddr_in is plain data.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    a.sin_family = libc::AF_INET as u16;
+    a.sin_port = addr.port().to_be();
+    a.sin_addr.s_addr = u32::from_ne_bytes(addr.ip().octets());
+    // SAFETY: a is a fully initialised plain struct.
+    unsafe { std::slice::from_raw_parts(&a as *const _ as *const u8, std::mem::size_of::<libc::sockaddr_in>()) }.to_vec()
+}
+
+#[test]
+fn calls_are_performed_on_the_sessions_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("data.txt"), b"0123456789").unwrap();
+    let data = std::fs::File::options().read(true).write(true).open(home.join("data.txt")).unwrap();
+    let gone_path = dir.path().join("gone");
+    let mut gone = std::fs::File::options().create(true).truncate(true).read(true).write(true).open(&gone_path).unwrap();
+    gone.write_all(b"deleted but open").unwrap();
+    use std::io::Seek;
+    gone.seek(std::io::SeekFrom::Start(0)).unwrap();
+    std::fs::remove_file(&gone_path).unwrap();
+    let (pr, pw) = pipe();
+    let stub = open_session(&d, std::process::id(), &home, &[(0, pr), (5, data.as_raw_fd()), (7, gone.as_raw_fd())]);
+    close(pr);
+    drop(data);
+    drop(gone);
+    assert_eq!(std::fs::read_to_string(d.state.join("rsys.addr")).unwrap().trim(), stub.rsys_addr);
+    let mut c = Calls { b: Body::connect(&stub), seq: 0 };
+
+    // the pipe: what home writes reaches the body
+    write_fd(pw, b"typed at home");
+    assert_eq!(c.call(0, [0, 0, 100, 0, 0, 0], &[], 100), (13, b"typed at home".to_vec()));
+    // the regular file
+    assert_eq!(c.call(17, [5, 0, 4, 2, 0, 0], &[], 4096), (4, b"2345".to_vec()));
+    assert_eq!(c.call(18, [5, 0, 0, 0, 0, 0], b"AB", 0).0, 2);
+    assert_eq!(std::fs::read(home.join("data.txt")).unwrap(), b"AB23456789");
+    assert_eq!(c.call(17, [5, 0, 100, 0, 0, 0], &[], 3), (3, b"AB2".to_vec()), "answers fit out_len");
+    // the deleted file
+    assert_eq!(c.call(0, [7, 0, 7, 0, 0, 0], &[], 100), (7, b"deleted".to_vec()));
+
+    // a new file relative to the session cwd, bound at the number the body chose
+    let flags = (libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC) as u64;
+    assert_eq!(c.call(257, [CWD, 0, flags, 0o644, 20, 0], &cstr("new.txt"), 0).0, 20);
+    assert_eq!(c.call(1, [20, 0, 0, 0, 0, 0], b"fresh", 0).0, 5);
+    let (r, st) = c.call(5, [20, 0, 0, 0, 0, 0], &[], 4096);
+    assert_eq!((r, stat_of(&st).st_size), (0, 5));
+    assert_eq!(c.call(3, [20, 0, 0, 0, 0, 0], &[], 0).0, 0);
+    assert_eq!(c.call(3, [20, 0, 0, 0, 0, 0], &[], 0).0, -libc::EBADF as i64);
+    assert_eq!(std::fs::read(home.join("new.txt")).unwrap(), b"fresh");
+    // O_CLOEXEC on everything the session opens (look at the daemon's own fd table)
+    assert_eq!(c.call(257, [CWD, 0, libc::O_RDONLY as u64, 0, 21, 0], &cstr("new.txt"), 0).0, 21);
+    let (r, st) = c.call(262, [CWD, 0, 0, 0, 0, 0], &cstr("new.txt"), 4096);
+    assert_eq!((r, stat_of(&st).st_size), (0, 5));
+
+    // names and directories
+    assert_eq!(c.call(258, [CWD, 0, 0o755, 0, 0, 0], &cstr("sub"), 0).0, 0);
+    assert_eq!(c.call(258, [CWD, 0, 0o755, 0, 0, 0], &cstr("sub"), 0).0, -libc::EEXIST as i64);
+    let mut two = cstr("new.txt");
+    two.extend(cstr("sub/moved.txt"));
+    assert_eq!(c.call(316, [CWD, 0, CWD, 0, 0, 0], &two, 0).0, 0);
+    assert!(home.join("sub/moved.txt").is_file() && !home.join("new.txt").exists());
+    let dflags = (libc::O_RDONLY | libc::O_DIRECTORY) as u64;
+    assert_eq!(c.call(257, [CWD, 0, dflags, 0, 22, 0], &cstr("sub"), 0).0, 22);
+    let (n, ents) = c.call(217, [22, 0, 4096, 0, 0, 0], &[], 4096);
+    assert!(n > 0 && ents.windows(9).any(|w| w == b"moved.txt"), "getdents lists the file");
+    let (n, cwd) = c.call(79, [0, 4096, 0, 0, 0, 0], &[], 4096);
+    let mut want = home.as_os_str().as_encoded_bytes().to_vec();
+    want.push(0);
+    assert_eq!((n as usize, &cwd), (want.len(), &want));
+    assert_eq!(c.call(80, [0; 6], &cstr("sub"), 0).0, 0);
+    let (_, cwd) = c.call(79, [0, 4096, 0, 0, 0, 0], &[], 4096);
+    assert!(cwd.ends_with(b"/home/sub\0"), "{}", String::from_utf8_lossy(&cwd));
+    let cflags = (libc::O_CREAT | libc::O_WRONLY) as u64;
+    assert_eq!(c.call(257, [CWD, 0, cflags, 0o600, 23, 0], &cstr("here.txt"), 0).0, 23);
+    assert!(home.join("sub/here.txt").is_file(), "relative to the new cwd");
+    assert_eq!(c.call(263, [CWD, 0, 0, 0, 0, 0], &cstr("moved.txt"), 0).0, 0);
+    assert!(!home.join("sub/moved.txt").exists());
+    assert_eq!(c.call(81, [7, 0, 0, 0, 0, 0], &[], 0).0, -libc::ENOTDIR as i64);
+
+    // a socket connected at home to a local echo server
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let eaddr = match echo.local_addr().unwrap() {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!(),
+    };
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = echo.accept().unwrap();
+        let mut b = [0u8; 64];
+        let n = s.read(&mut b).unwrap();
+        s.write_all(&b[..n]).unwrap();
+    });
+    assert_eq!(c.call(41, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 30, 0, 0], &[], 0).0, 30);
+    assert_eq!(c.call(42, [30, 0, 0, 0, 0, 0], &sockaddr_in(eaddr), 0).0, 0);
+    assert_eq!(c.call(44, [30, 0, 0, 0, 0, 0], b"ping", 0).0, 4);
+    assert_eq!(c.call(45, [30, 0, 100, 0, 0, 0], &[], 100), (4, b"ping".to_vec()));
+    server.join().unwrap();
+    let (r, peer) = c.call(52, [30, 0, 0, 0, 0, 0], &[], 128);
+    assert_eq!((r, peer), (0, sockaddr_in(eaddr)));
+
+    // errors as the kernel would give them
+    assert_eq!(c.call(0, [99, 0, 10, 0, 0, 0], &[], 10).0, -libc::EBADF as i64);
+    assert_eq!(c.call(9999, [0; 6], &[], 0).0, -libc::ENOSYS as i64);
+    assert_eq!(c.call(wire::OP_PING, [0; 6], &[], 0).0, 0);
+    close(pw);
+    assert_eq!(c.call(0, [0, 0, 100, 0, 0, 0], &[], 100).0, 0, "end of file once home closed the pipe");
+}
+
+#[test]
+fn a_blocked_call_is_abandoned_and_a_resent_one_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let (pr, pw) = pipe();
+    let out = std::fs::File::create(dir.path().join("out")).unwrap();
+    let stub = open_session(&d, std::process::id(), dir.path(), &[(0, pr), (1, out.as_raw_fd())]);
+    drop(out);
+
+    // a read blocks on the empty pipe; its body goes away (migration) while it waits
+    let mut a = Body::connect(&stub);
+    a.send(1, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    // the abandoned read consumed nothing: home still finds the bytes in the pipe
+    write_fd(pw, b"xy");
+    let mut p = [libc::pollfd { fd: pr, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: p is a live array of one pollfd.
+    assert_eq!(unsafe { libc::poll(p.as_mut_ptr(), 1, 200) }, 1, "the bytes are still in the pipe");
+    let mut two = [0u8; 2];
+    // SAFETY: two is a live 2-byte buffer.
+    assert_eq!(unsafe { libc::read(pr, two.as_mut_ptr().cast(), 2) }, 2);
+    assert_eq!(&two, b"xy");
+    close(pr);
+    write_fd(pw, b"abc");
+    // the body, from its next node, resends the same request: it runs afresh, once
+    let mut b = Body::connect(&stub);
+    assert_eq!(b.call(1, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"abc".to_vec()));
+    write_fd(pw, b"def");
+    assert_eq!(b.call(2, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"def".to_vec()));
+
+    // a completed call resent (its answer was lost) is answered from memory
+    write_fd(pw, b"ghi");
+    let mut c = Body::connect(&stub);
+    assert_eq!(c.call(2, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"def".to_vec()), "replayed, not re-read");
+    assert_eq!(c.call(3, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"ghi".to_vec()), "nothing lost");
+    assert_eq!(c.call(4, 1, [1, 0, 0, 0, 0, 0], b"once", 0).0, 4);
+    let mut e = Body::connect(&stub);
+    assert_eq!(e.call(4, 1, [1, 0, 0, 0, 0, 0], b"once", 0).0, 4);
+    assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"once", "a replayed write is not done twice");
+    // another channel has its own sequence
+    e.chan = 8 << 8;
+    assert_eq!(e.call(4, 1, [1, 0, 0, 0, 0, 0], b"+two", 0).0, 4);
+    assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"once+two");
+    close(pw);
+    eprintln!("{}", std::fs::read_to_string(dir.path().join("shadowd.stderr")).unwrap());
+}
+
+#[test]
+fn bad_peers_are_dropped_and_others_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let stub = open_session(&d, std::process::id(), dir.path(), &[]);
+    let mut good = Calls { b: Body::connect(&stub), seq: 0 };
+    assert_eq!(good.call(wire::OP_PING, [0; 6], &[], 0).0, 0);
+
+    // a wrong token
+    let mut h = hello(&stub, wire::KIND_CALLS, "", 0);
+    h.token[0] ^= 1;
+    let (mut s, r) = connect_raw(&stub.rsys_addr, &h.encode());
+    assert_eq!(r.status, -libc::EACCES);
+    assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0, "then dropped");
+    // garbage instead of a hello
+    let (mut s, r) = connect_raw(&stub.rsys_addr, &[0x5a; wire::HELLO_LEN]);
+    assert_eq!(r.status, -libc::EACCES);
+    assert_eq!(s.read(&mut [0u8; 8]).unwrap(), 0);
+    // a short hello, then gone
+    let mut s = TcpStream::connect(&stub.rsys_addr).unwrap();
+    s.write_all(b"MOSRSYS1 short").unwrap();
+    drop(s);
+    // an oversized request on an accepted connection
+    let mut big = Body::connect(&stub);
+    let req = Req { op: 1, flags: 0, chan: 1, seq: 1, args: [0; 6], bulk_len: u32::MAX, out_len: 0 };
+    big.s.write_all(&req.encode()).unwrap();
+    assert_eq!(big.s.read(&mut [0u8; 8]).unwrap(), 0, "dropped");
+    // garbage on the local socket
+    {
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let _ = c.send_to(b"junk", d.state.join("shadow.sock"));
+    }
+
+    // the good session still works, and a new one opens
+    assert_eq!(good.call(wire::OP_PING, [0; 6], &[], 0).0, 0);
+    let other = open_session(&d, std::process::id(), dir.path(), &[]);
+    let mut c2 = Body::connect(&other);
+    assert_eq!(c2.call(1, wire::OP_PING, [0; 6], &[], 0).0, 0);
+    assert_ne!(other.token, stub.token);
+}
+
+fn read_ctl(s: &mut TcpStream) -> Ctl {
+    let mut b = [0u8; wire::CTL_LEN];
+    s.read_exact(&mut b).unwrap();
+    Ctl::decode(&b)
+}
+
+fn where_is(d: &Daemon, pid: u32) -> Msg {
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    auth::client_handshake(&mut s, &d.key, &proto::Hello::new("cli", Role::Cli)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = FrameReader::new(s.try_clone().unwrap());
+    let mut w = FrameWriter::new(proto::NoSigPipe::new(s));
+    w.write_msg(&Msg::WhereIsBody { pid }, &[]).unwrap();
+    r.read_msg::<Msg>().unwrap().0
+}
+
+#[test]
+fn the_stub_learns_how_the_body_ended_and_signals_reach_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    // the "home stub": a real process, so that its run state can be watched
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let spid = sleeper.id();
+    let _k = Kill(&mut sleeper);
+    let stub = open_session(&d, spid, dir.path(), &[]);
+    assert!(matches!(where_is(&d, spid), Msg::Error { .. }), "no body yet");
+
+    // a signal before the body is connected waits for it
+    stub.send(&Msg::StubSignal { signal: libc::SIGUSR1 }).unwrap();
+    let (mut ctl, r) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CONTROL, "n2", 4321).encode());
+    assert_eq!((r.status, r.vpid), (0, spid));
+    assert_eq!(read_ctl(&mut ctl), Ctl { what: wire::CTL_SIGNAL, arg: libc::SIGUSR1 as u32 });
+    stub.send(&Msg::StubSignal { signal: libc::SIGINT }).unwrap();
+    assert_eq!(read_ctl(&mut ctl), Ctl { what: wire::CTL_SIGNAL, arg: libc::SIGINT as u32 });
+    assert_eq!(where_is(&d, spid), Msg::BodyAt { node: "n2".into(), body_pid: 4321 });
+
+    // the stub stopped (Ctrl-Z) stops the body; continued, continues it
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(spid as i32, libc::SIGSTOP) };
+    assert_eq!(read_ctl(&mut ctl), Ctl { what: wire::CTL_SIGNAL, arg: libc::SIGSTOP as u32 });
+    // SAFETY: as above.
+    unsafe { libc::kill(spid as i32, libc::SIGCONT) };
+    assert_eq!(read_ctl(&mut ctl), Ctl { what: wire::CTL_SIGNAL, arg: libc::SIGCONT as u32 });
+
+    // a body that leaves (CTL_LEAVING) and arrives elsewhere is not lost
+    ctl.write_all(&Ctl { what: wire::CTL_LEAVING, arg: 0 }.encode()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(ctl);
+    assert_eq!(stub.recv(Duration::from_millis(500)).unwrap(), None);
+    let (ctl, r) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CONTROL, "n3", 99).encode());
+    assert_eq!(r.status, 0);
+    assert_eq!(where_is(&d, spid), Msg::BodyAt { node: "n3".into(), body_pid: 99 });
+
+    // the body exits: the stub is told its status, once
+    let mut c = Body::connect(&stub);
+    assert_eq!(c.call(1, wire::OP_EXIT, [3 << 8, 0, 0, 0, 0, 0], &[], 0).0, 0);
+    assert_eq!(stub.recv(Duration::from_secs(10)).unwrap(), Some(Msg::BodyExited { status: 3 << 8 }));
+    drop(ctl);
+    assert_eq!(stub.recv(Duration::from_millis(300)).unwrap(), None, "told once");
+
+    // the stub goes away: the session ends, the body's control connection is closed and
+    // its token is refused from now on
+    let (mut ctl, _) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CONTROL, "n3", 99).encode());
+    let h = hello(&stub, wire::KIND_CALLS, "", 0).encode();
+    let addr = stub.rsys_addr.clone();
+    drop(stub);
+    ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(ctl.read(&mut [0u8; 8]).unwrap(), 0, "control connection closed");
+    let (_, r) = connect_raw(&addr, &h);
+    assert_eq!(r.status, -libc::EACCES);
+}
+
+#[test]
+fn a_body_gone_without_leaving_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let stub = open_session(&d, std::process::id(), dir.path(), &[]);
+    let (ctl, r) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CONTROL, "n2", 55).encode());
+    assert_eq!(r.status, 0);
+    drop(ctl);
+    match stub.recv(Duration::from_secs(10)).unwrap() {
+        Some(Msg::BodyLost { reason }) => assert!(reason.contains("node n2") && reason.contains("lost"), "{reason}"),
+        other => panic!("expected BodyLost, got {other:?}"),
+    }
+}
