@@ -285,9 +285,10 @@ fn a_blocked_call_is_abandoned_and_a_resent_one_runs_once() {
     std::thread::sleep(Duration::from_millis(200));
     // the abandoned read consumed nothing: home still finds the bytes in the pipe
     write_fd(pw, b"xy");
+    std::thread::sleep(Duration::from_millis(200));
     let mut p = [libc::pollfd { fd: pr, events: libc::POLLIN, revents: 0 }];
     // SAFETY: p is a live array of one pollfd.
-    assert_eq!(unsafe { libc::poll(p.as_mut_ptr(), 1, 200) }, 1, "the bytes are still in the pipe");
+    assert_eq!(unsafe { libc::poll(p.as_mut_ptr(), 1, 0) }, 1, "the bytes are still in the pipe");
     let mut two = [0u8; 2];
     // SAFETY: two is a live 2-byte buffer.
     assert_eq!(unsafe { libc::read(pr, two.as_mut_ptr().cast(), 2) }, 2);
@@ -314,7 +315,6 @@ fn a_blocked_call_is_abandoned_and_a_resent_one_runs_once() {
     assert_eq!(e.call(4, 1, [1, 0, 0, 0, 0, 0], b"+two", 0).0, 4);
     assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"once+two");
     close(pw);
-    eprintln!("{}", std::fs::read_to_string(dir.path().join("shadowd.stderr")).unwrap());
 }
 
 #[test]
