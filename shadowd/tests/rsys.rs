@@ -450,3 +450,30 @@ fn a_body_gone_without_leaving_is_lost() {
         other => panic!("expected BodyLost, got {other:?}"),
     }
 }
+
+#[test]
+fn migrate_and_where_is_refuse_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    match where_is(&d, 999_999) {
+        Msg::Error { msg } => assert!(msg.contains("999999"), "{msg}"),
+        other => panic!("expected Error, got {other:?}"),
+    }
+    // a process not running under the shim cannot be migrated; it is left alone
+    let mut plain = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    auth::client_handshake(&mut s, &d.key, &proto::Hello::new("cli", Role::Cli)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = FrameReader::new(s.try_clone().unwrap());
+    let mut w = FrameWriter::new(proto::NoSigPipe::new(s));
+    w.write_msg(&Msg::MigrateProcess { pid: plain.id(), to: d.addr.clone() }, &[]).unwrap();
+    let answer = r.read_msg::<Msg>().unwrap().0;
+    let alive = plain.try_wait().unwrap().is_none();
+    let _ = plain.kill();
+    let _ = plain.wait();
+    match answer {
+        Msg::Error { msg } => assert!(msg.contains("libmosshim"), "{msg}"),
+        other => panic!("expected Error, got {other:?}"),
+    }
+    assert!(alive);
+}
