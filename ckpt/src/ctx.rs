@@ -57,6 +57,9 @@ pub struct RestartInfo {
     pub lazy: u64,
     /// real pid of the restored process
     pub pid: i64,
+    /// the shadowd address of the node restarting it (`MOS_NODE_ADDR` in the
+    /// restorer's environment), NUL-padded; a migrated body reports it home
+    pub node_addr: [u8; 32],
 }
 
 impl RestartInfo {
@@ -66,6 +69,7 @@ impl RestartInfo {
             ranges: [[0; 2]; 64],
             lazy: 0,
             pid: 0,
+            node_addr: [0; 32],
         }
     }
 }

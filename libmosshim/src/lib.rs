@@ -130,4 +130,7 @@ extern "C" fn mos_init() {
     if let Err(e) = spawned {
         manager::log(&format!("cannot start the manager thread: {e}"));
     }
+    if std::env::var_os("MOS_SUD_SELFTEST").is_some_and(|v| v == "1") {
+        remote::selftest_enable();
+    }
 }

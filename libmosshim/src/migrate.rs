@@ -198,16 +198,10 @@ pub fn undo_hand_off() {
 }
 
 /// The address of the shadowd of the node this body runs on (for `WhereIsBody`): the
-/// starter puts `MOS_NODE_ADDR` in the environment it restarts the image with, which
-/// `/proc/self/environ` shows (the variables in memory are the process's old ones).
+/// starter puts `MOS_NODE_ADDR` in the restorer's environment, which records it.
 fn node_name() -> [u8; 32] {
-    let mut n = [0u8; 32];
-    let env = std::fs::read("/proc/self/environ").unwrap_or_default();
-    let addr = env.split(|&b| b == 0).find_map(|kv| kv.strip_prefix(b"MOS_NODE_ADDR=")).unwrap_or(b"");
-    for (d, b) in n.iter_mut().zip(addr.iter()) {
-        *d = *b;
-    }
-    n
+    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
+    unsafe { (*crate::manager::RESTART_INFO.0.get()).node_addr }
 }
 
 /// Restart of an image taken for migration: become a remote body. Manager thread, all

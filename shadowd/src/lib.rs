@@ -76,6 +76,9 @@ pub fn run(cfg: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr().context("cannot read the listening address")?;
     write_addr_file(&cfg.state_dir, addr)?;
+    // Restarted guests inherit it: a migrated body reports where it runs (see the shim's
+    // migrate::node_name). Set before any thread exists.
+    std::env::set_var("MOS_NODE_ADDR", addr.to_string());
     let bin_dir = bin_dir()?;
 
     let events = Arc::new(reporter::EventQueue::new(cfg.placer.is_some()));

@@ -191,6 +191,11 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
     let mut info = RestartInfo::zeroed();
     info.lazy = opts.lazy as u64;
     info.pid = sys::getpid_real() as i64;
+    if let Some(addr) = std::env::var_os("MOS_NODE_ADDR") {
+        for (d, b) in info.node_addr.iter_mut().zip(addr.as_encoded_bytes().iter().take(31)) {
+            *d = *b;
+        }
+    }
     let now = maps::read_self().map_err(|e| format!("reading /proc/self/maps: {e}"))?;
     let mine: Vec<(u64, u64)> = now
         .iter()
