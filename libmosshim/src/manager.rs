@@ -349,6 +349,23 @@ fn serve(c: i32) {
     }
 }
 
+/// Park every application thread (a stopped body); false if they would not stop.
+pub fn pause_app() -> bool {
+    match freeze(sys::gettid()) {
+        Ok(_) => true,
+        Err(e) => {
+            release_threads();
+            log(&format!("cannot stop the application: {e}"));
+            false
+        }
+    }
+}
+
+/// Let the threads parked by [`pause_app`] go on.
+pub fn resume_app() {
+    release_threads();
+}
+
 fn release_threads() {
     FREEZING.store(false, Ordering::Release);
     RELEASE.fetch_add(1, Ordering::AcqRel);

@@ -256,6 +256,10 @@ pub fn on_control() {
     }
 }
 
+/// The body is stopped because its stub was (its threads parked, the manager awake so
+/// that the SIGCONT forwarded later can reach it).
+static STOPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// A signal for the body (sent to its stub at home).
 fn deliver(sig: i32) {
     if !(1..=64).contains(&sig) {
@@ -264,6 +268,18 @@ fn deliver(sig: i32) {
     let mut old = ckpt::sys::KSigAction::default();
     ckpt::sys::rt_sigaction(sig, None, Some(&mut old));
     let app = crate::signals::app_action_slot(sig).map(crate::signals::app_action).unwrap_or(old);
+    // stop / continue: a real SIGSTOP would stop the manager too, and nobody could
+    // deliver the SIGCONT that follows
+    let stop = sig == libc::SIGSTOP || (matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) && app.handler == libc::SIG_DFL as u64);
+    if stop {
+        if !STOPPED.swap(true, Ordering::AcqRel) && !crate::manager::pause_app() {
+            STOPPED.store(false, Ordering::Release);
+        }
+        return;
+    }
+    if sig == libc::SIGCONT && STOPPED.swap(false, Ordering::AcqRel) {
+        crate::manager::resume_app();
+    }
     let terminates = app.handler == libc::SIG_DFL as u64
         && !matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
     if terminates && sig != FREEZE_SIG.load(Ordering::Relaxed) && sig != TRIGGER_SIG.load(Ordering::Relaxed) {

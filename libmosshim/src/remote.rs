@@ -913,7 +913,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if strlen(p) == Some(0) && flags & libc::AT_EMPTY_PATH as u64 != 0 {
                 return if is_remote(dirfd) { Ret(call(5, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Native };
             }
-            path_call(262, dirfd, p, [0, 0, flags, 0], 2, 3, &[Io { p: buf, n: 144 }], m)
+            path_call(262, dirfd, p, [0, 0, 0, flags], 2, 3, &[Io { p: buf, n: 144 }], m)
         }
         libc::SYS_statx => {
             let dirfd = a[0] as i32 as i64;
@@ -1434,18 +1434,32 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         *hid = [0; 16];
     };
     let mut hid = [0u64; 16];
+    let mut stash = [0i16; 1024];
     loop {
+        // local entries, non-blocking
         hide(fds, &mut hid, true);
         let lr = r!(libc::SYS_poll, p, n, 0);
         unhide(fds, &mut hid);
-        if lr != 0 {
+        if lr < 0 {
             return lr;
         }
+        for (i, f) in fds.iter().enumerate() {
+            stash[i] = f.revents;
+        }
+        // home entries: a short wait, or none if something local is ready already
         hide(fds, &mut hid, false);
-        let rr = call(7, [0, n as u64, 20, 0, 0, 0], &io, &io, m);
+        let rr = call(7, [0, n as u64, if lr > 0 { 0 } else { 20 }, 0, 0, 0], &io, &io, m);
         unhide(fds, &mut hid);
-        if rr != 0 {
+        if rr < 0 {
             return rr;
+        }
+        for (i, f) in fds.iter_mut().enumerate() {
+            if f.fd >= 0 && !is_remote(f.fd as i64) {
+                f.revents = stash[i];
+            }
+        }
+        if lr + rr > 0 {
+            return lr + rr;
         }
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);

@@ -344,6 +344,15 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>) -> Result<()> {
     }
     match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone() })? {
         Msg::Migrated { pid: there } => {
+            // done when the new body has reported home
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match ask_at(&home, "the home shadowd", &Msg::WhereIsBody { pid }) {
+                    Ok(Msg::BodyAt { node: n, body_pid }) if n == to && (there == 0 || body_pid == there) => break,
+                    _ if Instant::now() > deadline => bail!("process {pid}: its body was started on {node} (pid {there}) but did not report home within 20 s"),
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
             println!("process {pid} migrated to {node} (pid {there} there); its home stub keeps pid {pid}");
             Ok(())
         }

@@ -104,7 +104,8 @@ impl Sessions {
             files: Mutex::new(files.into_iter().map(|(n, f)| (n, Arc::new(f))).collect()),
             cwd: Mutex::new(Arc::new(dir)),
             chans: Mutex::new(HashMap::new()),
-            ctl: Mutex::new(Control::default()),
+            // the body is in transit from home until its first control connection
+            ctl: Mutex::new(Control { leaving: Some(Instant::now()), ..Control::default() }),
             stub,
             told_stub: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -198,9 +199,12 @@ impl Session {
             (c.conn.is_none() && c.leaving.is_some_and(|t| t.elapsed() >= LEAVING_GRACE), c.node.clone())
         };
         if lost {
-            self.tell_stub(Msg::BodyLost {
-                reason: format!("the body left node {node} and did not arrive anywhere within {} s", LEAVING_GRACE.as_secs()),
-            });
+            let reason = if node.is_empty() {
+                format!("the body never arrived at its new node (within {} s)", LEAVING_GRACE.as_secs())
+            } else {
+                format!("the body left node {node} and did not arrive anywhere within {} s", LEAVING_GRACE.as_secs())
+            };
+            self.tell_stub(Msg::BodyLost { reason });
         }
     }
 

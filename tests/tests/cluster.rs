@@ -8,66 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// MOS_HOME in a temp dir; `mos cluster down` (and a kill of every daemon it started)
-/// on drop, even when the test panics.
-struct Cluster {
-    home: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        Cluster {
-            home: tempfile::Builder::new()
-                .prefix("mos-cluster-")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-    fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new(release_dir().join(prog));
-        c.env("MOS_HOME", self.home.path()).env_remove("LD_PRELOAD");
-        no_inherited_fds(&mut c);
-        c
-    }
-    fn mos(&self, args: &[&str]) -> RunOutput {
-        let mut c = self.cmd("mos");
-        c.args(args);
-        run(&format!("mos {}", args.join(" ")), c, b"")
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.mos(args);
-        out.assert_code(0, &format!("mos {}", args.join(" ")));
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("bad json from mos {args:?}: {e}\n{}", out.describe()))
-    }
-    fn run_state(&self) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.home.path().join("cluster.json")).unwrap())
-            .unwrap()
-    }
-    fn pids(&self) -> Vec<i32> {
-        let Ok(b) = std::fs::read(self.home.path().join("cluster.json")) else {
-            return vec![];
-        };
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-        let mut p = vec![v["placer"]["pid"].as_i64().unwrap_or(0) as i32];
-        for n in v["nodes"].as_array().cloned().unwrap_or_default() {
-            p.push(n["pid"].as_i64().unwrap_or(0) as i32);
-        }
-        p.into_iter().filter(|&p| p > 0).collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let pids = self.pids();
-        let _ = self.cmd("mos").args(["cluster", "down"]).output();
-        for p in pids {
-            // SAFETY: killing daemons this test started (already gone after `down`).
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-    }
-}
-
 const JOB_C: &str = r#"
 #include <stdio.h>
 #include <stdint.h>

@@ -161,7 +161,14 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
     let cwd = cstr(&meta.cwd)?;
     // SAFETY: valid path.
     if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
-        return Err(os_err(&format!("cannot chdir to {}", meta.cwd)));
+        // a migrated body's cwd is its home's (paths are resolved there); here any will do
+        let remote = meta.fds.iter().any(|f| f.kind == crate::image::FdKind::Remote);
+        // SAFETY: chdir to a NUL-terminated literal.
+        if remote && unsafe { libc::chdir(c"/".as_ptr()) } == 0 {
+            // fine
+        } else {
+            return Err(os_err(&format!("cannot chdir to {}", meta.cwd)));
+        }
     }
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(meta.umask) };

@@ -1,0 +1,235 @@
+/* The coverage matrix of forwarded calls. Opens before.txt and map.txt (which the test
+ * created) before mos_sync(1), where the test migrates it; then runs every row and prints
+ * "ROW <name> ok", "ROW <name> refused <errno name>" (a clear refusal), or
+ * "ROW <name> FAIL <what>". Everything happens in the cwd, which is at home. */
+#include "common.h"
+#include <dirent.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+static int fails;
+#define ROW_OK(name) printf("ROW %s ok\n", name)
+#define FAIL(name, what) do { printf("ROW %s FAIL %s (%s)\n", name, what, strerror(errno)); fails++; return; } while (0)
+#define CHECK(name, cond, what) do { if (!(cond)) FAIL(name, what); } while (0)
+
+static int before_fd, map_fd;
+
+static void row_rw(void)
+{
+    const char *r = "read_write";
+    int fd = open("m_rw.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "open");
+    CHECK(r, write(fd, "abcdef", 6) == 6, "write");
+    CHECK(r, lseek(fd, 0, SEEK_SET) == 0, "lseek");
+    char b[8] = { 0 };
+    CHECK(r, read(fd, b, 6) == 6 && memcmp(b, "abcdef", 6) == 0, "read back");
+    close(fd);
+    /* a file opened at home before the migration */
+    CHECK(r, lseek(before_fd, 0, SEEK_END) == 7, "lseek SEEK_END on pre-migration fd");
+    CHECK(r, write(before_fd, "after\n", 6) == 6, "write to pre-migration fd");
+    CHECK(r, lseek(before_fd, 0, SEEK_SET) == 0, "lseek pre-migration fd");
+    char c[64] = { 0 };
+    CHECK(r, read(before_fd, c, sizeof c - 1) == 13 && strcmp(c, "before\nafter\n") == 0, "read pre-migration fd");
+    ROW_OK(r);
+}
+
+static void row_pread(void)
+{
+    const char *r = "pread_pwrite";
+    int fd = open("m_p.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "open");
+    CHECK(r, pwrite(fd, "XYZ", 3, 100) == 3, "pwrite");
+    char b[4] = { 0 };
+    CHECK(r, pread(fd, b, 3, 100) == 3 && strcmp(b, "XYZ") == 0, "pread");
+    CHECK(r, lseek(fd, 0, SEEK_CUR) == 0, "offset unchanged");
+    close(fd);
+    ROW_OK(r);
+}
+
+static void row_vec(void)
+{
+    const char *r = "readv_writev";
+    int fd = open("m_v.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "open");
+    struct iovec w[3] = { { "one ", 4 }, { "two ", 4 }, { "three", 5 } };
+    CHECK(r, writev(fd, w, 3) == 13, "writev");
+    char a[6] = { 0 }, b[8] = { 0 };
+    struct iovec v[2] = { { a, 5 }, { b, 8 } };
+    CHECK(r, lseek(fd, 0, SEEK_SET) == 0, "lseek");
+    CHECK(r, readv(fd, v, 2) == 13 && strcmp(a, "one t") == 0 && strcmp(b, "wo three") == 0, "readv");
+    close(fd);
+    ROW_OK(r);
+}
+
+static void row_stdio(void)
+{
+    const char *r = "stdio";
+    FILE *f = fopen("m_stdio.txt", "w");
+    CHECK(r, f != NULL, "fopen w");
+    for (int i = 0; i < 2000; i++) fprintf(f, "stdio line %d\n", i);
+    CHECK(r, fclose(f) == 0, "fclose");
+    f = fopen("m_stdio.txt", "r");
+    CHECK(r, f != NULL, "fopen r");
+    char line[64];
+    int n = 0, last = -1;
+    while (fgets(line, sizeof line, f)) { n++; sscanf(line, "stdio line %d", &last); }
+    fclose(f);
+    CHECK(r, n == 2000 && last == 1999, "lines read back");
+    ROW_OK(r);
+}
+
+static void row_mmap(void)
+{
+    const char *r = "mmap_read";
+    struct stat st;
+    CHECK(r, fstat(map_fd, &st) == 0, "fstat");
+    char *p = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, map_fd, 0);
+    CHECK(r, p != MAP_FAILED, "mmap");
+    CHECK(r, st.st_size == 8192 && p[0] == 'M' && p[4096] == 'N' && p[8191] == 'E', "mapped bytes");
+    munmap(p, st.st_size);
+    ROW_OK(r);
+    const char *s = "mmap_shared_write";
+    p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
+    /* at home this works; a migrated process is refused (ENODEV) */
+    if (p == MAP_FAILED) printf("ROW %s refused %s\n", s, errno == ENODEV ? "ENODEV" : strerror(errno));
+    else { printf("ROW %s ok\n", s); munmap(p, 4096); }
+}
+
+static void row_meta(void)
+{
+    const char *r = "fstat_lseek_ftruncate_fsync";
+    int fd = open("m_meta.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "open");
+    CHECK(r, write(fd, "0123456789", 10) == 10, "write");
+    struct stat st;
+    CHECK(r, fstat(fd, &st) == 0 && st.st_size == 10 && S_ISREG(st.st_mode), "fstat");
+    CHECK(r, ftruncate(fd, 3) == 0, "ftruncate");
+    CHECK(r, fstat(fd, &st) == 0 && st.st_size == 3, "size after ftruncate");
+    CHECK(r, lseek(fd, 0, SEEK_END) == 3, "lseek SEEK_END");
+    CHECK(r, fsync(fd) == 0 && fdatasync(fd) == 0, "fsync");
+    close(fd);
+    ROW_OK(r);
+}
+
+static void row_dup(void)
+{
+    const char *r = "dup_dup2_fcntl";
+    int fd = open("m_dup.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "open");
+    int d = dup(fd);
+    CHECK(r, d >= 0 && d != fd, "dup");
+    CHECK(r, write(d, "ab", 2) == 2 && lseek(fd, 0, SEEK_CUR) == 2, "shared offset after dup");
+    CHECK(r, dup2(fd, 50) == 50, "dup2");
+    CHECK(r, write(50, "cd", 2) == 2 && lseek(d, 0, SEEK_CUR) == 4, "shared offset after dup2");
+    int fl = fcntl(fd, F_GETFL);
+    CHECK(r, fl >= 0 && (fl & O_ACCMODE) == O_RDWR, "F_GETFL");
+    int e = fcntl(fd, F_DUPFD, 60);
+    CHECK(r, e >= 60, "F_DUPFD");
+    CHECK(r, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 && fcntl(fd, F_GETFD) == FD_CLOEXEC && fcntl(d, F_GETFD) == 0, "F_SETFD/F_GETFD per fd");
+    CHECK(r, lseek(fd, 0, SEEK_SET) == 0 && fcntl(fd, F_SETFL, O_APPEND) == 0, "F_SETFL");
+    CHECK(r, write(e, "ef", 2) == 2 && lseek(fd, 0, SEEK_CUR) == 6, "O_APPEND write");
+    struct flock lk = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+    CHECK(r, fcntl(fd, F_SETLK, &lk) == 0, "F_SETLK");
+    close(e);
+    close(50);
+    close(d);
+    close(fd);
+    char b[8] = { 0 };
+    fd = open("m_dup.txt", O_RDONLY);
+    CHECK(r, read(fd, b, 8) == 6 && strcmp(b, "abcdef") == 0, "content");
+    close(fd);
+    ROW_OK(r);
+}
+
+static void row_poll(void)
+{
+    const char *r = "poll_select";
+    /* stdin is a pipe at home; the test wrote "x\n" into it before the migration */
+    struct pollfd p[2] = { { 0, POLLIN, 0 }, { -1, 0, 0 } };
+    CHECK(r, poll(p, 1, 5000) == 1 && (p[0].revents & POLLIN), "poll on a forwarded pipe");
+    fd_set rs;
+    FD_ZERO(&rs);
+    FD_SET(0, &rs);
+    struct timeval tv = { 5, 0 };
+    CHECK(r, select(1, &rs, NULL, NULL, &tv) == 1 && FD_ISSET(0, &rs), "select on a forwarded pipe");
+    int ev = eventfd(1, 0);
+    CHECK(r, ev >= 0, "eventfd");
+    int f = open("m_poll.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    struct pollfd q[2] = { { ev, POLLIN, 0 }, { f, POLLOUT, 0 } };
+    CHECK(r, poll(q, 2, 5000) == 2 && (q[0].revents & POLLIN) && (q[1].revents & POLLOUT), "poll on a local and a forwarded fd");
+    close(ev);
+    close(f);
+    char c[4] = { 0 };
+    CHECK(r, read(0, c, 2) == 2 && c[0] == 'x', "read stdin");
+    ROW_OK(r);
+}
+
+static void row_dirs(void)
+{
+    const char *r = "getdents_paths";
+    CHECK(r, mkdir("m_dir", 0755) == 0, "mkdir");
+    for (int i = 0; i < 3; i++) {
+        char p[64];
+        snprintf(p, sizeof p, "m_dir/f%d", i);
+        int fd = creat(p, 0644);
+        CHECK(r, fd >= 0, "creat");
+        close(fd);
+    }
+    DIR *d = opendir("m_dir");
+    CHECK(r, d != NULL, "opendir");
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) if (e->d_name[0] != '.') n++;
+    closedir(d);
+    CHECK(r, n == 3, "readdir count");
+    struct stat st;
+    CHECK(r, stat("m_dir/f1", &st) == 0 && access("m_dir/f1", W_OK) == 0, "stat/access");
+    CHECK(r, rename("m_dir/f1", "m_dir/g1") == 0 && access("m_dir/f1", F_OK) != 0, "rename");
+    CHECK(r, symlink("g1", "m_dir/link") == 0, "symlink");
+    char l[32] = { 0 };
+    CHECK(r, readlink("m_dir/link", l, sizeof l) == 2 && strcmp(l, "g1") == 0, "readlink");
+    CHECK(r, lstat("m_dir/link", &st) == 0 && S_ISLNK(st.st_mode), "lstat");
+    char before[4096], inside[4096];
+    CHECK(r, getcwd(before, sizeof before) != NULL, "getcwd");
+    CHECK(r, chdir("m_dir") == 0 && getcwd(inside, sizeof inside) && strstr(inside, "/m_dir"), "chdir");
+    CHECK(r, unlink("link") == 0 && unlink("g1") == 0 && unlink("f0") == 0 && unlink("f2") == 0, "unlink");
+    CHECK(r, chdir(before) == 0 && rmdir("m_dir") == 0, "rmdir");
+    ROW_OK(r);
+}
+
+static void row_raw(void)
+{
+    const char *r = "raw_syscall";
+    int fd = syscall(SYS_openat, AT_FDCWD, "m_raw.txt", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "SYS_openat");
+    CHECK(r, syscall(SYS_write, fd, "raw\n", 4) == 4, "SYS_write");
+    CHECK(r, syscall(SYS_close, fd) == 0, "SYS_close");
+    struct stat st;
+    CHECK(r, syscall(SYS_newfstatat, AT_FDCWD, "m_raw.txt", &st, 0) == 0 && st.st_size == 4, "SYS_newfstatat");
+    ROW_OK(r);
+}
+
+int main(void)
+{
+    before_fd = open("before.txt", O_RDWR);
+    map_fd = open("map.txt", O_RDWR);
+    if (before_fd < 0 || map_fd < 0) { perror("open"); return 90; }
+    mos_sync(1);
+    row_rw();
+    row_pread();
+    row_vec();
+    row_stdio();
+    row_mmap();
+    row_meta();
+    row_dup();
+    row_poll();
+    row_dirs();
+    row_raw();
+    printf("MATRIX DONE fails=%d\n", fails);
+    return fails ? 1 : 0;
+}

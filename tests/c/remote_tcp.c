@@ -1,0 +1,54 @@
+/* A TCP client: connects to 127.0.0.1:argv[1] at home, then (after mos_sync(1), where the
+ * test migrates it) sends "ping I" lines and prints each echo; then opens a second
+ * connection (socket() after migration) and does the same once. */
+#include "common.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static int dial(int port)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); exit(90); }
+    return s;
+}
+
+static void ping(int s, const char *msg)
+{
+    char buf[128];
+    int n = snprintf(buf, sizeof buf, "%s\n", msg);
+    if (send(s, buf, n, 0) != n) { perror("send"); exit(91); }
+    int got = 0;
+    while (got < n) {
+        ssize_t k = recv(s, buf + got, sizeof buf - 1 - got, 0);
+        if (k <= 0) { perror("recv"); exit(92); }
+        got += k;
+    }
+    buf[got] = 0;
+    printf("echo: %s", buf);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    int port = atoi(argv[1]);
+    int s = dial(port);
+    ping(s, "before");
+    mos_sync(1);
+    for (int i = 0; i < 5; i++) {
+        char m[32];
+        snprintf(m, sizeof m, "ping %d", i);
+        ping(s, m);
+    }
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    getpeername(s, (struct sockaddr *)&peer, &len);
+    printf("peer port %d\n", ntohs(peer.sin_port));
+    int s2 = dial(port);
+    ping(s2, "second connection");
+    close(s2);
+    close(s);
+    return 0;
+}

@@ -1,0 +1,380 @@
+//! Remote execution on a localhost cluster (real placer + shadowds on 127.0.0.1, free
+//! ports, temp dirs): a process started under the shim at home is migrated with
+//! `mos migrate PID NODE`; its body runs on another node while its files, stdin/stdout,
+//! sockets, pid and exit status stay at home (the stub keeps the pid).
+
+use mos_integration::*;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cluster(nodes: u32) -> Cluster {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    let n = nodes.to_string();
+    c.mos(&["cluster", "up", "--nodes", &n, "--interval-ms", "200"])
+        .assert_code(0, "mos cluster up");
+    c
+}
+
+fn node_pid(c: &Cluster, name: &str) -> i32 {
+    let rs = c.run_state();
+    rs["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .and_then(|n| n["pid"].as_i64())
+        .unwrap_or_else(|| panic!("no node {name} in {rs}")) as i32
+}
+
+/// The processes whose parent is `ppid`.
+fn children(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let rest = &stat[stat.rfind(')').unwrap_or(0) + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn state_of(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.get(stat.rfind(')').map_or(0, |i| i + 2)..).and_then(|s| s.chars().next()).unwrap_or('?')
+}
+
+/// The body of a migrated process: the one guest of `node`'s shadowd.
+fn body_on(c: &Cluster, node: &str) -> i32 {
+    let sh = node_pid(c, node);
+    poll_until(|| children(sh).len() == 1, || format!("one guest under {node}'s shadowd (pid {sh}); found {:?}", children(sh)));
+    children(sh)[0]
+}
+
+fn app(c: &Cluster, dir: &Path, prog: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("LD_PRELOAD", shim())
+        .env("MOS_HOME", c.home.path())
+        .env("MOS_SYNC", dir)
+        .env("MOS_LOG_FILE", dir.join("shim.log"));
+    cmd
+}
+
+fn migrate(c: &Cluster, pid: i32, node: &str) {
+    let out = c.mos(&["migrate", &pid.to_string(), node]);
+    out.assert_code(0, &format!("mos migrate {pid} {node}"));
+    assert!(out.stdout_str().contains(&format!("migrated to {node}")), "{}", out.describe());
+}
+
+fn wait_file(p: &Path) {
+    poll_until(|| p.exists(), || format!("{} to appear", p.display()));
+}
+
+fn lines_0_to(n: usize, prefix: &str) -> String {
+    (0..n).map(|i| format!("{prefix} {i}\n")).collect()
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default()
+}
+
+/// home -> node2 -> home -> node3 mid-run: output, files and a deleted temp file are
+/// those of an uninterrupted run, stdin written after each migration reaches it, and the
+/// exit status comes back through the stub (which kept the pid all along).
+#[test]
+fn migrates_home_b_home_c() {
+    let c = cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c("remote_io");
+    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["80"]));
+    let pid = p.pid();
+    p.wait_stdout("tick 5");
+    migrate(&c, pid, "node2");
+    let b = body_on(&c, "node2");
+    assert_ne!(b, pid);
+    assert!(p.is_running(), "the stub keeps the pid\n{}", p.describe());
+    p.write_stdin(b"hello-1\n");
+    p.wait_stdout("got: hello-1");
+    migrate(&c, pid, "node1");
+    body_on(&c, "node1");
+    migrate(&c, pid, "node3");
+    body_on(&c, "node3");
+    assert!(children(node_pid(&c, "node2")).is_empty(), "the body left node2");
+    p.write_stdin(b"hello-2\n");
+    p.wait_stdout("got: hello-2");
+    p.close_stdin();
+    let out = p.wait_timeout(Duration::from_secs(60));
+    assert_eq!(out.code(), Some(7), "exit status through the stub\n{}\n{}", out.describe(), log_of(dir.path()));
+    let stdout = out.stdout_str();
+    let ticks: String = stdout.lines().filter(|l| l.starts_with("tick ")).map(|l| format!("{l}\n")).collect();
+    assert_same_bytes("ticks on stdout", ticks.as_bytes(), lines_0_to(80, "tick").as_bytes());
+    assert!(stdout.contains("got: hello-1\n") && stdout.contains("got: hello-2\n"), "{stdout}");
+    let tmp: String = (0..80).map(|i| format!("t{i};")).collect();
+    assert!(stdout.contains(&format!("tmp: {} bytes, ends 8;t79;", tmp.len())), "deleted temp file\n{stdout}");
+    assert_same_bytes("out.txt", &std::fs::read(dir.path().join("out.txt")).unwrap(), lines_0_to(80, "line").as_bytes());
+    assert_eq!(std::fs::read_to_string(dir.path().join("raw.txt")).unwrap(), "raw\n");
+    let log = log_of(dir.path());
+    assert_eq!(log.matches("restarted as pid").count(), 3, "{log}");
+}
+
+/// Signals sent to the stub reach the body: SIGTERM to the application's handler (exit
+/// status 42 comes back), SIGSTOP/SIGCONT stop and continue the body, and a default
+/// SIGINT (Ctrl-C) ends the body and the stub dies of the same signal.
+#[test]
+fn stub_forwards_signals_and_exit_status() {
+    let c = cluster(2);
+    let prog = compile_c("remote_io");
+    // SIGTERM -> the application's handler
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
+    p.wait_stdout("tick 2");
+    migrate(&c, p.pid(), "node2");
+    let b = body_on(&c, "node2");
+    // stopping the stub stops the body; continuing it continues the body
+    let _ = b;
+    p.signal(libc::SIGSTOP);
+    poll_until(|| state_of(p.pid()) == 'T', || "stub stopped".into());
+    std::thread::sleep(Duration::from_millis(500));
+    let n = p.stdout_now().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(p.stdout_now().len(), n, "the body goes on while its stub is stopped\n{}", p.describe());
+    p.signal(libc::SIGCONT);
+    poll_until(|| p.stdout_now().len() > n, || "ticks again after SIGCONT".into());
+    p.signal(libc::SIGTERM);
+    let out = p.wait_timeout(Duration::from_secs(30));
+    assert_eq!(out.code(), Some(42), "{}", out.describe());
+    assert!(out.stdout_str().ends_with("term\n"), "{}", out.describe());
+
+    // SIGINT with the default action
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
+    p.wait_stdout("tick 2");
+    migrate(&c, p.pid(), "node2");
+    body_on(&c, "node2");
+    p.signal(libc::SIGINT);
+    let out = p.wait_timeout(Duration::from_secs(30));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "the stub dies of SIGINT like its body\n{}", out.describe());
+    poll_until(|| children(node_pid(&c, "node2")).is_empty(), || "the body is gone".into());
+}
+
+/// Killing the home node's shadowd: the body's forwarded calls fail (EIO) and it stops
+/// (nothing half-written at home); the stub says so and exits 255.
+#[test]
+fn home_shadowd_killed_body_stops_safely() {
+    let c = cluster(2);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c("remote_io");
+    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
+    p.wait_stdout("tick 2");
+    migrate(&c, p.pid(), "node2");
+    let b = body_on(&c, "node2");
+    p.wait_stdout("tick 10");
+    // SAFETY: killing a daemon of this test's cluster.
+    unsafe { libc::kill(node_pid(&c, "node1"), libc::SIGKILL) };
+    let out = p.wait_timeout(Duration::from_secs(30));
+    assert_eq!(out.code(), Some(255), "{}", out.describe());
+    assert!(out.stderr_str().contains("home shadowd went away"), "{}", out.describe());
+    poll_until(|| state_of(b) == 'T', || format!("body {b} stopped (state {})", state_of(b)));
+    let text = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
+    let n = text.lines().count();
+    assert!(n >= 10, "{text}");
+    assert_same_bytes("out.txt: whole lines only, in order", text.as_bytes(), lines_0_to(n, "line").as_bytes());
+    assert!(log_of(dir.path()).contains("stopping"), "{}", log_of(dir.path()));
+}
+
+/// Killing the node the body runs on: the stub reports the loss and exits 255.
+#[test]
+fn body_node_killed_stub_reports_loss() {
+    let c = cluster(2);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c("remote_io");
+    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
+    p.wait_stdout("tick 2");
+    migrate(&c, p.pid(), "node2");
+    body_on(&c, "node2");
+    // SAFETY: killing a daemon of this test's cluster (its guests die with it).
+    unsafe { libc::kill(node_pid(&c, "node2"), libc::SIGKILL) };
+    let out = p.wait_timeout(Duration::from_secs(30));
+    assert_eq!(out.code(), Some(255), "{}", out.describe());
+    let err = out.stderr_str();
+    assert!(err.contains("was lost"), "{}", out.describe());
+}
+
+/// A TCP connection opened at home keeps working after the process migrated, and a
+/// socket created after the migration is created at home.
+#[test]
+fn tcp_connection_survives_migration() {
+    let c = cluster(2);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut w = s.try_clone().unwrap();
+                    for line in BufReader::new(s).lines().map_while(Result::ok) {
+                        if w.write_all(format!("{line}\n").as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c("remote_tcp");
+    let mut p = Proc::spawn("remote_tcp", app(&c, dir.path(), &prog, &[&port.to_string()]));
+    wait_file(&dir.path().join("ready.1"));
+    migrate(&c, p.pid(), "node2");
+    body_on(&c, "node2");
+    std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    let out = p.wait_timeout(Duration::from_secs(30));
+    out.assert_code(0, "remote_tcp");
+    let s = out.stdout_str();
+    for want in ["echo: before\n", "echo: ping 0\n", "echo: ping 4\n", "echo: second connection\n"] {
+        assert!(s.contains(want), "{want:?} missing\n{}", out.describe());
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the first connection was never re-established");
+}
+
+fn matrix_rows(out: &str) -> Vec<String> {
+    out.lines().filter(|l| l.starts_with("ROW ") || l.starts_with("MATRIX")).map(str::to_string).collect()
+}
+
+fn matrix_run(c: &Cluster, migrate_to: Option<&str>) -> (Vec<String>, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("before.txt"), b"before\n").unwrap();
+    let mut map = vec![b'.'; 8192];
+    map[0] = b'M';
+    map[4096] = b'N';
+    map[8191] = b'E';
+    std::fs::write(dir.path().join("map.txt"), &map).unwrap();
+    let prog = compile_c("remote_matrix");
+    let mut p = Proc::spawn("remote_matrix", app(c, dir.path(), &prog, &[]));
+    wait_file(&dir.path().join("ready.1"));
+    p.write_stdin(b"x\n");
+    if let Some(node) = migrate_to {
+        migrate(c, p.pid(), node);
+        body_on(c, node);
+    }
+    std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    let out = p.wait_timeout(Duration::from_secs(60));
+    let rows = matrix_rows(&out.stdout_str());
+    assert_eq!(out.code(), Some(0), "matrix {migrate_to:?}\n{}\n{}", out.describe(), log_of(dir.path()));
+    let p = dir.path().to_path_buf();
+    (rows, p, dir)
+}
+
+/// The coverage matrix: every row passes after migration exactly as at home, or is
+/// refused with a clear errno (a writable shared mapping of a home file).
+#[test]
+fn coverage_matrix_after_migration() {
+    let c = cluster(2);
+    let (home, _, _d1) = matrix_run(&c, None);
+    let (remote, dir, _d2) = matrix_run(&c, Some("node2"));
+    eprintln!("coverage matrix (migrated):\n{}", remote.join("\n"));
+    let shared = |rows: &[String]| rows.iter().filter(|r| !r.starts_with("ROW mmap_shared_write")).cloned().collect::<Vec<_>>();
+    assert_eq!(shared(&remote), shared(&home), "the migrated run differs from the run at home");
+    assert!(home.iter().any(|r| r == "ROW mmap_shared_write ok"), "{home:?}");
+    assert!(remote.iter().any(|r| r == "ROW mmap_shared_write refused ENODEV"), "{remote:?}");
+    assert!(remote.iter().filter(|r| r.ends_with(" ok")).count() >= 10, "{remote:?}");
+    // the files are at home
+    assert_eq!(std::fs::read_to_string(dir.join("before.txt")).unwrap(), "before\nafter\n");
+    assert_eq!(std::fs::read_to_string(dir.join("m_raw.txt")).unwrap(), "raw\n");
+    assert_eq!(std::fs::read_to_string(dir.join("m_dup.txt")).unwrap(), "abcdef");
+}
+
+/// Node B runs in its own mount namespace with a private /tmp: the migrated process
+/// (C with fopen/fprintf and raw syscall(SYS_openat), and python3) still sees home's /tmp
+/// and creates its files there, never in B's /tmp.
+#[test]
+fn isolation_private_tmp_on_the_remote_node() {
+    if !is_root() {
+        eprintln!("skipped: needs root for unshare -m");
+        return;
+    }
+    let c = cluster(1);
+    // node "iso": a shadowd in its own mount namespace whose /tmp is an empty tmpfs; its
+    // state (and a copy of the key) live outside /tmp
+    let iso_state = tempfile::Builder::new().prefix("mos-iso-").tempdir_in(workspace_root().join("target")).unwrap();
+    std::fs::copy(c.home.path().join("cluster.key"), iso_state.path().join("key")).unwrap();
+    let mut sh = Command::new("unshare");
+    sh.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs tmpfs /tmp && exec {} --node iso --listen 127.0.0.1:0 --state-dir {} --key {}",
+            release_dir().join("shadowd").display(),
+            iso_state.path().display(),
+            iso_state.path().join("key").display()
+        ))
+        .env_remove("LD_PRELOAD");
+    let mut iso = Proc::spawn("iso shadowd", sh);
+    wait_file(&iso_state.path().join("addr"));
+    let iso_addr = std::fs::read_to_string(iso_state.path().join("addr")).unwrap().trim().to_string();
+    let iso_pid = iso.pid();
+
+    let dir = tempfile::Builder::new().prefix("mos-iso-home-").tempdir_in("/tmp").unwrap();
+    std::fs::write(dir.path().join("home_only.txt"), b"at home\n").unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+
+    let run = |label: &str, mut cmd: Command| -> String {
+        let _ = std::fs::remove_file(dir.path().join("ready.1"));
+        let _ = std::fs::remove_file(dir.path().join("go.1"));
+        cmd.current_dir(dir.path())
+            .env("LD_PRELOAD", shim())
+            .env("MOS_HOME", c.home.path())
+            .env("MOS_SYNC", dir.path())
+            .env("MOS_LOG_FILE", dir.path().join("shim.log"));
+        let mut p = Proc::spawn(label, cmd);
+        wait_file(&dir.path().join("ready.1"));
+        let out = c.mos(&["migrate", &p.pid().to_string(), &iso_addr]);
+        out.assert_code(0, "mos migrate to the isolated node");
+        assert_eq!(children(iso_pid).len(), 1, "body under the isolated shadowd\n{}", out.describe());
+        std::fs::write(dir.path().join("go.1"), b"").unwrap();
+        let out = p.wait_timeout(Duration::from_secs(60));
+        out.assert_code(0, label);
+        out.stdout_str()
+    };
+    let mut c_prog = Command::new(compile_c("remote_iso"));
+    c_prog.arg(&d);
+    let s = run("remote_iso", c_prog);
+    assert!(s.contains("home_only: found"), "{s}");
+    let mut py = Command::new("python3");
+    py.arg("-c")
+        .arg(
+            "import os, sys, time\n\
+             d = sys.argv[1]; sync = os.environ['MOS_SYNC']\n\
+             open(os.path.join(sync, 'ready.1'), 'w').close()\n\
+             while not os.path.exists(os.path.join(sync, 'go.1')): time.sleep(0.01)\n\
+             with open(os.path.join(d, 'py_open.txt'), 'w') as f: f.write('written by python\\n')\n\
+             print('home_only:', 'found' if os.path.exists(os.path.join(d, 'home_only.txt')) else 'missing')\n\
+             print('listing:', ' '.join(sorted(x for x in os.listdir(d) if x.endswith('.txt'))))\n",
+        )
+        .arg(&d);
+    let s = run("python3", py);
+    assert!(s.contains("home_only: found"), "{s}");
+    assert!(s.contains("listing: c_fopen.txt c_raw.txt home_only.txt py_open.txt"), "{s}");
+    // at home: every file; on the isolated node: none (its /tmp is its own, empty)
+    assert_eq!(std::fs::read_to_string(dir.path().join("c_fopen.txt")).unwrap(), "written by fprintf\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("c_raw.txt")).unwrap(), "written by syscall\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("py_open.txt")).unwrap(), "written by python\n");
+    let ls = Command::new("nsenter")
+        .args(["-t", &iso_pid.to_string(), "-m", "--", "ls", "-A", "/tmp"])
+        .output()
+        .unwrap();
+    assert!(ls.status.success(), "{ls:?}");
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "", "the isolated node's /tmp stays empty");
+    let start = Instant::now();
+    iso.kill();
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
