@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod remote;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -17,7 +19,13 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn compile(src: &str, out: &Path) {
-    let st = Command::new("cc").args(["-O2", "-o"]).arg(out).arg(root().join("bench/c").join(src)).status().expect("cc");
+    compile_with(src, out, &[]);
+}
+fn compile_threaded(src: &str, out: &Path) {
+    compile_with(src, out, &["-pthread"]);
+}
+fn compile_with(src: &str, out: &Path, flags: &[&str]) {
+    let st = Command::new("cc").args(["-O2", "-o"]).arg(out).arg(root().join("bench/c").join(src)).args(flags).status().expect("cc");
     assert!(st.success(), "compiling {src}");
 }
 
@@ -263,12 +271,19 @@ fn small_case(exe: &Path, dir: &Path) {
 fn main() {
     let dir = PathBuf::from(format!("/dev/shm/mos-bench.{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("heap");
-    compile("heap.c", &exe);
-    let mib: usize = std::env::var("MOS_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
-    println!("== mos bench: checkpoint engine (single thread) ==");
-    small_case(&exe, &dir);
-    heap_case(&exe, mib, &dir);
-    threads_case(&dir, 1024);
+    // MOS_BENCH_ONLY=ckpt or =remote runs one section
+    let only = std::env::var("MOS_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "ckpt" {
+        let exe = dir.join("heap");
+        compile("heap.c", &exe);
+        let mib: usize = std::env::var("MOS_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+        println!("== mos bench: checkpoint engine (single thread) ==");
+        small_case(&exe, &dir);
+        heap_case(&exe, mib, &dir);
+        threads_case(&dir, 1024);
+    }
+    if only.is_empty() || only == "remote" {
+        remote::run(&dir);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
