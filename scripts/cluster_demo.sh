@@ -49,7 +49,9 @@ say "mossubmit job.toml"
 sleep 2.5
 say "mos q (running)"
 "$MOS" q
-victim=$("$MOS" q --json | python3 -c 'import json,sys,collections; c=collections.Counter(r["node"] for r in json.load(sys.stdin) if r["state"]=="R"); print(c.most_common(1)[0][0] if c else "")')
+# node1 is the submitting node: the jobs' home, where their output files are written
+# through its shadowd (like HTCondor's schedd, it must stay up); any other node may die
+victim=$("$MOS" q --json | python3 -c 'import json,sys,collections; c=collections.Counter(r["node"] for r in json.load(sys.stdin) if r["state"]=="R" and r["node"]!="node1"); print(c.most_common(1)[0][0] if c else "")')
 [ -n "$victim" ] || { echo "no running job to evict"; exit 1; }
 vpid=$(python3 -c 'import json,sys; print([n["pid"] for n in json.load(open(sys.argv[1]))["nodes"] if n["name"]==sys.argv[2]][0])' "$MOS_HOME/cluster.json" "$victim")
 say "kill -9 the shadowd of $victim (pid $vpid): its jobs die with it"

@@ -406,8 +406,10 @@ fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
             target: target.clone(),
         };
         if crate::remote::is_remote(fd as i64) {
-            // a home file: only its number lives here
-            out.push(entry(FdKind::Remote));
+            // a home file: only its number lives here (and its offset, for a restart)
+            let mut e = entry(FdKind::Remote);
+            e.offset = crate::remote::remote_offset(fd);
+            out.push(e);
             continue;
         }
         let is_pipe = f.fmt == libc::S_IFIFO && target.starts_with("pipe:");

@@ -123,12 +123,32 @@ extern "C" fn mos_init() {
     remote::learn_text();
     // SAFETY: registering a plain function as fork child handler.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    // a batch job placed away from its home runs in remote mode from the start
+    let remote_start = match std::env::var("MOS_REMOTE_HOME") {
+        Ok(v) if !v.is_empty() => match migrate::start_remote(&v) {
+            Ok(()) => true,
+            Err(e) => {
+                // its files are not here: running on would write them in the wrong place
+                let line = format!("mos: {e}\n");
+                // SAFETY: writing to stderr, then exiting before the program runs.
+                unsafe {
+                    libc::write(2, line.as_ptr().cast(), line.len());
+                    libc::_exit(126);
+                }
+            }
+        },
+        _ => false,
+    };
     let spawned = std::thread::Builder::new()
         .name("mos-manager".into())
         .stack_size(256 * 1024)
         .spawn(manager::run);
     if let Err(e) = spawned {
         manager::log(&format!("cannot start the manager thread: {e}"));
+    }
+    if remote_start {
+        // every call of the main thread from here on goes through the dispatcher
+        remote::enable_thread();
     }
     if std::env::var_os("MOS_SUD_SELFTEST").is_some_and(|v| v == "1") {
         remote::selftest_enable();

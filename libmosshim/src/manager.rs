@@ -691,7 +691,7 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
     crate::migrate::CONTROL.store(-1, Ordering::Release);
     crate::migrate::STUB_CONN.store(-1, Ordering::Release);
     if crate::remote::SESSION_SET.load(Ordering::Acquire) {
-        crate::migrate::enter_remote();
+        crate::migrate::enter_remote(&meta.fds);
     }
     raise_pending(meta);
     if let Err(e) = restore_timers(meta) {

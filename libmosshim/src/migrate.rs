@@ -201,12 +201,69 @@ pub fn undo_hand_off() {
 /// starter puts `MOS_NODE_ADDR` in the restorer's environment, which records it.
 fn node_name() -> [u8; 32] {
     // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    unsafe { (*crate::manager::RESTART_INFO.0.get()).node_addr }
+    let n = unsafe { (*crate::manager::RESTART_INFO.0.get()).node_addr };
+    if n[0] != 0 {
+        return n;
+    }
+    // a batch job started here in remote mode: the starter's environment says
+    let mut n = [0u8; 32];
+    if let Ok(a) = std::env::var("MOS_NODE_ADDR") {
+        for (d, b) in n.iter_mut().zip(a.bytes().take(31)) {
+            *d = b;
+        }
+    }
+    n
+}
+
+/// A batch job started by a node's starter with `MOS_REMOTE_HOME=<hex token>@<addr>`: its
+/// stdin/stdout/stderr and cwd are at its home (the session was opened there by the
+/// placer); it runs in remote mode from the start. Called at start-up before the manager
+/// thread exists; SUD is switched on for the main thread by [`start_remote_thread`].
+pub fn start_remote(spec: &str) -> Result<(), String> {
+    let (hex, addr) = spec.split_once('@').ok_or_else(|| format!("MOS_REMOTE_HOME={spec:?}: want TOKEN@ADDR"))?;
+    let token: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "MOS_REMOTE_HOME: bad token".to_string())?;
+    if token.len() != proto::rsys::TOKEN_LEN {
+        return Err("MOS_REMOTE_HOME: bad token length".into());
+    }
+    let addr: std::net::SocketAddr = addr.parse().map_err(|_| format!("MOS_REMOTE_HOME: bad address {addr:?}"))?;
+    let std::net::SocketAddr::V4(v4) = addr else { return Err(format!("rsys address {addr} is not IPv4")) };
+    // SAFETY: start-up, a single thread.
+    let sess = unsafe { &mut *remote::SESSION.0.get() };
+    sess.token.copy_from_slice(&token);
+    sess.addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+        sin_zero: [0; 8],
+    };
+    sess.node = node_name();
+    remote::SESSION_SET.store(true, Ordering::Release);
+    // fds 0-2 are /dev/null here (the starter's): placeholders for the home ones
+    for fd in 0..3 {
+        remote::set_remote(fd, true);
+    }
+    // SAFETY: opening /dev/null for placeholders.
+    let p = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if p >= 0 {
+        remote::PLACEHOLDER.store(remote::internal_high_pub(p as i64) as i32, Ordering::Release);
+    }
+    remote::REMOTE.store(true, Ordering::Release);
+    remote::install_handler();
+    remote::strip_sigsys_from_handlers();
+    let c = remote::connect(proto::rsys::KIND_CONTROL);
+    if c < 0 {
+        return Err(format!("cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
+    }
+    CONTROL.store(c as i32, Ordering::Release);
+    Ok(())
 }
 
 /// Restart of an image taken for migration: become a remote body. Manager thread, all
 /// application threads resumed and waiting (they switched SUD on for themselves).
-pub fn enter_remote() {
+pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
     remote::REMOTE.store(true, Ordering::Release);
     remote::HOME_LOST.store(false, Ordering::Release);
     remote::GEN.fetch_add(1, Ordering::AcqRel);
@@ -227,6 +284,12 @@ pub fn enter_remote() {
         remote::HOME_LOST.store(true, Ordering::Release);
     } else {
         CONTROL.store(c as i32, Ordering::Release);
+    }
+    remote::resync_channels();
+    // home files go back to the offsets they had in the image (a restart from an older
+    // checkpoint rewrites what followed, as an uninterrupted run would have)
+    for f in fds.iter().filter(|f| f.kind == ckpt::image::FdKind::Remote && f.offset >= 0) {
+        remote::manager_call(8, [f.fd as u64, f.offset as u64, libc::SEEK_SET as u64, 0, 0, 0]);
     }
 }
 

@@ -174,8 +174,35 @@ pub fn is_remote(fd: i64) -> bool {
 }
 /// Mark `fd` as a home file (or not).
 pub fn set_remote(fd: i64, on: bool) {
-    bit_set(&FD_REMOTE, fd, on)
+    bit_set(&FD_REMOTE, fd, on);
+    if fd >= 0 && (fd as usize) < MAXFD {
+        FD_KIND[fd as usize].store(0, Ordering::Relaxed);
+    }
 }
+/// Per home fd: 0 not known yet, 1 a regular file or directory (calls finish at once),
+/// 2 anything that may block (pipe, socket, terminal, device).
+static FD_KIND: [AtomicU8; MAXFD] = [const { AtomicU8::new(0) }; MAXFD];
+
+/// May a read or write on home fd `fd` block for ever? (asked home once per fd)
+fn may_block(fd: i64, m: u64) -> bool {
+    if fd < 0 || fd as usize >= MAXFD {
+        return true;
+    }
+    let k = FD_KIND[fd as usize].load(Ordering::Relaxed);
+    if k != 0 {
+        return k == 2;
+    }
+    let mut st = [0u8; 144];
+    let r = call(5, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
+    if r < 0 {
+        return true;
+    }
+    let mode = u32::from_ne_bytes([st[24], st[25], st[26], st[27]]) & libc::S_IFMT;
+    let blocks = mode != libc::S_IFREG && mode != libc::S_IFDIR;
+    FD_KIND[fd as usize].store(if blocks { 2 } else { 1 }, Ordering::Relaxed);
+    blocks
+}
+
 fn is_internal(fd: i64) -> bool {
     bit_get(&FD_INTERNAL, fd)
 }
@@ -425,7 +452,7 @@ fn send_req(fd: i64, req: &Req, bulk: &[Io]) -> bool {
 /// Returns 1 when readable, 0 when interrupted.
 fn wait_readable(fd: i64, mask: u64) -> i64 {
     let mut p = libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 };
-    let m = mask & !ckpt::sys::sigbit(libc::SIGSYS) & !ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+    let m = mask & !ckpt::sys::sigbit(libc::SIGSYS);
     let r = r!(libc::SYS_ppoll, &mut p as *mut libc::pollfd, 1, 0, &m as *const u64, 8);
     if r > 0 {
         1
@@ -434,9 +461,18 @@ fn wait_readable(fd: i64, mask: u64) -> i64 {
     }
 }
 
-/// Forward one call; `out` receives the answer data in order. The thread's application
-/// signal mask is `mask`.
+/// Forward one call that completes quickly at home (files, paths): the wait for the
+/// answer lets the application's signals through, but not the checkpoint freeze, so an
+/// image never catches a file call half done (its effect on the file offset and the
+/// offset recorded in the image always agree).
 fn call(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64) -> i64 {
+    call_x(op, args, bulk, out, mask, false)
+}
+
+/// Forward one call; `out` receives the answer data in order. The thread's application
+/// signal mask is `mask`. `intr`: the call may block for ever (a pipe, a terminal, a
+/// socket, poll, a lock): a checkpoint may freeze the thread while it waits.
+fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool) -> i64 {
     if HOME_LOST.load(Ordering::Acquire) {
         return -(libc::EIO as i64);
     }
@@ -493,7 +529,9 @@ fn call(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64) -> i64 {
         }
         // wait; a restart while we waited makes this channel void: resend elsewhere
         let mut stale = false;
-        while wait_readable(fd, mask) == 0 {
+        let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+        let wait_mask = if intr { mask & !frz } else { mask | frz };
+        while wait_readable(fd, wait_mask) == 0 {
             if GEN.load(Ordering::Acquire) != g {
                 stale = true;
                 break;
@@ -534,6 +572,47 @@ fn call(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64) -> i64 {
             extra -= n;
         }
         return resp.ret;
+    }
+}
+
+/// After a restart from an image: tell the home shadow where every channel stood when
+/// the image was taken (answers remembered from later calls are forgotten).
+pub fn resync_channels() {
+    let mut at: Vec<(u64, u64)> = Vec::new();
+    for c in CHANS.iter() {
+        let key = c.key.load(Ordering::Acquire);
+        if key == 0 {
+            continue;
+        }
+        for d in 0..DEPTHS {
+            let seq = c.seq[d].load(Ordering::Acquire);
+            if seq > 0 {
+                at.push((((key as u32 as u64) << 8) | d as u64, seq));
+            }
+        }
+    }
+    for (chan, seq) in at {
+        manager_call(rsys::OP_RESYNC, [chan, seq, 0, 0, 0, 0]);
+    }
+}
+
+/// A forwarded call from the manager thread (no data moved); -errno on failure.
+pub fn manager_call(op: u32, args: [u64; 6]) -> i64 {
+    call(op, args, &[], &[], !0)
+}
+
+/// The offset of a home file (-1 for pipes, sockets, ttys): at home directly (the
+/// descriptor is still the real one), away through the shadow.
+pub fn remote_offset(fd: i32) -> i64 {
+    let r = if REMOTE.load(Ordering::Acquire) {
+        manager_call(8, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0])
+    } else {
+        r!(libc::SYS_lseek, fd, 0, libc::SEEK_CUR)
+    };
+    if r < 0 {
+        -1
+    } else {
+        r
     }
 }
 
@@ -681,7 +760,7 @@ fn bind_new(op: u32, mut args: [u64; 6], slot: usize, bulk: &[Io], out: &[Io], m
         return n;
     }
     args[slot] = n as u64;
-    let r = call(op, args, bulk, out, mask);
+    let r = call_x(op, args, bulk, out, mask, op == 288);
     if r < 0 {
         r!(libc::SYS_close, n);
         return r;
@@ -712,7 +791,10 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
     let _ = g;
     match nr {
         // ---------------------------------------------------- fd calls
-        libc::SYS_read if rem => Ret(call(0, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
+        libc::SYS_read if rem => {
+            let intr = may_block(fd, m);
+            Ret(call_x(0, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m, intr))
+        }
         libc::SYS_write if rem => Ret(write_loop(fd, a[1], a[2] as usize, None, m)),
         libc::SYS_pread64 if rem => Ret(call(17, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), a[3], 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
         libc::SYS_pwrite64 if rem => Ret(write_loop(fd, a[1], a[2] as usize, Some(a[3] as i64), m)),
@@ -741,7 +823,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         | libc::SYS_fallocate | libc::SYS_fadvise64 | libc::SYS_flock | libc::SYS_shutdown | libc::SYS_listen
             if rem =>
         {
-            Ret(call(nr as u32, a, &[], &[], m))
+            let lock_wait = nr == libc::SYS_flock && a[1] & libc::LOCK_NB as u64 == 0;
+            Ret(call_x(nr as u32, a, &[], &[], m, lock_wait))
         }
         libc::SYS_fchdir if rem => Ret(call(81, a, &[], &[], m)),
         libc::SYS_fchdir => Ret(EBADF),
@@ -820,7 +903,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_select | libc::SYS_pselect6 => Ret(select_fwd(nr, a, m, g)),
         // sockets
         libc::SYS_socket => Ret(bind_new(41, [a[0], a[1], a[2], 0, 0, 0], 3, &[], &[], m)),
-        libc::SYS_connect | libc::SYS_bind if rem => Ret(call(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[Io { p: a[1], n: a[2] as usize }], &[], m)),
+        libc::SYS_connect | libc::SYS_bind if rem => Ret(call_x(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[Io { p: a[1], n: a[2] as usize }], &[], m, nr == libc::SYS_connect)),
         libc::SYS_accept | libc::SYS_accept4 if rem => {
             let flags = if nr == libc::SYS_accept4 { a[3] } else { 0 };
             let mut ab = [0u8; 128];
@@ -1141,7 +1224,7 @@ fn write_loop(fd: i64, mut p: u64, mut n: usize, off: Option<i64>, m: u64) -> i6
     loop {
         let k = n.min(rsys::MAX_IO);
         let r = match off {
-            None => call(1, [fd as u64, 0, 0, 0, 0, 0], &[Io { p, n: k }], &[], m),
+            None => call_x(1, [fd as u64, 0, 0, 0, 0, 0], &[Io { p, n: k }], &[], m, may_block(fd, m)),
             Some(o) => call(18, [fd as u64, 0, 0, (o + done) as u64, 0, 0], &[Io { p, n: k }], &[], m),
         };
         if r < 0 {
@@ -1199,7 +1282,7 @@ fn readv_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
             left -= x.n;
         }
         return match off {
-            None => call(0, [fd as u64, 0, total as u64, 0, 0, 0], &[], &v[..k], m),
+            None => call_x(0, [fd as u64, 0, total as u64, 0, 0, 0], &[], &v[..k], m, may_block(fd, m)),
             Some(o) => call(17, [fd as u64, 0, total as u64, o as u64, 0, 0], &[], &v[..k], m),
         };
     }
@@ -1211,7 +1294,7 @@ fn readv_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
         let n = e.iov_len.min(rsys::MAX_IO);
         let out = [Io { p: e.iov_base as u64, n }];
         let r = match off {
-            None => call(0, [fd as u64, 0, n as u64, 0, 0, 0], &[], &out, m),
+            None => call_x(0, [fd as u64, 0, n as u64, 0, 0, 0], &[], &out, m, may_block(fd, m)),
             Some(o) => call(17, [fd as u64, 0, n as u64, (o + done) as u64, 0, 0], &[], &out, m),
         };
         if r < 0 {
@@ -1271,7 +1354,7 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
         libc::F_GETFD | libc::F_SETFD => r!(libc::SYS_fcntl, fd, cmd, arg),
         libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
             let io = [Io { p: arg, n: 32 }];
-            call(72, [fd as u64, cmd as u64, 0, 0, 0, 0], &io, &io, m)
+            call_x(72, [fd as u64, cmd as u64, 0, 0, 0, 0], &io, &io, m, cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW)
         }
         _ => call(72, [fd as u64, cmd as u64, arg, 0, 0, 0], &[], &[], m),
     }
@@ -1358,7 +1441,7 @@ fn sendto_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, alen: usize, m: u64) 
     let al = if addr != 0 { alen } else { 0 };
     b[k] = Io { p: addr, n: al };
     k += 1;
-    call(44, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m)
+    call_x(44, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m, true)
 }
 
 fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) -> i64 {
@@ -1377,7 +1460,7 @@ fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) 
         k += 1;
         total += n;
     }
-    let r = call(45, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m);
+    let r = call_x(45, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m, true);
     if r >= 0 && want {
         let n = u32::from_le_bytes([area[0], area[1], area[2], area[3]]) as usize;
         copy_addr(&area[4..], n.min(rsys::RECV_ADDR_AREA), addr, lenp);
@@ -1407,7 +1490,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
     let all_remote = fds.iter().all(|f| f.fd < 0 || is_remote(f.fd as i64));
     let io = [Io { p, n: n * 8 }];
     if all_remote {
-        return call(7, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m);
+        return call_x(7, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
     }
     if n > 1024 {
         return EINVAL;
@@ -1448,7 +1531,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         }
         // home entries: a short wait, or none if something local is ready already
         hide(fds, &mut hid, false);
-        let rr = call(7, [0, n as u64, if lr > 0 { 0 } else { 20 }, 0, 0, 0], &io, &io, m);
+        let rr = call_x(7, [0, n as u64, if lr > 0 { 0 } else { 20 }, 0, 0, 0], &io, &io, m, true);
         unhide(fds, &mut hid);
         if rr < 0 {
             return rr;

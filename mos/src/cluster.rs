@@ -217,7 +217,12 @@ pub fn submit(file: &Path) -> Result<()> {
     // Check here first: errors name the key and line, and nothing is sent.
     placer::jobfile::JobTemplate::parse(&text, &label, &dir).map_err(|e| anyhow!("{e}"))?;
     let owner = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| user_name());
-    match ask(&Msg::SubmitFile { owner, label, text, submit_dir: OsBytes::from(dir.as_os_str()) })? {
+    // the submitting node: $MOS_HOME_NODE, else the cluster's first node
+    let home = match std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty()) {
+        Some(h) => Some(node_addr(&h)?),
+        None => load_run_state().ok().and_then(|rs| rs.nodes.first().map(|n| n.addr.clone())),
+    };
+    match ask(&Msg::SubmitFile { owner, label, text, submit_dir: OsBytes::from(dir.as_os_str()), home })? {
         Msg::SubmittedCluster { cluster, count } => {
             println!("{count} job(s) submitted to cluster {cluster}.");
             Ok(())

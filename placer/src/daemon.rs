@@ -167,7 +167,7 @@ impl Placer {
                 }
                 None
             }
-            Msg::SubmitFile { owner, label, text, submit_dir } => Some(self.submit(&owner, &label, &text, submit_dir.as_path())),
+            Msg::SubmitFile { owner, label, text, submit_dir, home } => Some(self.submit(&owner, &label, &text, submit_dir.as_path(), home.as_deref())),
             Msg::QueryQueue { history } => Some(self.table(history)),
             Msg::QueryNodes => {
                 let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,11 +229,15 @@ impl Placer {
         }
     }
 
-    fn submit(&self, owner: &str, label: &str, text: &str, dir: &Path) -> Msg {
-        let t = match JobTemplate::parse(text, label, dir) {
+    fn submit(&self, owner: &str, label: &str, text: &str, dir: &Path, home: Option<&str>) -> Msg {
+        let mut t = match JobTemplate::parse(text, label, dir) {
             Ok(t) => t,
             Err(e) => return Msg::Error { msg: e.to_string() },
         };
+        if let Some(h) = home {
+            // the submitting node's shadowd: the job's files stay there
+            t.set_env("MOS_HOME_NODE", h);
+        }
         match self.db.submit(owner, &t) {
             Ok(cluster) => {
                 for r in self.db.list().unwrap_or_default().iter().filter(|r| r.id.cluster == cluster) {
@@ -281,6 +285,35 @@ impl Placer {
 
     /// One order to a shadowd; Ok when it answered Ack.
     fn order(&self, addr: &str, msg: &Msg) -> Result<(), String> {
+        match self.ask_node(addr, msg)? {
+            Msg::Ack => Ok(()),
+            m => Err(format!("unexpected answer {}", m.name())),
+        }
+    }
+
+    /// A batch job's session at its home shadowd (`MOS_HOME_NODE` in its environment,
+    /// set by mossubmit): its input/output/error are opened there, and it runs in remote
+    /// mode wherever it is placed.
+    fn job_session(&self, r: &JobRecord, fresh: bool) -> Option<Result<(Vec<u8>, String), String>> {
+        let home = r.spec.environment.get("MOS_HOME_NODE")?;
+        let b = |p: &Path| OsBytes::from(p.as_os_str());
+        let s = &r.spec;
+        let msg = Msg::OpenJobSession {
+            job: wire_id(r.id),
+            cwd: b(&s.initialdir),
+            input: s.input.as_deref().map(b),
+            output: s.output.as_deref().map(b),
+            error: s.error.as_deref().map(b),
+            fresh,
+        };
+        Some(match self.ask_node(home, &msg) {
+            Ok(Msg::SessionOpened { token, rsys_addr }) => Ok((token, rsys_addr)),
+            Ok(m) => Err(format!("unexpected answer {}", m.name())),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn ask_node(&self, addr: &str, msg: &Msg) -> Result<Msg, String> {
         let c = TcpStream::connect_timeout(&addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?, Duration::from_secs(3))
             .map_err(|e| format!("cannot reach {addr}: {e}"))?;
         let mut s = NoSigPipe::new(c);
@@ -289,9 +322,8 @@ impl Placer {
         let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
         FrameWriter::new(NoSigPipe::new(c.try_clone().map_err(|e| e.to_string())?)).write_msg(msg, &[]).map_err(|e| e.to_string())?;
         match FrameReader::new(c).read_msg::<Msg>() {
-            Ok((Msg::Ack, _)) => Ok(()),
             Ok((Msg::Error { msg }, _)) => Err(msg),
-            Ok((m, _)) => Err(format!("unexpected answer {}", m.name())),
+            Ok((m, _)) => Ok(m),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -462,6 +494,22 @@ impl Placer {
                     }
                 }
             }
+            match self.job_session(r, r.last_checkpoint.is_none()) {
+                Some(Ok(session)) => {
+                    // its files are at home: the node opens none of them
+                    if let Some(b) = spec.batch.as_mut() {
+                        b.input = None;
+                        b.output = None;
+                        b.error = None;
+                        b.remote_home = Some(session);
+                    }
+                }
+                Some(Err(e)) => {
+                    log(&format!("job {}: its home shadowd cannot open its session: {e}; retrying later", r.id));
+                    continue;
+                }
+                None => {}
+            }
             match self.order(&addr, &Msg::PlaceJob { job: wire_id(r.id), spec }) {
                 Ok(()) => {
                     self.db.set_state(r.id, StateChange::Start { node: node.clone() })?;
@@ -503,6 +551,7 @@ impl Placer {
                 ckpt_dir: None,
                 ckpt_interval_s: s.checkpoint_interval_s,
                 home_addr: self.addr.get().cloned(),
+                remote_home: None,
             }),
         }
     }

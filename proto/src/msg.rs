@@ -247,6 +247,10 @@ pub struct BatchIo {
     /// Stream every checkpoint image of the job to this address (the job's home, which
     /// stores and records it) instead of reporting a local path.
     pub home_addr: Option<String>,
+    /// The job's shadow session at its home node (its stdin/stdout/stderr and cwd are
+    /// there): `(token, rsys address)`. The starter passes it to the shim, which runs the
+    /// job in remote mode from its first instruction. `None`: files opened on the node.
+    pub remote_home: Option<(Vec<u8>, String)>,
 }
 
 /// One row of `mos q`.
@@ -865,6 +869,9 @@ pub enum Msg {
         text: String,
         /// Directory it was submitted from.
         submit_dir: OsBytes,
+        /// Address of the submitting node's shadowd: the jobs' home (their input,
+        /// output and error stay there). `None`: files are opened where a job runs.
+        home: Option<String>,
     },
     /// The cluster number the jobs got.
     SubmittedCluster {
@@ -962,6 +969,26 @@ pub enum Msg {
         /// The body's pid on the target node.
         pid: u32,
     },
+    /// placer -> a batch job's home shadowd: open (or find) the shadow session of `job`,
+    /// with its stdin/stdout/stderr (`/dev/null` when `None`) opened here at home as fds
+    /// 0, 1, 2 and `cwd` as its directory. `fresh`: the job starts from the beginning
+    /// (outputs truncated, any older session of the job ended); otherwise an existing
+    /// session is kept (a restart from a checkpoint reconnects to it). Answered by
+    /// `SessionOpened`.
+    OpenJobSession {
+        /// Job.
+        job: JobId,
+        /// The job's directory at home.
+        cwd: OsBytes,
+        /// stdin file.
+        input: Option<OsBytes>,
+        /// stdout file.
+        output: Option<OsBytes>,
+        /// stderr file (the same file as stdout shares its open file).
+        error: Option<OsBytes>,
+        /// Start from scratch.
+        fresh: bool,
+    },
     /// shadowd -> placer: the job's checkpoint image at `path` is complete.
     Checkpointed {
         /// Job.
@@ -1021,6 +1048,7 @@ impl Msg {
             Msg::BodyAt { .. } => "BodyAt",
             Msg::MigrateProcess { .. } => "MigrateProcess",
             Msg::Migrated { .. } => "Migrated",
+            Msg::OpenJobSession { .. } => "OpenJobSession",
         }
     }
 }

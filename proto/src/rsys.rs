@@ -99,6 +99,7 @@
 //! | faccessat2 439 | a0 dirfd, a2 mode, a3 flags | path | |
 //! | [`OP_EXIT`] | a0 wait status (as waitpid reports it) | | |
 //! | [`OP_PING`] | | | |
+//! | [`OP_RESYNC`] | a0 channel, a1 its sequence number in the image | | |
 //!
 //! ioctl requests served: TCGETS, TCSETS, TCSETSW, TCSETSF (struct termios, 60 bytes),
 //! TIOCGWINSZ, TIOCSWINSZ (8), FIONREAD, TIOCGPGRP, TIOCSPGRP, FIONBIO (4), FIOCLEX,
@@ -119,6 +120,11 @@ pub const KIND_CONTROL: u32 = 2;
 pub const OP_EXIT: u32 = 1000;
 /// No-op round trip (benchmarks, liveness).
 pub const OP_PING: u32 = 1001;
+/// A body restarted from an image: channel `a0` had reached sequence number `a1` when the
+/// image was taken. The session forgets that channel's remembered answer if it is newer
+/// (the body is re-executing from an older point: a node died and the job restarts from
+/// its last checkpoint). Never remembered or replayed itself.
+pub const OP_RESYNC: u32 = 1002;
 
 /// Server -> body: deliver signal `arg` to the body.
 pub const CTL_SIGNAL: u32 = 1;

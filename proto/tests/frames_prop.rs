@@ -98,6 +98,7 @@ fn job_spec() -> impl Strategy<Value = JobSpec> {
                 ckpt_dir: None,
                 ckpt_interval_s,
                 home_addr: None,
+                remote_home: None,
             }),
         })
 }

@@ -634,16 +634,24 @@ impl LaunchPlan {
         if !shim.exists() {
             return Err(bad(format!("{} is missing on this node (run `make build`)", shim.display())));
         }
-        let env = guest_env(&spec.env, &shim, &ckpt_dir);
+        let mut env = guest_env(&spec.env, &shim, &ckpt_dir);
+        let program = cwd.join(first.as_path());
+        let remote = batch.remote_home.is_some();
+        if let Some((token, addr)) = &batch.remote_home {
+            // the job's files and cwd are at its home: the shim runs it in remote mode
+            let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+            env.push(("MOS_REMOTE_HOME".into(), format!("{hex}@{addr}").into()));
+        }
+        let run_dir = if remote && !cwd.is_dir() { PathBuf::from("/") } else { cwd.clone() };
         Ok(LaunchPlan {
-            program: cwd.join(first.as_path()),
+            program,
             args: rest.iter().map(|a| a.as_os_str().to_owned()).collect(),
-            cwd: cwd.clone(),
+            cwd: run_dir,
             env: Some(env),
             restart: false,
-            input: at_cwd(&batch.input),
-            output: at_cwd(&batch.output),
-            error: at_cwd(&batch.error),
+            input: if remote { None } else { at_cwd(&batch.input) },
+            output: if remote { None } else { at_cwd(&batch.output) },
+            error: if remote { None } else { at_cwd(&batch.error) },
             ckpt_dir,
             image,
             ckpt_every,
@@ -836,6 +844,7 @@ mod tests {
             ckpt_dir: Some("ck".into()),
             ckpt_interval_s: Some(0),
             home_addr: None,
+            remote_home: None,
             ..Default::default()
         });
         let p = LaunchPlan::new(&cfg(), JobId(3), &s).unwrap();
@@ -874,6 +883,7 @@ mod tests {
             ckpt_dir: None,
             ckpt_interval_s: Some(5),
             home_addr: None,
+            remote_home: None,
         });
         let p = LaunchPlan::new(&c, JobId(9), &s).unwrap();
         assert_eq!(p.program, PathBuf::from("/home/u/app"));

@@ -53,7 +53,10 @@ pub struct Session {
     cwd: Mutex<Arc<OwnedFd>>,
     chans: Mutex<HashMap<u64, Arc<Mutex<Chan>>>>,
     ctl: Mutex<Control>,
-    stub: Arc<OwnedFd>,
+    /// The home stub's connection (interactive processes); batch jobs have none.
+    stub: Option<Arc<OwnedFd>>,
+    /// The batch job this session serves.
+    pub job: Option<u64>,
     told_stub: AtomicBool,
     closed: AtomicBool,
 }
@@ -106,12 +109,48 @@ impl Sessions {
             chans: Mutex::new(HashMap::new()),
             // the body is in transit from home until its first control connection
             ctl: Mutex::new(Control { leaving: Some(Instant::now()), ..Control::default() }),
-            stub,
+            stub: Some(stub),
+            job: None,
             told_stub: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         });
         lock(&self.live).insert(s.id, s.clone());
         Ok(s)
+    }
+
+    /// The session of batch job `job` (see `Msg::OpenJobSession`): `files` are its fds
+    /// 0, 1, 2. An existing session of the job is kept unless `fresh`.
+    pub fn open_job(&self, job: u64, cwd: &Path, files: Vec<(i32, OwnedFd)>, fresh: bool) -> io::Result<Arc<Session>> {
+        let old = lock(&self.live).values().find(|s| s.job == Some(job) && !s.closed.load(Ordering::SeqCst)).cloned();
+        if let Some(old) = old {
+            if !fresh {
+                return Ok(old);
+            }
+            self.end(&old);
+        }
+        let dir = open_dir(cwd)?;
+        let s = Arc::new(Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            token: random_token()?,
+            vpid: 0,
+            node: self.node.clone(),
+            files: Mutex::new(files.into_iter().map(|(n, f)| (n, Arc::new(f))).collect()),
+            cwd: Mutex::new(Arc::new(dir)),
+            chans: Mutex::new(HashMap::new()),
+            ctl: Mutex::new(Control::default()),
+            stub: None,
+            job: Some(job),
+            told_stub: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        lock(&self.live).insert(s.id, s.clone());
+        log!(self.node, "job {job}: session opened at home");
+        Ok(s)
+    }
+
+    /// Drop sessions that ended on their own (batch jobs that exited).
+    fn sweep(&self) {
+        lock(&self.live).retain(|_, s| !s.closed.load(Ordering::SeqCst));
     }
 
     /// End a session (its stub went away): no more hellos, its files closed (once calls
@@ -128,6 +167,7 @@ impl Sessions {
 
     /// The live session holding `token` (every token compared in constant time).
     fn find(&self, token: &[u8; wire::TOKEN_LEN]) -> Option<Arc<Session>> {
+        self.sweep();
         let mut found = None;
         for s in lock(&self.live).values() {
             if ct_eq(&s.token, token) {
@@ -164,15 +204,25 @@ impl Session {
         lock(&self.files).len()
     }
 
-    /// Tell the stub how the body ended; only the first call has an effect.
+    /// Tell the stub how the body ended; only the first call has an effect. A batch job
+    /// has no stub: its exit ends the session (its files are complete), a lost body is
+    /// restarted elsewhere and reconnects.
     pub fn tell_stub(&self, msg: Msg) {
+        let Some(stub) = &self.stub else {
+            if let (Some(job), Msg::BodyExited { status }) = (self.job, &msg) {
+                log!(self.node, "job {job}: exited (status {status:#x}); session closed");
+                self.closed.store(true, Ordering::SeqCst);
+                lock(&self.files).clear();
+            }
+            return;
+        };
         if self.told_stub.swap(true, Ordering::SeqCst) {
             return;
         }
         log!(self.node, "pid {}: telling the stub {msg:?}", self.vpid);
         match postcard::to_allocvec(&msg) {
             Ok(b) => {
-                if let Err(e) = crate::handoff::send_with_fds(self.stub.as_raw_fd(), &b, &[]) {
+                if let Err(e) = crate::handoff::send_with_fds(stub.as_raw_fd(), &b, &[]) {
                     log!(self.node, "pid {}: cannot tell the stub {}: {e}", self.vpid, msg.name());
                 }
             }
@@ -411,6 +461,19 @@ fn calls(s: &Arc<Session>, mut stream: TcpStream) -> io::Result<()> {
         stream.read_exact(&mut bulk)?;
         if s.closed.load(Ordering::SeqCst) {
             return Err(io::Error::other("the session has ended"));
+        }
+        if req.op == wire::OP_RESYNC {
+            // a body restarted from an image: forget answers its channel gave after the
+            // image was taken (they belong to a history that is being re-executed)
+            let target = s.chan(req.args[0]);
+            let mut t = lock(&target);
+            if t.last.is_some_and(|l| l > req.args[1]) {
+                *t = Chan::default();
+            }
+            drop(t);
+            let resp = Resp { ret: 0, seq: req.seq, data_len: 0, reserved: 0 };
+            stream.write_all(&resp.encode())?;
+            continue;
         }
         let chan = s.chan(req.chan);
         let mut st = lock(&chan);

@@ -132,6 +132,12 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
 /// One request, one answer.
 pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
     let result = match request {
+        Msg::OpenJobSession { job, cwd, input, output, error, fresh } => {
+            return match open_job_session(ctx, job, &cwd, input, output, error, fresh) {
+                Ok(m) => m,
+                Err(msg) => Msg::Error { msg: format!("shadowd {}: job {job}: {msg}", ctx.node) },
+            }
+        }
         Msg::WhereIsBody { pid } => {
             return match ctx.sessions.where_is(pid) {
                 Ok((node, body_pid)) => Msg::BodyAt { node, body_pid },
@@ -249,4 +255,52 @@ fn restart_at(ctx: &ServerCtx, pid: u32, image: &std::path::Path, to: &str) -> R
         Ok((m, _)) => Err(format!("unexpected answer {} to PlaceJob", m.name())),
         Err(e) => Err(format!("{to}: {e}")),
     }
+}
+
+/// A batch job's files at home: stdin (or /dev/null), stdout and stderr (truncated on a
+/// fresh start; the same open file when they name the same path), and its session.
+fn open_job_session(
+    ctx: &ServerCtx,
+    job: proto::JobId,
+    cwd: &OsBytes,
+    input: Option<OsBytes>,
+    output: Option<OsBytes>,
+    error: Option<OsBytes>,
+    fresh: bool,
+) -> Result<Msg, String> {
+    use std::fs::OpenOptions;
+    use std::os::fd::OwnedFd;
+    let cwd = cwd.as_path();
+    let at = |p: &OsBytes| cwd.join(p.as_path());
+    let open_out = |p: &OsBytes| -> Result<OwnedFd, String> {
+        let path = at(p);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(fresh)
+            .open(&path)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    let null = || -> Result<OwnedFd, String> {
+        OpenOptions::new().read(true).write(true).open("/dev/null").map(OwnedFd::from).map_err(|e| format!("/dev/null: {e}"))
+    };
+    let stdin = match &input {
+        Some(p) => std::fs::File::open(at(p)).map(OwnedFd::from).map_err(|e| format!("cannot open input {}: {e}", at(p).display()))?,
+        None => null()?,
+    };
+    let stdout = match &output {
+        Some(p) => open_out(p)?,
+        None => null()?,
+    };
+    let stderr = match (&error, &output) {
+        (Some(e), Some(o)) if e == o => stdout.try_clone().map_err(|e| e.to_string())?,
+        (Some(e), _) => open_out(e)?,
+        (None, _) => null()?,
+    };
+    let s = ctx
+        .sessions
+        .open_job(job.0, cwd, vec![(0, stdin), (1, stdout), (2, stderr)], fresh)
+        .map_err(|e| format!("cannot open its session: {e}"))?;
+    Ok(Msg::SessionOpened { token: s.token().to_vec(), rsys_addr: ctx.sessions.addr() })
 }

@@ -96,6 +96,7 @@ impl World {
                 ckpt_dir: Some("ckpt".into()),
                 ckpt_interval_s,
                 home_addr: None,
+                remote_home: None,
             }),
         }
     }

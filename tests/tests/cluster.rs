@@ -92,7 +92,8 @@ fn jobs_survive_a_node_killed_mid_run() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|r| r["state"] == "R" && r["ckpts"].as_u64().unwrap_or(0) > 0)
+                // node1 is the jobs' home (the submitting node): their files are there
+                .find(|r| r["state"] == "R" && r["node"] != "node1" && r["ckpts"].as_u64().unwrap_or(0) > 0)
             {
                 victim = r["node"].as_str().unwrap().to_string();
                 return true;
@@ -162,6 +163,18 @@ fn jobs_survive_a_node_killed_mid_run() {
             &format!("output of job {p} (no lost, no duplicated lines)"),
             &got,
             &want,
+        );
+    }
+    // every job's stdin/stdout/stderr were at its home (node1, the submitting node):
+    // node1's shadowd opened them and served the jobs' calls wherever they ran
+    let home_log = std::fs::read_to_string(c.home.path().join("node1.log")).unwrap_or_default();
+    for r in rows {
+        let id = r["id"].as_str().unwrap();
+        let (cl, pr) = id.split_once('.').unwrap();
+        let wire = (cl.parse::<u64>().unwrap() << 32) | pr.parse::<u64>().unwrap();
+        assert!(
+            home_log.contains(&format!("job {wire}: session opened at home")),
+            "job {id} ({wire}) had no session at home:\n{home_log}"
         );
     }
     let log = std::fs::read_to_string(work.join("jobs.log")).unwrap();

@@ -305,17 +305,22 @@ fn isolation_private_tmp_on_the_remote_node() {
         return;
     }
     let c = cluster(1);
-    // node "iso": a shadowd in its own mount namespace whose /tmp is an empty tmpfs; its
-    // state (and a copy of the key) live outside /tmp
+    // node "iso": a shadowd in its own mount namespace whose /tmp is an empty tmpfs. The
+    // workspace (binaries, the node's state dir) may itself live under /tmp: it is bound
+    // to a mount point outside /tmp first, inside the namespace only.
     let iso_state = tempfile::Builder::new().prefix("mos-iso-").tempdir_in(workspace_root().join("target")).unwrap();
     std::fs::copy(c.home.path().join("cluster.key"), iso_state.path().join("key")).unwrap();
+    let mnt = tempfile::Builder::new().prefix("mos-iso-mnt-").tempdir_in("/var/tmp").unwrap();
+    let ws = workspace_root().canonicalize().unwrap();
+    let inside = |p: &Path| mnt.path().join(p.canonicalize().unwrap().strip_prefix(&ws).unwrap());
     let mut sh = Command::new("unshare");
     sh.args(["-m", "--propagation", "private", "sh", "-c"])
         .arg(format!(
-            "mount -t tmpfs tmpfs /tmp && exec {} --node iso --listen 127.0.0.1:0 --state-dir {} --key {}",
-            release_dir().join("shadowd").display(),
-            iso_state.path().display(),
-            iso_state.path().join("key").display()
+            "mount --bind {ws} {mnt} && mount -t tmpfs tmpfs /tmp && exec {sd} --node iso --listen 127.0.0.1:0 --state-dir {st} --key {st}/key",
+            ws = ws.display(),
+            mnt = mnt.path().display(),
+            sd = inside(&release_dir().join("shadowd")).display(),
+            st = inside(iso_state.path()).display(),
         ))
         .env_remove("LD_PRELOAD");
     let mut iso = Proc::spawn("iso shadowd", sh);

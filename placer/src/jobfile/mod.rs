@@ -182,6 +182,13 @@ pub struct JobTemplate {
     queue: u32,
 }
 
+impl JobTemplate {
+    /// Add (or replace) one environment variable of every job of the template.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.environment.insert(key.to_string(), value.to_string());
+    }
+}
+
 /// Parses and expands a job file in one step: `Ok` holds `queue` specs, `Err` queues nothing.
 pub fn parse_job_file(
     text: &str,
