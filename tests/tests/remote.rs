@@ -131,9 +131,11 @@ fn migrates_home_b_home_c() {
 fn stub_forwards_signals_and_exit_status() {
     let c = cluster(2);
     let prog = compile_c("remote_io");
-    // SIGTERM -> the application's handler
+    // SIGTERM -> the application's handler; started with `mos run` (same pid)
     let dir = tempfile::tempdir().unwrap();
-    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
+    let mut cmd = c.cmd("mos");
+    cmd.args(["run", "--"]).arg(&prog).arg("100000").current_dir(dir.path()).env("MOS_LOG_FILE", dir.path().join("shim.log"));
+    let mut p = Proc::spawn("mos run remote_io", cmd);
     p.wait_stdout("tick 2");
     migrate(&c, p.pid(), "node2");
     let b = body_on(&c, "node2");
