@@ -166,21 +166,29 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     if token.len() != proto::rsys::TOKEN_LEN {
         return Err(close("bad session token".into()));
     }
-    // SAFETY: every application thread is frozen; only the manager writes the session.
+    // every application thread is frozen; only the manager writes the session
+    set_session(&token, v4);
+    for &fd in &fds {
+        remote::set_remote(fd as i64, true);
+    }
+    STUB_CONN.store(s, Ordering::Release);
+    Ok(())
+}
+
+/// Record the session (token, home shadow address) in memory: every image taken from now
+/// on carries it. Only while no other thread of the application runs.
+fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
+    // SAFETY: the caller guarantees no application thread runs (frozen, or start-up).
     let sess = unsafe { &mut *remote::SESSION.0.get() };
-    sess.token.copy_from_slice(&token);
+    sess.token.copy_from_slice(token);
     sess.addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: v4.port().to_be(),
         sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
         sin_zero: [0; 8],
     };
+    sess.node = node_name();
     remote::SESSION_SET.store(true, Ordering::Release);
-    for &fd in &fds {
-        remote::set_remote(fd as i64, true);
-    }
-    STUB_CONN.store(s, Ordering::Release);
-    Ok(())
 }
 
 /// The migration did not happen after all: forget the session (the shadowd drops it when
@@ -230,17 +238,8 @@ pub fn start_remote(spec: &str) -> Result<(), String> {
     }
     let addr: std::net::SocketAddr = addr.parse().map_err(|_| format!("MOS_REMOTE_HOME: bad address {addr:?}"))?;
     let std::net::SocketAddr::V4(v4) = addr else { return Err(format!("rsys address {addr} is not IPv4")) };
-    // SAFETY: start-up, a single thread.
-    let sess = unsafe { &mut *remote::SESSION.0.get() };
-    sess.token.copy_from_slice(&token);
-    sess.addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-        sin_zero: [0; 8],
-    };
-    sess.node = node_name();
-    remote::SESSION_SET.store(true, Ordering::Release);
+    // start-up, a single thread
+    set_session(&token, v4);
     // fds 0-2 are /dev/null here (the starter's): placeholders for the home ones
     for fd in 0..3 {
         remote::set_remote(fd, true);

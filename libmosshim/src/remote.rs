@@ -529,9 +529,10 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
         }
         // wait; a restart while we waited makes this channel void: resend elsewhere
         let mut stale = false;
+        // a call that cannot block is simply read back (signals wait for its answer); one
+        // that can waits in ppoll with the application's mask, the freeze included
         let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
-        let wait_mask = if intr { mask & !frz } else { mask | frz };
-        while wait_readable(fd, wait_mask) == 0 {
+        while intr && wait_readable(fd, mask & !frz) == 0 {
             if GEN.load(Ordering::Acquire) != g {
                 stale = true;
                 break;
@@ -1362,8 +1363,8 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
 
 fn ioctl_fwd(fd: i64, req: u64, arg: u64, m: u64) -> i64 {
     let (inl, outl): (usize, usize) = match req as libc::Ioctl {
-        libc::TCGETS => (0, 60),
-        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (60, 0),
+        libc::TCGETS => (0, 36),
+        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (36, 0),
         libc::TIOCGWINSZ => (0, 8),
         libc::TIOCSWINSZ => (8, 0),
         libc::FIONREAD | libc::TIOCGPGRP => (0, 4),

@@ -101,7 +101,7 @@
 //! | [`OP_PING`] | | | |
 //! | [`OP_RESYNC`] | a0 channel, a1 its sequence number in the image | | |
 //!
-//! ioctl requests served: TCGETS, TCSETS, TCSETSW, TCSETSF (struct termios, 60 bytes),
+//! ioctl requests served: TCGETS, TCSETS, TCSETSW, TCSETSF (the kernel's struct termios, 36 bytes),
 //! TIOCGWINSZ, TIOCSWINSZ (8), FIONREAD, TIOCGPGRP, TIOCSPGRP, FIONBIO (4), FIOCLEX,
 //! FIONCLEX (none); any other gets `-ENOTTY`. fcntl lock commands: F_GETLK, F_SETLK,
 //! F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW; F_DUPFD* never travel (the body

@@ -1205,8 +1205,8 @@ fn ioctl(s: &Session, fd: u64, request: u64, bulk: &[u8], out_len: u32) -> Answe
     let req = request as libc::c_ulong;
     // (input size, output size)
     let (inp, outp) = match req {
-        libc::TCGETS => (0, 60),
-        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (60, 0),
+        libc::TCGETS => (0, 36),
+        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (36, 0),
         libc::TIOCGWINSZ => (0, 8),
         libc::TIOCSWINSZ => (8, 0),
         libc::FIONREAD | libc::TIOCGPGRP => (0, 4),

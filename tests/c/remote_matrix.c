@@ -11,13 +11,15 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 
 static int fails;
 #define ROW_OK(name) printf("ROW %s ok\n", name)
 #define FAIL(name, what) do { printf("ROW %s FAIL %s (%s)\n", name, what, strerror(errno)); fails++; return; } while (0)
 #define CHECK(name, cond, what) do { if (!(cond)) FAIL(name, what); } while (0)
 
-static int before_fd, map_fd;
+static int before_fd, map_fd, was_tty;
 
 static void row_rw(void)
 {
@@ -214,10 +216,26 @@ static void row_raw(void)
     ROW_OK(r);
 }
 
+static void row_tty(void)
+{
+    /* stdin is a pipe or, under script(1), a terminal at home: still the same after */
+    const char *r = "tty";
+    CHECK(r, isatty(0) == was_tty, "isatty(0) changed");
+    if (was_tty) {
+        struct termios t;
+        struct winsize w;
+        CHECK(r, tcgetattr(0, &t) == 0, "tcgetattr");
+        CHECK(r, ioctl(0, TIOCGWINSZ, &w) == 0, "TIOCGWINSZ");
+        CHECK(r, tcsetattr(0, TCSANOW, &t) == 0, "tcsetattr");
+    }
+    ROW_OK(r);
+}
+
 int main(void)
 {
     before_fd = open("before.txt", O_RDWR);
     map_fd = open("map.txt", O_RDWR);
+    was_tty = isatty(0);
     if (before_fd < 0 || map_fd < 0) { perror("open"); return 90; }
     mos_sync(1);
     row_rw();
@@ -230,6 +248,8 @@ int main(void)
     row_poll();
     row_dirs();
     row_raw();
+    row_tty();
+    printf("tty: %s\n", was_tty ? "yes" : "no");
     printf("MATRIX DONE fails=%d\n", fails);
     return fails ? 1 : 0;
 }

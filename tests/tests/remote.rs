@@ -73,6 +73,17 @@ fn migrate(c: &Cluster, pid: i32, node: &str) {
     assert!(out.stdout_str().contains(&format!("migrated to {node}")), "{}", out.describe());
 }
 
+/// remote_io (endless ticks) started at home and migrated to node2: (stub, its dir, body).
+fn migrated_ticker(c: &Cluster) -> (Proc, tempfile::TempDir, i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c("remote_io");
+    let mut p = Proc::spawn("remote_io", app(c, dir.path(), &prog, &["100000"]));
+    p.wait_stdout("tick 2");
+    migrate(c, p.pid(), "node2");
+    let b = body_on(c, "node2");
+    (p, dir, b)
+}
+
 fn wait_file(p: &Path) {
     poll_until(|| p.exists(), || format!("{} to appear", p.display()));
 }
@@ -155,11 +166,7 @@ fn stub_forwards_signals_and_exit_status() {
     assert!(out.stdout_str().ends_with("term\n"), "{}", out.describe());
 
     // SIGINT with the default action
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
-    p.wait_stdout("tick 2");
-    migrate(&c, p.pid(), "node2");
-    body_on(&c, "node2");
+    let (mut p, _dir, _) = migrated_ticker(&c);
     p.signal(libc::SIGINT);
     let out = p.wait_timeout(Duration::from_secs(30));
     use std::os::unix::process::ExitStatusExt;
@@ -172,12 +179,7 @@ fn stub_forwards_signals_and_exit_status() {
 #[test]
 fn home_shadowd_killed_body_stops_safely() {
     let c = cluster(2);
-    let dir = tempfile::tempdir().unwrap();
-    let prog = compile_c("remote_io");
-    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
-    p.wait_stdout("tick 2");
-    migrate(&c, p.pid(), "node2");
-    let b = body_on(&c, "node2");
+    let (mut p, dir, b) = migrated_ticker(&c);
     p.wait_stdout("tick 10");
     // SAFETY: killing a daemon of this test's cluster.
     unsafe { libc::kill(node_pid(&c, "node1"), libc::SIGKILL) };
@@ -196,12 +198,7 @@ fn home_shadowd_killed_body_stops_safely() {
 #[test]
 fn body_node_killed_stub_reports_loss() {
     let c = cluster(2);
-    let dir = tempfile::tempdir().unwrap();
-    let prog = compile_c("remote_io");
-    let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["100000"]));
-    p.wait_stdout("tick 2");
-    migrate(&c, p.pid(), "node2");
-    body_on(&c, "node2");
+    let (mut p, _dir, _) = migrated_ticker(&c);
     // SAFETY: killing a daemon of this test's cluster (its guests die with it).
     unsafe { libc::kill(node_pid(&c, "node2"), libc::SIGKILL) };
     let out = p.wait_timeout(Duration::from_secs(30));
@@ -384,4 +381,53 @@ fn isolation_private_tmp_on_the_remote_node() {
     let start = Instant::now();
     iso.kill();
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// A terminal stays at home: the matrix run under script(1), so its stdin is a pty; after
+/// migration isatty, tcgetattr/tcsetattr and TIOCGWINSZ on it are answered at home.
+#[test]
+fn terminal_stays_at_home() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no script(1)");
+        return;
+    }
+    let c = cluster(2);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("before.txt"), b"before\n").unwrap();
+    let mut map = vec![b'.'; 8192];
+    map[0] = b'M';
+    map[4096] = b'N';
+    map[8191] = b'E';
+    std::fs::write(dir.path().join("map.txt"), &map).unwrap();
+    let prog = compile_c("remote_matrix");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec"])
+        .arg(format!("exec env LD_PRELOAD={} {}", shim().display(), prog.display()))
+        .arg("/dev/null")
+        .current_dir(dir.path())
+        .env_remove("LD_PRELOAD")
+        .env("MOS_HOME", c.home.path())
+        .env("MOS_SYNC", dir.path())
+        .env("MOS_LOG_FILE", dir.path().join("shim.log"));
+    let mut p = Proc::spawn("script remote_matrix", cmd);
+    wait_file(&dir.path().join("ready.1"));
+    let me = dir.path().canonicalize().unwrap();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "remote_matrix")
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|d| d == me)
+        })
+        .expect("the program under script");
+    p.write_stdin(b"x\n");
+    migrate(&c, pid, "node2");
+    body_on(&c, "node2");
+    std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    let out = p.wait_timeout(Duration::from_secs(60));
+    let s = out.stdout_str().replace('\r', "");
+    assert!(s.contains("tty: yes"), "{}", out.describe());
+    assert!(s.contains("ROW tty ok"), "{}\n{}", out.describe(), log_of(dir.path()));
+    assert!(s.contains("MATRIX DONE fails=0"), "{}", out.describe());
 }
