@@ -490,12 +490,18 @@ fn calls(s: &Arc<Session>, mut stream: TcpStream) -> io::Result<()> {
                 }
             }
         }
-        let resp = Resp { ret: st.ret, seq: req.seq, data_len: st.data.len() as u32, reserved: 0 };
-        let mut out = Vec::with_capacity(wire::RESP_LEN + st.data.len());
-        out.extend_from_slice(&resp.encode());
-        out.extend_from_slice(&st.data);
+        let resp = Resp { ret: st.ret, seq: req.seq, data_len: st.data.len() as u32, reserved: 0 }.encode();
+        // header and data in one go, without copying the data
+        let mut parts = [io::IoSlice::new(&resp), io::IoSlice::new(&st.data)];
+        let mut rest: &mut [io::IoSlice] = &mut parts;
+        while !rest.is_empty() {
+            let n = stream.write_vectored(rest)?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            io::IoSlice::advance_slices(&mut rest, n);
+        }
         drop(st);
-        stream.write_all(&out)?;
     }
 }
 
@@ -541,8 +547,18 @@ fn with_data(r: i64, mut buf: Vec<u8>) -> Answer {
     if r < 0 {
         return Ok((r, Vec::new()));
     }
+    if buf.len() < r as usize && buf.capacity() >= r as usize {
+        // SAFETY: a read_buf the kernel just filled with r bytes.
+        unsafe { buf.set_len(r as usize) };
+    }
     buf.truncate(r as usize);
     Ok((r, buf))
+}
+
+/// Room for a read of `n` bytes, not zeroed (a large zeroed buffer costs more than the
+/// read); `with_data` sets its length to what the kernel wrote.
+fn read_buf(n: usize) -> Vec<u8> {
+    Vec::with_capacity(n)
 }
 
 fn file_type(fd: RawFd) -> u32 {
@@ -659,9 +675,10 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let f = s.file(a[0])?;
             let fd = f.as_raw_fd();
             let n = cap(a[2], ol);
-            let mut buf = vec![0u8; n];
-            let blocking = may_block(fd);
-            let sock = file_type(fd) == libc::S_IFSOCK;
+            let mut buf = read_buf(n);
+            let t = file_type(fd);
+            let blocking = t != libc::S_IFREG && t != libc::S_IFDIR && t != libc::S_IFBLK && !nonblocking(fd);
+            let sock = t == libc::S_IFSOCK;
             loop {
                 if blocking {
                     wait(fd, libc::POLLIN, Some(client))?;
@@ -696,8 +713,8 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         17 => {
             let f = s.file(a[0])?;
             let n = cap(a[2], ol);
-            let mut buf = vec![0u8; n];
-            // SAFETY: buf is a live buffer of n bytes.
+            let mut buf = read_buf(n);
+            // SAFETY: buf has room for n bytes.
             let r = unsafe { sys(libc::SYS_pread64, [f.as_raw_fd() as i64, buf.as_mut_ptr() as i64, n as i64, ai(3), 0, 0]) };
             with_data(r, buf)
         }
