@@ -305,7 +305,10 @@ fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Bytes buffered in a pipe, read without consuming them (tee into a scratch pipe).
-fn peek_pipe(fd: i32) -> Result<(u32, Vec<u8>), String> {
+fn peek_pipe(app: i32) -> Result<(u32, Vec<u8>), String> {
+    use std::os::fd::AsRawFd;
+    let own = crate::manager::app_fd(app)?;
+    let fd = own.as_raw_fd();
     // SAFETY: fcntl/pipe2/tee/read/close on our own fds.
     unsafe {
         let size = libc::fcntl(fd, libc::F_GETPIPE_SZ);
@@ -371,10 +374,12 @@ fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
             continue; // the listing's own fd, already closed
         }
         let info = read_str(&format!("/proc/self/fdinfo/{fd}"))?;
-        // SAFETY: stat is plain data; fstat fills it.
+        // SAFETY: stat is plain data; stat fills it.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: fstat on an fd number that is open.
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        // the application's fd, seen from the manager's own table (see detach_fd_table)
+        let Ok(p) = std::ffi::CString::new(format!("/proc/self/fd/{fd}")) else { continue };
+        // SAFETY: stat of a NUL-terminated path into our struct.
+        if unsafe { libc::stat(p.as_ptr(), &mut st) } != 0 {
             continue;
         }
         infos.push(FdInfo {
@@ -408,7 +413,9 @@ fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
         if crate::remote::is_remote(fd as i64) {
             // a home file: only its number lives here (and its offset, for a restart)
             let mut e = entry(FdKind::Remote);
-            e.offset = crate::remote::remote_offset(fd);
+            if crate::remote::REMOTE.load(core::sync::atomic::Ordering::Acquire) {
+                e.offset = crate::remote::remote_offset(fd);
+            }
             out.push(e);
             continue;
         }

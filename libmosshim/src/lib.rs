@@ -143,8 +143,15 @@ extern "C" fn mos_init() {
         .name("mos-manager".into())
         .stack_size(256 * 1024)
         .spawn(manager::run);
-    if let Err(e) = spawned {
-        manager::log(&format!("cannot start the manager thread: {e}"));
+    match spawned {
+        Err(e) => manager::log(&format!("cannot start the manager thread: {e}")),
+        Ok(_) => {
+            // the program starts once the manager holds its own copies of the shim's fds
+            let t0 = std::time::Instant::now();
+            while manager::DETACHED.load(Ordering::Acquire) == 0 && t0.elapsed() < std::time::Duration::from_secs(2) {
+                ckpt::sys::futex_wait(&manager::DETACHED, 0, Some(10));
+            }
+        }
     }
     if remote_start {
         // every call of the main thread from here on goes through the dispatcher

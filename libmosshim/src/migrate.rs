@@ -92,11 +92,11 @@ fn files_to_hand(internal: &[i32]) -> Result<Vec<i32>, String> {
         }
         let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { continue };
         let target = target.to_string_lossy().into_owned();
-        // SAFETY: F_GETFL on an fd number only reads its flags.
-        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if fl < 0 {
+        // the application's fd flags (its table is not the manager's)
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+        let Some(fl) = info.lines().find_map(|l| l.strip_prefix("flags:")).and_then(|v| i32::from_str_radix(v.trim(), 8).ok()) else {
             continue;
-        }
+        };
         entries.push((fd, target, fl & libc::O_ACCMODE));
     }
     let mut out = Vec::new();
@@ -154,7 +154,14 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
         fds: fds.clone(),
     };
     let payload = postcard::to_allocvec(&msg).map_err(|e| close(e.to_string()))?;
-    send_with_fds(s, &payload, &fds).map_err(close)?;
+    // copies of the application's descriptors in our own table, sent, then dropped
+    let mut own = Vec::with_capacity(fds.len());
+    for &fd in &fds {
+        own.push(crate::manager::app_fd(fd).map_err(close)?);
+    }
+    let raw: Vec<RawFd> = own.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    send_with_fds(s, &payload, &raw).map_err(close)?;
+    drop(own);
     let (token, addr) = match recv_msg(s, 10_000).map_err(close)? {
         Some(Msg::SessionOpened { token, rsys_addr }) => (token, rsys_addr),
         Some(Msg::Error { msg }) => return Err(close(format!("the home shadowd refused: {msg}"))),
@@ -390,8 +397,12 @@ pub fn run_stub() -> ! {
     let finish = |code: i32, msg: Option<String>| -> ! {
         if let Some(m) = msg {
             let line = format!("mos: {m}\n");
-            // SAFETY: writing to our stderr.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            // the process's stderr (the manager's own table has none)
+            if let Ok(err) = crate::manager::app_fd(2) {
+                use std::os::fd::AsRawFd;
+                // SAFETY: writing to our copy of the process's stderr.
+                unsafe { libc::write(err.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+            }
         }
         // SAFETY: leaving without running the application's exit handlers (its body did).
         unsafe { ckpt::sc!(libc::SYS_exit_group, code) };

@@ -602,14 +602,9 @@ pub fn manager_call(op: u32, args: [u64; 6]) -> i64 {
     call(op, args, &[], &[], !0)
 }
 
-/// The offset of a home file (-1 for pipes, sockets, ttys): at home directly (the
-/// descriptor is still the real one), away through the shadow.
+/// The offset of a home file, asked at home (-1 for pipes, sockets, ttys).
 pub fn remote_offset(fd: i32) -> i64 {
-    let r = if REMOTE.load(Ordering::Acquire) {
-        manager_call(8, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0])
-    } else {
-        r!(libc::SYS_lseek, fd, 0, libc::SEEK_CUR)
-    };
+    let r = manager_call(8, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0]);
     if r < 0 {
         -1
     } else {

@@ -60,9 +60,9 @@ fn sysv_shared_memory_is_refused() {
     refused("sysv", "SysV", "sysv shm intact 1\n");
 }
 
-/// An application that closes every descriptor above 2 (the shim's pipe and socket too)
-/// keeps running normally: the manager thread does not spin, and `mos ckpt` says the
-/// process is no longer reachable instead of hanging.
+/// An application that closes every descriptor above 2 keeps running normally and stays
+/// checkpointable: the manager thread keeps its own fd table (its control socket is not
+/// the application's to close) and does not spin.
 #[test]
 fn closing_the_shims_fds_is_harmless() {
     let prog = compile_c("closefds");
@@ -70,12 +70,7 @@ fn closing_the_shims_fds_is_harmless() {
     let mut app = env.spawn_app(&prog, NOARGS, &[]);
     env.wait_ready(&mut app, 1);
     let out = env.mos_ckpt_raw(app.pid(), &[]);
-    assert_one_line_error(
-        "mos ckpt after the app closed the shim's fds",
-        &out,
-        2,
-        Some("libmosshim"),
-    );
+    out.assert_code(0, "mos ckpt after the app closed every fd above 2");
     env.go(1);
     let res = app.wait();
     res.assert_code(0, "app that closed its fds");
