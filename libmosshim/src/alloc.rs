@@ -199,7 +199,7 @@ mod tests {
         // SAFETY: test of the allocator contract.
         unsafe {
             let p = a.alloc(l);
-            assert!(!p.is_null() && p as usize % 8 == 0);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(8));
             p.write_bytes(7, 100);
             a.dealloc(p, l);
             let q = a.alloc(l);

@@ -992,7 +992,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if strlen(p) == Some(0) && flags & libc::AT_EMPTY_PATH as u64 != 0 {
                 return if is_remote(dirfd) { Ret(call(5, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Native };
             }
-            path_call(262, dirfd, p, [0, 0, 0, flags], 2, 3, &[Io { p: buf, n: 144 }], m)
+            path_call(262, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
         }
         libc::SYS_statx => {
             let dirfd = a[0] as i32 as i64;
@@ -1010,19 +1010,19 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             }
             Ret(call(332, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
         }
-        libc::SYS_access => path_call(439, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], 2, 2, &[], m),
-        libc::SYS_faccessat => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], 2, 2, &[], m),
-        libc::SYS_faccessat2 => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], 2, 3, &[], m),
-        libc::SYS_unlink => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, 0, 0], 2, 2, &[], m),
-        libc::SYS_rmdir => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, libc::AT_REMOVEDIR as u64, 0], 2, 2, &[], m),
-        libc::SYS_unlinkat => path_call(263, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], 2, 2, &[], m),
-        libc::SYS_mkdir => path_call(258, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], 2, 2, &[], m),
-        libc::SYS_mkdirat => path_call(258, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], 2, 2, &[], m),
-        libc::SYS_mknod => path_call(259, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], 2, 3, &[], m),
-        libc::SYS_mknodat => path_call(259, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], 2, 3, &[], m),
-        libc::SYS_chmod => path_call(268, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], 2, 2, &[], m),
-        libc::SYS_fchmodat => path_call(268, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], 2, 2, &[], m),
-        libc::SYS_chown => path_call(260, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], 2, 4, &[], m),
+        libc::SYS_access => path_call(439, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_faccessat => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_faccessat2 => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
+        libc::SYS_unlink => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, 0, 0], &[], m),
+        libc::SYS_rmdir => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, libc::AT_REMOVEDIR as u64, 0], &[], m),
+        libc::SYS_unlinkat => path_call(263, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_mkdir => path_call(258, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_mkdirat => path_call(258, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_mknod => path_call(259, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
+        libc::SYS_mknodat => path_call(259, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
+        libc::SYS_chmod => path_call(268, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_fchmodat => path_call(268, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_chown => path_call(260, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
         libc::SYS_lchown => path_call2(260, libc::AT_FDCWD as i64, a[0], [a[1], a[2], libc::AT_SYMLINK_NOFOLLOW as u64], m),
         libc::SYS_fchownat => path_call2(260, a[0] as i32 as i64, a[1], [a[2], a[3], a[4]], m),
         libc::SYS_truncate => {
@@ -1123,7 +1123,7 @@ fn strip_mask_arg(g: &mut [i64; 23], reg: usize, p: u64) -> Act {
     Act::Native
 }
 
-fn path_call(op: u32, dirfd: i64, p: u64, extra: [u64; 4], _k: usize, _n: usize, out: &[Io], m: u64) -> Act {
+fn path_call(op: u32, dirfd: i64, p: u64, extra: [u64; 4], out: &[Io], m: u64) -> Act {
     if local_path(p) {
         return Act::Native;
     }

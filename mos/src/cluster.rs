@@ -294,7 +294,7 @@ pub fn status(json: bool) -> Result<()> {
         let mut v: Vec<_> = nodes
             .iter()
             .map(|n| serde_json::json!({"node": n.node, "state": "up", "addr": n.addr, "cpus": n.cpus, "speed": n.speed,
-                "run_queue": n.run_queue, "guests": n.guests, "free_mem_mib": n.free_mem_mib}))
+                "run_queue": n.run_queue, "guests": n.guests, "free_mem_mib": n.free_mem_mib, "guest_list": n.guest_list}))
             .collect();
         for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
             v.push(serde_json::json!({"node": k, "state": "down"}));
@@ -305,6 +305,9 @@ pub fn status(json: bool) -> Result<()> {
     println!("{:<8} {:<5} {:<21} {:>4} {:>6} {:>5} {:>10} {:>6}", "NODE", "STATE", "ADDR", "CPUS", "SPEED", "RUNQ", "FREE_MEM", "GUESTS");
     for n in &nodes {
         println!("{:<8} {:<5} {:<21} {:>4} {:>6.2} {:>5} {:>7} MiB {:>6}", n.node, "up", n.addr, n.cpus, n.speed as f64 / 1000.0, n.run_queue, n.free_mem_mib, n.guests);
+        for g in &n.guest_list {
+            println!("           {g}");
+        }
     }
     for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
         println!("{k:<8} {:<5}", "down");

@@ -209,6 +209,9 @@ pub struct LoadReport {
     pub total_mem_mib: u64,
     /// The interval at which the node reports; the placer counts missed reports with it.
     pub interval_ms: u32,
+    /// One line per guest, for `mos status`: its pid here and what it is (a batch job,
+    /// or the body of a process migrated from its home).
+    pub guest_list: Vec<String>,
 }
 
 /// What to run.

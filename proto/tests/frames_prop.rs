@@ -70,6 +70,7 @@ fn load_report() -> impl Strategy<Value = LoadReport> {
                 free_mem_mib,
                 total_mem_mib,
                 interval_ms,
+                guest_list: Vec::new(),
             },
         )
 }

@@ -179,6 +179,23 @@ impl Guests {
         lock(&self.table).values().map(|g| g.pid).collect()
     }
 
+    /// One line per guest: "pid PID: job CLUSTER.PROC" or "pid PID: migrated process".
+    pub fn describe(&self) -> Vec<String> {
+        let mut v: Vec<(u32, String)> = lock(&self.table)
+            .values()
+            .map(|g| {
+                let what = if g.job.0 & 0x4000_0000_0000_0000 != 0 {
+                    "body of a migrated process".to_string()
+                } else {
+                    format!("job {}.{}", g.job.0 >> 32, g.job.0 & 0xffff_ffff)
+                };
+                (g.pid, format!("pid {}: {what}", g.pid))
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
     /// The pid of a running job.
     pub fn pid_of(&self, job: JobId) -> Option<u32> {
         lock(&self.table).get(&job).map(|g| g.pid)

@@ -216,6 +216,7 @@ pub fn load_report(cfg: &ReporterConfig, guests: &Guests) -> LoadReport {
         free_mem_mib: mem.free_mib,
         total_mem_mib: mem.total_mib,
         interval_ms: u32::try_from(cfg.interval.as_millis()).unwrap_or(u32::MAX),
+        guest_list: guests.describe(),
     }
 }
 

@@ -187,7 +187,7 @@ fn handed_off_files_survive() {
     // SAFETY: pipe fills the array.
     assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
     let tmp_path = dir.path().join("scratch");
-    let mut tmp = std::fs::File::options().create(true).read(true).write(true).open(&tmp_path).unwrap();
+    let mut tmp = std::fs::File::options().create(true).truncate(true).read(true).write(true).open(&tmp_path).unwrap();
     tmp.write_all(b"0123456789").unwrap();
     use std::io::Seek;
     tmp.seek(std::io::SeekFrom::Start(4)).unwrap();

@@ -1049,6 +1049,12 @@ impl Cluster {
     }
 }
 
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let pids = self.pids();

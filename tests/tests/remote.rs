@@ -118,6 +118,18 @@ fn migrates_home_b_home_c() {
     migrate(&c, pid, "node3");
     body_on(&c, "node3");
     assert!(children(node_pid(&c, "node2")).is_empty(), "the body left node2");
+    // `mos status` lists the guest on node3
+    let body = body_on(&c, "node3");
+    poll_until(
+        || {
+            let st = c.mos(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+            v.as_array().is_some_and(|a| {
+                a.iter().any(|n| n["node"] == "node3" && n["guest_list"].to_string().contains(&format!("pid {body}: body of a migrated process")))
+            })
+        },
+        || format!("mos status lists pid {body} on node3: {}", c.mos(&["status"]).stdout_str()),
+    );
     p.write_stdin(b"hello-2\n");
     p.wait_stdout("got: hello-2");
     p.close_stdin();
