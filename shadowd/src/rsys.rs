@@ -529,6 +529,7 @@ fn neg_errno() -> i64 {
 /// # Safety
 /// Every argument that the kernel reads or writes as a pointer must point to a live buffer
 /// of the size that call expects.
+// SAFETY: (contract) the caller vouches for the arguments, as documented above.
 unsafe fn sys(nr: libc::c_long, a: [i64; 6]) -> i64 {
     // SAFETY: forwarded to the caller's contract.
     let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };

@@ -259,18 +259,23 @@ fn tcp_connection_survives_migration() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the first connection was never re-established");
 }
 
+/// The files remote_matrix opens before its migration.
+fn matrix_files(dir: &Path) {
+    std::fs::write(dir.join("before.txt"), b"before\n").unwrap();
+    let mut map = vec![b'.'; 8192];
+    map[0] = b'M';
+    map[4096] = b'N';
+    map[8191] = b'E';
+    std::fs::write(dir.join("map.txt"), &map).unwrap();
+}
+
 fn matrix_rows(out: &str) -> Vec<String> {
     out.lines().filter(|l| l.starts_with("ROW ") || l.starts_with("MATRIX")).map(str::to_string).collect()
 }
 
 fn matrix_run(c: &Cluster, migrate_to: Option<&str>) -> (Vec<String>, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("before.txt"), b"before\n").unwrap();
-    let mut map = vec![b'.'; 8192];
-    map[0] = b'M';
-    map[4096] = b'N';
-    map[8191] = b'E';
-    std::fs::write(dir.path().join("map.txt"), &map).unwrap();
+    matrix_files(dir.path());
     let prog = compile_c("remote_matrix");
     let mut p = Proc::spawn("remote_matrix", app(c, dir.path(), &prog, &[]));
     wait_file(&dir.path().join("ready.1"));
@@ -405,12 +410,7 @@ fn terminal_stays_at_home() {
     }
     let c = cluster(2);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("before.txt"), b"before\n").unwrap();
-    let mut map = vec![b'.'; 8192];
-    map[0] = b'M';
-    map[4096] = b'N';
-    map[8191] = b'E';
-    std::fs::write(dir.path().join("map.txt"), &map).unwrap();
+    matrix_files(dir.path());
     let prog = compile_c("remote_matrix");
     let mut cmd = Command::new("script");
     cmd.args(["-qec"])
