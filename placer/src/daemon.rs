@@ -234,7 +234,7 @@ impl Placer {
             Ok(t) => t,
             Err(e) => return Msg::Error { msg: e.to_string() },
         };
-        if let Some(h) = home {
+        if let Some(h) = home.filter(|_| !t.is_vanilla()) {
             // the submitting node's shadowd: the job's files stay there
             t.set_env("MOS_HOME_NODE", h);
         }

@@ -42,6 +42,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "checkpoint_interval",
     "max_retries",
     "queue",
+    "universe",
 ];
 
 /// `max_retries` when the file does not say.
@@ -180,9 +181,18 @@ pub struct JobTemplate {
     checkpoint_interval_s: Option<u64>,
     max_retries: u32,
     queue: u32,
+    /// HTCondor's universe: `standard` (default) runs the job with its files at its home
+    /// node through the shadow, migratable, no fork/exec (as Condor's standard universe);
+    /// `vanilla` opens its files where it runs and lets it fork and exec.
+    vanilla: bool,
 }
 
 impl JobTemplate {
+    /// `universe = "vanilla"`: files where the job runs, fork and exec allowed.
+    pub fn is_vanilla(&self) -> bool {
+        self.vanilla
+    }
+
     /// Add (or replace) one environment variable of every job of the template.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.environment.insert(key.to_string(), value.to_string());
@@ -241,6 +251,7 @@ impl JobTemplate {
             request_cpus: 1,
             checkpoint_interval_s: None,
             max_retries: DEFAULT_MAX_RETRIES,
+            vanilla: false,
             queue: 1,
         };
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -280,6 +291,13 @@ impl JobTemplate {
                 "checkpoint_interval" => t.checkpoint_interval_s = cx.interval(key, v)?,
                 "max_retries" => t.max_retries = cx.int_in(key, v, 0, u32::MAX)?,
                 "queue" => t.queue = cx.int_in(key, v, 1, MAX_QUEUE)?,
+                "universe" => {
+                    t.vanilla = match cx.string(key, v)?.as_str() {
+                        "standard" => false,
+                        "vanilla" => true,
+                        _ => return Err(cx.bad(key, v, "must be \"standard\" or \"vanilla\"")),
+                    }
+                }
                 _ => {
                     return Err(cx.err(
                         at,

@@ -227,7 +227,7 @@ fn unknown_key_names_key_line_and_suggestion() {
             suggestion: Some("arguments")
         }
     );
-    let (line, p) = problem("universe = \"vanilla\"\nexecutable = \"x\"");
+    let (line, p) = problem("notification = \"never\"\nexecutable = \"x\"");
     assert_eq!(line, 1);
     assert!(matches!(
         p,
@@ -548,4 +548,15 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn universe_is_standard_or_vanilla() {
+    let dir = Path::new("/tmp");
+    assert!(!JobTemplate::parse("executable = \"x\"", "j", dir).unwrap().is_vanilla());
+    assert!(JobTemplate::parse("universe = \"vanilla\"\nexecutable = \"x\"", "j", dir).unwrap().is_vanilla());
+    assert!(!JobTemplate::parse("universe = \"standard\"\nexecutable = \"x\"", "j", dir).unwrap().is_vanilla());
+    let (line, p) = problem("executable = \"x\"\nuniverse = \"grid\"");
+    assert_eq!(line, 2);
+    assert!(matches!(p, Problem::BadValue { .. }), "{p:?}");
 }
