@@ -312,7 +312,7 @@ fn coverage_matrix_after_migration() {
 }
 
 /// Node B runs in its own mount namespace with a private /tmp: the migrated process
-/// (C with fopen/fprintf and raw syscall(SYS_openat), and python3) still sees home's /tmp
+/// (C with fopen/fprintf and raw syscall(SYS_openat), C++ iostreams, python3) still sees home's /tmp
 /// and creates its files there, never in B's /tmp.
 #[test]
 fn isolation_private_tmp_on_the_remote_node() {
@@ -370,6 +370,19 @@ fn isolation_private_tmp_on_the_remote_node() {
     c_prog.arg(&d);
     let s = run("remote_iso", c_prog);
     assert!(s.contains("home_only: found"), "{s}");
+    // C++ iostreams
+    let cpp = iso_state.path().join("remote_iso_cc");
+    let built = Command::new("g++")
+        .args(["-O1", "-o"])
+        .arg(&cpp)
+        .arg(workspace_root().join("tests/progs/remote_iso.cc"))
+        .output()
+        .expect("run g++");
+    assert!(built.status.success(), "g++: {}", String::from_utf8_lossy(&built.stderr));
+    let mut cc = Command::new(&cpp);
+    cc.arg(&d);
+    let s = run("c++ iostreams", cc);
+    assert!(s.contains("home_only: found (at home)"), "{s}");
     let mut py = Command::new("python3");
     py.arg("-c")
         .arg(
@@ -384,11 +397,12 @@ fn isolation_private_tmp_on_the_remote_node() {
         .arg(&d);
     let s = run("python3", py);
     assert!(s.contains("home_only: found"), "{s}");
-    assert!(s.contains("listing: c_fopen.txt c_raw.txt home_only.txt py_open.txt"), "{s}");
+    assert!(s.contains("listing: c_fopen.txt c_raw.txt cpp_stream.txt home_only.txt py_open.txt"), "{s}");
     // at home: every file; on the isolated node: none (its /tmp is its own, empty)
     assert_eq!(std::fs::read_to_string(dir.path().join("c_fopen.txt")).unwrap(), "written by fprintf\n");
     assert_eq!(std::fs::read_to_string(dir.path().join("c_raw.txt")).unwrap(), "written by syscall\n");
     assert_eq!(std::fs::read_to_string(dir.path().join("py_open.txt")).unwrap(), "written by python\n");
+    assert_eq!(std::fs::read_to_string(dir.path().join("cpp_stream.txt")).unwrap(), "written by ofstream\n");
     let ls = Command::new("nsenter")
         .args(["-t", &iso_pid.to_string(), "-m", "--", "ls", "-A", "/tmp"])
         .output()
