@@ -61,6 +61,31 @@ extern "C" fn atfork_child() {
     }
 }
 
+/// The manager thread is the shim's, not the program's: a program that has no thread of
+/// its own keeps glibc's single-threaded fast paths (no asynchronous-cancellation toggling
+/// around every read and write, no atomics in its own refcounts), as without the shim.
+/// Sound because the manager never uses glibc state the program's thread shares (its
+/// memory comes from the shim's own allocator, its I/O is plain system calls) and never
+/// cancels a thread; the program's first pthread_create sets both flags again.
+fn single_threaded_again() {
+    // only the main thread and the manager: nothing else may rely on the flags
+    match rawfs::list_dir_numbers("/proc/self/task") {
+        Ok(t) if t.len() == 2 => {}
+        _ => return,
+    }
+    // SAFETY: glibc's public flag (a char), found by name; absent before glibc 2.32.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) as *mut u8;
+        if !p.is_null() {
+            core::ptr::write_volatile(p, 1);
+        }
+    }
+    // SAFETY: x86_64 glibc keeps `header.multiple_threads` (an int) at %fs:0x18 of each
+    // thread's TCB (tcbhead_t: tcb, dtv, self, multiple_threads); this is the calling main
+    // thread's own TCB.
+    unsafe { core::arch::asm!("mov dword ptr fs:[0x18], 0", options(nostack, preserves_flags)) };
+}
+
 extern "C" fn mos_init() {
     if std::env::var_os("MOS_DISABLE").is_some_and(|v| v == "1") {
         return;
@@ -151,6 +176,7 @@ extern "C" fn mos_init() {
             while manager::DETACHED.load(Ordering::Acquire) == 0 && t0.elapsed() < std::time::Duration::from_secs(2) {
                 ckpt::sys::futex_wait(&manager::DETACHED, 0, Some(10));
             }
+            single_threaded_again();
         }
     }
     if remote_start {
