@@ -163,6 +163,7 @@ pub fn detach_fd_table() {
         log(&format!("cannot unshare the fd table: {}", std::io::Error::last_os_error()));
         return;
     }
+    crate::remote::MANAGER_OWN_TABLE_TID.store(sys::gettid(), Ordering::Relaxed);
     let keep = internal_fds();
     if let Ok(fds) = rawfs::list_dir_numbers("/proc/thread-self/fd") {
         for fd in fds.into_iter().map(|f| f as i32).filter(|f| !keep.contains(f)) {
@@ -712,6 +713,8 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>) -> Result<(Plan, i32),
 
 /// Restart path of the manager: every thread is back; clean up and let them go.
 fn restarted(meta: &ckpt::image::ImageMeta) {
+    // the restorer made this thread share the application's table again (until the end)
+    crate::remote::MANAGER_OWN_TABLE_TID.store(0, Ordering::Relaxed);
     // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
     let info = unsafe { *RESTART_INFO.0.get() };
     REAL_PID.store(

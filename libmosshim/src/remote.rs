@@ -319,11 +319,17 @@ pub fn internal_high_pub(fd: i64) -> i64 {
     internal_high(fd)
 }
 
-/// Move an fd of ours high and mark it internal.
+/// The manager thread's kernel tid while it has a table of its own (0: it shares the
+/// application's).
+pub static MANAGER_OWN_TABLE_TID: AtomicI32 = AtomicI32::new(0);
+
+/// Move an fd of ours high and mark it internal: the application must not see or close
+/// it. An fd the manager opens in its own table is not the application's business at all.
 fn internal_high(fd: i64) -> i64 {
     let h = r!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, high_base());
     r!(libc::SYS_close, fd);
-    if h >= 0 {
+    let own_table = MANAGER_OWN_TABLE_TID.load(Ordering::Relaxed) == r!(libc::SYS_gettid) as i32;
+    if h >= 0 && !own_table {
         bit_set(&FD_INTERNAL, h, true);
     }
     h
