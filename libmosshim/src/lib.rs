@@ -80,9 +80,9 @@ fn single_threaded_again() {
             core::ptr::write_volatile(p, 1);
         }
     }
-    // SAFETY: x86_64 glibc keeps `header.multiple_threads` (an int) at %fs:0x18 of each
-    // thread's TCB (tcbhead_t: tcb, dtv, self, multiple_threads); this is the calling main
-    // thread's own TCB.
+    // x86_64 glibc keeps `header.multiple_threads` (an int) at %fs:0x18 of each thread's
+    // TCB (tcbhead_t: tcb, dtv, self, multiple_threads).
+    // SAFETY: a write to the calling main thread's own TCB field, described above.
     unsafe { core::arch::asm!("mov dword ptr fs:[0x18], 0", options(nostack, preserves_flags)) };
 }
 
