@@ -1363,15 +1363,10 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
 }
 
 fn ioctl_fwd(fd: i64, req: u64, arg: u64, m: u64) -> i64 {
-    let (inl, outl): (usize, usize) = match req as libc::Ioctl {
-        libc::TCGETS => (0, 36),
-        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (36, 0),
-        libc::TIOCGWINSZ => (0, 8),
-        libc::TIOCSWINSZ => (8, 0),
-        libc::FIONREAD | libc::TIOCGPGRP => (0, 4),
-        libc::TIOCSPGRP | libc::FIONBIO => (4, 0),
-        libc::FIOCLEX | libc::FIONCLEX => return r!(libc::SYS_ioctl, fd, req, arg),
-        _ => return -(libc::ENOTTY as i64),
+    let (inl, outl) = match rsys::ioctl_shape(req) {
+        rsys::IoctlShape::Forward { input, output } => (input, output),
+        rsys::IoctlShape::FdFlag => return r!(libc::SYS_ioctl, fd, req, arg),
+        rsys::IoctlShape::Unsupported => return -(libc::ENOTTY as i64),
     };
     call(16, [fd as u64, req, 0, 0, 0, 0], &[Io { p: arg, n: inl }], &[Io { p: arg, n: outl }], m)
 }

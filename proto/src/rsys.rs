@@ -150,6 +150,39 @@ pub const RESP_LEN: usize = 8 + 8 + 4 + 4;
 /// Encoded size of [`Ctl`].
 pub const CTL_LEN: usize = 8;
 
+/// What a forwarded ioctl moves, the one table both ends use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoctlShape {
+    /// Served at home: bytes the caller's argument supplies, bytes it receives.
+    Forward {
+        /// Input bytes.
+        input: usize,
+        /// Output bytes.
+        output: usize,
+    },
+    /// Close-on-exec of the fd number: the body's own business, never forwarded.
+    FdFlag,
+    /// Not served (`-ENOTTY`).
+    Unsupported,
+}
+
+/// The shape of ioctl `request` on a home fd.
+pub fn ioctl_shape(request: u64) -> IoctlShape {
+    // struct termios as the kernel has it on x86-64: 4 flag words, c_line, 19 c_cc
+    const TERMIOS: usize = 36;
+    let fwd = |input, output| IoctlShape::Forward { input, output };
+    match request as libc::Ioctl {
+        libc::TCGETS => fwd(0, TERMIOS),
+        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => fwd(TERMIOS, 0),
+        libc::TIOCGWINSZ => fwd(0, 8),
+        libc::TIOCSWINSZ => fwd(8, 0),
+        libc::FIONREAD | libc::TIOCGPGRP => fwd(0, 4),
+        libc::TIOCSPGRP | libc::FIONBIO => fwd(4, 0),
+        libc::FIOCLEX | libc::FIONCLEX => IoctlShape::FdFlag,
+        _ => IoctlShape::Unsupported,
+    }
+}
+
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
@@ -354,6 +387,13 @@ impl Ctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ioctl_shapes() {
+        assert_eq!(ioctl_shape(libc::TCGETS), IoctlShape::Forward { input: 0, output: 36 });
+        assert_eq!(ioctl_shape(libc::FIOCLEX), IoctlShape::FdFlag);
+        assert_eq!(ioctl_shape(0x1234), IoctlShape::Unsupported);
+    }
 
     #[test]
     fn round_trips() {

@@ -1221,17 +1221,11 @@ fn poll(s: &Session, nfds: usize, timeout: i32, bulk: &[u8], client: RawFd) -> A
 fn ioctl(s: &Session, fd: u64, request: u64, bulk: &[u8], out_len: u32) -> Answer {
     let f = s.file(fd)?;
     let req = request as libc::c_ulong;
-    // (input size, output size)
-    let (inp, outp) = match req {
-        libc::TCGETS => (0, 36),
-        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => (36, 0),
-        libc::TIOCGWINSZ => (0, 8),
-        libc::TIOCSWINSZ => (8, 0),
-        libc::FIONREAD | libc::TIOCGPGRP => (0, 4),
-        libc::TIOCSPGRP | libc::FIONBIO => (4, 0),
+    let (inp, outp) = match wire::ioctl_shape(request) {
+        wire::IoctlShape::Forward { input, output } => (input, output),
         // close-on-exec is the body's business; ours is always set
-        libc::FIOCLEX | libc::FIONCLEX => return done(0),
-        _ => return done(-libc::ENOTTY as i64),
+        wire::IoctlShape::FdFlag => return done(0),
+        wire::IoctlShape::Unsupported => return done(-libc::ENOTTY as i64),
     };
     let mut buf = [0u8; 64];
     let k = inp.min(bulk.len());
