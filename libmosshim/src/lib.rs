@@ -183,6 +183,9 @@ extern "C" fn mos_init() {
         // every call of the main thread from here on goes through the dispatcher
         remote::enable_thread();
     }
+    if std::env::var_os("MOS_RSYS_TCP").is_some_and(|v| v == "1") {
+        remote::LOCAL_OFF.store(true, Ordering::Relaxed);
+    }
     if std::env::var_os("MOS_SUD_SELFTEST").is_some_and(|v| v == "1") {
         remote::selftest_enable();
     }

@@ -195,6 +195,7 @@ fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
         sin_zero: [0; 8],
     };
     sess.node = node_name();
+    remote::forget_local();
     remote::SESSION_SET.store(true, Ordering::Release);
 }
 
@@ -274,6 +275,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
     remote::HOME_LOST.store(false, Ordering::Release);
     remote::GEN.fetch_add(1, Ordering::AcqRel);
     remote::reset_internal();
+    remote::forget_local();
     // SAFETY: every application thread is waiting; only the manager writes the session.
     unsafe { (*remote::SESSION.0.get()).node = node_name() };
     // SAFETY: opening /dev/null for placeholders.

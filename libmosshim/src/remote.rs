@@ -351,9 +351,11 @@ fn write_all(fd: i64, mut p: *const u8, mut n: usize) -> bool {
     true
 }
 
+/// Read exactly n bytes from a connection (MSG_WAITALL: one call, however many pieces the
+/// data arrives in).
 fn read_all(fd: i64, mut p: *mut u8, mut n: usize) -> bool {
     while n > 0 {
-        let k = r!(libc::SYS_read, fd, p, n);
+        let k = r!(libc::SYS_recvfrom, fd, p, n, libc::MSG_WAITALL, 0, 0);
         if k == -(libc::EINTR as i64) {
             continue;
         }
@@ -367,10 +369,44 @@ fn read_all(fd: i64, mut p: *mut u8, mut n: usize) -> bool {
     true
 }
 
+/// The home shadowd's local listener (proto::rsys: an abstract unix socket), learnt from
+/// a hello reply: its name, NUL-padded, in 4 words.
+static LOCAL_NAME: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// 0: no local listener known; 1: known, calls connections try it first; 2: it could not
+/// be reached from here (another host or network namespace): TCP only.
+static LOCAL_STATE: AtomicU32 = AtomicU32::new(0);
+/// `MOS_RSYS_TCP=1`: never use the local listener (set at start-up, kept in images).
+pub static LOCAL_OFF: AtomicBool = AtomicBool::new(false);
+
+/// The body may have moved to another host: learn the local listener afresh.
+pub fn forget_local() {
+    LOCAL_STATE.store(0, Ordering::Release);
+}
+
+fn learn_local(rep: &rsys::HelloReply) {
+    if rep.local_len() == 0 || LOCAL_STATE.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    for (i, w) in LOCAL_NAME.iter().enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&rep.local[i * 8..i * 8 + 8]);
+        w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+    }
+    let _ = LOCAL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed);
+}
+
 /// Connect one channel of `kind` to the home shadow; returns the fd (internal, high).
+/// Calls connections go to the home shadowd's local listener when it is on this host.
 pub fn connect(kind: u32) -> i64 {
     if !SESSION_SET.load(Ordering::Acquire) {
         return -(libc::EIO as i64);
+    }
+    if kind == rsys::KIND_CALLS && !LOCAL_OFF.load(Ordering::Relaxed) && LOCAL_STATE.load(Ordering::Acquire) == 1 {
+        let fd = connect_local();
+        if fd >= 0 {
+            return fd;
+        }
+        let _ = LOCAL_STATE.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Relaxed);
     }
     // SAFETY: SESSION is written only while the application is frozen.
     let s = unsafe { &*SESSION.0.get() };
@@ -382,17 +418,58 @@ pub fn connect(kind: u32) -> i64 {
     if fd < 0 {
         return fd;
     }
-    let fail = |e: i64| {
-        bit_set(&FD_INTERNAL, fd, false);
-        r!(libc::SYS_close, fd);
-        e
-    };
     let rc = r!(libc::SYS_connect, fd, &s.addr as *const libc::sockaddr_in, core::mem::size_of::<libc::sockaddr_in>());
     if rc < 0 {
-        return fail(rc);
+        return close_failed(fd, rc);
     }
     let one: i32 = 1;
     r!(libc::SYS_setsockopt, fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &one as *const i32, 4);
+    hello(fd, kind)
+}
+
+fn close_failed(fd: i64, e: i64) -> i64 {
+    bit_set(&FD_INTERNAL, fd, false);
+    r!(libc::SYS_close, fd);
+    e
+}
+
+fn connect_local() -> i64 {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as u16;
+    let mut len = 0;
+    for (i, w) in LOCAL_NAME.iter().enumerate() {
+        for (j, b) in w.load(Ordering::Relaxed).to_ne_bytes().into_iter().enumerate() {
+            // abstract: sun_path[0] stays NUL, the name follows
+            a.sun_path[1 + i * 8 + j] = b as libc::c_char;
+            if b != 0 && len == i * 8 + j {
+                len += 1;
+            }
+        }
+    }
+    if len == 0 {
+        return -(libc::ENOENT as i64);
+    }
+    let fd = r!(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return fd;
+    }
+    let fd = internal_high(fd);
+    if fd < 0 {
+        return fd;
+    }
+    let alen = core::mem::size_of::<libc::sa_family_t>() + 1 + len;
+    let rc = r!(libc::SYS_connect, fd, &a as *const libc::sockaddr_un, alen);
+    if rc < 0 {
+        return close_failed(fd, rc);
+    }
+    hello(fd, rsys::KIND_CALLS)
+}
+
+/// Say hello on a fresh connection; the fd, or -errno (the connection closed).
+fn hello(fd: i64, kind: u32) -> i64 {
+    // SAFETY: SESSION is written only while the application is frozen.
+    let s = unsafe { &*SESSION.0.get() };
     let h = rsys::Hello {
         token: s.token,
         kind,
@@ -403,16 +480,17 @@ pub fn connect(kind: u32) -> i64 {
     }
     .encode();
     if !write_all(fd, h.as_ptr(), h.len()) {
-        return fail(-(libc::EIO as i64));
+        return close_failed(fd, -(libc::EIO as i64));
     }
     let mut rb = [0u8; rsys::HELLO_REPLY_LEN];
     if !read_all(fd, rb.as_mut_ptr(), rb.len()) {
-        return fail(-(libc::EIO as i64));
+        return close_failed(fd, -(libc::EIO as i64));
     }
     let rep = rsys::HelloReply::decode(&rb);
     if rep.status != 0 {
-        return fail(rep.status as i64);
+        return close_failed(fd, rep.status as i64);
     }
+    learn_local(&rep);
     fd
 }
 
@@ -548,38 +626,77 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
             c.fd[d].store(-1, Ordering::Release);
             continue;
         }
-        let mut hb = [0u8; rsys::RESP_LEN];
-        if !read_all(fd, hb.as_mut_ptr(), hb.len()) {
+        let Some(resp) = read_resp(fd, out, out_len) else {
             drop_chan(fd);
             failures += 1;
             continue;
-        }
-        let resp = Resp::decode(&hb);
-        let mut left = (resp.data_len as usize).min(out_len);
-        for o in out {
-            if left == 0 {
-                break;
-            }
-            let n = o.n.min(left);
-            if !read_all(fd, o.p as *mut u8, n) {
-                drop_chan(fd);
-                return -(libc::EIO as i64);
-            }
-            left -= n;
-        }
-        // (a well-behaved shadow never sends more than out_len)
-        let mut extra = resp.data_len as usize - (resp.data_len as usize).min(out_len);
-        let mut sink = [0u8; 256];
-        while extra > 0 {
-            let n = extra.min(sink.len());
-            if !read_all(fd, sink.as_mut_ptr(), n) {
-                drop_chan(fd);
-                break;
-            }
-            extra -= n;
-        }
+        };
         return resp.ret;
     }
+}
+
+/// Read an answer: its header and data come in one readv when they are there already
+/// (the connection carries nothing else, so nothing past the answer can be read).
+/// `None`: the connection failed.
+fn read_resp(fd: i64, out: &[Io], out_len: usize) -> Option<Resp> {
+    let mut hb = [0u8; rsys::RESP_LEN];
+    let mut iov = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 9];
+    iov[0] = libc::iovec { iov_base: hb.as_mut_ptr() as *mut _, iov_len: hb.len() };
+    let mut k = 1;
+    for o in out.iter().filter(|o| o.n > 0) {
+        if k == iov.len() {
+            break;
+        }
+        iov[k] = libc::iovec { iov_base: o.p as *mut _, iov_len: o.n };
+        k += 1;
+    }
+    let got = loop {
+        let n = r!(libc::SYS_readv, fd, iov.as_ptr(), k);
+        if n == -(libc::EINTR as i64) {
+            continue;
+        }
+        if n <= 0 {
+            return None;
+        }
+        break n as usize;
+    };
+    if got < hb.len() && !read_all(fd, hb[got..].as_mut_ptr(), hb.len() - got) {
+        return None;
+    }
+    let resp = Resp::decode(&hb);
+    let want = (resp.data_len as usize).min(out_len);
+    // the data bytes already in place, then the rest where it belongs
+    let mut have = got.saturating_sub(hb.len());
+    if have > want {
+        return None; // more than the header announced: not our shadow
+    }
+    let mut skip = have;
+    for o in out {
+        if have >= want {
+            break;
+        }
+        if skip >= o.n {
+            skip -= o.n;
+            continue;
+        }
+        let n = (o.n - skip).min(want - have);
+        if !read_all(fd, (o.p as usize + skip) as *mut u8, n) {
+            return None;
+        }
+        have += n;
+        skip = 0;
+    }
+    // (a well-behaved shadow never sends more than out_len)
+    let mut extra = resp.data_len as usize - want;
+    let mut sink = [0u8; 256];
+    while extra > 0 {
+        let n = extra.min(sink.len());
+        if !read_all(fd, sink.as_mut_ptr(), n) {
+            return None;
+        }
+        extra -= n;
+    }
+    Some(resp)
 }
 
 /// After a restart from an image: tell the home shadow where every channel stood when

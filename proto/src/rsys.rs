@@ -11,7 +11,12 @@
 //! The body opens TCP connections to the home shadowd's rsys listener (its address is in
 //! `<state>/rsys.addr`, and is handed to the process when its files are handed home).
 //! The first bytes on a connection are a [`Hello`] (`HELLO_LEN` bytes); the server answers
-//! with [`HelloReply`] (`HELLO_REPLY_LEN` bytes). The 32-byte session token is the
+//! with [`HelloReply`] (`HELLO_REPLY_LEN` bytes). The reply also names the shadowd's
+//! second listener, an abstract unix socket with a random name: a body that runs on the
+//! home host itself (in the same network namespace; for instance a process that migrated
+//! back home, or every node of a localhost cluster) opens its further calls connections
+//! there, which saves the TCP/IP stack on every call. A body elsewhere fails to connect
+//! to that name and stays on TCP. The same hello and token are required on both. The 32-byte session token is the
 //! credential: the home shadowd created it when the process handed its files home, and
 //! only the process (its memory, its image) knows it. A wrong token, a wrong magic or a
 //! short hello: the server logs the peer and closes the connection.
@@ -142,7 +147,9 @@ pub const MAX_IO: usize = 4 << 20;
 /// Encoded sizes.
 pub const HELLO_LEN: usize = 8 + TOKEN_LEN + 4 + 4 + 4 + 4 + 32;
 /// Encoded size of [`HelloReply`].
-pub const HELLO_REPLY_LEN: usize = 8;
+pub const HELLO_REPLY_LEN: usize = 8 + LOCAL_NAME_LEN;
+/// Size of the abstract unix socket name in [`HelloReply`] (NUL-padded).
+pub const LOCAL_NAME_LEN: usize = 32;
 /// Encoded size of [`Req`].
 pub const REQ_LEN: usize = 4 + 4 + 8 + 8 + 6 * 8 + 4 + 4;
 /// Encoded size of [`Resp`].
@@ -264,6 +271,9 @@ pub struct HelloReply {
     pub status: i32,
     /// The virtual pid the session belongs to.
     pub vpid: u32,
+    /// The abstract unix socket name (without its leading NUL) of the server's local
+    /// listener, NUL-padded; all zero when it has none.
+    pub local: [u8; LOCAL_NAME_LEN],
 }
 
 impl HelloReply {
@@ -272,11 +282,18 @@ impl HelloReply {
         let mut b = [0u8; HELLO_REPLY_LEN];
         put_u32(&mut b, 0, self.status as u32);
         put_u32(&mut b, 4, self.vpid);
+        b[8..].copy_from_slice(&self.local);
         b
     }
     /// Decode.
     pub fn decode(b: &[u8; HELLO_REPLY_LEN]) -> HelloReply {
-        HelloReply { status: get_u32(b, 0) as i32, vpid: get_u32(b, 4) }
+        let mut local = [0u8; LOCAL_NAME_LEN];
+        local.copy_from_slice(&b[8..]);
+        HelloReply { status: get_u32(b, 0) as i32, vpid: get_u32(b, 4), local }
+    }
+    /// The length of the local listener's name (0: none).
+    pub fn local_len(&self) -> usize {
+        self.local.iter().position(|&c| c == 0).unwrap_or(LOCAL_NAME_LEN)
     }
 }
 
@@ -408,6 +425,10 @@ mod tests {
         assert_eq!(Resp::decode(&p.encode()), p);
         let c = Ctl { what: CTL_SIGNAL, arg: 2 };
         assert_eq!(Ctl::decode(&c.encode()), c);
-        assert_eq!(HelloReply::decode(&HelloReply { status: -13, vpid: 4 }.encode()), HelloReply { status: -13, vpid: 4 });
+        let mut local = [0u8; LOCAL_NAME_LEN];
+        local[..5].copy_from_slice(b"mos-x");
+        let hr = HelloReply { status: -13, vpid: 4, local };
+        assert_eq!(HelloReply::decode(&hr.encode()), hr);
+        assert_eq!(hr.local_len(), 5);
     }
 }

@@ -131,6 +131,19 @@ pub fn run(cfg: Config) -> Result<()> {
             .spawn(move || rsys::serve(rsys_listener, sessions))
             .context("cannot start the rsys thread")?;
     }
+    // and, when they run on this very host, to this one: an abstract unix socket with a
+    // random name that hello replies announce (see proto::rsys)
+    match rsys::bind_local() {
+        Ok((local, name)) => {
+            sessions.set_local_name(name.as_bytes()).context("local rsys listener name")?;
+            let sessions = sessions.clone();
+            std::thread::Builder::new()
+                .name("rsys-local".into())
+                .spawn(move || rsys::serve_local(local, sessions))
+                .context("cannot start the local rsys thread")?;
+        }
+        Err(e) => log!(cfg.node, "rsys: no local listener ({e}); bodies on this host use TCP"),
+    }
 
     // local processes hand their files to us here before their bodies leave
     let handoffs = Arc::new(handoff::HandOffs::default());

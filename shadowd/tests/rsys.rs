@@ -477,3 +477,64 @@ fn migrate_and_where_is_refuse_clearly() {
     }
     assert!(alive);
 }
+
+/// Reads of 64 KiB and more from a regular file are spliced to the body: the data, the
+/// file offset a read advances (and a pread leaves), and a resent request (same seq:
+/// answered again, not executed again) must be those of the ordinary path. The hello
+/// reply names the local listener, where a body on this host gets the same service.
+#[test]
+fn large_reads_are_spliced_replayed_and_served_locally() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let pat: Vec<u8> = (0..(1u32 << 20) + 4321).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(home.join("big"), &pat).unwrap();
+    let big = std::fs::File::open(home.join("big")).unwrap();
+    let stub = open_session(&d, std::process::id(), &home, &[(4, big.as_raw_fd())]);
+    drop(big);
+    let (s, reply) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CALLS, "", 0).encode());
+    assert_eq!(reply.status, 0);
+    let name = reply.local[..reply.local_len()].to_vec();
+    assert!(name.starts_with(b"mos-rsys-"), "{:?}", String::from_utf8_lossy(&name));
+    let mut b = Body { s, chan: 7 << 8 };
+
+    // pread at an odd offset, then resent: the same bytes twice
+    let off = 12345u64;
+    let want = pat[off as usize..off as usize + (300 << 10)].to_vec();
+    assert_eq!(b.call(1, 17, [4, 0, 300 << 10, off, 0, 0], &[], 300 << 10), ((300 << 10) as i64, want.clone()));
+    assert_eq!(b.call(1, 17, [4, 0, 300 << 10, off, 0, 0], &[], 300 << 10), ((300 << 10) as i64, want));
+    // read: 1 MiB from the start, resent (the offset moves once), then the short tail
+    assert_eq!(b.call(2, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), ((1 << 20) as i64, pat[..1 << 20].to_vec()));
+    assert_eq!(b.call(2, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), ((1 << 20) as i64, pat[..1 << 20].to_vec()));
+    assert_eq!(b.call(3, 8, [4, 0, libc::SEEK_CUR as u64, 0, 0, 0], &[], 0).0, 1 << 20, "the resent read moved the offset again");
+    assert_eq!(b.call(4, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), (4321, pat[1 << 20..].to_vec()));
+    assert_eq!(b.call(5, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), (0, vec![]));
+
+    // the local listener: same hello, same calls
+    let addr = SocketAddr::from_abstract_name(&name).unwrap();
+    let mut u = UnixStream::connect_addr(&addr).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    u.write_all(&hello(&stub, wire::KIND_CALLS, "", 0).encode()).unwrap();
+    let mut r = [0u8; wire::HELLO_REPLY_LEN];
+    u.read_exact(&mut r).unwrap();
+    assert_eq!(HelloReply::decode(&r).status, 0);
+    let req = Req { op: 17, flags: 0, chan: 8 << 8, seq: 1, args: [4, 0, 1 << 20, 7, 0, 0], bulk_len: 0, out_len: 1 << 20 };
+    u.write_all(&req.encode()).unwrap();
+    let mut h = [0u8; wire::RESP_LEN];
+    u.read_exact(&mut h).unwrap();
+    let resp = Resp::decode(&h);
+    assert_eq!((resp.ret, resp.data_len), (1 << 20, 1 << 20));
+    let mut data = vec![0u8; 1 << 20];
+    u.read_exact(&mut data).unwrap();
+    assert!(data == pat[7..(1 << 20) + 7], "spliced data over the local listener");
+    // a wrong token is refused there too
+    let mut u2 = UnixStream::connect_addr(&addr).unwrap();
+    let mut bad = hello(&stub, wire::KIND_CALLS, "", 0);
+    bad.token[0] ^= 1;
+    u2.write_all(&bad.encode()).unwrap();
+    u2.read_exact(&mut r).unwrap();
+    assert_eq!(HelloReply::decode(&r).status, -libc::EACCES);
+}

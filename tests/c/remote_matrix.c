@@ -231,6 +231,40 @@ static void row_tty(void)
     ROW_OK(r);
 }
 
+static void row_large(void)
+{
+    /* large reads (the shadowd splices them) : content, short reads at the end of the
+     * file, the file offset read() advances and pread() leaves alone */
+    const char *r = "large_read";
+    enum { SZ = (3 << 20) + 123, CH = 1 << 20 };
+    static unsigned char pat[SZ], got[CH];
+    for (size_t i = 0; i < SZ; i++) pat[i] = (unsigned char)(i * 2654435761u >> 13);
+    int fd = open("m_large.bin", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(r, fd >= 0, "open");
+    CHECK(r, write(fd, pat, SZ) == SZ, "write 3 MiB");
+    CHECK(r, lseek(fd, 0, SEEK_SET) == 0, "lseek");
+    size_t at = 0;
+    for (;;) {
+        ssize_t n = read(fd, got, CH);
+        CHECK(r, n >= 0, "read 1 MiB");
+        if (n == 0) break;
+        CHECK(r, (size_t)n == (SZ - at < CH ? SZ - at : CH), "read length");
+        CHECK(r, memcmp(got, pat + at, n) == 0, "read content");
+        at += n;
+        CHECK(r, lseek(fd, 0, SEEK_CUR) == (off_t)at, "offset after read");
+    }
+    CHECK(r, at == SZ, "read total");
+    CHECK(r, pread(fd, got, 256 << 10, CH + 7) == 256 << 10 && memcmp(got, pat + CH + 7, 256 << 10) == 0, "pread 256 KiB");
+    CHECK(r, pread(fd, got, CH, SZ - 100) == 100 && memcmp(got, pat + SZ - 100, 100) == 0, "pread past the end");
+    CHECK(r, lseek(fd, 0, SEEK_CUR) == (off_t)SZ, "offset unchanged by pread");
+    CHECK(r, lseek(fd, 5, SEEK_SET) == 5 && read(fd, got, CH) == CH && memcmp(got, pat + 5, CH) == 0, "read from 5");
+    close(fd);
+    fd = open("m_large.bin", O_WRONLY);
+    CHECK(r, fd >= 0 && read(fd, got, CH) < 0 && errno == EBADF, "read of a write-only fd fails with EBADF");
+    close(fd);
+    ROW_OK(r);
+}
+
 int main(void)
 {
     before_fd = open("before.txt", O_RDWR);
@@ -240,6 +274,7 @@ int main(void)
     mos_sync(1);
     row_rw();
     row_pread();
+    row_large();
     row_vec();
     row_stdio();
     row_mmap();

@@ -274,10 +274,18 @@ fn matrix_rows(out: &str) -> Vec<String> {
 }
 
 fn matrix_run(c: &Cluster, migrate_to: Option<&str>) -> (Vec<String>, PathBuf, tempfile::TempDir) {
+    matrix_run_env(c, migrate_to, &[]).0
+}
+
+/// [`matrix_run`] with extra environment; also returns the process's pid.
+fn matrix_run_env(c: &Cluster, migrate_to: Option<&str>, env: &[(&str, &str)]) -> ((Vec<String>, PathBuf, tempfile::TempDir), i32) {
     let dir = tempfile::tempdir().unwrap();
     matrix_files(dir.path());
     let prog = compile_c("remote_matrix");
-    let mut p = Proc::spawn("remote_matrix", app(c, dir.path(), &prog, &[]));
+    let mut cmd = app(c, dir.path(), &prog, &[]);
+    cmd.envs(env.iter().copied());
+    let mut p = Proc::spawn("remote_matrix", cmd);
+    let pid = p.pid();
     wait_file(&dir.path().join("ready.1"));
     p.write_stdin(b"x\n");
     if let Some(node) = migrate_to {
@@ -289,7 +297,7 @@ fn matrix_run(c: &Cluster, migrate_to: Option<&str>) -> (Vec<String>, PathBuf, t
     let rows = matrix_rows(&out.stdout_str());
     assert_eq!(out.code(), Some(0), "matrix {migrate_to:?}\n{}\n{}", out.describe(), log_of(dir.path()));
     let p = dir.path().to_path_buf();
-    (rows, p, dir)
+    ((rows, p, dir), pid)
 }
 
 /// The coverage matrix: every row passes after migration exactly as at home, or is
@@ -309,6 +317,25 @@ fn coverage_matrix_after_migration() {
     assert_eq!(std::fs::read_to_string(dir.join("before.txt")).unwrap(), "before\nafter\n");
     assert_eq!(std::fs::read_to_string(dir.join("m_raw.txt")).unwrap(), "raw\n");
     assert_eq!(std::fs::read_to_string(dir.join("m_dup.txt")).unwrap(), "abcdef");
+}
+
+/// Calls connections of a body on the home host go to the home shadowd's local (unix)
+/// listener; with MOS_RSYS_TCP=1 (and from any other host) they go over TCP. Both
+/// transports give the same matrix.
+#[test]
+fn coverage_matrix_over_both_transports() {
+    let c = cluster(2);
+    let ((home, _, _d1), _) = matrix_run_env(&c, None, &[]);
+    let ((local, _, _d2), local_pid) = matrix_run_env(&c, Some("node2"), &[]);
+    let ((tcp, _, _d3), tcp_pid) = matrix_run_env(&c, Some("node2"), &[("MOS_RSYS_TCP", "1")]);
+    let shared = |rows: &[String]| rows.iter().filter(|r| !r.starts_with("ROW mmap_shared_write")).cloned().collect::<Vec<_>>();
+    assert_eq!(shared(&local), shared(&home), "over unix");
+    assert_eq!(shared(&tcp), shared(&home), "over tcp");
+    assert!(home.iter().any(|r| r == "ROW large_read ok"), "{home:?}");
+    let log = std::fs::read_to_string(c.home.path().join("node1.log")).unwrap();
+    let calls = |pid: i32, how: &str| log.lines().filter(|l| l.contains(&format!("pid {pid}: calls connection over {how}"))).count();
+    assert!(calls(local_pid, "unix") > 0 && calls(local_pid, "tcp") == 0, "pid {local_pid}: expected unix calls connections only\n{log}");
+    assert!(calls(tcp_pid, "tcp") > 0 && calls(tcp_pid, "unix") == 0, "pid {tcp_pid}: expected tcp calls connections only\n{log}");
 }
 
 /// Node B runs in its own mount namespace with a private /tmp: the migrated process
