@@ -410,7 +410,19 @@ pub fn connect(kind: u32) -> i64 {
     }
     // SAFETY: SESSION is written only while the application is frozen.
     let s = unsafe { &*SESSION.0.get() };
-    let fd = r!(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+    let fd = dial(libc::AF_INET, &s.addr as *const libc::sockaddr_in as u64, core::mem::size_of::<libc::sockaddr_in>());
+    if fd < 0 {
+        return fd;
+    }
+    let one: i32 = 1;
+    r!(libc::SYS_setsockopt, fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &one as *const i32, 4);
+    hello(fd, kind)
+}
+
+/// A connected stream socket of `domain` to the address at `addr` (`len` bytes), as an
+/// internal high descriptor; or -errno.
+fn dial(domain: i32, addr: u64, len: usize) -> i64 {
+    let fd = r!(libc::SYS_socket, domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
     if fd < 0 {
         return fd;
     }
@@ -418,13 +430,11 @@ pub fn connect(kind: u32) -> i64 {
     if fd < 0 {
         return fd;
     }
-    let rc = r!(libc::SYS_connect, fd, &s.addr as *const libc::sockaddr_in, core::mem::size_of::<libc::sockaddr_in>());
+    let rc = r!(libc::SYS_connect, fd, addr, len);
     if rc < 0 {
         return close_failed(fd, rc);
     }
-    let one: i32 = 1;
-    r!(libc::SYS_setsockopt, fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &one as *const i32, 4);
-    hello(fd, kind)
+    fd
 }
 
 fn close_failed(fd: i64, e: i64) -> i64 {
@@ -450,18 +460,9 @@ fn connect_local() -> i64 {
     if len == 0 {
         return -(libc::ENOENT as i64);
     }
-    let fd = r!(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+    let fd = dial(libc::AF_UNIX, &a as *const libc::sockaddr_un as u64, core::mem::size_of::<libc::sa_family_t>() + 1 + len);
     if fd < 0 {
         return fd;
-    }
-    let fd = internal_high(fd);
-    if fd < 0 {
-        return fd;
-    }
-    let alen = core::mem::size_of::<libc::sa_family_t>() + 1 + len;
-    let rc = r!(libc::SYS_connect, fd, &a as *const libc::sockaddr_un, alen);
-    if rc < 0 {
-        return close_failed(fd, rc);
     }
     hello(fd, rsys::KIND_CALLS)
 }
