@@ -780,7 +780,7 @@ fn splice_out(sock: RawFd, mut n: usize) -> io::Result<()> {
     with_pipe(|p| {
         while n > 0 {
             // SAFETY: splice from our pipe to our connection.
-            let r = unsafe { libc::splice(p.0.as_raw_fd(), std::ptr::null_mut(), sock, std::ptr::null_mut(), n, libc::SPLICE_F_MORE) };
+            let r = unsafe { libc::splice(p.0.as_raw_fd(), std::ptr::null_mut(), sock, std::ptr::null_mut(), n, 0) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
