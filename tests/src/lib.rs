@@ -896,8 +896,10 @@ pub fn wait_image(p: &mut Proc, path: &Path, what: &str) {
     };
     let existing = images();
     while !path.exists() {
-        // fail fast when an image shows up under another name
-        if let Some(other) = images().into_iter().find(|n| !existing.contains(n)) {
+        // fail fast when an image shows up under another name (not the expected one, which
+        // may have been renamed into place since the exists() above)
+        let want = path.file_name().unwrap_or_default();
+        if let Some(other) = images().into_iter().find(|n| !existing.contains(n) && n.as_os_str() != want) {
             panic!(
                 "{what}: expected image {}, but {:?} was written instead\n{}",
                 path.display(),
