@@ -750,10 +750,9 @@ fn spliced_read(s: &Session, req: &Req) -> Option<(Arc<OwnedFd>, i64, i64)> {
         let mut moved = 0usize;
         while moved < n {
             let offp: *mut i64 = if positional { &mut off } else { std::ptr::null_mut() };
-            // SAFETY: splice from a file we hold into our pipe; offp is null or points to
-            // a live offset.
-            // (non-blocking: should the pipe be full after all, the read comes up short
-            // rather than waiting for ever)
+            // Non-blocking: should the pipe be full after all, the read comes up short
+            // rather than waiting for ever.
+            // SAFETY: splice from a file we hold into our pipe; offp is null or live.
             let r = unsafe { libc::splice(fd, offp, p.1.as_raw_fd(), std::ptr::null_mut(), n - moved, libc::SPLICE_F_NONBLOCK) };
             if r < 0 {
                 let e = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
