@@ -32,7 +32,7 @@ demo-ckpt: build
 	bash scripts/demo.sh
 
 bench: build
-	$(CARGO) run --release -p mos-bench
+	$(CARGO) run --profile bench-run -p mos-bench
 	$(CARGO) run --release -p placer --bin placer_bench
 
 clean:

@@ -271,6 +271,14 @@ fn small_case(exe: &Path, dir: &Path) {
 fn main() {
     let dir = PathBuf::from(format!("/dev/shm/mos-bench.{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // removes the scratch directory also when a step fails (the bench profile unwinds)
+    struct Scratch(PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _scratch = Scratch(dir.clone());
     // MOS_BENCH_ONLY=ckpt or =remote runs one section
     let only = std::env::var("MOS_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "ckpt" {
@@ -285,5 +293,4 @@ fn main() {
     if only.is_empty() || only == "remote" {
         remote::run(&dir);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -135,6 +135,9 @@ struct Guest {
     /// stream images to this address (the job's home) instead of reporting a path
     home_addr: Option<String>,
     image: PathBuf,
+    /// where `mos restart` writes its own errors (restarts only): the restorer replaces
+    /// the process's fds with the image's, so only a failed restart writes here
+    restart_log: Option<PathBuf>,
     life: Mutex<Life>,
     changed: Condvar,
     /// Held while `mos ckpt` runs: one checkpoint of a guest at a time.
@@ -229,6 +232,7 @@ impl Guests {
             home: spec.home.clone(),
             home_addr: spec.batch.as_ref().and_then(|b| b.home_addr.clone()),
             image: plan.image.clone(),
+            restart_log: plan.restart_log(job),
             life: Mutex::new(Life {
                 exited: false,
                 vacate: Vacate::None,
@@ -337,6 +341,14 @@ impl Guests {
             }
         };
         log!(self.cfg.node, "job {}: pid {} ended: {state:?}", g.job, g.pid);
+        if let Some(p) = &g.restart_log {
+            let text = fs::read(p).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            if !text.trim().is_empty() {
+                log!(self.cfg.node, "job {}: restart said: {}", g.job, text.trim().replace('\n', " | "));
+            }
+            let _ = fs::remove_file(p);
+        }
         self.report(self.status(&g, state, None));
     }
 
@@ -675,6 +687,11 @@ impl LaunchPlan {
         })
     }
 
+    /// Where a restart's own error messages go (None for a fresh start).
+    fn restart_log(&self, job: JobId) -> Option<PathBuf> {
+        self.restart.then(|| self.ckpt_dir.join(format!("job{job}.restart.log")))
+    }
+
     fn describe(&self) -> String {
         let mut s = self.program.display().to_string();
         for a in &self.args {
@@ -705,9 +722,11 @@ impl LaunchPlan {
                 cmd.env_remove("LD_PRELOAD");
             }
         }
-        if self.restart {
-            // The image reopens its own files.
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(log) = self.restart_log(job) {
+            // The image reopens its own files; until then, errors of `mos restart` itself
+            // go to a file the watcher puts into the node's log.
+            let err = create_output(&log).map_err(open_err("restart log", &log))?;
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(err));
         } else {
             let stdin = match &self.input {
                 Some(p) => Stdio::from(File::open(p).map_err(open_err("input", p))?),
