@@ -23,20 +23,6 @@ fn to_real_pid(pid: libc::pid_t) -> libc::pid_t {
     }
 }
 
-/// Resolve every original symbol once, at start-up, so no hook calls dlsym later.
-pub fn resolve_all() {
-    let _ = real!("sigaction", Sigaction);
-    let _ = real!("sigprocmask", Sigmask);
-    let _ = real!("pthread_sigmask", Sigmask);
-    let _ = real!("sigsuspend", Sigsuspend);
-    let _ = real!("sigqueue", Sigqueue);
-    let _ = real!("signal", Signal);
-    let _ = real!("bsd_signal", Signal);
-    let _ = real!("sysv_signal", Signal);
-    let _ = real!("pthread_kill", PthreadKill);
-    let _ = real!("syscall", Syscall7);
-}
-
 type Sigaction = unsafe extern "C" fn(i32, *const libc::sigaction, *mut libc::sigaction) -> i32;
 type Sigmask = unsafe extern "C" fn(i32, *const libc::sigset_t, *mut libc::sigset_t) -> i32;
 type Sigsuspend = unsafe extern "C" fn(*const libc::sigset_t) -> i32;
@@ -104,7 +90,7 @@ pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
             }
         }
         None => {
-            let f = real!("pthread_kill", PthreadKill);
+            let f = real!(pthread_kill, PthreadKill);
             // SAFETY: bypass with the original arguments.
             // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(th, sig) }
@@ -150,7 +136,7 @@ pub unsafe extern "C" fn syscall(
         }
         _ => {}
     }
-    let f = real!("syscall", Syscall7);
+    let f = real!(syscall, Syscall7);
     // SAFETY: bypass with the original arguments.
     // SAFETY: bypass to the original symbol with the caller's arguments.
     unsafe { f(nr, a1, a2, a3, a4, a5, a6) }
@@ -166,7 +152,7 @@ pub extern "C" fn kill(pid: libc::pid_t, sig: i32) -> i32 {
 pub unsafe extern "C" fn sigqueue(pid: libc::pid_t, sig: i32, val: libc::sigval) -> i32 {
     // SAFETY: original sigqueue with the same arguments but the real pid.
     {
-        let f = real!("sigqueue", Sigqueue);
+        let f = real!(sigqueue, Sigqueue);
         // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(to_real_pid(pid), sig, val) }
     }
@@ -216,7 +202,7 @@ pub unsafe extern "C" fn sigaction(
     }
     // SAFETY: bypass with the original arguments.
     {
-        let f = real!("sigaction", Sigaction);
+        let f = real!(sigaction, Sigaction);
         // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(sig, act, oact) }
     }
@@ -243,7 +229,7 @@ pub unsafe extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::
         Some(old) => old,
         // SAFETY: bypass with the original arguments.
         None => {
-            let f = real!("signal", Signal);
+            let f = real!(signal, Signal);
             // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(sig, handler) }
         }
@@ -256,7 +242,7 @@ pub unsafe extern "C" fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> li
         Some(old) => old,
         // SAFETY: bypass with the original arguments.
         None => {
-            let f = real!("bsd_signal", Signal);
+            let f = real!(bsd_signal, Signal);
             // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(sig, handler) }
         }
@@ -269,7 +255,7 @@ pub unsafe extern "C" fn sysv_signal(sig: i32, handler: libc::sighandler_t) -> l
         Some(old) => old,
         // SAFETY: bypass with the original arguments.
         None => {
-            let f = real!("sysv_signal", Signal);
+            let f = real!(sysv_signal, Signal);
             // SAFETY: bypass to the original symbol with the caller's arguments.
             unsafe { f(sig, handler) }
         }
@@ -307,7 +293,7 @@ pub unsafe extern "C" fn sigprocmask(
     };
     // SAFETY: original with the same arguments, minus the freeze signal.
     {
-        let f = real!("sigprocmask", Sigmask);
+        let f = real!(sigprocmask, Sigmask);
         // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(how, s, old) }
     }
@@ -328,7 +314,7 @@ pub unsafe extern "C" fn pthread_sigmask(
     };
     // SAFETY: original with the same arguments, minus the freeze signal.
     {
-        let f = real!("pthread_sigmask", Sigmask);
+        let f = real!(pthread_sigmask, Sigmask);
         // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(how, s, old) }
     }
@@ -341,7 +327,7 @@ pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> i32 {
     let s = without_freeze(set, &mut tmp);
     // SAFETY: original with the freeze signal removed from the mask.
     {
-        let f = real!("sigsuspend", Sigsuspend);
+        let f = real!(sigsuspend, Sigsuspend);
         // SAFETY: bypass to the original symbol with the caller's arguments.
         unsafe { f(s) }
     }

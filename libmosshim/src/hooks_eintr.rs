@@ -36,18 +36,6 @@ type Pause = unsafe extern "C" fn() -> i32;
 type Sleep = unsafe extern "C" fn(u32) -> u32;
 type Usleep = unsafe extern "C" fn(libc::useconds_t) -> i32;
 
-pub fn resolve_all() {
-    let _ = real!("clock_nanosleep", ClockNanosleep);
-    let _ = real!("poll", Poll);
-    let _ = real!("ppoll", Ppoll);
-    let _ = real!("select", Select);
-    let _ = real!("epoll_wait", EpollWait);
-    let _ = real!("epoll_pwait", EpollPwait);
-    let _ = real!("sem_wait", SemWait);
-    let _ = real!("sem_timedwait", SemTimedwait);
-    let _ = real!("pause", Pause);
-}
-
 fn gen() -> u32 {
     FREEZE_GEN.load(Ordering::Acquire)
 }
@@ -112,7 +100,7 @@ pub unsafe extern "C" fn clock_nanosleep(
     req: *const libc::timespec,
     rem: *mut libc::timespec,
 ) -> i32 {
-    let f = real!("clock_nanosleep", ClockNanosleep);
+    let f = real!(clock_nanosleep, ClockNanosleep);
     let mut left = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -166,7 +154,7 @@ pub extern "C" fn sleep(secs: u32) -> u32 {
 
 #[no_mangle]
 pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: i32) -> i32 {
-    let f = real!("poll", Poll);
+    let f = real!(poll, Poll);
     // SAFETY: the caller's arguments, the timeout possibly shortened.
     retry_ms(timeout, |t| unsafe { f(fds, n, t) })
 }
@@ -178,7 +166,7 @@ pub unsafe extern "C" fn ppoll(
     ts: *const libc::timespec,
     mask: *const libc::sigset_t,
 ) -> i32 {
-    let f = real!("ppoll", Ppoll);
+    let f = real!(ppoll, Ppoll);
     let start = mono_ms();
     // SAFETY: ts is null or valid.
     let total = unsafe { ts.as_ref() }.map(|t| t.tv_sec * 1000 + t.tv_nsec / 1_000_000);
@@ -214,7 +202,7 @@ pub unsafe extern "C" fn select(
     e: *mut libc::fd_set,
     tv: *mut libc::timeval,
 ) -> i32 {
-    let f = real!("select", Select);
+    let f = real!(select, Select);
     // The sets are in/out: keep the caller's copies to retry with.
     // SAFETY: each pointer is null or a valid fd_set / timeval of the caller.
     let (r0, w0, e0) = unsafe {
@@ -248,21 +236,21 @@ pub unsafe extern "C" fn select(
 
 #[no_mangle]
 pub unsafe extern "C" fn epoll_wait(ep: i32, ev: *mut libc::epoll_event, max: i32, timeout: i32) -> i32 {
-    let f = real!("epoll_wait", EpollWait);
+    let f = real!(epoll_wait, EpollWait);
     // SAFETY: the caller's arguments, the timeout possibly shortened.
     retry_ms(timeout, |t| unsafe { f(ep, ev, max, t) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn epoll_pwait(ep: i32, ev: *mut libc::epoll_event, max: i32, timeout: i32, mask: *const libc::sigset_t) -> i32 {
-    let f = real!("epoll_pwait", EpollPwait);
+    let f = real!(epoll_pwait, EpollPwait);
     // SAFETY: the caller's arguments, the timeout possibly shortened.
     retry_ms(timeout, |t| unsafe { f(ep, ev, max, t, mask) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn sem_wait(s: *mut libc::sem_t) -> i32 {
-    let f = real!("sem_wait", SemWait);
+    let f = real!(sem_wait, SemWait);
     loop {
         let g = gen();
         // SAFETY: the caller's semaphore.
@@ -275,7 +263,7 @@ pub unsafe extern "C" fn sem_wait(s: *mut libc::sem_t) -> i32 {
 
 #[no_mangle]
 pub unsafe extern "C" fn sem_timedwait(s: *mut libc::sem_t, abs: *const libc::timespec) -> i32 {
-    let f = real!("sem_timedwait", SemTimedwait);
+    let f = real!(sem_timedwait, SemTimedwait);
     loop {
         let g = gen();
         // SAFETY: the caller's arguments (absolute deadline: retry as is).
@@ -288,7 +276,7 @@ pub unsafe extern "C" fn sem_timedwait(s: *mut libc::sem_t, abs: *const libc::ti
 
 #[no_mangle]
 pub extern "C" fn pause() -> i32 {
-    let f = real!("pause", Pause);
+    let f = real!(pause, Pause);
     loop {
         let g = gen();
         // SAFETY: no arguments.

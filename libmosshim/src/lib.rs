@@ -3,33 +3,64 @@
 //! At start-up it installs the checkpoint trigger (SIGUSR2, or `MOS_CKPT_SIGNAL`), a
 //! private freeze signal, a scratch area for the image writer, and one manager thread
 //! (like DMTCP's checkpoint thread). At home every libc call goes straight to libc; the
-//! only hooks are pid virtualisation and keeping the shim's signals its own.
+//! hooks are pid virtualisation, keeping the shim's signals its own, and file I/O calls
+//! that a migrated body forwards without a trap (at home: a flag test and a jump).
 //!
 //! Environment: `MOS_CKPT_DIR` (default image directory, else the start cwd),
 //! `MOS_CKPT_SIGNAL` (trigger signal), `MOS_LOG_FILE` (where the shim logs; never the
 //! application's stderr), `MOS_DISABLE=1` (do nothing).
 
-/// The original libc symbol `name` with C type `ty`, resolved once (dlsym RTLD_NEXT).
+/// The original libc symbol `name` with C type `ty` (dlsym RTLD_NEXT). Every name has one
+/// slot in [`reals`], filled for all of them at start-up ([`reals::resolve_all`]), so a
+/// hook never calls dlsym later (not async-signal-safe; `read` or `write` may run in a
+/// signal handler). Only a hook called before the shim's constructor resolves lazily.
 macro_rules! real {
-    ($name:literal, $ty:ty) => {{
-        static P: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-        let mut p = P.load(core::sync::atomic::Ordering::Relaxed);
+    ($name:ident, $ty:ty) => {{
+        let mut p = crate::reals::$name.load(core::sync::atomic::Ordering::Relaxed);
         if p == 0 {
-            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-            p = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($name, "\0").as_ptr().cast()) }
-                as usize;
-            P.store(p, core::sync::atomic::Ordering::Relaxed);
+            p = crate::reals::lookup(&crate::reals::$name, concat!(stringify!($name), "\0"));
         }
         // SAFETY: the symbol has this C signature in glibc.
         unsafe { core::mem::transmute::<usize, $ty>(p) }
     }};
 }
 
+/// One slot per original symbol the hooks call.
+macro_rules! declare_reals {
+    ($($name:ident),* $(,)?) => {
+        #[allow(non_upper_case_globals)]
+        pub(crate) mod reals {
+            use core::sync::atomic::{AtomicUsize, Ordering};
+            $(pub static $name: AtomicUsize = AtomicUsize::new(0);)*
+
+            /// Resolve `name` (NUL-terminated) into `slot`.
+            pub fn lookup(slot: &AtomicUsize, name: &str) -> usize {
+                // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
+                let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) } as usize;
+                slot.store(p, Ordering::Relaxed);
+                p
+            }
+
+            /// Resolve every slot (the constructor, before any hook can run in a handler).
+            pub fn resolve_all() {
+                $(lookup(&$name, concat!(stringify!($name), "\0"));)*
+            }
+        }
+    };
+}
+
+declare_reals!(
+    sigaction, sigprocmask, pthread_sigmask, sigsuspend, sigqueue, signal, bsd_signal, sysv_signal, pthread_kill,
+    syscall, clock_nanosleep, poll, ppoll, select, epoll_wait, epoll_pwait, sem_wait, sem_timedwait, pause, read,
+    write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64,
+);
+
 mod alloc;
 mod ctxasm;
 mod dump;
 mod hooks;
 mod hooks_eintr;
+mod hooks_io;
 mod manager;
 mod migrate;
 mod rawfs;
@@ -142,8 +173,7 @@ extern "C" fn mos_init() {
     alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
     manager::open_channels();
     tids::init();
-    hooks::resolve_all();
-    hooks_eintr::resolve_all();
+    reals::resolve_all();
     signals::install();
     remote::learn_text();
     // SAFETY: registering a plain function as fork child handler.

@@ -348,12 +348,6 @@ impl Conn {
             Conn::Unix(s) => s,
         }
     }
-    fn fd(&self) -> RawFd {
-        match self {
-            Conn::Tcp(s) => s.as_raw_fd(),
-            Conn::Unix(s) => s.as_raw_fd(),
-        }
-    }
     fn set_read_timeout(&self, t: Option<Duration>) {
         let _ = match self {
             Conn::Tcp(s) => s.set_read_timeout(t),
@@ -439,18 +433,7 @@ fn connection(sessions: &Sessions, mut conn: Conn, peer: &str) {
         }
         // room for a whole large read in the socket, so a spliced answer goes out in one
         // call while the body copies it (root may pass net.core.wmem_max; others get it)
-        Conn::Unix(s) => {
-            let want: libc::c_int = (wire::MAX_IO + 64 * 1024) as libc::c_int;
-            for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
-                // SAFETY: setsockopt with a pointer to a live c_int and its size.
-                let r = unsafe {
-                    libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, opt, &want as *const libc::c_int as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t)
-                };
-                if r == 0 {
-                    break;
-                }
-            }
-        }
+        Conn::Unix(s) => big_send_buffer(s.as_raw_fd()),
     }
     let mut b = [0u8; wire::HELLO_LEN];
     if let Err(e) = conn.io().read_exact(&mut b) {
@@ -475,6 +458,16 @@ fn connection(sessions: &Sessions, mut conn: Conn, peer: &str) {
     if conn.io().write_all(&HelloReply { status: 0, vpid: session.vpid, local }.encode()).is_err() {
         return;
     }
+    let answers = match &conn {
+        Conn::Unix(s) if hello.kind == wire::KIND_CALLS && hello.flags & wire::HELLO_ANSWER_SOCKET != 0 => match recv_answer_socket(s) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log!(node, "rsys: dropped {peer}: no answer socket: {e}");
+                return;
+            }
+        },
+        _ => None,
+    };
     conn.set_read_timeout(None);
     if hello.kind == wire::KIND_CALLS {
         log!(node, "pid {}: calls connection over {} from {peer}", session.vpid, if unix { "unix" } else { "tcp" });
@@ -485,16 +478,87 @@ fn connection(sessions: &Sessions, mut conn: Conn, peer: &str) {
             if hello.kind == wire::KIND_CONTROL {
                 return control(&session, stream, &hello, peer);
             }
-            if let Err(e) = calls(&session, Conn::Tcp(stream)) {
+            if let Err(e) = calls(&session, Conn::Tcp(stream), None) {
                 log!(node, "rsys: pid {}: calls connection from {peer} dropped: {e}", session.vpid);
             }
         }
-        conn @ Conn::Unix(_) => {
-            if let Err(e) = calls(&session, conn) {
+        Conn::Unix(stream) => {
+            if let Err(e) = calls(&session, Conn::Unix(stream), answers) {
                 log!(node, "rsys: pid {}: calls connection from {peer} dropped: {e}", session.vpid);
             }
         }
     }
+}
+
+/// Room for a whole large read in a unix socket we answer on, so a spliced answer goes out
+/// in one call while the body copies it (root may pass net.core.wmem_max; others get it).
+fn big_send_buffer(fd: RawFd) {
+    let want: libc::c_int = (wire::MAX_IO + 64 * 1024) as libc::c_int;
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt with a pointer to a live c_int and its size.
+        let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, opt, &want as *const libc::c_int as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+        if r == 0 {
+            break;
+        }
+    }
+}
+
+/// The answer socket a local calls connection passes after its hello
+/// ([`wire::HELLO_ANSWER_SOCKET`]): one byte with exactly one descriptor, a unix stream
+/// socket. Anything else is refused (and every descriptor that came is closed).
+fn recv_answer_socket(s: &UnixStream) -> io::Result<UnixStream> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // room for a few descriptors, so that extra ones are received (and closed), not lost
+    let mut cbuf = [0u64; 8];
+    // SAFETY: an all-zero msghdr is valid; the fields set below point at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = loop {
+        // SAFETY: recvmsg into the live msghdr above.
+        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    // SAFETY: walking the control messages recvmsg filled in, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const i32;
+                let k = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<i32>();
+                for i in 0..k {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if n != 1 || fds.len() != 1 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{n} bytes with {} descriptors", fds.len())));
+    }
+    let fd = fds.pop().expect("one descriptor");
+    let opt = |name: libc::c_int| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most len bytes into v.
+        let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, name, &mut v as *mut libc::c_int as *mut libc::c_void, &mut len) };
+        (r == 0).then_some(v)
+    };
+    if opt(libc::SO_DOMAIN) != Some(libc::AF_UNIX) || opt(libc::SO_TYPE) != Some(libc::SOCK_STREAM) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the descriptor is not a unix stream socket"));
+    }
+    big_send_buffer(fd.as_raw_fd());
+    Ok(UnixStream::from(fd))
 }
 
 /// A peer whose node died leaves no FIN behind: notice it within a minute or so.
@@ -576,21 +640,30 @@ fn control(s: &Arc<Session>, stream: TcpStream, hello: &Hello, peer: &str) {
     }
 }
 
-fn calls(s: &Arc<Session>, mut conn: Conn) -> io::Result<()> {
-    let client = conn.fd();
-    let unix = matches!(conn, Conn::Unix(_));
-    let stream = conn.io();
+/// Serve a calls connection: requests come on `conn`, answers go back on it, or on
+/// `answers` when the body passed an answer socket.
+fn calls(s: &Arc<Session>, conn: Conn, answers: Option<UnixStream>) -> io::Result<()> {
+    match (&conn, &answers) {
+        (Conn::Tcp(t), _) => serve_calls(s, t, t, t.as_raw_fd(), t.as_raw_fd(), false),
+        (Conn::Unix(u), None) => serve_calls(s, u, u, u.as_raw_fd(), u.as_raw_fd(), true),
+        (Conn::Unix(u), Some(a)) => serve_calls(s, u, a, u.as_raw_fd(), a.as_raw_fd(), false),
+    }
+}
+
+/// The calls loop: requests from `rd`, answers to `wr`. `client`: the connection's fd (its
+/// end tells that the body went away); `out`: the descriptor answers are written to (spliced data included). `poll_first`:
+/// requests and answers share one unix socket, whose sleepers are all woken whenever the
+/// body frees a buffer of our last answer (its write-space callback); only poll's wait
+/// filters those wake-ups out, so the next request is awaited in poll, not in read.
+fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client: RawFd, out: RawFd, poll_first: bool) -> io::Result<()> {
     let mut h = [0u8; wire::REQ_LEN];
     loop {
-        if unix {
-            // Wait for the next request in poll, not in read: a unix socket wakes every
-            // sleeper on it whenever the body frees a buffer of our last answer (its
-            // write-space callback), and only poll's wait filters those wake-ups out.
+        if poll_first {
             let mut p = libc::pollfd { fd: client, events: libc::POLLIN, revents: 0 };
             // SAFETY: poll on one live pollfd.
             while unsafe { libc::poll(&mut p, 1, -1) } < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {}
         }
-        match stream.read_exact(&mut h) {
+        match rd.read_exact(&mut h) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
@@ -601,7 +674,7 @@ fn calls(s: &Arc<Session>, mut conn: Conn) -> io::Result<()> {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("request with {n} bulk bytes")));
         }
         let mut bulk = vec![0u8; n];
-        stream.read_exact(&mut bulk)?;
+        rd.read_exact(&mut bulk)?;
         if s.closed.load(Ordering::SeqCst) {
             return Err(io::Error::other("the session has ended"));
         }
@@ -615,7 +688,7 @@ fn calls(s: &Arc<Session>, mut conn: Conn) -> io::Result<()> {
             }
             drop(t);
             let resp = Resp { ret: 0, seq: req.seq, data_len: 0, reserved: 0 };
-            stream.write_all(&resp.encode())?;
+            wr.write_all(&resp.encode())?;
             continue;
         }
         let chan = s.chan(req.chan);
@@ -628,9 +701,9 @@ fn calls(s: &Arc<Session>, mut conn: Conn) -> io::Result<()> {
                 SPARE.with(|sp| sp.set(old));
                 st.replay = (ret > 0).then_some((file, off, ret as usize));
                 let resp = Resp { ret, seq: req.seq, data_len: ret.max(0) as u32, reserved: 0 }.encode();
-                stream.write_all(&resp)?;
+                wr.write_all(&resp)?;
                 if ret > 0 {
-                    splice_out(client, ret as usize)?;
+                    splice_out(out, ret as usize)?;
                 }
                 continue;
             }
@@ -665,7 +738,7 @@ fn calls(s: &Arc<Session>, mut conn: Conn) -> io::Result<()> {
         let mut parts = [io::IoSlice::new(&resp), io::IoSlice::new(&st.data)];
         let mut rest: &mut [io::IoSlice] = &mut parts;
         while !rest.is_empty() {
-            let n = stream.write_vectored(rest)?;
+            let n = wr.write_vectored(rest)?;
             if n == 0 {
                 return Err(io::Error::from(io::ErrorKind::WriteZero));
             }

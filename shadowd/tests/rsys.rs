@@ -84,7 +84,7 @@ fn hello(stub: &StubConn, kind: u32, node: &str, body_pid: u32) -> Hello {
     token.copy_from_slice(&stub.token);
     let mut n = [0u8; 32];
     n[..node.len()].copy_from_slice(node.as_bytes());
-    Hello { token, kind, vpid: 1, body_pid, reserved: 0, node: n }
+    Hello { token, kind, vpid: 1, body_pid, flags: 0, node: n }
 }
 
 /// Connect and say hello; the server's answer.
@@ -537,4 +537,91 @@ fn large_reads_are_spliced_replayed_and_served_locally() {
     u2.write_all(&bad.encode()).unwrap();
     u2.read_exact(&mut r).unwrap();
     assert_eq!(HelloReply::decode(&r).status, -libc::EACCES);
+}
+
+/// Pass `fd` (if any) with one byte over `s`, as the shim does for an answer socket.
+fn send_with_fd(s: &std::os::unix::net::UnixStream, fd: Option<i32>) {
+    let byte = 0u8;
+    let mut iov = libc::iovec { iov_base: &byte as *const u8 as *mut libc::c_void, iov_len: 1 };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: an all-zero msghdr is valid; its pointers are set to live buffers below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+        // SAFETY: the control buffer holds one cmsg with 4 bytes of data.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+        }
+    }
+    // SAFETY: sendmsg of the live msghdr above.
+    assert_eq!(unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) }, 1);
+}
+
+/// A local calls connection may pass an answer socket after its hello: requests still
+/// come on the connection, answers (spliced ones too) go to the socket. A connection
+/// that promises one and sends something else is dropped; the listener keeps serving.
+#[test]
+fn local_answers_come_on_the_answer_socket() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let pat: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    std::fs::write(home.join("f"), &pat).unwrap();
+    let f = std::fs::File::open(home.join("f")).unwrap();
+    let stub = open_session(&d, std::process::id(), &home, &[(4, f.as_raw_fd())]);
+    drop(f);
+    let (_tcp, reply) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CALLS, "", 0).encode());
+    let addr = SocketAddr::from_abstract_name(&reply.local[..reply.local_len()]).unwrap();
+    let mut with_answers = hello(&stub, wire::KIND_CALLS, "", 0);
+    with_answers.flags = wire::HELLO_ANSWER_SOCKET;
+    let connect = |fd: Option<i32>| {
+        let mut u = UnixStream::connect_addr(&addr).unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        u.write_all(&with_answers.encode()).unwrap();
+        let mut r = [0u8; wire::HELLO_REPLY_LEN];
+        u.read_exact(&mut r).unwrap();
+        assert_eq!(HelloReply::decode(&r).status, 0);
+        send_with_fd(&u, fd);
+        u
+    };
+    let ask = |u: &mut UnixStream, seq: u64, n: u64, off: u64| {
+        let req = Req { op: 17, flags: 0, chan: 9 << 8, seq, args: [4, 0, n, off, 0, 0], bulk_len: 0, out_len: n as u32 };
+        u.write_all(&req.encode()).unwrap();
+    };
+
+    // promised, but a byte without a descriptor: dropped
+    let mut bad = connect(None);
+    ask(&mut bad, 1, 16, 0);
+    let mut h = [0u8; wire::RESP_LEN];
+    assert!(matches!(bad.read(&mut h), Ok(0) | Err(_)), "a connection without its answer socket is served");
+
+    // the real thing: a small and a spliced (1 MiB) pread, answered on the socket
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    mine.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut u = connect(Some(theirs.as_raw_fd()));
+    drop(theirs);
+    let mut answers = &mine;
+    for (seq, n, off) in [(1u64, 4096u64, 100u64), (2, 1 << 20, 0)] {
+        ask(&mut u, seq, n, off);
+        answers.read_exact(&mut h).unwrap();
+        let resp = Resp::decode(&h);
+        assert_eq!((resp.seq, resp.ret, resp.data_len as u64), (seq, n as i64, n));
+        let mut data = vec![0u8; n as usize];
+        answers.read_exact(&mut data).unwrap();
+        assert!(data == pat[off as usize..(off + n) as usize], "pread of {n} at {off}");
+    }
+    // nothing came on the connection itself
+    u.set_nonblocking(true).unwrap();
+    assert!(u.read(&mut h).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
 }
