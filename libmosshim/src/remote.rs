@@ -253,6 +253,8 @@ struct Chan {
     fd: [AtomicI32; DEPTHS],
     /// where answers come from, when not on `fd` (local connections: an answer socket)
     ans: [AtomicI32; DEPTHS],
+    /// the read end of the data pipe of a local connection (large reads come there)
+    pipe: [AtomicI32; DEPTHS],
     gen: [AtomicU32; DEPTHS],
     seq: [AtomicU64; DEPTHS],
     /// per-thread copy of a signal mask handed to the kernel (sigsuspend, ppoll)
@@ -264,6 +266,7 @@ const CHAN0: Chan = Chan {
     depth: AtomicU32::new(0),
     fd: [const { AtomicI32::new(-1) }; DEPTHS],
     ans: [const { AtomicI32::new(-1) }; DEPTHS],
+    pipe: [const { AtomicI32::new(-1) }; DEPTHS],
     gen: [const { AtomicU32::new(0) }; DEPTHS],
     seq: [const { AtomicU64::new(0) }; DEPTHS],
     mask: AtomicU64::new(0),
@@ -281,6 +284,7 @@ fn my_chan() -> Option<&'static Chan> {
             for d in 0..DEPTHS {
                 c.fd[d].store(-1, Ordering::Relaxed);
                 c.ans[d].store(-1, Ordering::Relaxed);
+                c.pipe[d].store(-1, Ordering::Relaxed);
                 c.seq[d].store(0, Ordering::Relaxed);
             }
             return Some(c);
@@ -297,8 +301,9 @@ fn release_chan() {
         for d in 0..DEPTHS {
             let fd = c.fd[d].swap(-1, Ordering::AcqRel);
             let ans = c.ans[d].swap(-1, Ordering::AcqRel);
+            let pipe = c.pipe[d].swap(-1, Ordering::AcqRel);
             if c.gen[d].load(Ordering::Relaxed) == g {
-                for f in [fd, ans].into_iter().filter(|&f| f >= 0) {
+                for f in [fd, ans, pipe].into_iter().filter(|&f| f >= 0) {
                     bit_set(&FD_INTERNAL, f as i64, false);
                     r!(libc::SYS_close, f);
                 }
@@ -360,6 +365,23 @@ fn write_all(fd: i64, mut p: *const u8, mut n: usize) -> bool {
 
 /// Read exactly n bytes from a connection (MSG_WAITALL: one call, however many pieces the
 /// data arrives in).
+/// Read exactly `n` bytes from the pipe `fd`.
+fn read_pipe(fd: i64, mut p: *mut u8, mut n: usize) -> bool {
+    while n > 0 {
+        let k = r!(libc::SYS_read, fd, p, n);
+        if k == -(libc::EINTR as i64) {
+            continue;
+        }
+        if k <= 0 {
+            return false;
+        }
+        // SAFETY: advancing within the caller's buffer.
+        p = unsafe { p.add(k as usize) };
+        n -= k as usize;
+    }
+    true
+}
+
 fn read_all(fd: i64, mut p: *mut u8, mut n: usize) -> bool {
     while n > 0 {
         let k = r!(libc::SYS_recvfrom, fd, p, n, libc::MSG_WAITALL, 0, 0);
@@ -404,19 +426,20 @@ fn learn_local(rep: &rsys::HelloReply) {
 
 /// Connect one channel of `kind` to the home shadow; returns the fd (internal, high).
 pub fn connect(kind: u32) -> i64 {
-    let mut ans = -1;
-    connect_x(kind, &mut ans)
+    let mut side = [-1; 2];
+    connect_x(kind, &mut side)
 }
 
 /// [`connect`]. Calls connections go to the home shadowd's local listener when it is on
-/// this host; their answers then come on a socket of their own, left in `ans`.
-fn connect_x(kind: u32, ans: &mut i64) -> i64 {
-    *ans = -1;
+/// this host; their answers then come on a socket of their own and large reads through a
+/// pipe, left in `side` (answer socket, data pipe's read end).
+fn connect_x(kind: u32, side: &mut [i64; 2]) -> i64 {
+    *side = [-1; 2];
     if !SESSION_SET.load(Ordering::Acquire) {
         return -(libc::EIO as i64);
     }
     if kind == rsys::KIND_CALLS && !LOCAL_OFF.load(Ordering::Relaxed) && LOCAL_STATE.load(Ordering::Acquire) == 1 {
-        let fd = connect_local(ans);
+        let fd = connect_local(side);
         if fd >= 0 {
             return fd;
         }
@@ -457,7 +480,7 @@ fn close_failed(fd: i64, e: i64) -> i64 {
     e
 }
 
-fn connect_local(ans: &mut i64) -> i64 {
+fn connect_local(side: &mut [i64; 2]) -> i64 {
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     a.sun_family = libc::AF_UNIX as u16;
@@ -478,29 +501,39 @@ fn connect_local(ans: &mut i64) -> i64 {
     if fd < 0 {
         return fd;
     }
+    // an answer socket and a data pipe: our ends stay here (internal, high), the others go
     let mut sp = [-1i32; 2];
+    let mut pp = [-1i32; 2];
     let r = r!(libc::SYS_socketpair, libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sp.as_mut_ptr());
     if r < 0 {
         return close_failed(fd, r);
     }
-    let mine = internal_high(sp[0] as i64);
-    if mine < 0 {
+    let r = r!(libc::SYS_pipe2, pp.as_mut_ptr(), libc::O_CLOEXEC);
+    if r < 0 {
+        r!(libc::SYS_close, sp[0]);
         r!(libc::SYS_close, sp[1]);
-        return close_failed(fd, mine);
+        return close_failed(fd, r);
     }
-    let fd = hello(fd, rsys::KIND_CALLS, rsys::HELLO_ANSWER_SOCKET);
-    let sent = fd >= 0 && send_fd(fd, sp[1]);
-    r!(libc::SYS_close, sp[1]);
+    let ans = internal_high(sp[0] as i64);
+    let pipe = internal_high(pp[0] as i64);
+    let theirs = [sp[1], pp[1]];
+    let fd = if ans < 0 || pipe < 0 { close_failed(fd, -(libc::EMFILE as i64)) } else { hello(fd, rsys::KIND_CALLS, rsys::HELLO_ANSWER_SOCKET) };
+    let sent = fd >= 0 && send_fds(fd, &theirs);
+    for t in theirs {
+        r!(libc::SYS_close, t);
+    }
     if !sent {
-        close_failed(mine, 0);
+        for m in [ans, pipe].into_iter().filter(|&m| m >= 0) {
+            close_failed(m, 0);
+        }
         return if fd >= 0 { close_failed(fd, -(libc::EIO as i64)) } else { fd };
     }
-    *ans = mine;
+    *side = [ans, pipe];
     fd
 }
 
-/// Pass `fd` over the unix connection `conn` (one byte carrying it).
-fn send_fd(conn: i64, fd: i32) -> bool {
+/// Pass `fds` (one or two) over the unix connection `conn` (one byte carrying them).
+fn send_fds(conn: i64, fds: &[i32; 2]) -> bool {
     let byte = 0u8;
     let mut iov = libc::iovec { iov_base: &byte as *const u8 as *mut _, iov_len: 1 };
     let mut cbuf = [0u64; 4];
@@ -510,14 +543,14 @@ fn send_fd(conn: i64, fd: i32) -> bool {
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE only computes a size.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-    // SAFETY: the control buffer holds one cmsg with 4 bytes of data (CMSG_SPACE(4) <= 32).
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(8) } as usize;
+    // SAFETY: the control buffer holds one cmsg with 8 bytes of data (CMSG_SPACE(8) <= 32).
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-        core::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+        (*c).cmsg_len = libc::CMSG_LEN(8) as usize;
+        core::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut [i32; 2], *fds);
     }
     loop {
         let r = r!(libc::SYS_sendmsg, conn, &msg as *const libc::msghdr, libc::MSG_NOSIGNAL);
@@ -652,9 +685,9 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
         }
         let g = GEN.load(Ordering::Acquire);
         let mut fd = c.fd[d].load(Ordering::Acquire) as i64;
-        let mut ans = c.ans[d].load(Ordering::Acquire) as i64;
+        let mut side = [c.ans[d].load(Ordering::Acquire) as i64, c.pipe[d].load(Ordering::Acquire) as i64];
         if fd < 0 || c.gen[d].load(Ordering::Acquire) != g {
-            fd = connect_x(rsys::KIND_CALLS, &mut ans);
+            fd = connect_x(rsys::KIND_CALLS, &mut side);
             if fd < 0 {
                 failures += 1;
                 let ts = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
@@ -662,15 +695,18 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
                 continue;
             }
             c.fd[d].store(fd as i32, Ordering::Release);
-            c.ans[d].store(ans as i32, Ordering::Release);
+            c.ans[d].store(side[0] as i32, Ordering::Release);
+            c.pipe[d].store(side[1] as i32, Ordering::Release);
             c.gen[d].store(g, Ordering::Release);
         }
+        let [ans, pipe] = side;
         // answers come on the answer socket when there is one
         let afd = if ans >= 0 { ans } else { fd };
         let drop_chan = |fd: i64| {
             c.fd[d].store(-1, Ordering::Release);
             c.ans[d].store(-1, Ordering::Release);
-            for f in [fd, ans].into_iter().filter(|&f| f >= 0) {
+            c.pipe[d].store(-1, Ordering::Release);
+            for f in [fd, ans, pipe].into_iter().filter(|&f| f >= 0) {
                 bit_set(&FD_INTERNAL, f, false);
                 r!(libc::SYS_close, f);
             }
@@ -694,9 +730,10 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
         if stale {
             c.fd[d].store(-1, Ordering::Release);
             c.ans[d].store(-1, Ordering::Release);
+            c.pipe[d].store(-1, Ordering::Release);
             continue;
         }
-        let Some(resp) = read_resp(afd, out, out_len) else {
+        let Some(resp) = read_resp(afd, pipe, out, out_len) else {
             drop_chan(fd);
             failures += 1;
             continue;
@@ -708,7 +745,7 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
 /// Read an answer: its header and data come in one readv when they are there already
 /// (the connection carries nothing else, so nothing past the answer can be read).
 /// `None`: the connection failed.
-fn read_resp(fd: i64, out: &[Io], out_len: usize) -> Option<Resp> {
+fn read_resp(fd: i64, pipe: i64, out: &[Io], out_len: usize) -> Option<Resp> {
     let mut hb = [0u8; rsys::RESP_LEN];
     let mut iov = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 9];
     iov[0] = libc::iovec { iov_base: hb.as_mut_ptr() as *mut _, iov_len: hb.len() };
@@ -740,6 +777,11 @@ fn read_resp(fd: i64, out: &[Io], out_len: usize) -> Option<Resp> {
     if have > want {
         return None; // more than the header announced: not our shadow
     }
+    let in_pipe = resp.flags & rsys::RESP_DATA_IN_PIPE != 0;
+    if in_pipe && (pipe < 0 || have > 0 || resp.data_len as usize > out_len) {
+        return None;
+    }
+    let fill = |p: *mut u8, n: usize| if in_pipe { read_pipe(pipe, p, n) } else { read_all(fd, p, n) };
     let mut skip = have;
     for o in out {
         if have >= want {
@@ -750,7 +792,7 @@ fn read_resp(fd: i64, out: &[Io], out_len: usize) -> Option<Resp> {
             continue;
         }
         let n = (o.n - skip).min(want - have);
-        if !read_all(fd, (o.p as usize + skip) as *mut u8, n) {
+        if !fill((o.p as usize + skip) as *mut u8, n) {
             return None;
         }
         have += n;

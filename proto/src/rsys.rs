@@ -272,6 +272,14 @@ impl Hello {
 /// blocking read: a forwarded 4 KiB read costs ~1.4 us less.
 pub const HELLO_ANSWER_SOCKET: u32 = 1;
 
+/// [`Resp::flags`]: the answer's data is not on the answer socket but in the data pipe,
+/// the second descriptor a local calls connection may pass with its answer socket (the
+/// write end of a pipe whose read end the body keeps). The server splices a large file
+/// read straight from the page cache into that pipe and then sends the header: the body
+/// is woken once, when all the data is there, and copies it out of the pipe (the only
+/// copy). Over the answer socket every queued piece of a spliced answer woke it.
+pub const RESP_DATA_IN_PIPE: u32 = 1;
+
 /// Server -> body answer to [`Hello`]: `status` 0 = accepted, else `-errno`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HelloReply {
@@ -364,10 +372,11 @@ pub struct Resp {
     pub ret: i64,
     /// The request's sequence number.
     pub seq: u64,
-    /// Bytes following the header.
+    /// Bytes of answer data: following the header, or in the data pipe
+    /// ([`RESP_DATA_IN_PIPE`]).
     pub data_len: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// Zero or [`RESP_DATA_IN_PIPE`].
+    pub flags: u32,
 }
 
 impl Resp {
@@ -377,12 +386,12 @@ impl Resp {
         put_u64(&mut b, 0, self.ret as u64);
         put_u64(&mut b, 8, self.seq);
         put_u32(&mut b, 16, self.data_len);
-        put_u32(&mut b, 20, self.reserved);
+        put_u32(&mut b, 20, self.flags);
         b
     }
     /// Decode.
     pub fn decode(b: &[u8; RESP_LEN]) -> Resp {
-        Resp { ret: get_u64(b, 0) as i64, seq: get_u64(b, 8), data_len: get_u32(b, 16), reserved: get_u32(b, 20) }
+        Resp { ret: get_u64(b, 0) as i64, seq: get_u64(b, 8), data_len: get_u32(b, 16), flags: get_u32(b, 20) }
     }
 }
 
@@ -429,7 +438,7 @@ mod tests {
         assert_eq!(Hello::decode(&bad), None);
         let r = Req { op: 257, flags: 0, chan: 5 << 8, seq: 9, args: [1, 2, 3, 4, 5, 6], bulk_len: 10, out_len: 11 };
         assert_eq!(Req::decode(&r.encode()), r);
-        let p = Resp { ret: -2, seq: 9, data_len: 3, reserved: 0 };
+        let p = Resp { ret: -2, seq: 9, data_len: 3, flags: RESP_DATA_IN_PIPE };
         assert_eq!(Resp::decode(&p.encode()), p);
         let c = Ctl { what: CTL_SIGNAL, arg: 2 };
         assert_eq!(Ctl::decode(&c.encode()), c);

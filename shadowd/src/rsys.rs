@@ -504,9 +504,10 @@ fn big_send_buffer(fd: RawFd) {
 }
 
 /// The answer socket a local calls connection passes after its hello
-/// ([`wire::HELLO_ANSWER_SOCKET`]): one byte with exactly one descriptor, a unix stream
-/// socket. Anything else is refused (and every descriptor that came is closed).
-fn recv_answer_socket(s: &UnixStream) -> io::Result<UnixStream> {
+/// ([`wire::HELLO_ANSWER_SOCKET`]): one byte with one or two descriptors, a unix stream
+/// socket and optionally the write end of a pipe ([`wire::RESP_DATA_IN_PIPE`]). Anything
+/// else is refused (and every descriptor that came is closed).
+fn recv_answer_socket(s: &UnixStream) -> io::Result<(UnixStream, Option<DataPipe>)> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     // room for a few descriptors, so that extra ones are received (and closed), not lost
@@ -543,9 +544,10 @@ fn recv_answer_socket(s: &UnixStream) -> io::Result<UnixStream> {
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    if n != 1 || fds.len() != 1 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+    if n != 1 || fds.is_empty() || fds.len() > 2 || msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{n} bytes with {} descriptors", fds.len())));
     }
+    let pipe = if fds.len() == 2 { fds.pop() } else { None };
     let fd = fds.pop().expect("one descriptor");
     let opt = |name: libc::c_int| {
         let mut v: libc::c_int = 0;
@@ -558,7 +560,33 @@ fn recv_answer_socket(s: &UnixStream) -> io::Result<UnixStream> {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "the descriptor is not a unix stream socket"));
     }
     big_send_buffer(fd.as_raw_fd());
-    Ok(UnixStream::from(fd))
+    let data = match pipe {
+        Some(p) => Some(data_pipe(p)?),
+        None => None,
+    };
+    Ok((UnixStream::from(fd), data))
+}
+
+/// Check that `p` is the write end of a pipe and make it as large as splices need.
+fn data_pipe(p: OwnedFd) -> io::Result<DataPipe> {
+    // SAFETY: fstat into a zeroed stat; fcntl queries on a descriptor we own.
+    let (mode, fl) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let r = libc::fstat(p.as_raw_fd(), &mut st);
+        (if r == 0 { st.st_mode & libc::S_IFMT } else { 0 }, libc::fcntl(p.as_raw_fd(), libc::F_GETFL))
+    };
+    if mode != libc::S_IFIFO || fl < 0 || fl & libc::O_ACCMODE != libc::O_WRONLY {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "the second descriptor is not the write end of a pipe"));
+    }
+    // SAFETY: fcntl on our own pipe end.
+    let cap = unsafe {
+        libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, SPLICE_PIPE);
+        libc::fcntl(p.as_raw_fd(), libc::F_GETPIPE_SZ)
+    };
+    if cap <= 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(DataPipe { fd: p, cap: cap as usize })
 }
 
 /// A peer whose node died leaves no FIN behind: notice it within a minute or so.
@@ -641,12 +669,12 @@ fn control(s: &Arc<Session>, stream: TcpStream, hello: &Hello, peer: &str) {
 }
 
 /// Serve a calls connection: requests come on `conn`, answers go back on it, or on
-/// `answers` when the body passed an answer socket.
-fn calls(s: &Arc<Session>, conn: Conn, answers: Option<UnixStream>) -> io::Result<()> {
+/// `answers` when the body passed an answer socket (and maybe a data pipe).
+fn calls(s: &Arc<Session>, conn: Conn, answers: Option<(UnixStream, Option<DataPipe>)>) -> io::Result<()> {
     match (&conn, &answers) {
-        (Conn::Tcp(t), _) => serve_calls(s, t, t, t.as_raw_fd(), t.as_raw_fd(), false),
-        (Conn::Unix(u), None) => serve_calls(s, u, u, u.as_raw_fd(), u.as_raw_fd(), true),
-        (Conn::Unix(u), Some(a)) => serve_calls(s, u, a, u.as_raw_fd(), a.as_raw_fd(), false),
+        (Conn::Tcp(t), _) => serve_calls(s, t, t, t.as_raw_fd(), t.as_raw_fd(), None, false),
+        (Conn::Unix(u), None) => serve_calls(s, u, u, u.as_raw_fd(), u.as_raw_fd(), None, true),
+        (Conn::Unix(u), Some((a, d))) => serve_calls(s, u, a, u.as_raw_fd(), a.as_raw_fd(), d.as_ref(), false),
     }
 }
 
@@ -655,7 +683,7 @@ fn calls(s: &Arc<Session>, conn: Conn, answers: Option<UnixStream>) -> io::Resul
 /// requests and answers share one unix socket, whose sleepers are all woken whenever the
 /// body frees a buffer of our last answer (its write-space callback); only poll's wait
 /// filters those wake-ups out, so the next request is awaited in poll, not in read.
-fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client: RawFd, out: RawFd, poll_first: bool) -> io::Result<()> {
+fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client: RawFd, out: RawFd, data: Option<&DataPipe>, poll_first: bool) -> io::Result<()> {
     let mut h = [0u8; wire::REQ_LEN];
     loop {
         if poll_first {
@@ -687,22 +715,25 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
                 *t = Chan::default();
             }
             drop(t);
-            let resp = Resp { ret: 0, seq: req.seq, data_len: 0, reserved: 0 };
+            let resp = Resp { ret: 0, seq: req.seq, data_len: 0, flags: 0 };
             wr.write_all(&resp.encode())?;
             continue;
         }
         let chan = s.chan(req.chan);
         let mut st = lock(&chan);
         if st.last != Some(req.seq) {
-            if let Some((file, ret, off)) = spliced_read(s, &req) {
+            // into the body's data pipe if it has one, else through our pipe to `out`
+            let piped = data.and_then(|d| spliced_read(s, &req, Some(d)));
+            if let Some((file, ret, off)) = piped.clone().or_else(|| spliced_read(s, &req, None)) {
                 st.last = Some(req.seq);
                 st.ret = ret;
                 let old = std::mem::take(&mut st.data);
                 SPARE.with(|sp| sp.set(old));
                 st.replay = (ret > 0).then_some((file, off, ret as usize));
-                let resp = Resp { ret, seq: req.seq, data_len: ret.max(0) as u32, reserved: 0 }.encode();
+                let flags = if piped.is_some() { wire::RESP_DATA_IN_PIPE } else { 0 };
+                let resp = Resp { ret, seq: req.seq, data_len: ret.max(0) as u32, flags }.encode();
                 wr.write_all(&resp)?;
-                if ret > 0 {
+                if ret > 0 && piped.is_none() {
                     splice_out(out, ret as usize)?;
                 }
                 continue;
@@ -733,7 +764,7 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
             st.data = data;
             st.replay = None;
         }
-        let resp = Resp { ret: st.ret, seq: req.seq, data_len: st.data.len() as u32, reserved: 0 }.encode();
+        let resp = Resp { ret: st.ret, seq: req.seq, data_len: st.data.len() as u32, flags: 0 }.encode();
         // header and data in one go, without copying the data
         let mut parts = [io::IoSlice::new(&resp), io::IoSlice::new(&st.data)];
         let mut rest: &mut [io::IoSlice] = &mut parts;
@@ -790,7 +821,7 @@ fn with_pipe<R>(f: impl FnOnce(&SplicePipe) -> R) -> Option<R> {
 /// thread's pipe: Some((file, bytes moved or -errno, offset it was read from)); then the
 /// caller sends the answer header and [`splice_out`]s the bytes. None: not such a call (or
 /// the file cannot be spliced): the ordinary path serves it.
-fn spliced_read(s: &Session, req: &Req) -> Option<(Arc<OwnedFd>, i64, i64)> {
+fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> Option<(Arc<OwnedFd>, i64, i64)> {
     if req.op != 0 && req.op != 17 {
         return None;
     }
@@ -803,7 +834,7 @@ fn spliced_read(s: &Session, req: &Req) -> Option<(Arc<OwnedFd>, i64, i64)> {
     if file_type(fd) != libc::S_IFREG {
         return None;
     }
-    with_pipe(|p| {
+    let splice = |pipe: RawFd, capacity: usize| {
         let positional = req.op == 17;
         let mut off = if positional {
             req.args[3] as i64
@@ -816,7 +847,7 @@ fn spliced_read(s: &Session, req: &Req) -> Option<(Arc<OwnedFd>, i64, i64)> {
         }
         // the pipe holds page pieces: a read that starts inside a page needs one more
         const PAGE: usize = 4096;
-        if (off as usize % PAGE + n).div_ceil(PAGE) > p.2 / PAGE {
+        if (off as usize % PAGE + n).div_ceil(PAGE) > capacity / PAGE {
             return None;
         }
         let start = off;
@@ -825,12 +856,12 @@ fn spliced_read(s: &Session, req: &Req) -> Option<(Arc<OwnedFd>, i64, i64)> {
             let offp: *mut i64 = if positional { &mut off } else { std::ptr::null_mut() };
             // Non-blocking: should the pipe be full after all, the read comes up short
             // rather than waiting for ever.
-            // SAFETY: splice from a file we hold into our pipe; offp is null or live.
-            let r = unsafe { libc::splice(fd, offp, p.1.as_raw_fd(), std::ptr::null_mut(), n - moved, libc::SPLICE_F_NONBLOCK) };
+            // SAFETY: splice from a file we hold into a pipe we hold; offp is null or live.
+            let r = unsafe { libc::splice(fd, offp, pipe, std::ptr::null_mut(), n - moved, libc::SPLICE_F_NONBLOCK) };
             if r < 0 {
                 let e = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
                 if moved == 0 && (e == libc::EINVAL || e == libc::EAGAIN) {
-                    return None; // a file system without splice: read it the ordinary way
+                    return None; // a file system without splice (or a full pipe): read it the ordinary way
                 }
                 if moved == 0 {
                     return Some((file.clone(), -i64::from(e), start));
@@ -843,8 +874,17 @@ fn spliced_read(s: &Session, req: &Req) -> Option<(Arc<OwnedFd>, i64, i64)> {
             moved += r as usize;
         }
         Some((file.clone(), moved as i64, start))
-    })
-    .flatten()
+    };
+    match into {
+        Some(d) => splice(d.fd.as_raw_fd(), d.cap),
+        None => with_pipe(|p| splice(p.1.as_raw_fd(), p.2)).flatten(),
+    }
+}
+
+/// The body's data pipe ([`wire::RESP_DATA_IN_PIPE`]): its write end, and its capacity.
+struct DataPipe {
+    fd: OwnedFd,
+    cap: usize,
 }
 
 /// Move `n` bytes from this thread's pipe to the connection `sock`.

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -539,8 +539,8 @@ fn large_reads_are_spliced_replayed_and_served_locally() {
     assert_eq!(HelloReply::decode(&r).status, -libc::EACCES);
 }
 
-/// Pass `fd` (if any) with one byte over `s`, as the shim does for an answer socket.
-fn send_with_fd(s: &std::os::unix::net::UnixStream, fd: Option<i32>) {
+/// Pass `fds` with one byte over `s`, as the shim does for an answer socket and pipe.
+fn send_with_fds(s: &std::os::unix::net::UnixStream, fds: &[i32]) {
     let byte = 0u8;
     let mut iov = libc::iovec { iov_base: &byte as *const u8 as *mut libc::c_void, iov_len: 1 };
     let mut cbuf = [0u64; 4];
@@ -548,26 +548,28 @@ fn send_with_fd(s: &std::os::unix::net::UnixStream, fd: Option<i32>) {
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
+    if !fds.is_empty() {
+        let len = (fds.len() * 4) as u32;
         msg.msg_control = cbuf.as_mut_ptr().cast();
         // SAFETY: CMSG_SPACE only computes a size.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-        // SAFETY: the control buffer holds one cmsg with 4 bytes of data.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(len) } as usize;
+        // SAFETY: the control buffer (32 bytes) holds one cmsg with up to 3 descriptors.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+            (*c).cmsg_len = libc::CMSG_LEN(len) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut i32, fds.len());
         }
     }
     // SAFETY: sendmsg of the live msghdr above.
     assert_eq!(unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) }, 1);
 }
 
-/// A local calls connection may pass an answer socket after its hello: requests still
-/// come on the connection, answers (spliced ones too) go to the socket. A connection
-/// that promises one and sends something else is dropped; the listener keeps serving.
+/// A local calls connection may pass an answer socket (and a data pipe) after its hello:
+/// requests still come on the connection, answers go to the socket, and the data of large
+/// reads into the pipe. A connection that promises them and sends something else is
+/// dropped; the listener keeps serving.
 #[test]
 fn local_answers_come_on_the_answer_socket() {
     use std::os::linux::net::SocketAddrExt;
@@ -585,14 +587,14 @@ fn local_answers_come_on_the_answer_socket() {
     let addr = SocketAddr::from_abstract_name(&reply.local[..reply.local_len()]).unwrap();
     let mut with_answers = hello(&stub, wire::KIND_CALLS, "", 0);
     with_answers.flags = wire::HELLO_ANSWER_SOCKET;
-    let connect = |fd: Option<i32>| {
+    let connect = |fds: &[i32]| {
         let mut u = UnixStream::connect_addr(&addr).unwrap();
         u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         u.write_all(&with_answers.encode()).unwrap();
         let mut r = [0u8; wire::HELLO_REPLY_LEN];
         u.read_exact(&mut r).unwrap();
         assert_eq!(HelloReply::decode(&r).status, 0);
-        send_with_fd(&u, fd);
+        send_with_fds(&u, fds);
         u
     };
     let ask = |u: &mut UnixStream, seq: u64, n: u64, off: u64| {
@@ -600,28 +602,52 @@ fn local_answers_come_on_the_answer_socket() {
         u.write_all(&req.encode()).unwrap();
     };
 
-    // promised, but a byte without a descriptor: dropped
-    let mut bad = connect(None);
-    ask(&mut bad, 1, 16, 0);
     let mut h = [0u8; wire::RESP_LEN];
-    assert!(matches!(bad.read(&mut h), Ok(0) | Err(_)), "a connection without its answer socket is served");
-
-    // the real thing: a small and a spliced (1 MiB) pread, answered on the socket
-    let (mine, theirs) = UnixStream::pair().unwrap();
-    mine.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut u = connect(Some(theirs.as_raw_fd()));
-    drop(theirs);
-    let mut answers = &mine;
-    for (seq, n, off) in [(1u64, 4096u64, 100u64), (2, 1 << 20, 0)] {
-        ask(&mut u, seq, n, off);
-        answers.read_exact(&mut h).unwrap();
-        let resp = Resp::decode(&h);
-        assert_eq!((resp.seq, resp.ret, resp.data_len as u64), (seq, n as i64, n));
-        let mut data = vec![0u8; n as usize];
-        answers.read_exact(&mut data).unwrap();
-        assert!(data == pat[off as usize..(off + n) as usize], "pread of {n} at {off}");
+    // promised, but a byte without a descriptor, or a pipe's read end as the data pipe:
+    // dropped
+    let mut p = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into p.
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    let (sock, _other) = UnixStream::pair().unwrap();
+    for fds in [&[][..], &[sock.as_raw_fd(), p[0]][..]] {
+        let mut bad = connect(fds);
+        ask(&mut bad, 1, 16, 0);
+        assert!(matches!(bad.read(&mut h), Ok(0) | Err(_)), "a connection without a proper answer socket is served");
     }
-    // nothing came on the connection itself
-    u.set_nonblocking(true).unwrap();
-    assert!(u.read(&mut h).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
+    close(p[0]);
+    close(p[1]);
+
+    // the real thing, without and with a data pipe: a small pread answered on the socket,
+    // a spliced 1 MiB one there or in the pipe
+    for with_pipe in [false, true] {
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        mine.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut p = [-1i32; 2];
+        // SAFETY: pipe writes two descriptors into p.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        let mut u = if with_pipe { connect(&[theirs.as_raw_fd(), p[1]]) } else { connect(&[theirs.as_raw_fd()]) };
+        drop(theirs);
+        close(p[1]);
+        // SAFETY: p[0] is our pipe's read end; the File owns it from here on.
+        let mut pipe = unsafe { std::fs::File::from_raw_fd(p[0]) };
+        let mut answers = &mine;
+        for (seq, n, off) in [(1u64, 4096u64, 100u64), (2, 1 << 20, 0)] {
+            ask(&mut u, seq, n, off);
+            answers.read_exact(&mut h).unwrap();
+            let resp = Resp::decode(&h);
+            assert_eq!((resp.seq, resp.ret, resp.data_len as u64), (seq, n as i64, n));
+            let piped = with_pipe && n >= 64 << 10;
+            assert_eq!(resp.flags == wire::RESP_DATA_IN_PIPE, piped, "where the data of {n} bytes is");
+            let mut data = vec![0u8; n as usize];
+            if piped {
+                pipe.read_exact(&mut data).unwrap();
+            } else {
+                answers.read_exact(&mut data).unwrap();
+            }
+            assert!(data == pat[off as usize..(off + n) as usize], "pread of {n} at {off}");
+        }
+        // nothing came on the connection itself
+        u.set_nonblocking(true).unwrap();
+        assert!(u.read(&mut h).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
+    }
 }
