@@ -41,6 +41,7 @@ macro_rules! io_hook {
 
         #[cold]
         #[inline(never)]
+        // SAFETY: (for callers) the arguments are as valid as libc's function needs them.
         unsafe fn $away($($a: $t),*) -> $ret {
             if let Some(r) = fast_call($nr, $args) {
                 return ret(r) as $ret;

@@ -347,55 +347,36 @@ fn internal_high(fd: i64) -> i64 {
     h
 }
 
-fn write_all(fd: i64, mut p: *const u8, mut n: usize) -> bool {
+/// Move exactly `n` bytes at address `p` with `op(address, count)`, one system call per
+/// piece (EINTR retried); false if the descriptor failed or reached its end.
+fn exact(mut p: u64, mut n: usize, op: impl Fn(u64, usize) -> i64) -> bool {
     while n > 0 {
-        let w = r!(libc::SYS_write, fd, p, n);
-        if w == -(libc::EINTR as i64) {
+        let k = op(p, n);
+        if k == -(libc::EINTR as i64) {
             continue;
         }
-        if w <= 0 {
+        if k <= 0 {
             return false;
         }
-        // SAFETY: advancing within the caller's buffer.
-        p = unsafe { p.add(w as usize) };
-        n -= w as usize;
+        p += k as u64;
+        n -= k as usize;
     }
     true
+}
+
+fn write_all(fd: i64, p: *const u8, n: usize) -> bool {
+    exact(p as u64, n, |p, n| r!(libc::SYS_write, fd, p, n))
 }
 
 /// Read exactly n bytes from a connection (MSG_WAITALL: one call, however many pieces the
 /// data arrives in).
-/// Read exactly `n` bytes from the pipe `fd`.
-fn read_pipe(fd: i64, mut p: *mut u8, mut n: usize) -> bool {
-    while n > 0 {
-        let k = r!(libc::SYS_read, fd, p, n);
-        if k == -(libc::EINTR as i64) {
-            continue;
-        }
-        if k <= 0 {
-            return false;
-        }
-        // SAFETY: advancing within the caller's buffer.
-        p = unsafe { p.add(k as usize) };
-        n -= k as usize;
-    }
-    true
+fn read_all(fd: i64, p: *mut u8, n: usize) -> bool {
+    exact(p as u64, n, |p, n| r!(libc::SYS_recvfrom, fd, p, n, libc::MSG_WAITALL, 0, 0))
 }
 
-fn read_all(fd: i64, mut p: *mut u8, mut n: usize) -> bool {
-    while n > 0 {
-        let k = r!(libc::SYS_recvfrom, fd, p, n, libc::MSG_WAITALL, 0, 0);
-        if k == -(libc::EINTR as i64) {
-            continue;
-        }
-        if k <= 0 {
-            return false;
-        }
-        // SAFETY: advancing within the caller's buffer.
-        p = unsafe { p.add(k as usize) };
-        n -= k as usize;
-    }
-    true
+/// Read exactly `n` bytes from the pipe `fd`.
+fn read_pipe(fd: i64, p: *mut u8, n: usize) -> bool {
+    exact(p as u64, n, |p, n| r!(libc::SYS_read, fd, p, n))
 }
 
 /// The home shadowd's local listener (proto::rsys: an abstract unix socket), learnt from
