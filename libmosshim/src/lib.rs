@@ -118,6 +118,8 @@ fn single_threaded_again() {
 }
 
 extern "C" fn mos_init() {
+    // first, whatever happens next: the hooks stay exported even when the shim is disabled
+    reals::resolve_all();
     if std::env::var_os("MOS_DISABLE").is_some_and(|v| v == "1") {
         return;
     }
@@ -173,7 +175,6 @@ extern "C" fn mos_init() {
     alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
     manager::open_channels();
     tids::init();
-    reals::resolve_all();
     signals::install();
     remote::learn_text();
     // SAFETY: registering a plain function as fork child handler.
