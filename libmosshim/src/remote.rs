@@ -650,7 +650,7 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
     }
     let seq = c.seq[d].fetch_add(1, Ordering::AcqRel) + 1;
     let out_len: usize = out.iter().map(|o| o.n).sum();
-    let req = Req {
+    let mut req = Req {
         op,
         flags: 0,
         chan: ((c.key.load(Ordering::Relaxed) as u32 as u64) << 8) | d as u64,
@@ -692,6 +692,8 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
                 r!(libc::SYS_close, f);
             }
         };
+        // a large file read over a local connection: tell the server where we are
+        req.flags = if ans >= 0 && !intr && out_len >= HINT_MIN { cpu_hint() } else { 0 };
         if !send_req(fd, &req, bulk) {
             drop_chan(fd);
             failures += 1;
@@ -720,6 +722,19 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
             continue;
         };
         return resp.ret;
+    }
+}
+
+/// Reads from this size up carry the CPU hint (the server splices them).
+const HINT_MIN: usize = 64 * 1024;
+
+/// [`rsys::REQ_CPU_HINT`] with the calling thread's CPU, or 0 if it is not known.
+fn cpu_hint() -> u32 {
+    let mut cpu = 0u32;
+    if r!(libc::SYS_getcpu, &mut cpu as *mut u32, 0, 0) == 0 && cpu < 0x10000 {
+        rsys::REQ_CPU_HINT | cpu
+    } else {
+        0
     }
 }
 

@@ -280,6 +280,15 @@ pub const HELLO_ANSWER_SOCKET: u32 = 1;
 /// copy). Over the answer socket every queued piece of a spliced answer woke it.
 pub const RESP_DATA_IN_PIPE: u32 = 1;
 
+/// [`Req::flags`] of a large read on a local connection: the low 16 bits name the CPU the
+/// body's thread made the call on. A server thread running elsewhere moves there once
+/// (it is not bound: its affinity is given back at once). A waker and a wakee that sleeps
+/// right after are kept on one CPU by the scheduler, but a wakee whose previous CPU is
+/// idle goes back there: two threads that start apart stay apart, and every call pays two
+/// cross-CPU wake-ups (tens of microseconds each on a virtual machine whose idle CPU
+/// halts). Binding the server to the body's CPU made the pair chase each other instead.
+pub const REQ_CPU_HINT: u32 = 1 << 31;
+
 /// Server -> body answer to [`Hello`]: `status` 0 = accepted, else `-errno`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HelloReply {
@@ -318,7 +327,7 @@ impl HelloReply {
 pub struct Req {
     /// System call number or `OP_*`.
     pub op: u32,
-    /// Zero.
+    /// Zero, or [`REQ_CPU_HINT`] | the CPU the body runs on.
     pub flags: u32,
     /// Channel: virtual tid << 8 | nesting depth.
     pub chan: u64,

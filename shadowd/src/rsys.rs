@@ -490,6 +490,30 @@ fn connection(sessions: &Sessions, mut conn: Conn, peer: &str) {
     }
 }
 
+/// Move the calling thread to `cpu` once, if it runs elsewhere ([`wire::REQ_CPU_HINT`]):
+/// bound there for a moment, then given its own affinity back.
+fn move_to_cpu(cpu: u32) {
+    // SAFETY: sched_getcpu has no preconditions.
+    let now = unsafe { libc::sched_getcpu() };
+    if now < 0 || now as u32 == cpu || cpu as usize >= libc::CPU_SETSIZE as usize {
+        return;
+    }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: all-zero cpu_set_t values are empty sets; each call gets a live set of its
+    // size, and CPU_SET stays within the set (checked above).
+    unsafe {
+        let mut own: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut own) != 0 || !libc::CPU_ISSET(cpu as usize, &own) {
+            return;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut one);
+        if libc::sched_setaffinity(0, size, &one) == 0 {
+            libc::sched_setaffinity(0, size, &own);
+        }
+    }
+}
+
 /// Room for a whole large read in a unix socket we answer on, so a spliced answer goes out
 /// in one call while the body copies it (root may pass net.core.wmem_max; others get it).
 fn big_send_buffer(fd: RawFd) {
@@ -697,6 +721,9 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
             Err(e) => return Err(e),
         }
         let req = Req::decode(&h);
+        if req.flags & wire::REQ_CPU_HINT != 0 {
+            move_to_cpu(req.flags & 0xffff);
+        }
         let n = req.bulk_len as usize;
         if n > wire::MAX_IO + BULK_SLACK {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("request with {n} bulk bytes")));
