@@ -750,17 +750,16 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
         let mut st = lock(&chan);
         if st.last != Some(req.seq) {
             // into the body's data pipe if it has one, else through our pipe to `out`
-            let piped = data.and_then(|d| spliced_read(s, &req, Some(d)));
-            if let Some((file, ret, off)) = piped.clone().or_else(|| spliced_read(s, &req, None)) {
+            if let Some((file, ret, off, piped)) = spliced_read(s, &req, data) {
                 st.last = Some(req.seq);
                 st.ret = ret;
                 let old = std::mem::take(&mut st.data);
                 SPARE.with(|sp| sp.set(old));
                 st.replay = (ret > 0).then_some((file, off, ret as usize));
-                let flags = if piped.is_some() { wire::RESP_DATA_IN_PIPE } else { 0 };
+                let flags = if piped { wire::RESP_DATA_IN_PIPE } else { 0 };
                 let resp = Resp { ret, seq: req.seq, data_len: ret.max(0) as u32, flags }.encode();
                 wr.write_all(&resp)?;
-                if ret > 0 && piped.is_none() {
+                if ret > 0 && !piped {
                     splice_out(out, ret as usize)?;
                 }
                 continue;
@@ -844,11 +843,12 @@ fn with_pipe<R>(f: impl FnOnce(&SplicePipe) -> R) -> Option<R> {
     })
 }
 
-/// A read or pread of SPLICE_MIN bytes or more from a regular file, moved into this
-/// thread's pipe: Some((file, bytes moved or -errno, offset it was read from)); then the
-/// caller sends the answer header and [`splice_out`]s the bytes. None: not such a call (or
-/// the file cannot be spliced): the ordinary path serves it.
-fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> Option<(Arc<OwnedFd>, i64, i64)> {
+/// A read or pread of SPLICE_MIN bytes or more from a regular file, moved into the body's
+/// data pipe `into` if there is one and it fits, else into this thread's pipe:
+/// Some((file, bytes moved or -errno, offset it was read from, in the data pipe)); then
+/// the caller sends the answer header and, for this thread's pipe, [`splice_out`]s the
+/// bytes. None: not such a call (or the file cannot be spliced): the ordinary path serves it.
+fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> Option<(Arc<OwnedFd>, i64, i64, bool)> {
     if req.op != 0 && req.op != 17 {
         return None;
     }
@@ -902,10 +902,11 @@ fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> Option<(Arc<
         }
         Some((file.clone(), moved as i64, start))
     };
-    match into {
-        Some(d) => splice(d.fd.as_raw_fd(), d.cap),
-        None => with_pipe(|p| splice(p.1.as_raw_fd(), p.2)).flatten(),
+    // the body's data pipe first (true: the data is there), else this thread's pipe
+    if let Some((f, ret, off)) = into.and_then(|d| splice(d.fd.as_raw_fd(), d.cap)) {
+        return Some((f, ret, off, true));
     }
+    with_pipe(|p| splice(p.1.as_raw_fd(), p.2)).flatten().map(|(f, ret, off)| (f, ret, off, false))
 }
 
 /// The body's data pipe ([`wire::RESP_DATA_IN_PIPE`]): its write end, and its capacity.
