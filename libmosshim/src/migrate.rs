@@ -272,6 +272,7 @@ pub fn start_remote(spec: &str) -> Result<(), String> {
 /// application threads resumed and waiting (they switched SUD on for themselves).
 pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
     remote::REMOTE.store(true, Ordering::Release);
+    remote::sigactions_changed();
     remote::HOME_LOST.store(false, Ordering::Release);
     remote::GEN.fetch_add(1, Ordering::AcqRel);
     remote::reset_internal();

@@ -621,6 +621,91 @@ fn wait_readable(fd: i64, mask: u64) -> i64 {
     }
 }
 
+/// How a wait for an answer ended.
+enum Waited {
+    /// the answer is there
+    Ready,
+    /// a signal's handler ran (one that restarts the call)
+    Interrupted,
+    /// a signal is pending whose handler must end the call with EINTR
+    Cancel,
+}
+
+/// Wait for the answer on `fd` with the application's mask `mask`. The signals of
+/// `eintr` that `mask` lets through are held back meanwhile and watched with a signalfd
+/// (when `watch`): one pending ends the wait with [`Waited::Cancel`]; it is delivered
+/// once the call has returned, as the kernel does for a call it does not restart.
+fn wait_answer(fd: i64, mask: u64, eintr: u64, watch: bool) -> Waited {
+    let held = eintr & !mask & !sigsys_bit();
+    if held == 0 {
+        return if wait_readable(fd, mask) == 1 { Waited::Ready } else { Waited::Interrupted };
+    }
+    let sfd = if watch { r!(libc::SYS_signalfd4, -1i64, &held as *const u64, 8, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } else { -1 };
+    let mut p = [
+        libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: sfd as i32, events: libc::POLLIN, revents: 0 },
+    ];
+    let m = (mask | held) & !sigsys_bit();
+    let r = r!(libc::SYS_ppoll, p.as_mut_ptr(), 2, 0, &m as *const u64, 8);
+    if sfd >= 0 {
+        r!(libc::SYS_close, sfd);
+    }
+    if r > 0 && p[0].revents != 0 {
+        Waited::Ready
+    } else if r > 0 && p[1].revents != 0 {
+        Waited::Cancel
+    } else {
+        Waited::Interrupted
+    }
+}
+
+/// Signal actions as the kernel holds them, read before a forwarded call waits: bit
+/// `sig - 1` of `SIG_HANDLED` when `sig` has an application handler, of `SIG_NORESTART`
+/// when that handler lacks SA_RESTART. Read again whenever `SIGACT_GEN` moved since the
+/// last reading (a handler changed, or the body was restarted from an image).
+static SIG_HANDLED: AtomicU64 = AtomicU64::new(0);
+static SIG_NORESTART: AtomicU64 = AtomicU64::new(0);
+static SIGACT_GEN: AtomicU32 = AtomicU32::new(1);
+static SIGACT_READ: AtomicU32 = AtomicU32::new(0);
+
+/// A signal action may have changed: read them all again before the next wait.
+pub fn sigactions_changed() {
+    SIGACT_GEN.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The signals whose handler ends an interrupted call `op` with EINTR: poll is never
+/// restarted, the others are unless the handler lacks SA_RESTART (signal(7)). The shim's
+/// own signals (checkpoint trigger, freeze), glibc's internal ones and SIGSYS never are.
+fn eintr_signals(op: u32) -> u64 {
+    let g = SIGACT_GEN.load(Ordering::Acquire);
+    if SIGACT_READ.load(Ordering::Acquire) != g {
+        let (mut handled, mut norestart) = (0u64, 0u64);
+        for sig in 1..=64 {
+            if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGSYS | 32 | 33) || crate::signals::app_action_slot(sig).is_some() {
+                continue;
+            }
+            let mut k = ckpt::sys::KSigAction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+            if r!(libc::SYS_rt_sigaction, sig, 0, &mut k as *mut ckpt::sys::KSigAction, 8) != 0 {
+                continue;
+            }
+            if k.handler > libc::SIG_IGN as u64 {
+                handled |= ckpt::sys::sigbit(sig);
+                if k.flags & libc::SA_RESTART as u64 == 0 {
+                    norestart |= ckpt::sys::sigbit(sig);
+                }
+            }
+        }
+        SIG_HANDLED.store(handled, Ordering::Release);
+        SIG_NORESTART.store(norestart, Ordering::Release);
+        SIGACT_READ.store(g, Ordering::Release);
+    }
+    if op == 7 {
+        SIG_HANDLED.load(Ordering::Acquire)
+    } else {
+        SIG_NORESTART.load(Ordering::Acquire)
+    }
+}
+
 /// Forward one call that completes quickly at home (files, paths): the wait for the
 /// answer lets the application's signals through, but not the checkpoint freeze, so an
 /// image never catches a file call half done (its effect on the file offset and the
@@ -702,12 +787,22 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
         // wait; a restart while we waited makes this channel void: resend elsewhere
         let mut stale = false;
         // a call that cannot block is simply read back (signals wait for its answer); one
-        // that can waits in ppoll with the application's mask, the freeze included
+        // that can waits in ppoll with the application's mask, the freeze included; a
+        // signal whose handler must end it with EINTR cancels it at home
         let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
-        while intr && wait_readable(afd, mask & !frz) == 0 {
-            if GEN.load(Ordering::Acquire) != g {
-                stale = true;
-                break;
+        let eintr = if intr { eintr_signals(op) & !frz } else { 0 };
+        let mut cancelled = false;
+        while intr && !stale {
+            match wait_answer(afd, mask & !frz, eintr, !cancelled) {
+                Waited::Ready => break,
+                Waited::Interrupted => stale = GEN.load(Ordering::Acquire) != g,
+                Waited::Cancel => {
+                    let cancel = Req { op: rsys::OP_CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
+                    if !send_req(fd, &cancel, &[]) {
+                        break; // the answer read below fails too, and the call is resent
+                    }
+                    cancelled = true;
+                }
             }
         }
         if stale {
@@ -1375,7 +1470,9 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             // SAFETY: the application's kernel sigaction.
             let mut k = unsafe { *(a[1] as *const ckpt::sys::KSigAction) };
             k.mask &= !sigsys_bit();
-            Ret(r!(libc::SYS_rt_sigaction, a[0], &k as *const ckpt::sys::KSigAction, a[2], a[3]))
+            let r = r!(libc::SYS_rt_sigaction, a[0], &k as *const ckpt::sys::KSigAction, a[2], a[3]);
+            sigactions_changed();
+            Ret(r)
         }
         libc::SYS_rt_sigsuspend => strip_mask_arg(g, libc::REG_RDI as usize, a[0]),
         _ => Native,

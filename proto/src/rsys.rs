@@ -105,6 +105,7 @@
 //! | [`OP_EXIT`] | a0 wait status (as waitpid reports it) | | |
 //! | [`OP_PING`] | | | |
 //! | [`OP_RESYNC`] | a0 channel, a1 its sequence number in the image | | |
+//! | [`OP_CANCEL`] | chan and seq name the call to give up (no answer of its own) | | |
 //!
 //! ioctl requests served: TCGETS, TCSETS, TCSETSW, TCSETSF (the kernel's struct termios, 36 bytes),
 //! TIOCGWINSZ, TIOCSWINSZ (8), FIONREAD, TIOCGPGRP, TIOCSPGRP, FIONBIO (4), FIOCLEX,
@@ -130,6 +131,13 @@ pub const OP_PING: u32 = 1001;
 /// (the body is re-executing from an older point: a node died and the job restarts from
 /// its last checkpoint). Never remembered or replayed itself.
 pub const OP_RESYNC: u32 = 1002;
+
+/// The body took a signal whose handler must end call `seq` of channel `chan` with EINTR
+/// (a handler without SA_RESTART, or any handler for poll). Sent on the connection while
+/// that call waits at home. If the call is still waiting, the shadow gives it up and its
+/// answer is `-EINTR` (nothing was read or written); if it has finished, its answer
+/// stands and the cancel is ignored. Never answered itself.
+pub const OP_CANCEL: u32 = 1003;
 
 /// Server -> body: deliver signal `arg` to the body.
 pub const CTL_SIGNAL: u32 = 1;

@@ -733,6 +733,10 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
         if s.closed.load(Ordering::SeqCst) {
             return Err(io::Error::other("the session has ended"));
         }
+        if req.op == wire::OP_CANCEL {
+            // for a call that finished before the cancel came: its answer has gone
+            continue;
+        }
         if req.op == wire::OP_RESYNC {
             // a body restarted from an image: forget answers its channel gave after the
             // image was taken (they belong to a history that is being re-executed)
@@ -1027,7 +1031,7 @@ fn may_block(fd: RawFd) -> bool {
     t != libc::S_IFREG && t != libc::S_IFDIR && t != libc::S_IFBLK && !nonblocking(fd)
 }
 
-/// Wait until `fd` has `events`; abandon if the client connection stirs first.
+/// Wait until `fd` has `events`, unless the client connection stirs first (see [`stirred`]).
 fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
     loop {
         let mut p = [
@@ -1044,7 +1048,7 @@ fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
             return Err(Stop::Errno(e));
         }
         if p[1].revents != 0 {
-            return Err(Stop::Abandon);
+            return Err(stirred(client.unwrap_or(-1)));
         }
         if p[0].revents != 0 {
             return Ok(());
@@ -1052,15 +1056,44 @@ fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
     }
 }
 
-/// Sleep `ms` unless the client connection stirs (then abandon).
+/// Sleep `ms` unless the client connection stirs (see [`stirred`]).
 fn nap(client: RawFd, ms: i32) -> Result<(), Stop> {
     let mut p = [libc::pollfd { fd: client, events: libc::POLLIN, revents: 0 }];
     // SAFETY: p is a live array of one pollfd.
     let n = unsafe { libc::poll(p.as_mut_ptr(), 1, ms) };
     if n > 0 && p[0].revents != 0 {
-        return Err(Stop::Abandon);
+        return Err(stirred(client));
     }
     Ok(())
+}
+
+/// The client connection stirred while a call waited. A cancel ([`wire::OP_CANCEL`]: the
+/// body took a signal whose handler does not restart calls) ends the call with EINTR;
+/// anything else (the connection closed: the body went away or was restarted elsewhere,
+/// or bytes that are no cancel) abandons it.
+fn stirred(client: RawFd) -> Stop {
+    let mut h = [0u8; wire::REQ_LEN];
+    for _ in 0..50 {
+        // SAFETY: h has REQ_LEN bytes.
+        let n = unsafe { libc::recv(client, h.as_mut_ptr() as *mut libc::c_void, h.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n == h.len() as isize {
+            let r = Req::decode(&h);
+            if r.op != wire::OP_CANCEL || r.bulk_len != 0 {
+                return Stop::Abandon;
+            }
+            // SAFETY: as above; this takes the bytes just peeked.
+            unsafe { libc::recv(client, h.as_mut_ptr() as *mut libc::c_void, h.len(), libc::MSG_DONTWAIT) };
+            return Stop::Errno(-libc::EINTR as i64);
+        }
+        if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
+            return Stop::Abandon;
+        }
+        // part of a header: the rest is on its way
+        let mut p = libc::pollfd { fd: client, events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on one live pollfd.
+        unsafe { libc::poll(&mut p, 1, 20) };
+    }
+    Stop::Abandon
 }
 
 /// Bulk as `count` NUL-terminated strings, after `skip` leading bytes.
@@ -1641,7 +1674,7 @@ fn poll(s: &Session, nfds: usize, timeout: i32, bulk: &[u8], client: RawFd) -> A
             return done(e);
         }
         if real[nfds].revents != 0 {
-            return Err(Stop::Abandon);
+            return Err(stirred(client));
         }
         break;
     }

@@ -317,6 +317,60 @@ fn a_blocked_call_is_abandoned_and_a_resent_one_runs_once() {
     close(pw);
 }
 
+/// OP_CANCEL: a call still waiting ends with EINTR having consumed nothing; a cancel for
+/// a call already answered is ignored (no answer of its own); bytes that are no cancel
+/// abandon the waiting call (the connection is dropped).
+#[test]
+fn a_waiting_call_is_cancelled_with_eintr() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let (pr, pw) = pipe();
+    let stub = open_session(&d, std::process::id(), dir.path(), &[(0, pr)]);
+    let mut b = Body::connect(&stub);
+    let poll_in = |fd: i32| {
+        let mut p = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        // SAFETY: p is a live array of one pollfd.
+        unsafe { libc::poll(p.as_mut_ptr(), 1, 0) }
+    };
+
+    // a read waits on the empty pipe, and is cancelled
+    b.send(1, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    std::thread::sleep(Duration::from_millis(200));
+    b.send(1, wire::OP_CANCEL, [0; 6], &[], 0);
+    assert_eq!(b.answer(1), (-(libc::EINTR as i64), Vec::new()));
+    write_fd(pw, b"xy");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(poll_in(pr), 1, "the cancelled read took nothing from the pipe");
+    // a poll waiting for ever is cancelled the same way
+    let pfd: Vec<u8> = [0i32.to_le_bytes().as_slice(), &libc::POLLOUT.to_le_bytes(), &0i16.to_le_bytes()].concat();
+    let mut b2 = Body::connect(&stub);
+    b2.chan = 9 << 8;
+    // (stdin, asked for POLLOUT on a pipe's read end: never ready)
+    b2.send(1, 7, [0, 1, -1i64 as u64, 0, 0, 0], &pfd, 8);
+    std::thread::sleep(Duration::from_millis(200));
+    b2.send(1, wire::OP_CANCEL, [0; 6], &[], 0);
+    assert_eq!(b2.answer(1).0, -(libc::EINTR as i64));
+
+    // the next read finds the bytes; a late cancel for it changes nothing
+    assert_eq!(b.call(2, 0, [0, 0, 100, 0, 0, 0], &[], 100), (2, b"xy".to_vec()));
+    b.send(2, wire::OP_CANCEL, [0; 6], &[], 0);
+    write_fd(pw, b"z");
+    assert_eq!(b.call(3, 0, [0, 0, 100, 0, 0, 0], &[], 100), (1, b"z".to_vec()));
+    // and the call after it is served as usual
+    write_fd(pw, b"w");
+    b.send(4, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    assert_eq!(b.answer(4), (1, b"w".to_vec()));
+
+    // anything else while a call waits abandons it: the connection goes
+    b.send(5, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    std::thread::sleep(Duration::from_millis(200));
+    b.send(9, 1, [1, 0, 0, 0, 0, 0], b"x", 0);
+    let mut h = [0u8; wire::RESP_LEN];
+    assert!(b.s.read(&mut h).map_or(true, |n| n == 0), "the connection is closed");
+    close(pw);
+    close(pr);
+}
+
 #[test]
 fn bad_peers_are_dropped_and_others_keep_working() {
     let dir = tempfile::tempdir().unwrap();

@@ -259,6 +259,48 @@ fn tcp_connection_survives_migration() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the first connection was never re-established");
 }
 
+/// A signal whose handler does not restart calls (or any handler, for poll) ends a
+/// forwarded blocking call with EINTR, as at home; a handler with SA_RESTART lets the call
+/// go on waiting. Handlers installed before the migration and after it both count, and a
+/// signal sent to the stub reaches the body. The output matches a run that stays home.
+#[test]
+fn signals_interrupt_forwarded_calls_as_at_home() {
+    let c = cluster(2);
+    let prog = compile_c("remote_eintr");
+    let want = "waiting usr1\nusr1 read: -1 Interrupted system call\nalarm 1\nnorestart read: -1 Interrupted system call\n\
+                alarm 2\nrestart poll: -1 Interrupted system call\nalarm 3\nrestart read: 5 line\nalarms 3 usr1 1\n";
+    // (not migrated; migrated, calls over the local listener; migrated, calls over TCP)
+    for (migrated, tcp) in [(false, false), (true, false), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = app(&c, dir.path(), &prog, &[]);
+        if tcp {
+            cmd.env("MOS_RSYS_TCP", "1");
+        }
+        let mut p = Proc::spawn("remote_eintr", cmd);
+        wait_file(&dir.path().join("ready.1"));
+        if migrated {
+            migrate(&c, p.pid(), "node2");
+            body_on(&c, "node2");
+        }
+        std::fs::write(dir.path().join("go.1"), b"").unwrap();
+        p.wait_stdout("waiting usr1");
+        // the read may not have begun yet when the line arrives: send again until it ends
+        let t0 = Instant::now();
+        while !contains(&p.stdout_now(), b"usr1 read") {
+            assert!(t0.elapsed() < Duration::from_secs(30), "SIGUSR1 never ended the read (migrated: {migrated}, tcp: {tcp})\n{}", p.describe());
+            p.signal(libc::SIGUSR1);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        p.wait_stdout("alarm 3");
+        // the restarted read is still waiting: its answer is this line
+        std::thread::sleep(Duration::from_millis(300));
+        p.write_stdin(b"line\n");
+        let out = p.wait_timeout(Duration::from_secs(30));
+        out.assert_code(0, "remote_eintr");
+        assert_eq!(out.stdout_str(), want, "migrated: {migrated}, tcp: {tcp}\n{}", out.describe());
+    }
+}
+
 /// The files remote_matrix opens before its migration.
 fn matrix_files(dir: &Path) {
     std::fs::write(dir.join("before.txt"), b"before\n").unwrap();
