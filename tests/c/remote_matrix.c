@@ -20,6 +20,7 @@ static int fails;
 #define CHECK(name, cond, what) do { if (!(cond)) FAIL(name, what); } while (0)
 
 static int before_fd, map_fd, was_tty;
+static char tty_name[256];
 
 static void row_rw(void)
 {
@@ -227,6 +228,10 @@ static void row_tty(void)
         CHECK(r, tcgetattr(0, &t) == 0, "tcgetattr");
         CHECK(r, ioctl(0, TIOCGWINSZ, &w) == 0, "TIOCGWINSZ");
         CHECK(r, tcsetattr(0, TCSANOW, &t) == 0, "tcsetattr");
+        const char *now = ttyname(0);
+        if (!now || strcmp(now, tty_name) != 0)
+            printf("ttyname(0) is %s, was %s\n", now ? now : strerror(errno), tty_name);
+        CHECK(r, now && strcmp(now, tty_name) == 0, "ttyname(0) changed");
     }
     ROW_OK(r);
 }
@@ -270,6 +275,7 @@ int main(void)
     before_fd = open("before.txt", O_RDWR);
     map_fd = open("map.txt", O_RDWR);
     was_tty = isatty(0);
+    if (was_tty && ttyname_r(0, tty_name, sizeof tty_name) != 0) { perror("ttyname_r"); return 90; }
     if (before_fd < 0 || map_fd < 0) { perror("open"); return 90; }
     mos_sync(1);
     row_rw();
