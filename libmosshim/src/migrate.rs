@@ -295,6 +295,16 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
         CONTROL.store(c as i32, Ordering::Release);
     }
     remote::resync_channels();
+    // epoll sets built at home: their home entries are the shim's to watch now
+    for f in fds {
+        if let ckpt::image::FdKind::Epoll { targets } = &f.kind {
+            for &(t, events, data) in targets {
+                if fds.iter().any(|e| e.fd == t && e.kind == ckpt::image::FdKind::Remote) {
+                    remote::epoll::adopt(f.fd, t, events, data);
+                }
+            }
+        }
+    }
     // home files go back to the offsets they had in the image (a restart from an older
     // checkpoint rewrites what followed, as an uninterrupted run would have)
     for f in fds.iter().filter(|f| f.kind == ckpt::image::FdKind::Remote && f.offset >= 0) {

@@ -242,6 +242,8 @@ macro_rules! r {
     ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr, $f:expr) => { raw($nr as i64, $a as u64, $b as u64, $c as u64, $d as u64, $e as u64, $f as u64) };
 }
 
+pub mod epoll;
+
 // ---------------------------------------------------------------- channels
 
 const DEPTHS: usize = 4;
@@ -1179,8 +1181,10 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             } else if rem {
                 let r = call(3, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
                 drop_placeholder(fd);
+                epoll::forget_fd(fd);
                 Ret(r)
             } else {
+                epoll::forget_ep(fd, fd);
                 Native
             }
         }
@@ -1254,7 +1258,23 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         {
             Ret(EINVAL)
         }
-        libc::SYS_epoll_ctl if is_remote(a[2] as i32 as i64) => Ret(-(libc::EPERM as i64)),
+        libc::SYS_epoll_ctl if is_remote(a[2] as i32 as i64) => Ret(epoll::ctl(fd, a[1] as i32, a[2] as i32 as i64, a[3])),
+        libc::SYS_epoll_wait if epoll::has(fd) => Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, a[3] as i32 as i64, m)),
+        libc::SYS_epoll_pwait if epoll::has(fd) => {
+            // SAFETY: the application's sigset, when given.
+            let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
+            Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, a[3] as i32 as i64, wm))
+        }
+        libc::SYS_epoll_pwait2 if epoll::has(fd) => {
+            let t = if a[3] == 0 { -1 } else {
+                // SAFETY: the application's timespec.
+                let ts = unsafe { &*(a[3] as *const libc::timespec) };
+                ts.tv_sec.saturating_mul(1000).saturating_add(ts.tv_nsec / 1_000_000)
+            };
+            // SAFETY: the application's sigset, when given.
+            let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
+            Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, t, wm))
+        }
         libc::SYS_poll => Ret(poll_mixed(a[0], a[1] as usize, a[2] as i32 as i64, m, g, nr)),
         libc::SYS_ppoll => {
             let t = if a[2] == 0 { -1 } else {
@@ -1686,6 +1706,7 @@ fn close_range(first: u32, last: u32, flags: u32, m: u64) -> i64 {
         if is_remote(fd) && flags & libc::CLOSE_RANGE_CLOEXEC == 0 {
             call(3, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
             set_remote(fd, false);
+            epoll::forget_fd(fd);
         }
         if is_internal(fd) {
             if fd > start {
@@ -1694,6 +1715,9 @@ fn close_range(first: u32, last: u32, flags: u32, m: u64) -> i64 {
             start = fd + 1;
         }
         fd += 1;
+    }
+    if flags & libc::CLOSE_RANGE_CLOEXEC == 0 {
+        epoll::forget_ep(first as i64, last as i64);
     }
     if start <= last as i64 {
         return r!(libc::SYS_close_range, start, last, flags);

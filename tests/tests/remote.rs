@@ -301,6 +301,40 @@ fn signals_interrupt_forwarded_calls_as_at_home() {
     }
 }
 
+/// An epoll set built at home that watches a home pipe and a local eventfd keeps working
+/// after the migration, and sets changed or made afterwards work too (ADD/MOD/DEL with
+/// their errors, the data word, EPOLLONESHOT, timeouts, a wait for ever): the output
+/// matches a run that stays home.
+#[test]
+fn epoll_sets_watch_home_fds_after_migration() {
+    let c = cluster(2);
+    let prog = compile_c("remote_epoll");
+    let want = "add stdin: 0 ok\nadd eventfd: 0 ok\nidle: 0\neventfd: 1 200/in\nadd stdout: 0 ok\n\
+                add stdout again: -1 File exists\noneshot: 1 300/out\ndisarmed: 0\nmod stdout: 0 ok\nrearmed: 1 301/out\n\
+                del stdout: 0 ok\ndel stdout again: -1 No such file or directory\nmod stderr: -1 No such file or directory\n\
+                waiting stdin\nstdin: 1 100/in\nread: hello\nhome-only set idle: 0\n";
+    for (migrated, tcp) in [(false, false), (true, false), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = app(&c, dir.path(), &prog, &[]);
+        if tcp {
+            cmd.env("MOS_RSYS_TCP", "1");
+        }
+        let mut p = Proc::spawn("remote_epoll", cmd);
+        wait_file(&dir.path().join("ready.1"));
+        if migrated {
+            migrate(&c, p.pid(), "node2");
+            body_on(&c, "node2");
+        }
+        std::fs::write(dir.path().join("go.1"), b"").unwrap();
+        p.wait_stdout("waiting stdin");
+        std::thread::sleep(Duration::from_millis(300));
+        p.write_stdin(b"hello\n");
+        let out = p.wait_timeout(Duration::from_secs(30));
+        out.assert_code(0, "remote_epoll");
+        assert_eq!(out.stdout_str(), want, "migrated: {migrated}, tcp: {tcp}\n{}\n{}", out.describe(), log_of(dir.path()));
+    }
+}
+
 /// The files remote_matrix opens before its migration.
 fn matrix_files(dir: &Path) {
     std::fs::write(dir.join("before.txt"), b"before\n").unwrap();

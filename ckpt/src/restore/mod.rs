@@ -598,6 +598,10 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
             // SAFETY: creating an epoll instance.
             let ep = park_fd(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }, above)?;
             for (tfd, events, data) in targets {
+                // a home fd (forwarded): the shim watches it, the kernel cannot
+                if meta.fds.iter().any(|e| e.fd == *tfd && e.kind == FdKind::Remote) {
+                    continue;
+                }
                 let mut ev = libc::epoll_event {
                     events: *events,
                     u64: *data,
