@@ -335,6 +335,37 @@ fn epoll_sets_watch_home_fds_after_migration() {
     }
 }
 
+/// Python's selectors (epoll) set registered at home, and an asyncio loop started after
+/// the migration, read the home stdin.
+#[test]
+fn python_event_loops_read_home_stdin_after_migration() {
+    let c = cluster(2);
+    let dir = tempfile::tempdir().unwrap();
+    let script = workspace_root().join("tests/progs/remote_selectors.py");
+    let mut p = Proc::spawn("remote_selectors.py", app(&c, dir.path(), Path::new("python3"), &[script.to_str().unwrap()]));
+    wait_file(&dir.path().join("ready.1"));
+    migrate(&c, p.pid(), "node2");
+    body_on(&c, "node2");
+    std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    p.wait_stdout("waiting first");
+    std::thread::sleep(Duration::from_millis(200));
+    p.write_stdin(b"one\n");
+    p.wait_stdout("waiting async");
+    std::thread::sleep(Duration::from_millis(200));
+    p.write_stdin(b"two\n");
+    p.wait_stdout("async got two");
+    p.write_stdin(b"end\n");
+    let out = p.wait_timeout(Duration::from_secs(30));
+    out.assert_code(0, "remote_selectors.py");
+    assert_eq!(
+        out.stdout_str(),
+        "selector EpollSelector\nidle []\nwaiting first\nready stdin 1 one\nwaiting async\nasync got two\nasync got end\nbye\n",
+        "{}\n{}",
+        out.describe(),
+        log_of(dir.path())
+    );
+}
+
 /// The files remote_matrix opens before its migration.
 fn matrix_files(dir: &Path) {
     std::fs::write(dir.join("before.txt"), b"before\n").unwrap();
