@@ -1032,14 +1032,23 @@ fn may_block(fd: RawFd) -> bool {
 }
 
 /// Wait until `fd` has `events`, unless the client connection stirs first (see [`stirred`]).
+/// A socket's SO_RCVTIMEO or SO_SNDTIMEO (POLLOUT) past which the wait ends with EAGAIN.
 fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
+    let deadline = sock_timeout(fd, events).map(|t| Instant::now() + t);
     loop {
         let mut p = [
             libc::pollfd { fd, events, revents: 0 },
             libc::pollfd { fd: client.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
         ];
+        let t = deadline.map_or(-1, |d| {
+            let left = d.saturating_duration_since(Instant::now());
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
         // SAFETY: p is a live array of two pollfd.
-        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, t) };
+        if n == 0 && t >= 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Stop::Errno(-libc::EAGAIN as i64));
+        }
         if n < 0 {
             let e = neg_errno();
             if e == -libc::EINTR as i64 {
@@ -1054,6 +1063,22 @@ fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
             return Ok(());
         }
     }
+}
+
+/// The receive (or, for POLLOUT, send) timeout of socket `fd`, if it has one.
+fn sock_timeout(fd: RawFd, events: i16) -> Option<Duration> {
+    if file_type(fd) != libc::S_IFSOCK {
+        return None;
+    }
+    let opt = if events & libc::POLLOUT != 0 { libc::SO_SNDTIMEO } else { libc::SO_RCVTIMEO };
+    let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv and len are live; len says tv's size.
+    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, &mut tv as *mut libc::timeval as *mut libc::c_void, &mut len) };
+    if r < 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0) {
+        return None;
+    }
+    Some(Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64))
 }
 
 /// Sleep `ms` unless the client connection stirs (see [`stirred`]).
@@ -1609,6 +1634,8 @@ fn connect(fd: RawFd, addr: &[u8]) -> Answer {
                     -i64::from(err)
                 }
             }
+            // (a blocking connect past SO_SNDTIMEO goes on in the background)
+            Err(Stop::Errno(e)) if e == -libc::EAGAIN as i64 => -libc::EINPROGRESS as i64,
             Err(Stop::Errno(e)) => e,
             Err(Stop::Abandon) => -libc::EINTR as i64,
         };

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 static int dial(int port)
 {
@@ -42,6 +43,14 @@ int main(int argc, char **argv)
         snprintf(m, sizeof m, "ping %d", i);
         ping(s, m);
     }
+    /* a receive timeout set after the migration ends a recv that gets nothing */
+    struct timeval tv = { 0, 200000 };
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    ssize_t k = recv(s, &c, 1, 0);
+    printf("recv timeout: %zd %s\n", k, k < 0 ? strerror(errno) : "data");
+    tv.tv_usec = 0;
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct sockaddr_in peer;
     socklen_t len = sizeof peer;
     getpeername(s, (struct sockaddr *)&peer, &len);
