@@ -341,7 +341,8 @@ fn forwarded_reads(dir: &Path) {
     };
     let (mut s, migrate_wall) = migrated("remote", false);
     let body = s.body.unwrap();
-    let [mut fwd, mut fwd_one, mut unix, mut unix_one, mut tcp, mut fwd_seq, mut unix_seq, mut tcp_seq] = std::array::from_fn(|_| Samples::default());
+    let [mut fwd, mut fwd_one, mut unix, mut unix_one, mut tcp, mut fwd_seq, mut unix_seq, mut tcp_seq, mut fwd_seq_split] = std::array::from_fn(|_| Samples::default());
+    let two_cpus = all_cpus().len() >= 2;
     for _ in 0..ROUNDS {
         let (a, b) = UnixStream::pair().unwrap();
         unix.0.push(rtt_us(a, b, None));
@@ -361,6 +362,15 @@ fn forwarded_reads(dir: &Path) {
         let (a, b) = tcp_pair();
         tcp_seq.0.push(stream_mbps(a, b));
         fwd_seq.0.push(s.pass("seq", "seq_mbps"));
+        if two_cpus {
+            // the worst placement: body and home shadowd kept on different CPUs, so every
+            // call pays two cross-CPU wake-ups (informational)
+            pin_process(body, &[0]);
+            pin_process(home_shadowd, &[1]);
+            fwd_seq_split.0.push(s.pass("seq", "seq_mbps"));
+            pin_process(body, &all_cpus());
+            pin_process(home_shadowd, &all_cpus());
+        }
     }
     s.finish();
     drop(s);
@@ -400,6 +410,16 @@ fn forwarded_reads(dir: &Path) {
         verdict(r >= 0.5),
         rt * 100.0
     );
+    if two_cpus {
+        let (r, lo, hi) = fwd_seq_split.ratio(&unix_seq);
+        println!(
+            "    worst placement, body and home shadowd pinned to different CPUs (two cross-CPU wake-ups a call; informational): {:.0} MB/s, {:.0} % of raw unix (rounds {:.0}..{:.0} %)",
+            fwd_seq_split.median(),
+            r * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        );
+    }
     println!("    forwarded over TCP (MOS_RSYS_TCP=1; 3 rounds): {:.0} MB/s, {:.0} % of TCP loopback", fwd_tcp_seq.median(), fwd_tcp_seq.median() / tcp_seq.median() * 100.0);
     println!("    same program at home, not migrated (under the shim): {:.0} MB/s", local_seq.median());
 }
