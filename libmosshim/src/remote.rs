@@ -1413,6 +1413,26 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_mknodat => path_call(259, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
         libc::SYS_chmod => path_call(268, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
         libc::SYS_fchmodat => path_call(268, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_fchmodat2 => {
+            let (d, flags) = (a[0] as i32 as i64, a[3] as i32);
+            // SAFETY: the application's path, when given (an empty one with AT_EMPTY_PATH
+            // names dirfd itself).
+            let empty = a[1] == 0 || unsafe { *(a[1] as *const u8) } == 0;
+            if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+                Ret(EINVAL)
+            } else if flags & libc::AT_EMPTY_PATH != 0 && empty {
+                if is_remote(d) {
+                    Ret(call(91, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
+                } else {
+                    Native
+                }
+            } else if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+                // (a symlink's own mode cannot be changed on Linux)
+                Ret(-(libc::EOPNOTSUPP as i64))
+            } else {
+                path_call(268, d, a[1], [0, 0, a[2], 0], &[], m)
+            }
+        }
         libc::SYS_chown => path_call(260, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
         libc::SYS_lchown => path_call2(260, libc::AT_FDCWD as i64, a[0], [a[1], a[2], libc::AT_SYMLINK_NOFOLLOW as u64], m),
         libc::SYS_fchownat => path_call2(260, a[0] as i32 as i64, a[1], [a[2], a[3], a[4]], m),
@@ -1458,6 +1478,10 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         | libc::SYS_chroot | libc::SYS_mount | libc::SYS_umount2 | libc::SYS_pivot_root | libc::SYS_acct | libc::SYS_swapon
         | libc::SYS_swapoff | libc::SYS_uselib | libc::SYS_open_tree | libc::SYS_move_mount | libc::SYS_fsopen
         | libc::SYS_execve | libc::SYS_execveat | libc::SYS_fork | libc::SYS_vfork => Ret(ENOSYS),
+        // asynchronous I/O the kernel would do on this node's files (an io_uring can open
+        // files by path; both would read and write the placeholders of home fds): refused,
+        // and callers fall back to plain calls
+        libc::SYS_io_uring_setup | libc::SYS_io_setup => Ret(ENOSYS),
         // ---------------------------------------------------- signals
         libc::SYS_rt_sigprocmask => {
             // emulated on the saved mask, which the return from this handler installs

@@ -21,6 +21,14 @@ int main(int argc, char **argv)
     if (fd < 0) { printf("openat: %s\n", strerror(errno)); return 1; }
     syscall(SYS_write, fd, "written by syscall\n", 19);
     syscall(SYS_close, fd);
+    /* fchmodat2 (no glibc wrapper yet) changes the home file's mode */
+    snprintf(p, sizeof p, "%s/c_raw.txt", argv[1]);
+    printf("fchmodat2: %s\n", syscall(452, AT_FDCWD, p, 0600, 0) == 0 ? "ok" : strerror(errno));
+    /* kernel-side asynchronous I/O would touch this node's files: refused */
+    char params[120] = { 0 };
+    printf("io_uring_setup: %s\n", syscall(425, 4, params) >= 0 ? "allowed" : strerror(errno));
+    unsigned long ctx = 0;
+    printf("io_setup: %s\n", syscall(206, 4, &ctx) == 0 ? "allowed" : strerror(errno));
     struct stat st;
     snprintf(p, sizeof p, "%s/home_only.txt", argv[1]);
     printf("home_only: %s\n", stat(p, &st) == 0 ? "found" : strerror(errno));

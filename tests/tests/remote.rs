@@ -507,6 +507,9 @@ fn isolation_private_tmp_on_the_remote_node() {
     c_prog.arg(&d);
     let s = run("remote_iso", c_prog);
     assert!(s.contains("home_only: found"), "{s}");
+    for want in ["fchmodat2: ok", "io_uring_setup: Function not implemented", "io_setup: Function not implemented"] {
+        assert!(s.contains(want), "{want:?} missing:\n{s}");
+    }
     // C++ iostreams
     let cpp = iso_state.path().join("remote_iso_cc");
     let built = Command::new("g++")
@@ -538,6 +541,9 @@ fn isolation_private_tmp_on_the_remote_node() {
     // at home: every file; on the isolated node: none (its /tmp is its own, empty)
     assert_eq!(std::fs::read_to_string(dir.path().join("c_fopen.txt")).unwrap(), "written by fprintf\n");
     assert_eq!(std::fs::read_to_string(dir.path().join("c_raw.txt")).unwrap(), "written by syscall\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("c_raw.txt")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "fchmodat2 from the remote node changed the home file");
     assert_eq!(std::fs::read_to_string(dir.path().join("py_open.txt")).unwrap(), "written by python\n");
     assert_eq!(std::fs::read_to_string(dir.path().join("cpp_stream.txt")).unwrap(), "written by ofstream\n");
     let ls = Command::new("nsenter")
