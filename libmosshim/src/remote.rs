@@ -1014,6 +1014,12 @@ pub fn strip_sigsys_from_handlers() {
 
 const EBADF: i64 = -(libc::EBADF as i64);
 const ENOSYS: i64 = -(libc::ENOSYS as i64);
+// x86_64 numbers of calls newer than the libc crate's table (Linux 6.13 .. 6.17)
+const SYS_SETXATTRAT: i64 = 463;
+const SYS_REMOVEXATTRAT: i64 = 466;
+const SYS_OPEN_TREE_ATTR: i64 = 467;
+const SYS_FILE_GETATTR: i64 = 468;
+const SYS_FILE_SETATTR: i64 = 469;
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
 
@@ -1477,7 +1483,11 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_inotify_add_watch | libc::SYS_fanotify_mark | libc::SYS_name_to_handle_at | libc::SYS_open_by_handle_at
         | libc::SYS_chroot | libc::SYS_mount | libc::SYS_umount2 | libc::SYS_pivot_root | libc::SYS_acct | libc::SYS_swapon
         | libc::SYS_swapoff | libc::SYS_uselib | libc::SYS_open_tree | libc::SYS_move_mount | libc::SYS_fsopen
+        | libc::SYS_fspick | libc::SYS_mount_setattr | libc::SYS_quotactl | SYS_OPEN_TREE_ATTR
         | libc::SYS_execve | libc::SYS_execveat | libc::SYS_fork | libc::SYS_vfork => Ret(ENOSYS),
+        // newer path-based calls without a forwarded form: extended attributes and inode
+        // flags by path (setxattrat .. removexattrat, file_getattr, file_setattr)
+        SYS_SETXATTRAT..=SYS_REMOVEXATTRAT | SYS_FILE_GETATTR | SYS_FILE_SETATTR => Ret(-(libc::EOPNOTSUPP as i64)),
         // asynchronous I/O the kernel would do on this node's files (an io_uring can open
         // files by path; both would read and write the placeholders of home fds): refused,
         // and callers fall back to plain calls

@@ -24,6 +24,8 @@ int main(int argc, char **argv)
     /* fchmodat2 (no glibc wrapper yet) changes the home file's mode */
     snprintf(p, sizeof p, "%s/c_raw.txt", argv[1]);
     printf("fchmodat2: %s\n", syscall(452, AT_FDCWD, p, 0600, 0) == 0 ? "ok" : strerror(errno));
+    /* path-based calls newer than any forwarded form: refused, never run on this node */
+    printf("getxattrat: %s\n", syscall(464, AT_FDCWD, p, 0, "user.x", (void *)0, 0) == 0 ? "allowed" : strerror(errno));
     /* kernel-side asynchronous I/O would touch this node's files: refused */
     char params[120] = { 0 };
     printf("io_uring_setup: %s\n", syscall(425, 4, params) >= 0 ? "allowed" : strerror(errno));
