@@ -1336,25 +1336,14 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_recvfrom if rem => Ret(recvfrom_fwd(fd, &[Io { p: a[1], n: a[2] as usize }], a[3], a[4], a[5], m)),
         libc::SYS_sendmsg if rem => {
             // SAFETY: the application's msghdr.
-            let h = unsafe { &*(a[1] as *const libc::msghdr) };
-            if h.msg_controllen != 0 {
-                return Ret(-(libc::EOPNOTSUPP as i64));
-            }
-            let mut v = [NOIO; 8];
-            let Some(k) = iovs(h.msg_iov as u64, h.msg_iovlen, &mut v) else { return Ret(EINVAL) };
-            Ret(sendto_fwd(fd, &v[..k], a[2], h.msg_name as u64, h.msg_namelen as usize, m))
+            Ret(sendmsg_fwd(fd, unsafe { &*(a[1] as *const libc::msghdr) }, a[2], m))
         }
         libc::SYS_recvmsg if rem => {
             // SAFETY: the application's msghdr.
-            let h = unsafe { &mut *(a[1] as *mut libc::msghdr) };
-            let mut v = [NOIO; 8];
-            let Some(k) = iovs(h.msg_iov as u64, h.msg_iovlen, &mut v) else { return Ret(EINVAL) };
-            let nl = &mut h.msg_namelen as *mut u32 as u64;
-            let r = recvfrom_fwd(fd, &v[..k], a[2], h.msg_name as u64, if h.msg_name.is_null() { 0 } else { nl }, m);
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            Ret(r)
+            Ret(recvmsg_fwd(fd, unsafe { &mut *(a[1] as *mut libc::msghdr) }, a[2], m))
         }
+        libc::SYS_sendmmsg if rem => Ret(mmsg_fwd(fd, a[1], a[2] as u32, a[3], m, true)),
+        libc::SYS_recvmmsg if rem => Ret(mmsg_fwd(fd, a[1], a[2] as u32, a[3], m, false)),
         // ---------------------------------------------------- paths
         libc::SYS_open | libc::SYS_creat | libc::SYS_openat | libc::SYS_openat2 => {
             let (dirfd, p, flags, mode) = match nr {
@@ -1888,6 +1877,50 @@ fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) 
         copy_addr(&area[4..], n.min(rsys::RECV_ADDR_AREA), addr, lenp);
     }
     r
+}
+
+fn sendmsg_fwd(fd: i64, h: &libc::msghdr, flags: u64, m: u64) -> i64 {
+    if h.msg_controllen != 0 {
+        return -(libc::EOPNOTSUPP as i64);
+    }
+    let mut v = [NOIO; 8];
+    let Some(k) = iovs(h.msg_iov as u64, h.msg_iovlen, &mut v) else { return EINVAL };
+    sendto_fwd(fd, &v[..k], flags, h.msg_name as u64, h.msg_namelen as usize, m)
+}
+
+fn recvmsg_fwd(fd: i64, h: &mut libc::msghdr, flags: u64, m: u64) -> i64 {
+    let mut v = [NOIO; 8];
+    let Some(k) = iovs(h.msg_iov as u64, h.msg_iovlen, &mut v) else { return EINVAL };
+    let nl = &mut h.msg_namelen as *mut u32 as u64;
+    let r = recvfrom_fwd(fd, &v[..k], flags, h.msg_name as u64, if h.msg_name.is_null() { 0 } else { nl }, m);
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+    r
+}
+
+/// sendmmsg / recvmmsg on a home socket: one forwarded sendmsg / recvmsg per message.
+/// The count done so far, or the first call's error. recvmmsg waits for every message
+/// (for the first only with MSG_WAITFORONE); its timeout argument is not applied.
+fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool) -> i64 {
+    let wait_one = flags & libc::MSG_WAITFORONE as u64 != 0;
+    let base = flags & !(libc::MSG_WAITFORONE as u64);
+    let mut done = 0i64;
+    for i in 0..n.min(1024) as usize {
+        // SAFETY: the application's array of n mmsghdr.
+        let e = unsafe { &mut *(vec as *mut libc::mmsghdr).add(i) };
+        let r = if send {
+            sendmsg_fwd(fd, &e.msg_hdr, base, m)
+        } else {
+            let fl = if wait_one && i > 0 { base | libc::MSG_DONTWAIT as u64 } else { base };
+            recvmsg_fwd(fd, &mut e.msg_hdr, fl, m)
+        };
+        if r < 0 {
+            return if done > 0 { done } else { r };
+        }
+        e.msg_len = r as u32;
+        done += 1;
+    }
+    done
 }
 
 fn any_remote_pollfd(p: u64, n: usize) -> bool {

@@ -43,6 +43,33 @@ int main(int argc, char **argv)
         snprintf(m, sizeof m, "ping %d", i);
         ping(s, m);
     }
+    /* sendmmsg and recvmmsg (as glibc's resolver uses them) */
+    {
+        char a[] = "mm a\n", b[] = "mm b\n", in[64];
+        struct iovec iv[3] = { { a, 5 }, { b, 5 }, { in, sizeof in - 1 } };
+        struct mmsghdr mm[2];
+        memset(mm, 0, sizeof mm);
+        mm[0].msg_hdr.msg_iov = &iv[0];
+        mm[0].msg_hdr.msg_iovlen = 1;
+        mm[1].msg_hdr.msg_iov = &iv[1];
+        mm[1].msg_hdr.msg_iovlen = 1;
+        int sent = sendmmsg(s, mm, 2, 0);
+        printf("sendmmsg: %d %u %u\n", sent, mm[0].msg_len, mm[1].msg_len);
+        int got = 0;
+        while (got < 10) {
+            struct mmsghdr r;
+            memset(&r, 0, sizeof r);
+            iv[2].iov_base = in + got;
+            iv[2].iov_len = sizeof in - 1 - got;
+            r.msg_hdr.msg_iov = &iv[2];
+            r.msg_hdr.msg_iovlen = 1;
+            int k = recvmmsg(s, &r, 1, 0, NULL);
+            if (k != 1) { perror("recvmmsg"); exit(93); }
+            got += r.msg_len;
+        }
+        in[got] = 0;
+        printf("recvmmsg: %s", in);
+    }
     /* a receive timeout set after the migration ends a recv that gets nothing */
     struct timeval tv = { 0, 200000 };
     setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

@@ -253,7 +253,7 @@ fn tcp_connection_survives_migration() {
     let out = p.wait_timeout(Duration::from_secs(30));
     out.assert_code(0, "remote_tcp");
     let s = out.stdout_str();
-    for want in ["echo: before\n", "echo: ping 0\n", "echo: ping 4\n", "recv timeout: -1 Resource temporarily unavailable\n", "echo: second connection\n"] {
+    for want in ["echo: before\n", "echo: ping 0\n", "echo: ping 4\n", "recv timeout: -1 Resource temporarily unavailable\n", "sendmmsg: 2 5 5\n", "recvmmsg: mm a\nmm b\n", "echo: second connection\n"] {
         assert!(s.contains(want), "{want:?} missing\n{}", out.describe());
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the first connection was never re-established");
