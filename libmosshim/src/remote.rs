@@ -1047,6 +1047,10 @@ fn local_path(p: u64) -> bool {
     let Some(n) = strlen(p) else { return false };
     // SAFETY: n bytes were just read by strlen.
     let s = unsafe { core::slice::from_raw_parts(p as *const u8, n) };
+    // the process's name for one of its fds: where that fd is
+    if let Some((fd, _)) = rsys::own_fd_path(s) {
+        return !is_remote(fd as i64);
+    }
     const LOCAL: [&[u8]; 8] = [
         b"/proc/self/",
         b"/proc/thread-self/",

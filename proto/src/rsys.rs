@@ -181,6 +181,30 @@ pub enum IoctlShape {
     Unsupported,
 }
 
+/// A path by which a process names one of its own descriptors: `/proc/self/fd/N`,
+/// `/proc/thread-self/fd/N`, `/dev/fd/N`, `/dev/stdin`, `/dev/stdout` or `/dev/stderr`,
+/// maybe followed by `/more`. Returns N and the rest (empty, or starting with '/'). The
+/// body forwards such a path when N is a home fd, and the shadow turns it into its own
+/// name for that file (so `open("/dev/stdin")` reopens the process's stdin, not the
+/// shadow's). Allocation-free: the shim calls it in its SIGSYS handler.
+pub fn own_fd_path(p: &[u8]) -> Option<(i32, &[u8])> {
+    let cut = |rest: &[u8]| rest.is_empty() || rest[0] == b'/';
+    for (name, fd) in [(b"/dev/stdin" as &[u8], 0), (b"/dev/stdout", 1), (b"/dev/stderr", 2)] {
+        if let Some(rest) = p.strip_prefix(name) {
+            if cut(rest) {
+                return Some((fd, rest));
+            }
+        }
+    }
+    let tail = [b"/proc/self/fd/" as &[u8], b"/proc/thread-self/fd/", b"/dev/fd/"].iter().find_map(|pre| p.strip_prefix(*pre))?;
+    let digits = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || !cut(&tail[digits..]) {
+        return None;
+    }
+    let n = tail[..digits].iter().fold(0i32, |n, c| n * 10 + i32::from(c - b'0'));
+    Some((n, &tail[digits..]))
+}
+
 /// The shape of ioctl `request` on a home fd.
 pub fn ioctl_shape(request: u64) -> IoctlShape {
     // struct termios as the kernel has it on x86-64: 4 flag words, c_line, 19 c_cc
@@ -438,6 +462,18 @@ impl Ctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_fd_paths_are_recognised() {
+        assert_eq!(own_fd_path(b"/dev/stdin"), Some((0, &b""[..])));
+        assert_eq!(own_fd_path(b"/dev/stderr"), Some((2, &b""[..])));
+        assert_eq!(own_fd_path(b"/proc/self/fd/12"), Some((12, &b""[..])));
+        assert_eq!(own_fd_path(b"/proc/thread-self/fd/3/sub/f"), Some((3, &b"/sub/f"[..])));
+        assert_eq!(own_fd_path(b"/dev/fd/7"), Some((7, &b""[..])));
+        for no in [&b"/dev/stdinx"[..], b"/proc/self/fd", b"/proc/self/fd/", b"/proc/self/fd/1x", b"/proc/self/fdinfo/1", b"/dev/fd/1234567890", b"/tmp/dev/stdin"] {
+            assert_eq!(own_fd_path(no), None, "{}", String::from_utf8_lossy(no));
+        }
+    }
 
     #[test]
     fn ioctl_shapes() {

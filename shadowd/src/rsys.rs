@@ -1121,6 +1121,21 @@ fn stirred(client: RawFd) -> Stop {
     Stop::Abandon
 }
 
+/// [`paths`], where a body's name for one of its own fds ([`wire::own_fd_path`]) becomes
+/// ours for the session's file (`/proc/self/fd/<our fd>`); ENOENT if it has no such fd.
+fn session_paths(s: &Session, bulk: &[u8], skip: usize, count: usize) -> Result<Vec<CString>, Stop> {
+    let mut v = paths(bulk, skip, count)?;
+    for p in &mut v {
+        if let Some((n, rest)) = wire::own_fd_path(p.as_bytes()) {
+            let f = s.file(n as u32 as u64).map_err(|_| Stop::Errno(-libc::ENOENT as i64))?;
+            let mut q = format!("/proc/self/fd/{}", f.as_raw_fd()).into_bytes();
+            q.extend_from_slice(rest);
+            *p = CString::new(q).map_err(|_| Stop::Errno(-libc::EFAULT as i64))?;
+        }
+    }
+    Ok(v)
+}
+
 /// Bulk as `count` NUL-terminated strings, after `skip` leading bytes.
 fn paths(bulk: &[u8], skip: usize, count: usize) -> Result<Vec<CString>, Stop> {
     let mut out = Vec::with_capacity(count);
@@ -1338,7 +1353,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         76 | 137 => {
             let cwd = lock(&s.cwd).clone();
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             let full = at_cwd(&cwd, &p[0])?;
             if req.op == 76 {
                 // SAFETY: full is NUL-terminated and live.
@@ -1379,7 +1394,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         80 => {
             let cwd = lock(&s.cwd).clone();
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             // SAFETY: p[0] is NUL-terminated and live.
             let r = unsafe { libc::openat(cwd.as_raw_fd(), p[0].as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
             if r < 0 {
@@ -1407,7 +1422,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         257 => {
             let d = s.dir(a[0])?;
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             let flags = ai(2) | libc::O_CLOEXEC as i64;
             // SAFETY: p[0] is NUL-terminated and live.
             let r = unsafe { sys(libc::SYS_openat, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, flags, ai(3), 0, 0]) };
@@ -1419,7 +1434,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         258 | 259 | 260 | 263 | 268 | 439 => {
             let d = s.dir(a[0])?;
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             let nr = match req.op {
                 258 => libc::SYS_mkdirat,
                 259 => libc::SYS_mknodat,
@@ -1433,7 +1448,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         262 => {
             let d = s.dir(a[0])?;
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             // SAFETY: stat is plain data.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: p[0] is NUL-terminated, st is a live struct stat.
@@ -1446,20 +1461,20 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         265 | 316 => {
             let od = s.dir(a[0])?;
             let nd = s.dir(a[2])?;
-            let p = paths(bulk, 0, 2)?;
+            let p = session_paths(s, bulk, 0, 2)?;
             let nr = if req.op == 265 { libc::SYS_linkat } else { libc::SYS_renameat2 };
             // SAFETY: both paths are NUL-terminated and live.
             done(unsafe { sys(nr, [od.as_raw_fd() as i64, p[0].as_ptr() as i64, nd.as_raw_fd() as i64, p[1].as_ptr() as i64, ai(4), 0]) })
         }
         266 => {
             let d = s.dir(a[1])?;
-            let p = paths(bulk, 0, 2)?;
+            let p = session_paths(s, bulk, 0, 2)?;
             // SAFETY: both paths are NUL-terminated and live.
             done(unsafe { sys(libc::SYS_symlinkat, [p[0].as_ptr() as i64, d.as_raw_fd() as i64, p[1].as_ptr() as i64, 0, 0, 0]) })
         }
         267 => {
             let d = s.dir(a[0])?;
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             let n = cap(a[3], ol).min(1 << 16);
             let mut buf = vec![0u8; n];
             // SAFETY: p[0] is NUL-terminated; buf is a live buffer of n bytes.
@@ -1476,7 +1491,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             } else {
                 (0, 0)
             };
-            let p = paths(bulk, skip, 1)?;
+            let p = session_paths(s, bulk, skip, 1)?;
             let path = if p[0].as_bytes().is_empty() { 0 } else { p[0].as_ptr() as i64 };
             // SAFETY: times (if any) points at 32 bytes of bulk; path is NUL-terminated or null.
             done(unsafe { sys(libc::SYS_utimensat, [d.as_raw_fd() as i64, path, times, ai(3), 0, 0]) })
@@ -1521,7 +1536,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         332 => {
             let d = s.dir(a[0])?;
-            let p = paths(bulk, 0, 1)?;
+            let p = session_paths(s, bulk, 0, 1)?;
             let mut buf = [0u8; 256];
             // SAFETY: p[0] is NUL-terminated; buf is 256 bytes, the size of struct statx.
             let r = unsafe { sys(libc::SYS_statx, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, ai(2), ai(3), buf.as_mut_ptr() as i64, 0]) };

@@ -41,6 +41,24 @@ static void row_rw(void)
     ROW_OK(r);
 }
 
+static void row_fd_paths(void)
+{
+    /* names of the process's own fds: /proc/self/fd/N, /dev/fd/N, /dev/stdout */
+    const char *r = "fd_paths";
+    char p[64], link[4096] = { 0 }, c[64] = { 0 };
+    snprintf(p, sizeof p, "/proc/self/fd/%d", before_fd);
+    ssize_t n = readlink(p, link, sizeof link - 1);
+    CHECK(r, n > 11 && strcmp(link + n - 11, "/before.txt") == 0, "readlink /proc/self/fd/N of a pre-migration fd");
+    snprintf(p, sizeof p, "/dev/fd/%d", before_fd);
+    int fd = open(p, O_RDONLY);
+    CHECK(r, fd >= 0, "open /dev/fd/N of a pre-migration fd");
+    CHECK(r, read(fd, c, sizeof c - 1) == 13 && strcmp(c, "before\nafter\n") == 0, "read the reopened file from its start");
+    close(fd);
+    struct stat a, b;
+    CHECK(r, stat("/dev/stdout", &a) == 0 && fstat(1, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev, "stat /dev/stdout is fstat(1)");
+    ROW_OK(r);
+}
+
 static void row_pread(void)
 {
     const char *r = "pread_pwrite";
@@ -280,6 +298,7 @@ int main(void)
     mos_sync(1);
     row_rw();
     row_pread();
+    row_fd_paths();
     row_large();
     row_vec();
     row_stdio();
