@@ -259,6 +259,32 @@ fn tcp_connection_survives_migration() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "the first connection was never re-established");
 }
 
+/// Runs C program `name` three ways: not migrated; migrated to node2 at mos_sync(1), its
+/// calls over the home shadowd's local listener; the same over TCP. `drive` steers each
+/// run after go.1 (gets the process and a label for messages); each must print `want`.
+fn same_output_three_ways(c: &Cluster, name: &str, want: &str, drive: impl Fn(&mut Proc, &str)) {
+    let prog = compile_c(name);
+    for (migrated, tcp) in [(false, false), (true, false), (true, true)] {
+        let label = format!("{name} (migrated: {migrated}, tcp: {tcp})");
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = app(c, dir.path(), &prog, &[]);
+        if tcp {
+            cmd.env("MOS_RSYS_TCP", "1");
+        }
+        let mut p = Proc::spawn(name, cmd);
+        wait_file(&dir.path().join("ready.1"));
+        if migrated {
+            migrate(c, p.pid(), "node2");
+            body_on(c, "node2");
+        }
+        std::fs::write(dir.path().join("go.1"), b"").unwrap();
+        drive(&mut p, &label);
+        let out = p.wait_timeout(Duration::from_secs(30));
+        out.assert_code(0, &label);
+        assert_eq!(out.stdout_str(), want, "{label}\n{}\n{}", out.describe(), log_of(dir.path()));
+    }
+}
+
 /// A signal whose handler does not restart calls (or any handler, for poll) ends a
 /// forwarded blocking call with EINTR, as at home; a handler with SA_RESTART lets the call
 /// go on waiting. Handlers installed before the migration and after it both count, and a
@@ -266,28 +292,14 @@ fn tcp_connection_survives_migration() {
 #[test]
 fn signals_interrupt_forwarded_calls_as_at_home() {
     let c = cluster(2);
-    let prog = compile_c("remote_eintr");
     let want = "waiting usr1\nusr1 read: -1 Interrupted system call\nalarm 1\nnorestart read: -1 Interrupted system call\n\
                 alarm 2\nrestart poll: -1 Interrupted system call\nalarm 3\nrestart read: 5 line\nalarms 3 usr1 1\n";
-    // (not migrated; migrated, calls over the local listener; migrated, calls over TCP)
-    for (migrated, tcp) in [(false, false), (true, false), (true, true)] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = app(&c, dir.path(), &prog, &[]);
-        if tcp {
-            cmd.env("MOS_RSYS_TCP", "1");
-        }
-        let mut p = Proc::spawn("remote_eintr", cmd);
-        wait_file(&dir.path().join("ready.1"));
-        if migrated {
-            migrate(&c, p.pid(), "node2");
-            body_on(&c, "node2");
-        }
-        std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    same_output_three_ways(&c, "remote_eintr", want, |p, label| {
         p.wait_stdout("waiting usr1");
         // the read may not have begun yet when the line arrives: send again until it ends
         let t0 = Instant::now();
         while !contains(&p.stdout_now(), b"usr1 read") {
-            assert!(t0.elapsed() < Duration::from_secs(30), "SIGUSR1 never ended the read (migrated: {migrated}, tcp: {tcp})\n{}", p.describe());
+            assert!(t0.elapsed() < Duration::from_secs(30), "SIGUSR1 never ended the read: {label}\n{}", p.describe());
             p.signal(libc::SIGUSR1);
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -295,10 +307,7 @@ fn signals_interrupt_forwarded_calls_as_at_home() {
         // the restarted read is still waiting: its answer is this line
         std::thread::sleep(Duration::from_millis(300));
         p.write_stdin(b"line\n");
-        let out = p.wait_timeout(Duration::from_secs(30));
-        out.assert_code(0, "remote_eintr");
-        assert_eq!(out.stdout_str(), want, "migrated: {migrated}, tcp: {tcp}\n{}", out.describe());
-    }
+    });
 }
 
 /// An epoll set built at home that watches a home pipe and a local eventfd keeps working
@@ -308,31 +317,15 @@ fn signals_interrupt_forwarded_calls_as_at_home() {
 #[test]
 fn epoll_sets_watch_home_fds_after_migration() {
     let c = cluster(2);
-    let prog = compile_c("remote_epoll");
     let want = "add stdin: 0 ok\nadd eventfd: 0 ok\nidle: 0\neventfd: 1 200/in\nadd stdout: 0 ok\n\
                 add stdout again: -1 File exists\noneshot: 1 300/out\ndisarmed: 0\nmod stdout: 0 ok\nrearmed: 1 301/out\n\
                 del stdout: 0 ok\ndel stdout again: -1 No such file or directory\nmod stderr: -1 No such file or directory\n\
                 waiting stdin\nstdin: 1 100/in\nread: hello\nhome-only set idle: 0\n";
-    for (migrated, tcp) in [(false, false), (true, false), (true, true)] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = app(&c, dir.path(), &prog, &[]);
-        if tcp {
-            cmd.env("MOS_RSYS_TCP", "1");
-        }
-        let mut p = Proc::spawn("remote_epoll", cmd);
-        wait_file(&dir.path().join("ready.1"));
-        if migrated {
-            migrate(&c, p.pid(), "node2");
-            body_on(&c, "node2");
-        }
-        std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    same_output_three_ways(&c, "remote_epoll", want, |p, _| {
         p.wait_stdout("waiting stdin");
         std::thread::sleep(Duration::from_millis(300));
         p.write_stdin(b"hello\n");
-        let out = p.wait_timeout(Duration::from_secs(30));
-        out.assert_code(0, "remote_epoll");
-        assert_eq!(out.stdout_str(), want, "migrated: {migrated}, tcp: {tcp}\n{}\n{}", out.describe(), log_of(dir.path()));
-    }
+    });
 }
 
 /// Python's selectors (epoll) set registered at home, and an asyncio loop started after
