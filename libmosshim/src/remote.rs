@@ -1414,9 +1414,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_fchmodat => path_call(268, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
         libc::SYS_fchmodat2 => {
             let (d, flags) = (a[0] as i32 as i64, a[3] as i32);
-            // SAFETY: the application's path, when given (an empty one with AT_EMPTY_PATH
-            // names dirfd itself).
-            let empty = a[1] == 0 || unsafe { *(a[1] as *const u8) } == 0;
+            // (an empty path with AT_EMPTY_PATH names dirfd itself)
+            let empty = a[1] == 0 || strlen(a[1]) == Some(0);
             if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
                 Ret(EINVAL)
             } else if flags & libc::AT_EMPTY_PATH != 0 && empty {
