@@ -306,6 +306,12 @@ fn signals_interrupt_forwarded_calls_as_at_home() {
         p.wait_stdout("alarm 3");
         // the restarted read is still waiting: its answer is this line
         std::thread::sleep(Duration::from_millis(300));
+        if label.contains("migrated: true") {
+            // (and it goes on waiting across one more migration)
+            migrate(&c, p.pid(), "node1");
+            body_on(&c, "node1");
+            std::thread::sleep(Duration::from_millis(300));
+        }
         p.write_stdin(b"line\n");
     });
 }
@@ -321,9 +327,16 @@ fn epoll_sets_watch_home_fds_after_migration() {
                 add stdout again: -1 File exists\noneshot: 1 300/out\ndisarmed: 0\nmod stdout: 0 ok\nrearmed: 1 301/out\n\
                 del stdout: 0 ok\ndel stdout again: -1 No such file or directory\nmod stderr: -1 No such file or directory\n\
                 waiting stdin\nstdin: 1 100/in\nread: hello\nhome-only set idle: 0\n";
-    same_output_three_ways(&c, "remote_epoll", want, |p, _| {
+    same_output_three_ways(&c, "remote_epoll", want, |p, label| {
         p.wait_stdout("waiting stdin");
         std::thread::sleep(Duration::from_millis(300));
+        if label.contains("migrated: true") {
+            // checkpointed again while it waits on its set (home part in the body's table,
+            // kernel part in the image): the body comes back to node1 and goes on waiting
+            migrate(&c, p.pid(), "node1");
+            body_on(&c, "node1");
+            std::thread::sleep(Duration::from_millis(300));
+        }
         p.write_stdin(b"hello\n");
     });
 }
