@@ -1549,8 +1549,10 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
     }
 }
 
-/// write / sendto: a call that may block writes everything, watching the connection until
-/// the first byte has gone (after that the call is finished, whatever the body does).
+/// write / sendto: a call that may block writes everything. Before the first byte has gone
+/// the connection stirring ends it as [`wait`] says; after that, a cancel or the socket's
+/// send timeout ends it with the count written so far (as the kernel does), and a body
+/// that went away does not stop it (its answer waits for the resent request).
 fn send_all(fd: RawFd, data: &[u8], flags: i32, addr: &[u8], client: RawFd) -> Answer {
     let sock = file_type(fd) == libc::S_IFSOCK;
     let (ap, al) = if addr.is_empty() { (0, 0) } else { (addr.as_ptr() as i64, addr.len() as i64) };
@@ -1568,8 +1570,17 @@ fn send_all(fd: RawFd, data: &[u8], flags: i32, addr: &[u8], client: RawFd) -> A
         return done(once(data, 0));
     }
     let mut sent = 0usize;
+    let mut watch = Some(client);
     loop {
-        wait(fd, libc::POLLOUT, (sent == 0).then_some(client))?;
+        match wait(fd, libc::POLLOUT, watch) {
+            Ok(()) => {}
+            Err(e) if sent == 0 => return Err(e),
+            Err(Stop::Abandon) => {
+                watch = None;
+                continue;
+            }
+            Err(Stop::Errno(_)) => return done(sent as i64),
+        }
         let rest = &data[sent..];
         let r = if sock {
             once(rest, libc::MSG_DONTWAIT)

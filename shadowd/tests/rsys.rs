@@ -361,6 +361,22 @@ fn a_waiting_call_is_cancelled_with_eintr() {
     b.send(4, 0, [0, 0, 100, 0, 0, 0], &[], 100);
     assert_eq!(b.answer(4), (1, b"w".to_vec()));
 
+    // a write cancelled after part of it went answers that part
+    let (qr, qw) = pipe();
+    let stub2 = open_session(&d, std::process::id() + 1, dir.path(), &[(1, qw)]);
+    let mut w = Body::connect(&stub2);
+    write_fd(qw, &vec![b'f'; 65536]); // the pipe is full
+    w.send(1, 1, [1, 0, 0, 0, 0, 0], &vec![b'x'; 10000], 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut room = vec![0u8; 4096];
+    // SAFETY: room is a live buffer of 4096 bytes.
+    assert_eq!(unsafe { libc::read(qr, room.as_mut_ptr().cast(), 4096) }, 4096);
+    std::thread::sleep(Duration::from_millis(200));
+    w.send(1, wire::OP_CANCEL, [0; 6], &[], 0);
+    assert_eq!(w.answer(1).0, 4096, "the part written before the cancel");
+    close(qw);
+    close(qr);
+
     // anything else while a call waits abandons it: the connection goes
     b.send(5, 0, [0, 0, 100, 0, 0, 0], &[], 100);
     std::thread::sleep(Duration::from_millis(200));
