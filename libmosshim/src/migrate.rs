@@ -381,6 +381,9 @@ fn home_lost() {
         // SAFETY: closing our connection.
         unsafe { libc::close(c) };
     }
+    if remote::EXITING.load(Ordering::Acquire) {
+        return; // the stub has our exit status and is gone; we are exiting too
+    }
     crate::manager::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
     // SAFETY: stopping our own process.
     unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };

@@ -631,24 +631,29 @@ enum Waited {
     Interrupted,
     /// a signal is pending whose handler must end the call with EINTR
     Cancel,
+    /// the local fd watched beside the answer became readable
+    Also,
 }
 
 /// Wait for the answer on `fd` with the application's mask `mask`. The signals of
 /// `eintr` that `mask` lets through are held back meanwhile and watched with a signalfd
 /// (when `watch`): one pending ends the wait with [`Waited::Cancel`]; it is delivered
-/// once the call has returned, as the kernel does for a call it does not restart.
-fn wait_answer(fd: i64, mask: u64, eintr: u64, watch: bool) -> Waited {
+/// once the call has returned, as the kernel does for a call it does not restart. Local
+/// fd `also` (when `watch`, and not -1) becoming readable cancels the call too.
+fn wait_answer(fd: i64, mask: u64, eintr: u64, watch: bool, also: i64) -> Waited {
     let held = eintr & !mask & !sigsys_bit();
-    if held == 0 {
+    let also = if watch { also } else { -1 };
+    if held == 0 && also < 0 {
         return if wait_readable(fd, mask) == 1 { Waited::Ready } else { Waited::Interrupted };
     }
-    let sfd = if watch { r!(libc::SYS_signalfd4, -1i64, &held as *const u64, 8, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } else { -1 };
+    let sfd = if watch && held != 0 { r!(libc::SYS_signalfd4, -1i64, &held as *const u64, 8, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) } else { -1 };
     let mut p = [
         libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: sfd as i32, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: also as i32, events: libc::POLLIN, revents: 0 },
     ];
     let m = (mask | held) & !sigsys_bit();
-    let r = r!(libc::SYS_ppoll, p.as_mut_ptr(), 2, 0, &m as *const u64, 8);
+    let r = r!(libc::SYS_ppoll, p.as_mut_ptr(), 3, 0, &m as *const u64, 8);
     if sfd >= 0 {
         r!(libc::SYS_close, sfd);
     }
@@ -656,6 +661,8 @@ fn wait_answer(fd: i64, mask: u64, eintr: u64, watch: bool) -> Waited {
         Waited::Ready
     } else if r > 0 && p[1].revents != 0 {
         Waited::Cancel
+    } else if r > 0 && p[2].revents != 0 {
+        Waited::Also
     } else {
         Waited::Interrupted
     }
@@ -720,6 +727,13 @@ fn call(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64) -> i64 {
 /// signal mask is `mask`. `intr`: the call may block for ever (a pipe, a terminal, a
 /// socket, poll, a lock): a checkpoint may freeze the thread while it waits.
 fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool) -> i64 {
+    call_also(op, args, bulk, out, mask, intr, -1)
+}
+
+/// [`call_x`]; a call that may block is also cancelled (see [`rsys::OP_CANCEL`]) when local
+/// fd `also` (not -1) becomes readable: a wait on home and local fds at once. Such a call
+/// given up at home returns -ECANCELED.
+fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
     if HOME_LOST.load(Ordering::Acquire) {
         return -(libc::EIO as i64);
     }
@@ -793,17 +807,19 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
         // signal whose handler must end it with EINTR cancels it at home
         let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
         let eintr = if intr { eintr_signals(op) & !frz } else { 0 };
-        let mut cancelled = false;
+        let (mut cancelled, mut by_also) = (false, false);
         while intr && !stale {
-            match wait_answer(afd, mask & !frz, eintr, !cancelled) {
+            let w = wait_answer(afd, mask & !frz, eintr, !cancelled, also);
+            match w {
                 Waited::Ready => break,
                 Waited::Interrupted => stale = GEN.load(Ordering::Acquire) != g,
-                Waited::Cancel => {
+                Waited::Cancel | Waited::Also => {
                     let cancel = Req { op: rsys::OP_CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
                     if !send_req(fd, &cancel, &[]) {
                         break; // the answer read below fails too, and the call is resent
                     }
                     cancelled = true;
+                    by_also = matches!(w, Waited::Also);
                 }
             }
         }
@@ -818,6 +834,9 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
             failures += 1;
             continue;
         };
+        if by_also && resp.ret == -(libc::EINTR as i64) {
+            return -(libc::ECANCELED as i64);
+        }
         return resp.ret;
     }
 }
@@ -940,8 +959,13 @@ pub fn remote_offset(fd: i32) -> i64 {
     }
 }
 
+/// The process has reported its end and is on its way out: the session closing under it
+/// is no loss of home (it must not stop itself then, or it would stay stopped for ever).
+pub static EXITING: AtomicBool = AtomicBool::new(false);
+
 /// The manager's calls (not under SUD): exit reports.
 pub fn report_exit(status: i32) {
+    EXITING.store(true, Ordering::Release);
     if SESSION_SET.load(Ordering::Acquire) {
         call(rsys::OP_EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
     }
@@ -1936,6 +1960,19 @@ fn any_remote_pollfd(p: u64, n: usize) -> bool {
 
 /// poll over home and local descriptors: local ones natively, home ones at home, in
 /// short turns until something is ready or the time is up.
+/// A fresh epoll fd watching the local entries of a pollfd array (-1 if none can be made).
+fn local_watch(fds: &[libc::pollfd]) -> i64 {
+    let ep = r!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC);
+    if ep < 0 {
+        return -1;
+    }
+    for f in fds.iter().filter(|f| f.fd >= 0 && !is_remote(f.fd as i64)) {
+        let mut ev = libc::epoll_event { events: f.events as u16 as u32, u64: 0 };
+        r!(libc::SYS_epoll_ctl, ep, libc::EPOLL_CTL_ADD, f.fd, &mut ev as *mut libc::epoll_event);
+    }
+    ep
+}
+
 fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: i64) -> i64 {
     if !any_remote_pollfd(p, n) {
         if nr == libc::SYS_poll {
@@ -1987,10 +2024,24 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         for (i, f) in fds.iter().enumerate() {
             stash[i] = f.revents;
         }
-        // home entries: a short wait, or none if something local is ready already
+        // home entries: no wait if something local is ready already; else wait at home
+        // while an epoll set of the local entries watches them (should one become ready
+        // first, the home wait is cancelled and the loop looks again)
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
+        let left = if timeout_ms < 0 { -1 } else { (timeout_ms - (ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000 - start)).max(0) };
+        let watch = if lr > 0 || left == 0 { -1 } else { local_watch(fds) };
+        // (without a watch, for want of an epoll fd: slices of 20 ms)
+        let t = if lr > 0 { 0 } else if watch < 0 { if left < 0 { 20 } else { left.min(20) } } else { left };
         hide(fds, &mut hid, false);
-        let rr = call_x(7, [0, n as u64, if lr > 0 { 0 } else { 20 }, 0, 0, 0], &io, &io, m, true);
+        let rr = call_also(7, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
         unhide(fds, &mut hid);
+        if watch >= 0 {
+            r!(libc::SYS_close, watch);
+        }
+        if rr == -(libc::ECANCELED as i64) {
+            continue;
+        }
         if rr < 0 {
             return rr;
         }

@@ -2,13 +2,16 @@
  * migrates it) a set is built with stdin (a pipe at home, data 100) and an eventfd (a
  * local kernel object, data 200). After it, in order: nothing ready; the eventfd's event
  * alone; stdout (a pipe at home) added for EPOLLOUT|EPOLLONESHOT: reported once, then
- * not until EPOLL_CTL_MOD re-arms it; EEXIST and ENOENT; a wait for ever that the line
+ * not until EPOLL_CTL_MOD re-arms it; EEXIST and ENOENT; a timerfd that fires while the
+ * set waits for stdin; a wait for ever that the line
  * the test writes to stdin ends; a set made after the migration with only a home fd.
  * The output must be the same whether or not the process was migrated. */
 #include "common.h"
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <poll.h>
 
 static int ep;
 
@@ -51,6 +54,19 @@ int main(void)
     ctl("del stdout", EPOLL_CTL_DEL, 1, 0, 0);
     ctl("del stdout again", EPOLL_CTL_DEL, 1, 0, 0);
     ctl("mod stderr", EPOLL_CTL_MOD, 2, EPOLLOUT, 0);
+    /* a local entry that becomes ready while the set waits (at home, for stdin) */
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    struct itimerspec its = { .it_value = { 0, 200 * 1000 * 1000 } };
+    timerfd_settime(tfd, 0, &its, NULL);
+    ctl("add timerfd", EPOLL_CTL_ADD, tfd, EPOLLIN, 500);
+    show("timer", -1);
+    ctl("del timerfd", EPOLL_CTL_DEL, tfd, 0, 0);
+    /* the same with poll on stdin (home) and the timerfd (local) */
+    timerfd_settime(tfd, 0, &its, NULL);
+    struct pollfd pf[2] = { { 0, POLLIN, 0 }, { tfd, POLLIN, 0 } };
+    int pr = poll(pf, 2, -1);
+    printf("poll timer: %d %d %d\n", pr, pf[0].revents, pf[1].revents);
+    close(tfd);
     printf("waiting stdin\n");
     show("stdin", -1);
     char buf[64];

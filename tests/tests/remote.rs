@@ -52,7 +52,10 @@ fn state_of(pid: i32) -> char {
 /// The body of a migrated process: the one guest of `node`'s shadowd.
 fn body_on(c: &Cluster, node: &str) -> i32 {
     let sh = node_pid(c, node);
-    poll_until(|| children(sh).len() == 1, || format!("one guest under {node}'s shadowd (pid {sh}); found {:?}", children(sh)));
+    poll_until(
+        || children(sh).len() == 1,
+        || format!("one guest under {node}'s shadowd (pid {sh}); found {:?}", children(sh).iter().map(|&p| (p, state_of(p), std::fs::read_to_string(format!("/proc/{p}/wchan")).unwrap_or_default())).collect::<Vec<_>>()),
+    );
     children(sh)[0]
 }
 
@@ -176,6 +179,9 @@ fn stub_forwards_signals_and_exit_status() {
     let out = p.wait_timeout(Duration::from_secs(30));
     assert_eq!(out.code(), Some(42), "{}", out.describe());
     assert!(out.stdout_str().ends_with("term\n"), "{}", out.describe());
+    // and the body is gone: not left stopped by its session closing as it exits
+    let sh = node_pid(&c, "node2");
+    poll_until(|| children(sh).is_empty(), || format!("the body is gone; left: {:?}", children(sh).iter().map(|&p| (p, state_of(p))).collect::<Vec<_>>()));
 
     // SIGINT with the default action
     let (mut p, _dir, _) = migrated_ticker(&c);
@@ -326,7 +332,7 @@ fn epoll_sets_watch_home_fds_after_migration() {
     let want = "add stdin: 0 ok\nadd eventfd: 0 ok\nidle: 0\neventfd: 1 200/in\nadd stdout: 0 ok\n\
                 add stdout again: -1 File exists\noneshot: 1 300/out\ndisarmed: 0\nmod stdout: 0 ok\nrearmed: 1 301/out\n\
                 del stdout: 0 ok\ndel stdout again: -1 No such file or directory\nmod stderr: -1 No such file or directory\n\
-                waiting stdin\nstdin: 1 100/in\nread: hello\nhome-only set idle: 0\n";
+                add timerfd: 0 ok\ntimer: 1 500/in\ndel timerfd: 0 ok\npoll timer: 1 0 1\nwaiting stdin\nstdin: 1 100/in\nread: hello\nhome-only set idle: 0\n";
     same_output_three_ways(&c, "remote_epoll", want, |p, label| {
         p.wait_stdout("waiting stdin");
         std::thread::sleep(Duration::from_millis(300));

@@ -2,9 +2,10 @@
 //!
 //! The kernel cannot watch a file that is open at home (locally only a placeholder keeps
 //! its number), so the body keeps those entries itself: (epoll fd, fd, events, data).
-//! `epoll_wait` on a set that has such entries alternates a non-blocking look at the
-//! kernel's part with a forwarded poll of the home part, at most [`SLICE_MS`] at a time,
-//! as poll on a mixed set does; a set with no home entry armed waits in the kernel.
+//! `epoll_wait` on a set that has such entries takes what the kernel's part has ready,
+//! else forwards a poll of the home part and meanwhile watches the set's own fd: should a
+//! local entry become ready first, the forwarded poll is cancelled ([`super::call_also`]).
+//! A set with no home entry armed waits in the kernel.
 //!
 //! Semantics kept: EPOLL_CTL_ADD/MOD/DEL with EEXIST/ENOENT, the data word, EPOLLONESHOT
 //! (an entry is disarmed once reported, until EPOLL_CTL_MOD), EPOLLERR/EPOLLHUP reported
@@ -17,13 +18,11 @@
 //! the process's memory, so an image carries it; entries of a set that was built at home
 //! come from the image's interest list ([`adopt`]).
 
-use super::{call_x, is_remote, raw, Io, EBADF, EINVAL};
+use super::{call_also, is_remote, raw, Io, EBADF, EINVAL};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Entries in all sets together.
 const SLOTS: usize = 128;
-/// Longest forwarded wait when the set also has a kernel part.
-const SLICE_MS: i64 = 20;
 const FREE: i32 = -1;
 const CLAIMED: i32 = -2;
 /// Our mark on an EPOLLONESHOT entry already reported (no epoll flag uses this bit).
@@ -203,11 +202,18 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
             return r!(libc::SYS_epoll_pwait, ep, evp, max, t, &m as *const u64, 8);
         }
         if (n as usize) < max {
-            let t = if n > 0 { 0 } else { left.min(SLICE_MS) };
+            // nothing local yet: wait at home, until the set's own fd says otherwise
+            let t = if n > 0 { 0 } else if timeout_ms < 0 { -1 } else { left.min(i32::MAX as i64) };
             let io = [Io { p: pf.as_mut_ptr() as u64, n: k * core::mem::size_of::<libc::pollfd>() }];
-            let r = call_x(7, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true);
+            let r = call_also(7, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
             if r < 0 {
-                return if n > 0 { n } else { r };
+                if n > 0 {
+                    return n;
+                }
+                if r == -(libc::ECANCELED as i64) {
+                    continue; // a local entry became ready: taken at the top
+                }
+                return r;
             }
             for (p, &i) in pf[..k].iter().zip(&slot[..k]) {
                 if p.revents == 0 || n as usize >= max {
