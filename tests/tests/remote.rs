@@ -291,6 +291,18 @@ fn same_output_three_ways(c: &Cluster, name: &str, want: &str, drive: impl Fn(&m
     }
 }
 
+/// Writes `line` to a program waiting for it; a migrated one is first migrated once more
+/// (back to node1) while it waits, and must go on waiting.
+fn write_after_one_more_migration(c: &Cluster, p: &mut Proc, label: &str, line: &[u8]) {
+    std::thread::sleep(Duration::from_millis(300));
+    if label.contains("migrated: true") {
+        migrate(c, p.pid(), "node1");
+        body_on(c, "node1");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    p.write_stdin(line);
+}
+
 /// A signal whose handler does not restart calls (or any handler, for poll) ends a
 /// forwarded blocking call with EINTR, as at home; a handler with SA_RESTART lets the call
 /// go on waiting. Handlers installed before the migration and after it both count, and a
@@ -311,14 +323,7 @@ fn signals_interrupt_forwarded_calls_as_at_home() {
         }
         p.wait_stdout("alarm 3");
         // the restarted read is still waiting: its answer is this line
-        std::thread::sleep(Duration::from_millis(300));
-        if label.contains("migrated: true") {
-            // (and it goes on waiting across one more migration)
-            migrate(&c, p.pid(), "node1");
-            body_on(&c, "node1");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        p.write_stdin(b"line\n");
+        write_after_one_more_migration(&c, p, label, b"line\n");
     });
 }
 
@@ -335,15 +340,9 @@ fn epoll_sets_watch_home_fds_after_migration() {
                 add timerfd: 0 ok\ntimer: 1 500/in\ndel timerfd: 0 ok\npoll timer: 1 0 1\nwaiting stdin\nstdin: 1 100/in\nread: hello\nhome-only set idle: 0\n";
     same_output_three_ways(&c, "remote_epoll", want, |p, label| {
         p.wait_stdout("waiting stdin");
-        std::thread::sleep(Duration::from_millis(300));
-        if label.contains("migrated: true") {
-            // checkpointed again while it waits on its set (home part in the body's table,
-            // kernel part in the image): the body comes back to node1 and goes on waiting
-            migrate(&c, p.pid(), "node1");
-            body_on(&c, "node1");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        p.write_stdin(b"hello\n");
+        // (a migrated one is checkpointed again while it waits on its set: home part in
+        // the body's table, kernel part in the image)
+        write_after_one_more_migration(&c, p, label, b"hello\n");
     });
 }
 
