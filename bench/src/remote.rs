@@ -364,7 +364,8 @@ fn forwarded_reads(dir: &Path) {
         fwd_seq.0.push(s.pass("seq", "seq_mbps"));
         if two_cpus {
             // the worst placement: body and home shadowd kept on different CPUs, so every
-            // call pays two cross-CPU wake-ups (informational)
+            // request wakes the other CPU (and, but for the body's short poll, every
+            // answer too) (informational)
             pin_process(body, &[0]);
             pin_process(home_shadowd, &[1]);
             fwd_seq_split.0.push(s.pass("seq", "seq_mbps"));
@@ -413,7 +414,7 @@ fn forwarded_reads(dir: &Path) {
     if two_cpus {
         let (r, lo, hi) = fwd_seq_split.ratio(&unix_seq);
         println!(
-            "    worst placement, body and home shadowd pinned to different CPUs (two cross-CPU wake-ups a call; informational): {:.0} MB/s, {:.0} % of raw unix (rounds {:.0}..{:.0} %)",
+            "    worst placement, body and home shadowd pinned to different CPUs (every request wakes the other CPU; informational): {:.0} MB/s, {:.0} % of raw unix (rounds {:.0}..{:.0} %)",
             fwd_seq_split.median(),
             r * 100.0,
             lo * 100.0,

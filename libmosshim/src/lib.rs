@@ -217,6 +217,9 @@ extern "C" fn mos_init() {
     if std::env::var_os("MOS_RSYS_TCP").is_some_and(|v| v == "1") {
         remote::LOCAL_OFF.store(true, Ordering::Relaxed);
     }
+    if let Some(n) = std::env::var("MOS_RSYS_SPIN_US").ok().and_then(|v| v.parse().ok()) {
+        remote::SPIN_US.store(n, Ordering::Relaxed);
+    }
     if std::env::var_os("MOS_SUD_SELFTEST").is_some_and(|v| v == "1") {
         remote::selftest_enable();
     }

@@ -829,6 +829,10 @@ fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: 
             c.pipe[d].store(-1, Ordering::Release);
             continue;
         }
+        let spin = SPIN_US.load(Ordering::Relaxed);
+        if !intr && pipe >= 0 && out_len >= HINT_MIN && spin > 0 {
+            spin_for(afd, i64::from(spin) * 1000);
+        }
         let Some(resp) = read_resp(afd, pipe, out, out_len) else {
             drop_chan(fd);
             failures += 1;
@@ -843,6 +847,31 @@ fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: 
 
 /// Reads from this size up carry the CPU hint (the server splices them).
 const HINT_MIN: usize = 64 * 1024;
+
+/// Microseconds a large read over a local connection polls its answer socket before it
+/// sleeps (`MOS_RSYS_SPIN_US`, read at start-up; 0: never). When the serving thread runs
+/// on another CPU, sleeping costs a cross-CPU wake-up per call (tens of us on a VM); the
+/// poll catches the answer instead, and yields the CPU between looks to a serving thread
+/// that shares it. A 1 MiB read's answer comes in 30 to 100 us.
+pub static SPIN_US: AtomicU32 = AtomicU32::new(150);
+
+/// Poll `fd` for up to `ns`, yielding the CPU between looks (to a serving thread that
+/// shares it; on an otherwise idle CPU the yield returns at once).
+fn spin_for(fd: i64, ns: i64) {
+    let now = || {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    let end = now() + ns;
+    loop {
+        let mut p = libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 };
+        if r!(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) != 0 || now() >= end {
+            return;
+        }
+        r!(libc::SYS_sched_yield);
+    }
+}
 
 /// [`rsys::REQ_CPU_HINT`] with the calling thread's CPU, or 0 if it is not known.
 fn cpu_hint() -> u32 {
