@@ -855,18 +855,24 @@ const HINT_MIN: usize = 64 * 1024;
 /// that shares it. A 1 MiB read's answer comes in 30 to 100 us.
 pub static SPIN_US: AtomicU32 = AtomicU32::new(150);
 
+/// CLOCK_MONOTONIC in ns (a raw call from the shim's own code).
+fn mono_ns() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+fn mono_ms() -> i64 {
+    mono_ns() / 1_000_000
+}
+
 /// Poll `fd` for up to `ns`, yielding the CPU between looks (to a serving thread that
 /// shares it; on an otherwise idle CPU the yield returns at once).
 fn spin_for(fd: i64, ns: i64) {
-    let now = || {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    };
-    let end = now() + ns;
+    let end = mono_ns() + ns;
     loop {
         let mut p = libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 };
-        if r!(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) != 0 || now() >= end {
+        if r!(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, 0) != 0 || mono_ns() >= end {
             return;
         }
         r!(libc::SYS_sched_yield);
@@ -2019,9 +2025,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
     if n > 1024 {
         return EINVAL;
     }
-    let mut ts0 = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts0 as *mut libc::timespec);
-    let start = ts0.tv_sec * 1000 + ts0.tv_nsec / 1_000_000;
+    let start = mono_ms();
     // hide one class of entries by negating their fd (poll ignores negative fds)
     let hide = |fds: &mut [libc::pollfd], hid: &mut [u64; 16], remote: bool| {
         for (i, f) in fds.iter_mut().enumerate() {
@@ -2056,9 +2060,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         // home entries: no wait if something local is ready already; else wait at home
         // while an epoll set of the local entries watches them (should one become ready
         // first, the home wait is cancelled and the loop looks again)
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
-        let left = if timeout_ms < 0 { -1 } else { (timeout_ms - (ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000 - start)).max(0) };
+        let left = if timeout_ms < 0 { -1 } else { (timeout_ms - (mono_ms() - start)).max(0) };
         let watch = if lr > 0 || left == 0 { -1 } else { local_watch(fds) };
         // (without a watch, for want of an epoll fd: slices of 20 ms)
         let t = if lr > 0 { 0 } else if watch < 0 { if left < 0 { 20 } else { left.min(20) } } else { left };
@@ -2082,10 +2084,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         if lr + rr > 0 {
             return lr + rr;
         }
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
-        let now = ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000;
-        if timeout_ms >= 0 && now - start >= timeout_ms {
+        if timeout_ms >= 0 && mono_ms() - start >= timeout_ms {
             return 0;
         }
     }

@@ -18,7 +18,7 @@
 //! the process's memory, so an image carries it; entries of a set that was built at home
 //! come from the image's interest list ([`adopt`]).
 
-use super::{call_also, is_remote, raw, Io, EBADF, EINVAL};
+use super::{call_also, is_remote, mono_ms, raw, Io, EBADF, EINVAL};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Entries in all sets together.
@@ -148,12 +148,6 @@ pub fn adopt(ep: i32, fd: i32, events: u32, data: u64) {
     let _ = add(ep, fd, events, data);
 }
 
-fn now_ms() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    r!(libc::SYS_clock_gettime, libc::CLOCK_MONOTONIC, &mut ts as *mut libc::timespec);
-    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
-}
-
 /// epoll_wait on a set with home entries: events into `evp` (room for `max`), waiting at
 /// most `timeout_ms` (-1: for ever) with the application's signal mask `m`.
 pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
@@ -161,7 +155,7 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
         return EINVAL;
     }
     let max = max as usize;
-    let start = now_ms();
+    let start = mono_ms();
     let put = |i: usize, events: u32, data: u64| {
         let e = libc::epoll_event { events, u64: data };
         // SAFETY: i < max; the application's array of max epoll_event (packed).
@@ -172,7 +166,7 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
         if n < 0 {
             return n;
         }
-        let elapsed = now_ms() - start;
+        let elapsed = mono_ms() - start;
         let left = if timeout_ms < 0 { i64::MAX } else { (timeout_ms - elapsed).max(0) };
         // the armed home entries
         let mut pf = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 64];
@@ -231,7 +225,7 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
         if n > 0 {
             return n;
         }
-        if timeout_ms >= 0 && now_ms() - start >= timeout_ms {
+        if timeout_ms >= 0 && mono_ms() - start >= timeout_ms {
             return 0;
         }
     }
