@@ -1032,9 +1032,9 @@ fn may_block(fd: RawFd) -> bool {
 }
 
 /// Wait until `fd` has `events`, unless the client connection stirs first (see [`stirred`]).
-/// A socket's SO_RCVTIMEO or SO_SNDTIMEO (POLLOUT) past which the wait ends with EAGAIN.
-fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
-    let deadline = sock_timeout(fd, events).map(|t| Instant::now() + t);
+/// For a socket (`sock`), its SO_RCVTIMEO or SO_SNDTIMEO (POLLOUT) ends the wait with EAGAIN.
+fn wait(fd: RawFd, sock: bool, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
+    let deadline = if sock { sock_timeout(fd, events).map(|t| Instant::now() + t) } else { None };
     loop {
         let mut p = [
             libc::pollfd { fd, events, revents: 0 },
@@ -1067,9 +1067,6 @@ fn wait(fd: RawFd, events: i16, client: Option<RawFd>) -> Result<(), Stop> {
 
 /// The receive (or, for POLLOUT, send) timeout of socket `fd`, if it has one.
 fn sock_timeout(fd: RawFd, events: i16) -> Option<Duration> {
-    if file_type(fd) != libc::S_IFSOCK {
-        return None;
-    }
     let opt = if events & libc::POLLOUT != 0 { libc::SO_SNDTIMEO } else { libc::SO_RCVTIMEO };
     let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
     let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
@@ -1198,7 +1195,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let sock = t == libc::S_IFSOCK;
             loop {
                 if blocking {
-                    wait(fd, libc::POLLIN, Some(client))?;
+                    wait(fd, sock, libc::POLLIN, Some(client))?;
                 }
                 // SAFETY: buf is a live buffer of n bytes.
                 let r = unsafe {
@@ -1468,7 +1465,8 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
         }
         266 => {
             let d = s.dir(a[1])?;
-            let p = session_paths(s, bulk, 0, 2)?;
+            // (the target is the link's text, stored as given; only linkpath is a path)
+            let p = paths(bulk, 0, 2)?;
             // SAFETY: both paths are NUL-terminated and live.
             done(unsafe { sys(libc::SYS_symlinkat, [p[0].as_ptr() as i64, d.as_raw_fd() as i64, p[1].as_ptr() as i64, 0, 0, 0]) })
         }
@@ -1503,7 +1501,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let blocking = !nonblocking(fd);
             loop {
                 if blocking {
-                    wait(fd, libc::POLLIN, Some(client))?;
+                    wait(fd, true, libc::POLLIN, Some(client))?;
                 }
                 let mut addr = [0u8; 128];
                 let mut len: libc::socklen_t = 128;
@@ -1572,7 +1570,7 @@ fn send_all(fd: RawFd, data: &[u8], flags: i32, addr: &[u8], client: RawFd) -> A
     let mut sent = 0usize;
     let mut watch = Some(client);
     loop {
-        match wait(fd, libc::POLLOUT, watch) {
+        match wait(fd, sock, libc::POLLOUT, watch) {
             Ok(()) => {}
             Err(e) if sent == 0 => return Err(e),
             Err(Stop::Abandon) => {
@@ -1608,7 +1606,7 @@ fn recvfrom(fd: RawFd, len: u64, flags: i32, want_addr: bool, out_len: u32, clie
     let blocking = may_block(fd) && flags & libc::MSG_DONTWAIT == 0;
     loop {
         if blocking {
-            wait(fd, libc::POLLIN, Some(client))?;
+            wait(fd, true, libc::POLLIN, Some(client))?;
         }
         let mut addr = [0u8; wire::RECV_ADDR_AREA];
         let mut alen = wire::RECV_ADDR_AREA as libc::socklen_t;
@@ -1648,7 +1646,7 @@ fn connect(fd: RawFd, addr: &[u8]) -> Answer {
     // SAFETY: addr is live for the call.
     let mut r = unsafe { sys(libc::SYS_connect, [fd as i64, ap, addr.len() as i64, 0, 0, 0]) };
     if r == -libc::EINPROGRESS as i64 {
-        r = match wait(fd, libc::POLLOUT, None) {
+        r = match wait(fd, true, libc::POLLOUT, None) {
             Ok(()) => {
                 let mut err: i32 = 0;
                 let mut len = std::mem::size_of::<i32>() as libc::socklen_t;

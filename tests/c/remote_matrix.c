@@ -56,6 +56,10 @@ static void row_fd_paths(void)
     close(fd);
     struct stat a, b;
     CHECK(r, stat("/dev/stdout", &a) == 0 && fstat(1, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev, "stat /dev/stdout is fstat(1)");
+    /* a symlink's target is text, kept as given */
+    unlink("m_link");
+    memset(link, 0, sizeof link);
+    CHECK(r, symlink("/dev/stdin", "m_link") == 0 && readlink("m_link", link, sizeof link - 1) == 10 && strcmp(link, "/dev/stdin") == 0, "symlink to /dev/stdin keeps its text");
     ROW_OK(r);
 }
 
