@@ -21,7 +21,7 @@ restorer:
 	cp target/$(TRIPLE)/release/mosrestart $(REL)/mosrestart.new && mv $(REL)/mosrestart.new $(REL)/mosrestart
 
 test: build
-	$(CARGO) test --release --workspace -- --test-threads=2
+	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
 
 # the main job on a local cluster (3 nodes, one killed mid-run)
 demo: build

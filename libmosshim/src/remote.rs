@@ -833,7 +833,7 @@ fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: 
         if !intr && pipe >= 0 && out_len >= HINT_MIN && spin > 0 {
             spin_for(afd, i64::from(spin) * 1000);
         }
-        let Some(resp) = read_resp(afd, pipe, out, out_len) else {
+        let Some(resp) = read_resp(afd, pipe, out, out_len, seq) else {
             drop_chan(fd);
             failures += 1;
             continue;
@@ -889,10 +889,11 @@ fn cpu_hint() -> u32 {
     }
 }
 
-/// Read an answer: its header and data come in one readv when they are there already
-/// (the connection carries nothing else, so nothing past the answer can be read).
-/// `None`: the connection failed.
-fn read_resp(fd: i64, pipe: i64, out: &[Io], out_len: usize) -> Option<Resp> {
+/// Read the answer to call `seq`: its header and data come in one readv when they are
+/// there already (the connection carries nothing else, so nothing past the answer can be
+/// read). `None`: the connection failed, or the answer is not that of call `seq` (the
+/// channel is then dropped and the call resent: a call never returns another's answer).
+fn read_resp(fd: i64, pipe: i64, out: &[Io], out_len: usize, seq: u64) -> Option<Resp> {
     let mut hb = [0u8; rsys::RESP_LEN];
     let mut iov = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 9];
     iov[0] = libc::iovec { iov_base: hb.as_mut_ptr() as *mut _, iov_len: hb.len() };
@@ -918,6 +919,9 @@ fn read_resp(fd: i64, pipe: i64, out: &[Io], out_len: usize) -> Option<Resp> {
         return None;
     }
     let resp = Resp::decode(&hb);
+    if resp.seq != seq {
+        return None;
+    }
     let want = (resp.data_len as usize).min(out_len);
     // the data bytes already in place, then the rest where it belongs
     let mut have = got.saturating_sub(hb.len());

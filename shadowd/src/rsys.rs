@@ -760,7 +760,8 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
                 let old = std::mem::take(&mut st.data);
                 SPARE.with(|sp| sp.set(old));
                 st.replay = (ret > 0).then_some((file, off, ret as usize));
-                let flags = if piped { wire::RESP_DATA_IN_PIPE } else { 0 };
+                // (an error answer has no data, in the pipe or anywhere)
+                let flags = if piped && ret > 0 { wire::RESP_DATA_IN_PIPE } else { 0 };
                 let resp = Resp { ret, seq: req.seq, data_len: ret.max(0) as u32, flags }.encode();
                 wr.write_all(&resp)?;
                 if ret > 0 && !piped {

@@ -722,3 +722,127 @@ fn local_answers_come_on_the_answer_socket() {
         assert!(u.read(&mut h).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock));
     }
 }
+
+/// One step of [`answer_sequence`]: (op, args, out_len) and the answer it must get.
+type Step = (u32, [u64; 6], u32, (i64, Vec<u8>));
+
+/// Error answers, spliced large reads and small reads (what the shim's readv becomes)
+/// one after the other on one channel: fd 4 reads `pat`, fd 5 is write-only.
+fn answer_sequence(pat: &[u8]) -> Vec<Step> {
+    let ebadf = (-(libc::EBADF as i64), vec![]);
+    let mb = 1u64 << 20;
+    let at = |o: usize, n: usize| (n as i64, pat[o..o + n].to_vec());
+    vec![
+        // from the start of the file
+        (8, [4, 0, libc::SEEK_SET as u64, 0, 0, 0], 0, (0, vec![])),
+        // an error answer on the spliced path (a large read of a write-only fd), then a
+        // small read: the read's own bytes
+        (0, [5, 0, mb, 0, 0, 0], mb as u32, ebadf.clone()),
+        (0, [4, 0, 13, 0, 0, 0], 13, at(0, 13)),
+        // a small error answer, then a small read
+        (0, [5, 0, 16, 0, 0, 0], 16, ebadf.clone()),
+        (0, [4, 0, 7, 0, 0, 0], 7, at(13, 7)),
+        // a spliced large read, then a small read at the offset it left
+        (0, [4, 0, mb, 0, 0, 0], mb as u32, at(20, mb as usize)),
+        (0, [4, 0, 7, 0, 0, 0], 7, at(20 + mb as usize, 7)),
+        // a spliced pread that fails, a spliced pread that works, small preads after both
+        (17, [5, 0, mb, 0, 0, 0], mb as u32, ebadf.clone()),
+        (17, [4, 0, 7, 100, 0, 0], 7, at(100, 7)),
+        (17, [4, 0, mb, 4096, 0, 0], mb as u32, at(4096, mb as usize)),
+        (17, [4, 0, 5, 3, 0, 0], 5, at(3, 5)),
+        // the offset moved by the reads only
+        (8, [4, 0, libc::SEEK_CUR as u64, 0, 0, 0], 0, ((27 + mb) as i64, vec![])),
+        // an error without data (a descriptor the session does not have), then a read at
+        // the end of the file
+        (8, [99, 0, libc::SEEK_CUR as u64, 0, 0, 0], 0, ebadf.clone()),
+        (17, [4, 0, 64, pat.len() as u64 - 5, 0, 0], 64, at(pat.len() - 5, 5)),
+    ]
+}
+
+/// Every answer belongs to its own call: after an error answer (on the spliced path or
+/// not), after a spliced large read, a small read gets its own bytes, over TCP and over
+/// the local connection with an answer socket and a data pipe, each answer resent once
+/// (the exactly-once memory must give the same answer, not its neighbour's). Nothing is
+/// left over in the pipe or on the sockets after any answer.
+#[test]
+fn answers_follow_their_calls_after_errors_and_splices() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let pat: Vec<u8> = (0..(1u32 << 20) + 8192).map(|i| (i.wrapping_mul(40503) >> 7) as u8).collect();
+    std::fs::write(home.join("f"), &pat).unwrap();
+    let ro = std::fs::File::open(home.join("f")).unwrap();
+    let wo = std::fs::OpenOptions::new().write(true).open(home.join("f")).unwrap();
+    let stub = open_session(&d, std::process::id(), &home, &[(4, ro.as_raw_fd()), (5, wo.as_raw_fd())]);
+    drop((ro, wo));
+    let steps = answer_sequence(&pat);
+
+    // over TCP: the answer and its data on the connection
+    let mut b = Body::connect(&stub);
+    b.chan = 3 << 8;
+    let mut seq = 0;
+    for (i, (op, args, out_len, want)) in steps.iter().enumerate() {
+        seq += 1;
+        assert!(&b.call(seq, *op, *args, &[], *out_len) == want, "tcp step {i} (op {op}): not its own answer");
+        // resent: answered again from the channel's memory, not executed again
+        assert!(&b.call(seq, *op, *args, &[], *out_len) == want, "tcp step {i} (op {op}) resent");
+    }
+    b.s.set_nonblocking(true).unwrap();
+    let mut h = [0u8; wire::RESP_LEN];
+    assert!(b.s.read(&mut h).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "bytes left on the TCP connection");
+
+    // locally, with an answer socket and a data pipe (the shim's transport on one host)
+    let (_tcp, reply) = connect_raw(&stub.rsys_addr, &hello(&stub, wire::KIND_CALLS, "", 0).encode());
+    let addr = SocketAddr::from_abstract_name(&reply.local[..reply.local_len()]).unwrap();
+    let mut hl = hello(&stub, wire::KIND_CALLS, "", 0);
+    hl.flags = wire::HELLO_ANSWER_SOCKET;
+    let mut u = UnixStream::connect_addr(&addr).unwrap();
+    u.write_all(&hl.encode()).unwrap();
+    let mut r = [0u8; wire::HELLO_REPLY_LEN];
+    u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    u.read_exact(&mut r).unwrap();
+    assert_eq!(HelloReply::decode(&r).status, 0);
+    let (mut mine, theirs) = UnixStream::pair().unwrap();
+    mine.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (pr, pw) = pipe();
+    send_with_fds(&u, &[theirs.as_raw_fd(), pw]);
+    drop(theirs);
+    close(pw);
+    // SAFETY: pr is this test's pipe read end; the File owns it from here on.
+    let mut data_pipe = unsafe { std::fs::File::from_raw_fd(pr) };
+    let mut seq = 0;
+    for (i, (op, args, out_len, want)) in steps.iter().enumerate() {
+        seq += 1;
+        for round in 0..2 {
+            let req = Req { op: *op, flags: 0, chan: 4 << 8, seq, args: *args, bulk_len: 0, out_len: *out_len };
+            u.write_all(&req.encode()).unwrap();
+            mine.read_exact(&mut h).unwrap();
+            let resp = Resp::decode(&h);
+            assert_eq!(resp.seq, seq, "local step {i}: the answer of another call");
+            let mut got = vec![0u8; resp.data_len as usize];
+            if resp.flags & wire::RESP_DATA_IN_PIPE != 0 {
+                data_pipe.read_exact(&mut got).unwrap();
+            } else {
+                mine.read_exact(&mut got).unwrap();
+            }
+            assert!(&(resp.ret, got) == want, "local step {i} (op {op}, round {round}): not its own answer");
+            // nothing left behind, on the answer socket or in the pipe
+            mine.set_nonblocking(true).unwrap();
+            assert!(mine.read(&mut h).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock), "local step {i}: bytes left on the answer socket");
+            mine.set_nonblocking(false).unwrap();
+            let mut fl = [0u8; 1];
+            // SAFETY: fcntl and read on this test's own pipe and a live one-byte buffer.
+            let left = unsafe {
+                let o = libc::fcntl(pr, libc::F_GETFL);
+                libc::fcntl(pr, libc::F_SETFL, o | libc::O_NONBLOCK);
+                let n = libc::read(pr, fl.as_mut_ptr().cast(), 1);
+                libc::fcntl(pr, libc::F_SETFL, o);
+                n
+            };
+            assert_eq!(left, -1, "local step {i}: bytes left in the data pipe");
+        }
+    }
+}

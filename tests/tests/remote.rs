@@ -431,6 +431,10 @@ fn coverage_matrix_after_migration() {
     assert!(home.iter().any(|r| r == "ROW mmap_shared_write ok"), "{home:?}");
     assert!(remote.iter().any(|r| r == "ROW mmap_shared_write refused ENODEV"), "{remote:?}");
     assert!(remote.iter().filter(|r| r.ends_with(" ok")).count() >= 10, "{remote:?}");
+    // error answers, spliced reads and vectored reads in a row: each its own answer
+    for row in ["ROW answers_follow_calls ok", "ROW readv_writev ok"] {
+        assert!(remote.iter().any(|r| r == row), "{row} missing: {remote:?}");
+    }
     // the files are at home
     assert_eq!(std::fs::read_to_string(dir.join("before.txt")).unwrap(), "before\nafter\n");
     assert_eq!(std::fs::read_to_string(dir.join("m_raw.txt")).unwrap(), "raw\n");
