@@ -30,6 +30,26 @@ pub struct Daemon {
     pub pid: i32,
     pub addr: String,
     pub state_dir: PathBuf,
+    /// The node's cgroups (the capped test bed), which its home processes join too.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// How `mos cluster up` sets the cluster up.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub nodes: u32,
+    pub interval_ms: u64,
+    /// Automatic balancing (central mode); false: placement only.
+    pub balance: bool,
+    /// CPU quota per node (times its speed).
+    pub cpu_limit: Option<f64>,
+    /// Memory limit per node (`1G`).
+    pub mem_limit: Option<String>,
+    /// Relative speed per node (default 1 each).
+    pub speeds: Vec<f64>,
+    /// Minimum age on a node before a process is balanced.
+    pub min_age_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,14 +97,40 @@ fn bin(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn spawn_daemon(exe: &Path, args: &[String], log: &Path) -> Result<i32> {
+/// Start a daemon in its own session; in the cgroups `cgroups` (their `cgroup.procs`
+/// opened here, written by the child before it execs, so the daemon and everything it
+/// starts are in them from the first instruction).
+fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[PathBuf]) -> Result<i32> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let procs: Vec<std::fs::File> = cgroups
+        .iter()
+        .map(|d| std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")).with_context(|| format!("opening {}/cgroup.procs", d.display())))
+        .collect::<Result<_>>()?;
+    let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
     let mut c = std::process::Command::new(exe);
     c.args(args).stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    // SAFETY: setsid and close_range between fork and exec are async-signal-safe.
+    // SAFETY: between fork and exec the child only makes async-signal-safe calls (getpid,
+    // write of a number formatted on the stack, setsid, close_range); the fds are open.
     unsafe {
-        c.pre_exec(|| {
+        c.pre_exec(move || {
+            let mut buf = [0u8; 16];
+            let mut n = libc::getpid() as u32;
+            let mut i = buf.len();
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            for &fd in &procs_fds {
+                if libc::write(fd, buf[i..].as_ptr().cast(), buf.len() - i) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             libc::setsid();
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32);
             Ok(())
@@ -108,7 +154,18 @@ fn wait_addr(dir: &Path, pid: i32, what: &str, log: &Path) -> Result<String> {
     }
 }
 
-pub fn up(nodes: u32, interval_ms: u64) -> Result<()> {
+pub fn up(o: &UpOptions) -> Result<()> {
+    let (nodes, interval_ms) = (o.nodes, o.interval_ms);
+    if !o.speeds.is_empty() && o.speeds.len() != nodes as usize {
+        bail!("--speeds has {} values for {nodes} nodes", o.speeds.len());
+    }
+    if let Some(s) = o.speeds.iter().find(|s| !(s.is_finite() && **s > 0.0 && **s <= 100.0)) {
+        bail!("--speeds: {s} is not a speed (want a number above 0, 1 = the reference)");
+    }
+    if let Some(c) = o.cpu_limit.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        bail!("--cpu-limit {c}: want a number of CPUs above 0, e.g. 0.4");
+    }
+    let mem = o.mem_limit.as_deref().map(crate::testbed::parse_size).transpose().context("--mem-limit")?;
     if let Ok(rs) = load_run_state() {
         if alive(rs.placer.pid) {
             bail!("a cluster is already up (placer pid {} at {}); `mos cluster down` first", rs.placer.pid, rs.placer.addr);
@@ -122,13 +179,38 @@ pub fn up(nodes: u32, interval_ms: u64) -> Result<()> {
     let _ = std::fs::remove_file(pdir.join("addr"));
     let plog = h.join("placer.log");
     let k = key.display().to_string();
-    let args = vec!["--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), pdir.display().to_string(), "--key".into(), k.clone(), "--interval-ms".into(), interval_ms.to_string()];
-    let ppid = spawn_daemon(&bin("placer")?, &args, &plog)?;
+    let mut args = vec!["--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), pdir.display().to_string(), "--key".into(), k.clone(), "--interval-ms".into(), interval_ms.to_string()];
+    args.extend(["--min-age-ms".into(), o.min_age_ms.to_string()]);
+    if !o.balance {
+        args.push("--no-balance".into());
+    }
+    // the node cgroups first: without the privilege nothing is started
+    let capped = o.cpu_limit.is_some() || mem.is_some();
+    let tag = cgroup_tag(&h);
+    let mut groups = Vec::new();
+    for i in 1..=nodes {
+        let speed = o.speeds.get(i as usize - 1).copied().unwrap_or(1.0);
+        let caps = crate::testbed::Caps { cpu: o.cpu_limit.map(|c| c * speed), mem };
+        groups.push(if capped {
+            match crate::testbed::create(&format!("{tag}-node{i}"), caps) {
+                Ok(d) => d,
+                Err(e) => {
+                    groups.iter().for_each(|g: &Vec<PathBuf>| crate::testbed::remove(g));
+                    return Err(e.context("cannot set up the capped test bed"));
+                }
+            }
+        } else {
+            Vec::new()
+        });
+    }
+    let ppid = spawn_daemon(&bin("placer")?, &args, &plog, &[])?;
     let paddr = wait_addr(&pdir, ppid, "placer", &plog)?;
-    let placer = Daemon { name: "placer".into(), pid: ppid, addr: paddr.clone(), state_dir: pdir };
+    let placer = Daemon { name: "placer".into(), pid: ppid, addr: paddr.clone(), state_dir: pdir, cgroups: Vec::new() };
     let mut started = Vec::new();
     for i in 1..=nodes {
         let name = format!("node{i}");
+        let speed = o.speeds.get(i as usize - 1).copied().unwrap_or(1.0);
+        let cgroups = std::mem::take(&mut groups[i as usize - 1]);
         let dir = h.join("nodes").join(&name);
         std::fs::create_dir_all(&dir)?;
         let _ = std::fs::remove_file(dir.join("addr"));
@@ -136,10 +218,11 @@ pub fn up(nodes: u32, interval_ms: u64) -> Result<()> {
         let args = vec![
             "--node".into(), name.clone(), "--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), dir.display().to_string(),
             "--key".into(), k.clone(), "--placer".into(), paddr.clone(), "--interval-ms".into(), interval_ms.to_string(), "--cpus".into(), "1".into(),
+            "--speed".into(), ((speed * 1000.0).round() as u32).max(1).to_string(),
         ];
-        let pid = spawn_daemon(&bin("shadowd")?, &args, &log)?;
+        let pid = spawn_daemon(&bin("shadowd")?, &args, &log, &cgroups)?;
         let addr = wait_addr(&dir, pid, &name, &log)?;
-        started.push(Daemon { name, pid, addr, state_dir: dir });
+        started.push(Daemon { name, pid, addr, state_dir: dir, cgroups });
     }
     let rs = RunState { placer, nodes: started };
     let tmp = h.join(".cluster.json.tmp");
@@ -169,8 +252,139 @@ pub fn down() -> Result<()> {
         // SAFETY: killing a daemon that ignored SIGTERM.
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
+    // the capped test bed's groups, with whatever still runs in them
+    for n in &rs.nodes {
+        crate::testbed::remove(&n.cgroups);
+    }
     let _ = std::fs::remove_file(run_state_path());
     println!("cluster down ({} daemons stopped)", pids.len());
+    Ok(())
+}
+
+/// The prefix of this cluster's cgroup names: one per `$MOS_HOME`, so clusters of
+/// different homes (tests running side by side) never share a group.
+fn cgroup_tag(home: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    home.hash(&mut h);
+    format!("mos-{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// `mos run` with a cluster up: this process (about to exec the program under the shim,
+/// keeping its pid) joins its home node's cgroups and registers with its shadowd there,
+/// which reports it as a candidate for balancing. Without a cluster nothing happens; a
+/// cluster whose home node cannot take the registration is an error (the program would
+/// otherwise silently never be balanced).
+pub fn register_here(no_migrate: bool) -> Result<()> {
+    let Ok(rs) = load_run_state() else { return Ok(()) };
+    if !alive(rs.placer.pid) && rs.nodes.iter().all(|n| !alive(n.pid)) {
+        return Ok(());
+    }
+    let home = match std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty()) {
+        Some(h) => rs.nodes.iter().find(|n| n.name == h || n.addr == h).ok_or_else(|| anyhow!("MOS_HOME_NODE={h}: no such node in the cluster"))?,
+        None => rs.nodes.first().ok_or_else(|| anyhow!("the cluster has no nodes"))?,
+    };
+    let pid = std::process::id();
+    crate::testbed::attach(&home.cgroups, pid).with_context(|| format!("joining node {}'s cgroup", home.name))?;
+    let sock = home.state_dir.join("shadow.sock");
+    match local_request(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
+        Ok(Msg::Ack) => Ok(()),
+        Ok(Msg::Error { msg }) => bail!("node {}: {msg}", home.name),
+        Ok(m) => bail!("node {}: unexpected answer {}", home.name, m.name()),
+        Err(e) => bail!("cannot register with node {}'s shadowd at {}: {e}", home.name, sock.display()),
+    }
+}
+
+/// One message to a shadowd over its local `shadow.sock` (a seqpacket socket), one answer.
+fn local_request(sock: &Path, msg: &Msg) -> std::io::Result<Msg> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    // SAFETY: socket has no memory-safety preconditions; the fd is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor of ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain data; zeroed is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let p = sock.as_os_str().as_bytes();
+    if p.len() >= a.sun_path.len() {
+        return Err(bad(format!("socket path too long: {}", sock.display())));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(p) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: a is a valid sockaddr_un of length len.
+    if unsafe { libc::connect(fd.as_raw_fd(), &a as *const libc::sockaddr_un as *const libc::sockaddr, len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let b = postcard::to_allocvec(msg).map_err(|e| bad(e.to_string()))?;
+    // SAFETY: b is live for the call.
+    if unsafe { libc::send(fd.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut r = vec![0u8; 64 << 10];
+    // SAFETY: r has room for r.len() bytes.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), r.as_mut_ptr().cast(), r.len(), 0) };
+    if n <= 0 {
+        return Err(if n == 0 { bad("no answer".into()) } else { std::io::Error::last_os_error() });
+    }
+    postcard::from_bytes(&r[..n as usize]).map_err(|e| bad(format!("bad answer: {e}")))
+}
+
+/// `mos ps`: every process under the shim the nodes report, where it runs, its moves.
+pub fn ps(json: bool, events: bool) -> Result<()> {
+    let (rows, log) = match ask(&Msg::QueryProcesses)? {
+        Msg::ProcessTable { rows, events } => (rows, events),
+        m => bail!("unexpected answer {}", m.name()),
+    };
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let c = &r.candidate;
+                serde_json::json!({"pid": c.home_pid, "home": c.home, "node": r.node, "pid_there": c.pid,
+                    "job": c.job.map(|j| placer::daemon::placer_id(j).to_string()),
+                    "state": if c.runnable { "R" } else { "S" }, "cpu_permille": c.cpu_permille, "rss_mib": c.rss_mib,
+                    "age_ms": c.age_ms, "migratable": c.migratable, "why_not": c.why_not, "migrations": r.migrations, "cmd": c.cmd})
+            })
+            .collect();
+        let out = if events { serde_json::json!({"processes": v, "events": log}) } else { serde_json::Value::Array(v) };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{:<8} {:<8} {:<8} {:<5} {:>5} {:>7} {:>10}  CMD", "PID", "HOME", "WHERE", "STATE", "CPU%", "RSS", "MIGRATIONS");
+    for r in &rows {
+        let c = &r.candidate;
+        let pid = match c.job {
+            Some(j) => placer::daemon::placer_id(j).to_string(),
+            None => c.home_pid.to_string(),
+        };
+        let note = if c.migratable { String::new() } else { format!("  [stays: {}]", c.why_not) };
+        println!(
+            "{:<8} {:<8} {:<8} {:<5} {:>5.1} {:>4} MiB {:>10}  {}{note}",
+            pid,
+            c.home,
+            r.node,
+            if c.runnable { "R" } else { "S" },
+            f64::from(c.cpu_permille) / 10.0,
+            c.rss_mib,
+            r.migrations.len(),
+            c.cmd
+        );
+        for m in &r.migrations {
+            println!("{:>17} moved {m}", "");
+        }
+    }
+    if events {
+        for e in &log {
+            println!("{e}");
+        }
+    }
     Ok(())
 }
 

@@ -37,10 +37,23 @@ enum Cmd {
         #[arg(long)]
         no_verify: bool,
     },
-    /// Run a program under the shim (checkpointable): `mos run -- ./app args`
+    /// Run a program under the shim (checkpointable): `mos run -- ./app args`. With a
+    /// cluster up it runs at its home node (`$MOS_HOME_NODE`, else the first node), which
+    /// may balance it to other nodes
     Run {
+        /// never move it automatically (it stays at home; `mos migrate` still can)
+        #[arg(long)]
+        no_migrate: bool,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<std::ffi::OsString>,
+    },
+    /// Processes under the shim in the cluster: where each runs, its home, its moves
+    Ps {
+        #[arg(long)]
+        json: bool,
+        /// also print the event log of automatic migrations
+        #[arg(long)]
+        events: bool,
     },
     /// Work with image files
     Image {
@@ -98,6 +111,22 @@ enum ClusterCmd {
         /// load report / scheduling interval
         #[arg(long, default_value_t = 300)]
         interval_ms: u64,
+        /// place only: no automatic migrations
+        #[arg(long)]
+        no_balance: bool,
+        /// cap each node at this much CPU (its cgroup's quota, times its speed), e.g. 0.4
+        #[arg(long)]
+        cpu_limit: Option<f64>,
+        /// cap each node's memory (its cgroup's limit), e.g. 1G, 512M
+        #[arg(long)]
+        mem_limit: Option<String>,
+        /// relative speed of each node, comma-separated (e.g. 1,1,0.5,2); reported as
+        /// the node's speed and, with --cpu-limit, scaling its quota
+        #[arg(long, value_delimiter = ',')]
+        speeds: Vec<f64>,
+        /// a process must have been on its node this long before balancing moves it
+        #[arg(long, default_value_t = 2000)]
+        min_age_ms: u64,
     },
     /// Stop the cluster started by `mos cluster up`
     Down,
@@ -119,9 +148,13 @@ fn main() {
         Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
         Cmd::Restart { image, eager, no_verify } => mos::restart_cmd(&image, eager, no_verify),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
-        Cmd::Run { argv } => mos::run_cmd(&argv),
+        Cmd::Run { no_migrate, argv } => cluster::register_here(no_migrate).and_then(|()| mos::run_cmd(&argv)),
+        Cmd::Ps { json, events } => cluster::ps(json, events),
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
-        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms } } => cluster::up(nodes, interval_ms),
+        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, cpu_limit, mem_limit, speeds, min_age_ms } } => {
+            let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, cpu_limit, mem_limit, speeds, min_age_ms };
+            cluster::up(&opts)
+        }
         Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),
         Cmd::Q { json } => cluster::queue(false, json),
         Cmd::History { json } => cluster::queue(true, json),

@@ -7,10 +7,11 @@ use crate::db::{CheckpointOutcome, Db, StateChange};
 use crate::db::{JobRecord, JobState as DbState};
 use crate::id::JobId as PJobId;
 use crate::jobfile::{JobSpec, JobTemplate};
+use crate::balancer::{CostModel, Located, Who};
 use crate::policy::{self, JobReq, NodeInfo, Snapshot};
 use proto::auth::{self, ClusterKey};
 use proto::frame::{FrameReader, FrameWriter};
-use proto::msg::{BatchIo, Hello, JobCommand, JobId, JobRow, JobState, LoadReport, Msg, OsBytes, Role};
+use proto::msg::{BatchIo, Hello, JobCommand, JobId, JobRow, JobState, LoadReport, Msg, OsBytes, ProcessRow, Role};
 use proto::socket::NoSigPipe;
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,6 +27,9 @@ pub struct Config {
     pub interval_ms: u64,
     /// reports missed before a node is declared down
     pub missed: u64,
+    /// Automatic balancing (central mode): the balancer's knobs, or `None` to place only
+    /// (`--no-balance`).
+    pub balance: Option<policy::BalanceParams>,
 }
 
 struct Node {
@@ -39,8 +43,20 @@ struct State {
     /// jobs being vacated, held or removed on purpose: their exit is not a failure
     stopping: HashMap<u64, JobCommand>,
     /// jobs that `mos migrate` sends to a given node when they are placed next
-    pinned: HashMap<u64, String>,
+    pinned: HashMap<u64, String>,    /// automatic migrations ordered and not finished yet (by [`Who::key`])
+    in_flight: std::collections::HashSet<String>,
+    /// processes a migration of failed for: never tried again, with the reason
+    failed: HashMap<String, String>,
+    /// each process's automatic migrations: "from->to (reason)"
+    moves: HashMap<String, Vec<String>>,
+    /// the event log of automatic migrations (also in `<state>/events.log`)
+    events: Vec<String>,
+    /// what moving memory costs, as measured
+    cost: CostModel,
+    /// moves the reports may not show yet
+    pending: Vec<crate::balancer::Pending>,
 }
+
 
 pub struct Placer {
     cfg: Config,
@@ -85,7 +101,18 @@ impl Placer {
     pub fn new(cfg: Config) -> anyhow::Result<Arc<Placer>> {
         std::fs::create_dir_all(&cfg.state_dir)?;
         let db = Db::open_in(&cfg.state_dir)?;
-        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), addr: std::sync::OnceLock::new(), db, st: Mutex::new(State { nodes: HashMap::new(), stopping: HashMap::new(), pinned: HashMap::new() }) }))
+        Ok(Arc::new(Placer { cfg, started_ms: now_ms(), addr: std::sync::OnceLock::new(), db, st: Mutex::new(State {
+                nodes: HashMap::new(),
+                stopping: HashMap::new(),
+                pinned: HashMap::new(),
+                in_flight: Default::default(),
+                failed: HashMap::new(),
+                moves: HashMap::new(),
+                events: Vec::new(),
+                cost: CostModel::default(),
+                pending: Vec::new(),
+            }),
+        }))
     }
 
     /// Bind, announce the address (stdout line and `<state>/addr`), then serve forever.
@@ -175,6 +202,7 @@ impl Placer {
                 nodes.sort_by(|a, b| a.node.cmp(&b.node));
                 Some(Msg::NodeList { nodes })
             }
+            Msg::QueryProcesses => Some(self.process_table()),
             Msg::Migrate { job, to, .. } => Some(match self.migrate(placer_id(job), &to) {
                 Ok(()) => Msg::Ack,
                 Err(e) => Msg::Error { msg: e },
@@ -423,7 +451,148 @@ impl Placer {
             if let Err(e) = self.schedule_once() {
                 log(&format!("scheduling: {e}"));
             }
+            if let Some(params) = self.cfg.balance.clone() {
+                self.clone().balance_once(&params);
+            }
         }
+    }
+
+    /// The live nodes' latest reports, by name, and the balancer's snapshot of them.
+    fn live_reports(&self) -> (Vec<LoadReport>, Snapshot) {
+        let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reports: Vec<(LoadReport, u64)> = st.nodes.values().filter(|n| n.up).map(|n| (n.report.clone(), n.last_ms)).collect();
+        reports.sort_by(|a, b| a.0.node.cmp(&b.0.node));
+        let nodes = reports
+            .iter()
+            .map(|(r, last)| NodeInfo {
+                name: r.node.clone(),
+                cpus: r.cpus.max(1),
+                speed: r.speed.max(1) as f64 / 1000.0,
+                run_queue: r.run_queue,
+                guests: r.guests,
+                free_mem_mib: r.free_mem_mib,
+                last_report_ms: *last,
+                up: true,
+            })
+            .collect();
+        (reports.into_iter().map(|r| r.0).collect(), Snapshot { nodes, now_ms: now_ms() })
+    }
+
+    /// One balancing round (central mode): plan on the live snapshot, order each move
+    /// (a process through the shadowd it runs on, as `mos migrate` does; a batch job by
+    /// checkpoint and restart), each in its own thread so a slow move does not hold the
+    /// next round. A process is in at most one move at a time.
+    fn balance_once(self: Arc<Self>, params: &policy::BalanceParams) {
+        let (reports, mut snapshot) = self.live_reports();
+        if reports.len() < 2 {
+            return;
+        }
+        let located = crate::balancer::locate(&reports);
+        let (params, jobs) = {
+            let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+            // a report samples run states: let one full interval pass after a move
+            crate::balancer::account_pending(&mut snapshot, &mut st.pending, 2 * self.cfg.interval_ms);
+            let blocked = |w: &Who| st.in_flight.contains(&w.key()) || st.failed.contains_key(&w.key());
+            let short = |i: usize| snapshot.nodes[i].free_mem_mib < params.mem_reserve_mib;
+            (st.cost.apply(params), crate::balancer::running_jobs(&located, snapshot.now_ms, blocked, short))
+        };
+        for m in policy::plan_migrations(&snapshot, &jobs, &params) {
+            let l = located[m.job.proc as usize].clone();
+            let (from, to) = (&reports[m.from], &reports[m.to]);
+            let why = match m.reason {
+                policy::MigrationReason::LoadBalance { gain } => {
+                    format!("load: {} {:.2} -> {} {:.2}, gain {gain:.2}", from.node, snapshot.nodes[m.from].load(), to.node, snapshot.nodes[m.to].load())
+                }
+                policy::MigrationReason::MemoryUshering { deficit_mib } => format!("memory ushering: {} short by {deficit_mib} MiB", from.node),
+            };
+            self.event(&format!("migrate {} ({}, {} MiB) from {} to {}: {why}", l.who.label(), l.cand.cmd, l.cand.rss_mib, from.node, to.node));
+            {
+                let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+                st.in_flight.insert(l.who.key());
+                st.pending.push(crate::balancer::Pending { from: from.node.clone(), to: to.node.clone(), mib: l.cand.rss_mib, done_ms: None });
+            }
+            let me = self.clone();
+            let (from_addr, to_addr, from_name, to_name) = (from.addr.clone(), to.addr.clone(), from.node.clone(), to.node.clone());
+            let spawned = std::thread::Builder::new().name("migrate".into()).spawn(move || me.carry_out(&l, &from_addr, &to_addr, &from_name, &to_name, &why));
+            if spawned.is_err() {
+                log("no thread for a migration");
+            }
+        }
+    }
+
+    /// Order one planned move and record how it went.
+    fn carry_out(&self, l: &Located, from_addr: &str, to_addr: &str, from: &str, to: &str, why: &str) {
+        let t = std::time::Instant::now();
+        let result = match &l.who {
+            Who::Process { pid, .. } => match self.ask_node(from_addr, &Msg::MigrateProcess { pid: *pid, to: to_addr.to_string() }) {
+                Ok(Msg::Migrated { .. }) => Ok(()),
+                Ok(m) => Err(format!("unexpected answer {}", m.name())),
+                Err(e) => Err(e),
+            },
+            Who::Job(id) => self.migrate(*id, to),
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.in_flight.remove(&l.who.key());
+        // this move's entry (the first of its pair still running)
+        let ok = result.is_ok();
+        if let Some(k) = st.pending.iter().position(|p| p.from == from && p.to == to && p.done_ms.is_none()) {
+            if ok {
+                st.pending[k].done_ms = Some(now_ms());
+            } else {
+                st.pending.remove(k);
+            }
+        }
+        match result {
+            Ok(()) => {
+                if matches!(l.who, Who::Process { .. }) {
+                    st.cost.observe(l.cand.rss_mib, secs);
+                }
+                let short = why.split(':').next().unwrap_or(why);
+                st.moves.entry(l.who.key()).or_default().push(format!("{from}->{to} ({short})"));
+                drop(st);
+                self.event(&format!("migrated {} from {from} to {to} in {:.0} ms", l.who.label(), secs * 1000.0));
+            }
+            Err(e) => {
+                st.failed.insert(l.who.key(), format!("a migration failed: {e}"));
+                drop(st);
+                self.event(&format!("migration of {} from {from} to {to} failed (it stays where it was, and is not moved again): {e}", l.who.label()));
+            }
+        }
+    }
+
+    /// An event-log line: the placer's log, `<state>/events.log`, and `mos ps`.
+    fn event(&self, line: &str) {
+        let stamped = format!("{} {line}", chrono_like(now_ms()));
+        log(line);
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.cfg.state_dir.join("events.log")) {
+            let _ = writeln!(f, "{stamped}");
+        }
+        let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.events.push(stamped);
+        let n = st.events.len();
+        if n > 1000 {
+            st.events.drain(..n - 1000);
+        }
+    }
+
+    /// `mos ps`: every process and job the nodes report, where it runs, its moves.
+    fn process_table(&self) -> Msg {
+        let (reports, _) = self.live_reports();
+        let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<ProcessRow> = crate::balancer::locate(&reports)
+            .into_iter()
+            .map(|l| {
+                let mut cand = l.cand;
+                if let Some(why) = st.failed.get(&l.who.key()) {
+                    cand.migratable = false;
+                    cand.why_not = why.clone();
+                }
+                ProcessRow { node: reports[l.node].node.clone(), migrations: st.moves.get(&l.who.key()).cloned().unwrap_or_default(), candidate: cand }
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.candidate.home, a.candidate.home_pid, a.candidate.job).cmp(&(&b.candidate.home, b.candidate.home_pid, b.candidate.job)));
+        Msg::ProcessTable { rows, events: st.events.clone() }
     }
 
     fn schedule_once(&self) -> anyhow::Result<()> {

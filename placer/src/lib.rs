@@ -7,10 +7,12 @@
 //! - [`db`]: the job queue in one crash-safe redb file.
 //! - [`dump`]: `condor_q`-like table and JSON views of the queue (`placer --dump`).
 //! - [`id`]: job ids, `cluster.proc`.
+//! - [`balancer`]: live balancing: load reports -> balancer inputs, the measured cost model.
 //!
 //! Nothing here talks to the network; the daemon wiring feeds snapshots in and carries
 //! decisions out.
 
+pub mod balancer;
 pub mod daemon;
 pub mod db;
 pub mod dump;

@@ -27,6 +27,26 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     interval_ms: u64,
 
+    /// Place only: never migrate anything automatically (with --listen).
+    #[arg(long)]
+    no_balance: bool,
+
+    /// A process must have been on its node this long before load balancing moves it, ms.
+    #[arg(long, default_value_t = 2000)]
+    min_age_ms: u64,
+
+    /// At most this many automatic migrations per interval.
+    #[arg(long, default_value_t = 4)]
+    max_moves: usize,
+
+    /// Load difference a move must beat (runnable processes per reference cpu).
+    #[arg(long, default_value_t = 0.5)]
+    min_gain: f64,
+
+    /// Free memory below this makes a node short (memory ushering), MiB.
+    #[arg(long, default_value_t = 256)]
+    mem_reserve_mib: u64,
+
     /// Print the job queue and exit. Safe while a placer is running on the same state dir.
     #[arg(long)]
     dump: bool,
@@ -53,7 +73,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         let key_path = args.key.context("--listen needs --key FILE (see `mos cluster init`)")?;
         let key = proto::auth::load_key(&key_path).with_context(|| format!("cluster key {}", key_path.display()))?;
-        let cfg = placer::daemon::Config { listen, state_dir: args.state_dir, key, interval_ms: args.interval_ms, missed: 3 };
+        let balance = (!args.no_balance).then(|| placer::policy::BalanceParams {
+            min_gain: args.min_gain,
+            min_age_ms: args.min_age_ms,
+            max_migrations: args.max_moves,
+            mem_reserve_mib: args.mem_reserve_mib,
+            ..Default::default()
+        });
+        let cfg = placer::daemon::Config { listen, state_dir: args.state_dir, key, interval_ms: args.interval_ms, missed: 3, balance };
         return placer::daemon::Placer::new(cfg)?.run();
     }
     if !args.dump {

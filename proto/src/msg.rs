@@ -212,6 +212,40 @@ pub struct LoadReport {
     /// One line per guest, for `mos status`: its pid here and what it is (a batch job,
     /// or the body of a process migrated from its home).
     pub guest_list: Vec<String>,
+    /// Every process under the shim that runs here (registered at home, or a guest): what
+    /// the balancer may move, and what `mos ps` shows.
+    pub candidates: Vec<Candidate>,
+    /// Processes homed here whose bodies run elsewhere: (pid here, the shadowd address
+    /// the body reported from, its pid there). The placer joins them with the guests the
+    /// other nodes report, so a body is known by its home and home pid.
+    pub away: Vec<(u32, String, u32)>,
+}
+
+/// One process under the shim on a node, as its shadowd reports it (DESIGN.md §9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Its real pid on the reporting node (at home: its pid; away: its body's pid).
+    pub pid: u32,
+    /// Its home node (name) and its pid there (what the user knows it by).
+    pub home: NodeName,
+    /// Its pid at home.
+    pub home_pid: u32,
+    /// The batch job it is, if it is one (moved by checkpoint and restart).
+    pub job: Option<JobId>,
+    /// Its command line (truncated), for people.
+    pub cmd: String,
+    /// CPU used over the last report interval, in thousandths of one cpu.
+    pub cpu_permille: u32,
+    /// Resident memory.
+    pub rss_mib: u64,
+    /// How long it has been on this node.
+    pub age_ms: u64,
+    /// Runnable now.
+    pub runnable: bool,
+    /// Whether it may be moved; `why_not` says why when it may not.
+    pub migratable: bool,
+    /// The reason it may not move (empty when it may).
+    pub why_not: String,
 }
 
 /// What to run.
@@ -1001,6 +1035,37 @@ pub enum Msg {
         /// Image size.
         bytes: u64,
     },
+    /// `mos run` -> its node's shadowd over `<state>/shadow.sock`: process `pid` (the
+    /// sender itself, about to exec its program under the shim) runs here and may be
+    /// balanced unless `no_migrate`. Answered by `Ack`. The sender's credentials must own
+    /// the process.
+    RegisterProcess {
+        /// The process (the sender's own pid).
+        pid: u32,
+        /// Never move it (`mos run --no-migrate`).
+        no_migrate: bool,
+    },
+    /// CLI -> placer: the processes under the shim and the automatic migrations so far.
+    /// Answered by `ProcessTable`.
+    QueryProcesses,
+    /// placer -> CLI: one row per process, and the event log of automatic migrations.
+    ProcessTable {
+        /// Processes, by home and home pid.
+        rows: Vec<ProcessRow>,
+        /// Automatic migration events, oldest first (one line each, with its reason).
+        events: Vec<String>,
+    },
+}
+
+/// One row of `mos ps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRow {
+    /// What the node it runs on reports of it.
+    pub candidate: Candidate,
+    /// Where it runs now.
+    pub node: NodeName,
+    /// Its automatic migrations so far: "from->to (reason)".
+    pub migrations: Vec<String>,
 }
 
 impl Msg {
@@ -1052,6 +1117,9 @@ impl Msg {
             Msg::MigrateProcess { .. } => "MigrateProcess",
             Msg::Migrated { .. } => "Migrated",
             Msg::OpenJobSession { .. } => "OpenJobSession",
+            Msg::RegisterProcess { .. } => "RegisterProcess",
+            Msg::QueryProcesses => "QueryProcesses",
+            Msg::ProcessTable { .. } => "ProcessTable",
         }
     }
 }

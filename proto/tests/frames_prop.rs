@@ -71,6 +71,8 @@ fn load_report() -> impl Strategy<Value = LoadReport> {
                 total_mem_mib,
                 interval_ms,
                 guest_list: Vec::new(),
+                candidates: Vec::new(),
+                away: Vec::new(),
             },
         )
 }

@@ -142,6 +142,8 @@ struct Guest {
     changed: Condvar,
     /// Held while `mos ckpt` runs: one checkpoint of a guest at a time.
     ckpt: Mutex<()>,
+    /// When it started here.
+    started: std::time::Instant,
 }
 
 struct SpawnOrder {
@@ -199,6 +201,27 @@ impl Guests {
         v.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// The guests as balancing candidates: batch jobs by job id, bodies of migrated
+    /// processes by pid (their home and home pid are the home node's to say).
+    pub fn running(&self) -> Vec<crate::candidates::Running> {
+        lock(&self.table)
+            .values()
+            .filter(|g| !lock(&g.life).exited)
+            .map(|g| {
+                let body = g.job.0 & crate::rsys::PROCESS_JOB_BIT != 0;
+                crate::candidates::Running {
+                    pid: g.pid,
+                    home: if body { String::new() } else { g.home.clone() },
+                    home_pid: 0,
+                    job: (!body).then_some(g.job),
+                    since: g.started,
+                    no_migrate: false,
+                    restored: true,
+                }
+            })
+            .collect()
+    }
+
     /// The pid of a running job.
     pub fn pid_of(&self, job: JobId) -> Option<u32> {
         lock(&self.table).get(&job).map(|g| g.pid)
@@ -239,6 +262,7 @@ impl Guests {
             }),
             changed: Condvar::new(),
             ckpt: Mutex::new(()),
+            started: std::time::Instant::now(),
         });
         table.insert(job, guest.clone());
         drop(table);

@@ -227,7 +227,7 @@ fn peer_uid(fd: RawFd) -> Option<u32> {
 }
 
 /// Accept hand-offs and session openings on `path` forever (call from a thread).
-pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>, sessions: Arc<Sessions>) -> std::io::Result<()> {
+pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>, sessions: Arc<Sessions>, registry: Arc<crate::candidates::Registry>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let _ = std::fs::remove_file(path);
     let l = seqpacket()?;
@@ -249,9 +249,9 @@ pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>, sessions: Arc<Sessio
         }
         // SAFETY: c is a fresh descriptor we own.
         let c = unsafe { OwnedFd::from_raw_fd(c) };
-        let (node2, store, sessions) = (node.to_string(), store.clone(), sessions.clone());
+        let (node2, store, sessions, registry) = (node.to_string(), store.clone(), sessions.clone(), registry.clone());
         // A session's connection stays open as long as its stub lives: one thread each.
-        let spawned = std::thread::Builder::new().name("local-peer".into()).spawn(move || peer(c, &node2, &store, &sessions));
+        let spawned = std::thread::Builder::new().name("local-peer".into()).spawn(move || peer(c, &node2, &store, &sessions, &registry));
         if let Err(e) = spawned {
             eprintln!("shadowd {node}: dropped a local peer: no thread for it: {e}");
         }
@@ -267,7 +267,7 @@ fn reply(c: &OwnedFd, m: &Msg) -> bool {
 }
 
 /// One local connection: a hand-off (one answer), or a session whose stub stays connected.
-fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions) {
+fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions, registry: &crate::candidates::Registry) {
     use std::os::fd::AsRawFd;
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
@@ -302,8 +302,15 @@ fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions) {
                     }
                 }
             }
+            Ok(Msg::RegisterProcess { pid, no_migrate }) if fds.is_empty() => match register(c.as_raw_fd(), pid, no_migrate, registry) {
+                Ok(()) => {
+                    eprintln!("shadowd {node}: pid {pid} registered{}", if no_migrate { " (never moved)" } else { "" });
+                    Msg::Ack
+                }
+                Err(e) => Msg::Error { msg: e },
+            },
             Ok(Msg::HandOff { .. } | Msg::OpenSession { .. }) => Msg::Error { msg: "fd numbers and attached descriptors differ in count".into() },
-            Ok(m) => Msg::Error { msg: format!("expected HandOff or OpenSession, got {}", m.name()) },
+            Ok(m) => Msg::Error { msg: format!("expected HandOff, OpenSession or RegisterProcess, got {}", m.name()) },
             Err(e) => Msg::Error { msg: format!("malformed message: {e}") },
         },
         Err(e) => Msg::Error { msg: format!("hand-off: {e}") },
@@ -312,6 +319,18 @@ fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions) {
         eprintln!("shadowd {node}: local peer refused: {msg}");
     }
     reply(&c, &answer);
+}
+
+/// Register process `pid` for balancing: only its own owner (or root) may, and only a
+/// process of the same uid as the peer.
+fn register(c: RawFd, pid: u32, no_migrate: bool, registry: &crate::candidates::Registry) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let peer = peer_uid(c).ok_or("cannot read the peer's credentials")?;
+    let owner = std::fs::metadata(format!("/proc/{pid}")).map(|m| m.uid()).map_err(|_| format!("no process {pid}"))?;
+    if peer != 0 && peer != owner {
+        return Err(format!("permission denied: process {pid} is not the peer's"));
+    }
+    registry.register(pid, no_migrate)
 }
 
 /// How often the stub's connection and run state are looked at.

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+pub mod candidates;
 pub mod guests;
 pub mod handoff;
 pub mod load;
@@ -104,6 +105,10 @@ pub fn run(cfg: Config) -> Result<()> {
         })
         .context("cannot start the signal thread")?;
     }
+    // bodies of processes homed here send their calls to this second listener
+    let sessions = Arc::new(rsys::Sessions::new(&cfg.node));
+    // processes started here by `mos run`
+    let registry = Arc::new(candidates::Registry::default());
     if let Some(placer) = &cfg.placer {
         let rcfg = reporter::ReporterConfig {
             node: cfg.node.clone(),
@@ -113,12 +118,10 @@ pub fn run(cfg: Config) -> Result<()> {
             speed: cfg.speed,
             interval: cfg.interval,
         };
-        reporter::start(rcfg, key.clone(), events, guests.clone())
-            .context("cannot start the reporter thread")?;
+        let state = reporter::NodeState { guests: guests.clone(), registry: registry.clone(), sessions: sessions.clone() };
+        reporter::start(rcfg, key.clone(), events, state).context("cannot start the reporter thread")?;
     }
 
-    // bodies of processes homed here send their calls to this second listener
-    let sessions = Arc::new(rsys::Sessions::new(&cfg.node));
     let rsys_listener = TcpListener::bind((addr.ip(), 0))
         .with_context(|| format!("cannot listen for remote calls on {}", addr.ip()))?;
     let rsys_addr = rsys_listener.local_addr().context("cannot read the rsys listening address")?;
@@ -148,12 +151,12 @@ pub fn run(cfg: Config) -> Result<()> {
     // local processes hand their files to us here before their bodies leave
     let handoffs = Arc::new(handoff::HandOffs::default());
     {
-        let (path, node, store, sessions) =
-            (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), handoffs.clone(), sessions.clone());
+        let (path, node, store, sessions, registry) =
+            (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), handoffs.clone(), sessions.clone(), registry.clone());
         std::thread::Builder::new()
             .name("handoff".into())
             .spawn(move || {
-                if let Err(e) = handoff::serve(&path, &node, store, sessions) {
+                if let Err(e) = handoff::serve(&path, &node, store, sessions, registry) {
                     eprintln!("shadowd {node}: hand-off socket {}: {e}", path.display());
                 }
             })
@@ -176,6 +179,7 @@ pub fn run(cfg: Config) -> Result<()> {
             handoffs: handoffs.clone(),
             sessions,
             state_dir: cfg.state_dir.clone(),
+            migrations: Default::default(),
         }),
     )
 }

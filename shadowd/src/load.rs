@@ -2,6 +2,7 @@
 //! (functions over text) and tested beside the code; reading is a thin wrapper.
 
 use std::fs;
+use std::path::Path;
 
 /// Memory totals, MiB.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,12 +29,52 @@ pub fn parse_meminfo(text: &str) -> Option<Memory> {
     })
 }
 
-/// This machine's memory; zeros if `/proc/meminfo` cannot be read.
+/// This node's memory: the machine's (`/proc/meminfo`), or, when this daemon's memory
+/// cgroup (v1 or v2) has a lower limit, that limit and what is left of it (a node of a
+/// capped test bed, DESIGN.md §9). Zeros if nothing can be read.
 pub fn memory() -> Memory {
-    fs::read_to_string("/proc/meminfo")
+    let machine = fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| parse_meminfo(&t))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let cg = fs::read_to_string("/proc/self/cgroup").ok().and_then(|t| cgroup_memory_files(&t));
+    let read = |p: &str| fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    match cg.and_then(|(limit, usage)| Some((read(&limit)?, read(&usage)?))) {
+        Some((limit, usage)) => within_limit(machine, limit, usage),
+        None => machine,
+    }
+}
+
+/// The (limit, usage) files of the memory cgroup named in a `/proc/self/cgroup` text:
+/// the v1 memory controller's, else the v2 group's (when it has a memory.max).
+pub fn cgroup_memory_files(text: &str) -> Option<(String, String)> {
+    for l in text.lines() {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+        if ctrl.split(',').any(|c| c == "memory") {
+            let d = format!("/sys/fs/cgroup/memory{path}");
+            return Some((format!("{d}/memory.limit_in_bytes"), format!("{d}/memory.usage_in_bytes")));
+        }
+    }
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let d = format!("{root}{path}");
+        if Path::new(&format!("{d}/memory.max")).exists() {
+            return Some((format!("{d}/memory.max"), format!("{d}/memory.current")));
+        }
+    }
+    None
+}
+
+/// The machine's memory seen through a cgroup limit of `limit` bytes with `usage` bytes
+/// used (an unlimited group, or one above the machine's memory, changes nothing).
+pub fn within_limit(machine: Memory, limit: u64, usage: u64) -> Memory {
+    let limit_mib = limit / (1 << 20);
+    if machine.total_mib > 0 && limit_mib >= machine.total_mib {
+        return machine;
+    }
+    let left = limit.saturating_sub(usage) / (1 << 20);
+    Memory { free_mib: left.min(machine.free_mib), total_mib: limit_mib }
 }
 
 /// The state letter of a `/proc/PID/stat` line (`R`, `S`, `D`, `Z`, ...). The command name
@@ -96,6 +137,18 @@ mod tests {
         assert_eq!(parse_stat_state("42 (a) b) S 1 42"), Some('S'));
         assert_eq!(parse_stat_state("42 (no end"), None);
         assert_eq!(parse_stat_state("42 (x)"), None);
+    }
+
+    #[test]
+    fn a_cgroup_limit_is_the_node_memory() {
+        let v1 = "12:cpu,cpuacct:/mos/n1\n7:memory:/mos/n1\n0::/\n";
+        assert_eq!(cgroup_memory_files(v1), Some(("/sys/fs/cgroup/memory/mos/n1/memory.limit_in_bytes".into(), "/sys/fs/cgroup/memory/mos/n1/memory.usage_in_bytes".into())));
+        let m = Memory { free_mib: 20_000, total_mib: 24_000 };
+        assert_eq!(within_limit(m, 1 << 30, 256 << 20), Memory { free_mib: 768, total_mib: 1024 });
+        // no limit (v1 says 2^63 - 4096): the machine's
+        assert_eq!(within_limit(m, 0x7FFF_FFFF_FFFF_F000, 1 << 30), m);
+        // over the limit: nothing free
+        assert_eq!(within_limit(m, 1 << 30, 2 << 30).free_mib, 0);
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use proto::msg::LoadReport;
 use proto::{auth, ClusterKey, FrameWriter, Hello, Msg, NoSigPipe, Role};
 
+use crate::candidates::Registry;
 use crate::guests::Guests;
+use crate::rsys::Sessions;
 use crate::{load, lock, log};
 
 /// Job events waiting for the placer, oldest first. Single consumer (the reporter).
@@ -99,14 +101,25 @@ pub fn start(
     cfg: ReporterConfig,
     key: ClusterKey,
     events: Arc<EventQueue>,
-    guests: Arc<Guests>,
+    node: NodeState,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("reporter".into())
-        .spawn(move || run(&cfg, &key, &events, &guests))
+        .spawn(move || run(&cfg, &key, &events, &node))
 }
 
-fn run(cfg: &ReporterConfig, key: &ClusterKey, events: &EventQueue, guests: &Guests) {
+/// What a load report is made of.
+#[derive(Clone)]
+pub struct NodeState {
+    /// The guest table.
+    pub guests: Arc<Guests>,
+    /// Processes registered here.
+    pub registry: Arc<Registry>,
+    /// Sessions of processes homed here.
+    pub sessions: Arc<Sessions>,
+}
+
+fn run(cfg: &ReporterConfig, key: &ClusterKey, events: &EventQueue, guests: &NodeState) {
     let mut was_down = false;
     loop {
         match connect(cfg, key) {
@@ -153,7 +166,7 @@ fn serve(
     cfg: &ReporterConfig,
     stream: TcpStream,
     events: &EventQueue,
-    guests: &Guests,
+    node: &NodeState,
 ) -> Result<(), String> {
     stream
         .set_write_timeout(Some(cfg.interval.max(Duration::from_secs(5))))
@@ -167,7 +180,7 @@ fn serve(
         // A placer that closed its end must not swallow the next event: check first.
         check_alive(&probe).map_err(|e| format!("placer connection: {e}"))?;
         if Instant::now() >= next_report {
-            let report = Msg::LoadReport(load_report(cfg, guests));
+            let report = Msg::LoadReport(load_report(cfg, &node.guests, &node.registry, &node.sessions));
             w.write_msg(&report, &[]).map_err(|e| e.to_string())?;
             next_report += cfg.interval;
             let now = Instant::now();
@@ -201,10 +214,20 @@ fn check_alive(s: &TcpStream) -> io::Result<()> {
     res
 }
 
-/// This node's load now.
-pub fn load_report(cfg: &ReporterConfig, guests: &Guests) -> LoadReport {
+/// This node's load now: its run queue counts the runnable processes of this node (its
+/// guests and the processes registered here whose bodies have not left), so that nodes
+/// sharing one host (a localhost cluster) each count their own.
+pub fn load_report(cfg: &ReporterConfig, guests: &Guests, reg: &Registry, sessions: &Sessions) -> LoadReport {
     let pids = guests.pids();
-    let run_queue = pids.iter().filter(|&&p| load::is_runnable(p)).count();
+    let away = sessions.away();
+    let mut running = guests.running();
+    running.extend(reg.local(&cfg.node, |pid| away.iter().any(|a| a.0 == pid) || sessions.by_vpid(pid).is_some()));
+    let candidates = reg.candidates(running);
+    let mut counted: Vec<u32> = candidates.iter().filter(|c| c.runnable).map(|c| c.pid).collect();
+    counted.extend(pids.iter().copied().filter(|&p| !candidates.iter().any(|c| c.pid == p) && load::is_runnable(p)));
+    counted.sort_unstable();
+    counted.dedup();
+    let run_queue = counted.len();
     let mem = load::memory();
     LoadReport {
         node: cfg.node.clone(),
@@ -217,6 +240,8 @@ pub fn load_report(cfg: &ReporterConfig, guests: &Guests) -> LoadReport {
         total_mem_mib: mem.total_mib,
         interval_ms: u32::try_from(cfg.interval.as_millis()).unwrap_or(u32::MAX),
         guest_list: guests.describe(),
+        candidates,
+        away,
     }
 }
 

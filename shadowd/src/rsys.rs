@@ -201,6 +201,21 @@ impl Sessions {
         lock(&self.live).values().find(|s| s.vpid == vpid).cloned()
     }
 
+    /// The interactive processes homed here whose bodies have reported from elsewhere:
+    /// (pid here, the address the body reported, its pid there).
+    pub fn away(&self) -> Vec<(u32, String, u32)> {
+        let live: Vec<Arc<Session>> = lock(&self.live).values().filter(|s| s.stub.is_some()).cloned().collect();
+        let mut v: Vec<(u32, String, u32)> = live
+            .iter()
+            .filter_map(|s| {
+                let c = lock(&s.ctl);
+                (!c.node.is_empty()).then(|| (s.vpid, c.node.clone(), c.body_pid))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Where the body of `vpid` runs: (node, pid there).
     pub fn where_is(&self, vpid: u32) -> Result<(String, u32), String> {
         let s = self.by_vpid(vpid).ok_or_else(|| format!("no process {vpid} with a body away is homed here"))?;

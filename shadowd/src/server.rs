@@ -33,6 +33,9 @@ pub struct ServerCtx {
     pub sessions: Arc<crate::rsys::Sessions>,
     /// The state directory (`shadow.sock`, `ckpt/`).
     pub state_dir: std::path::PathBuf,
+    /// One migration of a process at a time: a second request (a `mos migrate` and an
+    /// automatic one) waits for the first and then sees where it left the process.
+    pub migrations: std::sync::Mutex<std::collections::HashMap<u32, Arc<std::sync::Mutex<()>>>>,
 }
 
 /// Accept connections forever.
@@ -179,6 +182,25 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// there as a guest; its pid there. The local image is removed in every case.
 fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32, String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
+    let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
+    let _serial = crate::lock(&one);
+    let r = migrate_process_now(ctx, pid, real, to);
+    let mut all = crate::lock(&ctx.migrations);
+    // forgotten once nobody else waits for it (the map's reference and ours)
+    if Arc::strong_count(&one) == 2 {
+        all.remove(&pid);
+    }
+    r
+}
+
+fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<u32, String> {
+    // a migration that came first may have moved it already
+    if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
+        return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("no process {pid} here (it ended, or an earlier request moved it)"));
+    }
     let dir = ctx.state_dir.join("ckpt");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
