@@ -553,6 +553,11 @@ impl Placer {
                 drop(st);
                 self.event(&format!("migrated {} from {from} to {to} in {:.0} ms", l.who.label(), secs * 1000.0));
             }
+            // (the shadowd's words for a process that ended while its move was ordered)
+            Err(e) if e.contains("ended before it could move") => {
+                drop(st);
+                self.event(&format!("{} ended before its move from {from} to {to}", l.who.label()));
+            }
             Err(e) => {
                 st.failed.insert(l.who.key(), format!("a migration failed: {e}"));
                 drop(st);

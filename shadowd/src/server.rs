@@ -210,8 +210,10 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         exit: true,
         migrate: Some(ctx.state_dir.join("shadow.sock").to_string_lossy().into_owned()),
     };
+    let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');
     let image = match ckpt::control::request(real, &req) {
         Ok(ckpt::control::CkptReply::Done { path, .. }) => std::path::PathBuf::from(path),
+        Ok(_) | Err(_) if gone() => return Err(format!("process {pid} {ENDED_BEFORE_MOVE}")),
         Ok(ckpt::control::CkptReply::Failed(e)) => return Err(format!("checkpoint failed: {e} (the process keeps running)")),
         Err(e) => return Err(format!("checkpoint: {e}")),
     };
@@ -228,6 +230,10 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
     }
     result
 }
+
+/// What a migration refused because its process ended says (the placer tells such a
+/// race from a failure by it).
+pub const ENDED_BEFORE_MOVE: &str = "ended before it could move";
 
 fn connect_shadowd(ctx: &ServerCtx, to: &str) -> Result<(FrameReader<TcpStream>, FrameWriter<NoSigPipe<TcpStream>>), String> {
     use std::net::ToSocketAddrs;

@@ -1,0 +1,156 @@
+//! Automatic load balancing on the capped test bed (DESIGN.md §9): real placer and
+//! shadowds, each node in its own cgroup with a CPU quota; processes started with
+//! `mos run` at their home node move by themselves. Needs the privilege to create
+//! cgroups (root); without it the tests say so and check the refusal instead.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use mos_integration::*;
+
+/// A cluster of `nodes` capped at `cpu` CPUs each, reporting every 200 ms.
+fn capped(nodes: u32, cpu: &str, extra: &[&str]) -> Cluster {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    let n = nodes.to_string();
+    let mut args = vec!["cluster", "up", "--nodes", &n, "--interval-ms", "200", "--cpu-limit", cpu, "--min-age-ms", "600"];
+    args.extend_from_slice(extra);
+    c.mos(&args).assert_code(0, "mos cluster up (capped)");
+    c
+}
+
+/// `mos run [opts] -- crunch SEED UNITS` at home node `home` (stdout piped).
+fn crunch(c: &Cluster, home: &str, opts: &[&str], seed: u32, units: u32) -> Proc {
+    let mut cmd = c.cmd("mos");
+    cmd.arg("run").args(opts).arg("--").arg(compile_c("crunch")).arg(seed.to_string()).arg(units.to_string()).env("MOS_HOME_NODE", home);
+    Proc::spawn(&format!("crunch {seed}"), cmd)
+}
+
+/// The same work without the shim, uncapped: what every moved run must print.
+fn uninterrupted(seed: u32, units: u32) -> Vec<u8> {
+    let out = std::process::Command::new(compile_c("crunch")).arg(seed.to_string()).arg(units.to_string()).output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn ps(c: &Cluster) -> Vec<serde_json::Value> {
+    c.json(&["ps", "--json"]).as_array().cloned().unwrap_or_default()
+}
+
+fn events(c: &Cluster) -> Vec<String> {
+    let v = c.json(&["ps", "--json", "--events"]);
+    v["events"].as_array().cloned().unwrap_or_default().iter().filter_map(|e| e.as_str().map(str::to_string)).collect()
+}
+
+/// Skip (with a line saying why) where cgroups cannot be made.
+fn privileged() -> bool {
+    if !is_root() {
+        eprintln!("skipped: the capped test bed needs root (cgroups)");
+        return false;
+    }
+    true
+}
+
+/// 8 CPU-bound processes started at node1 of 4 capped nodes: nobody types migrate, yet
+/// their bodies run on at least 3 nodes, every output equals an uninterrupted run's, every
+/// exit status is 0, and every automatic move is an event naming its reason.
+#[test]
+fn processes_spread_over_capped_nodes_by_themselves() {
+    if !privileged() {
+        return;
+    }
+    let c = capped(4, "0.4", &[]);
+    let units = 120;
+    let mut procs: Vec<Proc> = (1..=8).map(|i| crunch(&c, "node1", &[], i, units)).collect();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while procs.iter_mut().any(|p| p.is_running()) {
+        assert!(Instant::now() < deadline, "still running after 120 s; seen on {seen:?}\n{}", std::fs::read_to_string(c.home.path().join("placer.log")).unwrap_or_default());
+        for r in ps(&c) {
+            seen.insert(r["node"].as_str().unwrap_or("").to_string());
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for (i, p) in procs.iter_mut().enumerate() {
+        let out = p.wait();
+        out.assert_code(0, &format!("crunch {}", i + 1));
+        assert_same_bytes(&format!("crunch {} output", i + 1), &out.stdout, &uninterrupted(i as u32 + 1, units));
+    }
+    assert!(seen.len() >= 3, "bodies seen on {seen:?} only");
+    let ev = events(&c);
+    let moves: Vec<&String> = ev.iter().filter(|e| e.contains(" migrate node1:")).collect();
+    assert!(moves.len() >= 3, "{ev:#?}");
+    assert!(moves.iter().all(|e| e.contains(": load: ") && e.contains("gain ")), "every move names its reason: {ev:#?}");
+    assert!(!ev.iter().any(|e| e.contains("failed")), "{ev:#?}");
+}
+
+/// Two nodes equally loaded from the start (one process homed at each): no migration in
+/// 10 intervals and more. Then a third process at node1 is not bounced back and forth
+/// either: at most one move in all.
+#[test]
+fn equally_loaded_nodes_do_not_ping_pong() {
+    if !privileged() {
+        return;
+    }
+    let c = capped(2, "0.5", &[]);
+    let mut a = crunch(&c, "node1", &[], 1, 2000);
+    let mut b = crunch(&c, "node2", &[], 2, 2000);
+    poll_until(|| ps(&c).len() == 2, || format!("{:#?}", ps(&c)));
+    std::thread::sleep(Duration::from_millis(10 * 200 + 800));
+    let ev = events(&c);
+    assert!(ev.is_empty(), "migrations between equally loaded nodes: {ev:#?}");
+    for r in ps(&c) {
+        assert_eq!(r["node"], r["home"], "{r}");
+    }
+    a.kill();
+    b.kill();
+}
+
+/// `mos run --no-migrate` stays at home (its reason shown by mos ps) while the others
+/// move; with --no-balance nothing moves at all.
+#[test]
+fn no_migrate_stays_home_and_no_balance_moves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let c = capped(2, "0.5", &[]);
+    let mut stay = crunch(&c, "node1", &["--no-migrate"], 1, 2000);
+    let mut others: Vec<Proc> = (2..=3).map(|i| crunch(&c, "node1", &[], i, 2000)).collect();
+    poll_until(|| ps(&c).iter().any(|r| r["node"] == "node2"), || format!("nothing moved: {:#?}\n{:#?}", ps(&c), events(&c)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = ps(&c);
+    let me = rows.iter().find(|r| r["pid"] == stay.pid()).unwrap_or_else(|| panic!("no row of pid {}: {rows:#?}", stay.pid()));
+    assert_eq!((me["node"].as_str(), me["migratable"].as_bool()), (Some("node1"), Some(false)), "{me}");
+    assert!(me["why_not"].as_str().unwrap().contains("--no-migrate"), "{me}");
+    assert!(me["migrations"].as_array().unwrap().is_empty(), "{me}");
+    stay.kill();
+    others.iter_mut().for_each(Proc::kill);
+    drop(c);
+
+    let c = capped(2, "0.5", &["--no-balance"]);
+    let mut ps_ = (1..=3).map(|i| crunch(&c, "node1", &[], i, 2000)).collect::<Vec<_>>();
+    poll_until(|| ps(&c).len() == 3, || format!("{:#?}", ps(&c)));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(ps(&c).iter().all(|r| r["node"] == "node1"), "{:#?}", ps(&c));
+    assert!(events(&c).is_empty(), "{:#?}", events(&c));
+    ps_.iter_mut().for_each(Proc::kill);
+}
+
+/// Bad test-bed options are refused with one line naming the option; nothing starts.
+#[test]
+fn bad_test_bed_options_are_refused() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    for (args, word) in [
+        (&["--cpu-limit", "0"][..], "--cpu-limit"),
+        (&["--mem-limit", "12Q"][..], "--mem-limit"),
+        (&["--speeds", "1,2"][..], "--speeds"),
+        (&["--speeds", "1,0,1"][..], "--speeds"),
+    ] {
+        let mut a = vec!["cluster", "up", "--nodes", "3"];
+        a.extend_from_slice(args);
+        let out = c.mos(&a);
+        assert_one_line_error(&format!("mos {a:?}"), &out, 2, Some(word));
+        assert!(!c.home.path().join("cluster.json").exists());
+    }
+}
