@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod balance;
 mod remote;
 
 fn root() -> PathBuf {
@@ -279,7 +280,7 @@ fn main() {
         }
     }
     let _scratch = Scratch(dir.clone());
-    // MOS_BENCH_ONLY=ckpt or =remote runs one section
+    // MOS_BENCH_ONLY=ckpt, =remote or =balance runs one section
     let only = std::env::var("MOS_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "ckpt" {
         let exe = dir.join("heap");
@@ -292,5 +293,8 @@ fn main() {
     }
     if only.is_empty() || only == "remote" {
         remote::run(&dir);
+    }
+    if only.is_empty() || only == "balance" {
+        balance::run(&dir);
     }
 }
