@@ -23,7 +23,7 @@
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use proto::rsys::{self, Req, Resp};
+use proto::rsys::{self, op, Req, Resp};
 
 /// Call sites that can have a native trampoline.
 const NTRAMP: usize = 1024;
@@ -193,7 +193,7 @@ fn may_block(fd: i64, m: u64) -> bool {
         return k == 2;
     }
     let mut st = [0u8; 144];
-    let r = call(5, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
+    let r = call(op::FSTAT, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
     if r < 0 {
         return true;
     }
@@ -708,7 +708,7 @@ fn eintr_signals(op: u32) -> u64 {
         SIG_NORESTART.store(norestart, Ordering::Release);
         SIGACT_READ.store(g, Ordering::Release);
     }
-    if op == 7 {
+    if op == op::POLL {
         SIG_HANDLED.load(Ordering::Acquire)
     } else {
         SIG_NORESTART.load(Ordering::Acquire)
@@ -730,7 +730,7 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
     call_also(op, args, bulk, out, mask, intr, -1)
 }
 
-/// [`call_x`]; a call that may block is also cancelled (see [`rsys::OP_CANCEL`]) when local
+/// [`call_x`]; a call that may block is also cancelled (see [`op::CANCEL`]) when local
 /// fd `also` (not -1) becomes readable: a wait on home and local fds at once. Such a call
 /// given up at home returns -ECANCELED.
 fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
@@ -814,7 +814,7 @@ fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: 
                 Waited::Ready => break,
                 Waited::Interrupted => stale = GEN.load(Ordering::Acquire) != g,
                 Waited::Cancel | Waited::Also => {
-                    let cancel = Req { op: rsys::OP_CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
+                    let cancel = Req { op: op::CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
                     if !send_req(fd, &cancel, &[]) {
                         break; // the answer read below fails too, and the call is resent
                     }
@@ -979,7 +979,7 @@ pub fn resync_channels() {
         }
     }
     for (chan, seq) in at {
-        manager_call(rsys::OP_RESYNC, [chan, seq, 0, 0, 0, 0]);
+        manager_call(op::RESYNC, [chan, seq, 0, 0, 0, 0]);
     }
 }
 
@@ -990,7 +990,7 @@ pub fn manager_call(op: u32, args: [u64; 6]) -> i64 {
 
 /// The offset of a home file, asked at home (-1 for pipes, sockets, ttys).
 pub fn remote_offset(fd: i32) -> i64 {
-    let r = manager_call(8, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0]);
+    let r = manager_call(op::LSEEK, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0]);
     if r < 0 {
         -1
     } else {
@@ -1006,7 +1006,7 @@ pub static EXITING: AtomicBool = AtomicBool::new(false);
 pub fn report_exit(status: i32) {
     EXITING.store(true, Ordering::Release);
     if SESSION_SET.load(Ordering::Acquire) {
-        call(rsys::OP_EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
+        call(op::EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
     }
 }
 
@@ -1158,7 +1158,7 @@ fn bind_new(op: u32, mut args: [u64; 6], slot: usize, bulk: &[Io], out: &[Io], m
         return n;
     }
     args[slot] = n as u64;
-    let r = call_x(op, args, bulk, out, mask, op == 288);
+    let r = call_x(op, args, bulk, out, mask, op == op::ACCEPT4);
     if r < 0 {
         r!(libc::SYS_close, n);
         return r;
@@ -1235,10 +1235,10 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         // ---------------------------------------------------- fd calls
         libc::SYS_read if rem => {
             let intr = may_block(fd, m);
-            Ret(call_x(0, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m, intr))
+            Ret(call_x(op::READ, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m, intr))
         }
         libc::SYS_write if rem => Ret(write_loop(fd, a[1], a[2] as usize, None, m)),
-        libc::SYS_pread64 if rem => Ret(call(17, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), a[3], 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
+        libc::SYS_pread64 if rem => Ret(call(op::PREAD64, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), a[3], 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
         libc::SYS_pwrite64 if rem => Ret(write_loop(fd, a[1], a[2] as usize, Some(a[3] as i64), m)),
         libc::SYS_readv | libc::SYS_preadv | libc::SYS_preadv2 if rem => {
             let off = if nr == libc::SYS_readv || (nr == libc::SYS_preadv2 && a[3] as i64 == -1) { None } else { Some(a[3] as i64) };
@@ -1252,7 +1252,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if is_internal(fd) {
                 Ret(0)
             } else if rem {
-                let r = call(3, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
+                let r = call(op::CLOSE, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
                 drop_placeholder(fd);
                 epoll::forget_fd(fd);
                 Ret(r)
@@ -1262,18 +1262,20 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             }
         }
         libc::SYS_close_range => Ret(close_range(a[0] as u32, a[1] as u32, a[2] as u32, m)),
-        libc::SYS_fstat if rem => Ret(call(5, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: a[1], n: 144 }], m)),
+        libc::SYS_fstat if rem => Ret(call(op::FSTAT, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: a[1], n: 144 }], m)),
         libc::SYS_lseek | libc::SYS_ftruncate | libc::SYS_fsync | libc::SYS_fdatasync | libc::SYS_fchmod | libc::SYS_fchown
         | libc::SYS_fallocate | libc::SYS_fadvise64 | libc::SYS_flock | libc::SYS_shutdown | libc::SYS_listen
             if rem =>
         {
             let lock_wait = nr == libc::SYS_flock && a[1] & libc::LOCK_NB as u64 == 0;
+            // each of these is forwarded as itself: its op is its system call number
+            // (op::LSEEK, op::FTRUNCATE, op::FSYNC, ... op::LISTEN)
             Ret(call_x(nr as u32, a, &[], &[], m, lock_wait))
         }
-        libc::SYS_fchdir if rem => Ret(call(81, a, &[], &[], m)),
+        libc::SYS_fchdir if rem => Ret(call(op::FCHDIR, a, &[], &[], m)),
         libc::SYS_fchdir => Ret(EBADF),
-        libc::SYS_fstatfs if rem => Ret(call(138, a, &[], &[Io { p: a[1], n: 120 }], m)),
-        libc::SYS_getdents64 if rem => Ret(call(217, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
+        libc::SYS_fstatfs if rem => Ret(call(op::FSTATFS, a, &[], &[Io { p: a[1], n: 120 }], m)),
+        libc::SYS_getdents64 if rem => Ret(call(op::GETDENTS64, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
         libc::SYS_ioctl if rem => Ret(ioctl_fwd(fd, a[1], a[2], m)),
         libc::SYS_fcntl if rem => Ret(fcntl_fwd(fd, a[1] as i32, a[2], m)),
         libc::SYS_fcntl => match a[1] as i32 {
@@ -1285,7 +1287,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if n < 0 {
                 return Ret(n);
             }
-            let r = call(292, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
+            let r = call(op::DUP3, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
             if r < 0 {
                 r!(libc::SYS_close, n);
                 return Ret(r);
@@ -1306,7 +1308,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 return Native;
             }
             if is_remote(new) {
-                call(3, [new as u64, 0, 0, 0, 0, 0], &[], &[], m);
+                call(op::CLOSE, [new as u64, 0, 0, 0, 0, 0], &[], &[], m);
                 set_remote(new, false);
             }
             if !rem {
@@ -1317,7 +1319,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if p < 0 {
                 return Ret(p);
             }
-            let r = call(292, [fd as u64, new as u64, 0, 0, 0, 0], &[], &[], m);
+            let r = call(op::DUP3, [fd as u64, new as u64, 0, 0, 0, 0], &[], &[], m);
             if r < 0 {
                 r!(libc::SYS_close, new);
                 return Ret(r);
@@ -1362,13 +1364,14 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         }
         libc::SYS_select | libc::SYS_pselect6 => Ret(select_fwd(nr, a, m, g)),
         // sockets
-        libc::SYS_socket => Ret(bind_new(41, [a[0], a[1], a[2], 0, 0, 0], 3, &[], &[], m)),
+        libc::SYS_socket => Ret(bind_new(op::SOCKET, [a[0], a[1], a[2], 0, 0, 0], 3, &[], &[], m)),
+        // op::CONNECT, op::BIND: the system call numbers
         libc::SYS_connect | libc::SYS_bind if rem => Ret(call_x(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[Io { p: a[1], n: a[2] as usize }], &[], m, nr == libc::SYS_connect)),
         libc::SYS_accept | libc::SYS_accept4 if rem => {
             let flags = if nr == libc::SYS_accept4 { a[3] } else { 0 };
             let mut ab = [0u8; 128];
             let want = a[1] != 0 && a[2] != 0;
-            let r = bind_new(288, [fd as u64, 0, flags, 0, want as u64, 0], 3, &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
+            let r = bind_new(op::ACCEPT4, [fd as u64, 0, flags, 0, want as u64, 0], 3, &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
             if r >= 0 && want {
                 copy_addr(&ab, 128, a[1], a[2]);
             }
@@ -1376,13 +1379,14 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         }
         libc::SYS_getsockname | libc::SYS_getpeername if rem => {
             let mut ab = [0u8; 128];
+            // op::GETSOCKNAME, op::GETPEERNAME: the system call numbers
             let r = call(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
             if r >= 0 {
                 copy_addr(&ab, addr_len(&ab), a[1], a[2]);
             }
             Ret(r.min(0))
         }
-        libc::SYS_setsockopt if rem => Ret(call(54, [fd as u64, a[1], a[2], 0, 0, 0], &[Io { p: a[3], n: a[4] as usize }], &[], m)),
+        libc::SYS_setsockopt if rem => Ret(call(op::SETSOCKOPT, [fd as u64, a[1], a[2], 0, 0, 0], &[Io { p: a[3], n: a[4] as usize }], &[], m)),
         libc::SYS_getsockopt if rem => {
             if a[4] == 0 {
                 return Ret(EFAULT);
@@ -1391,7 +1395,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             let lp = unsafe { &mut *(a[4] as *mut u32) };
             let mut buf = [0u8; 256];
             let want = (*lp as usize).min(256);
-            let r = call(55, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
+            let r = call(op::GETSOCKOPT, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
             if r >= 0 {
                 // SAFETY: the application's buffer of *lp bytes.
                 unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), a[3] as *mut u8, want) };
@@ -1434,7 +1438,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if let Err(e) = dir_ok(dirfd, p) {
                 return Ret(e);
             }
-            Ret(bind_new(257, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
+            Ret(bind_new(op::OPENAT, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
         }
         libc::SYS_stat | libc::SYS_lstat | libc::SYS_newfstatat => {
             let (dirfd, p, buf, flags) = match nr {
@@ -1443,9 +1447,9 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 _ => (a[0] as i32 as i64, a[1], a[2], a[3]),
             };
             if strlen(p) == Some(0) && flags & libc::AT_EMPTY_PATH as u64 != 0 {
-                return if is_remote(dirfd) { Ret(call(5, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Native };
+                return if is_remote(dirfd) { Ret(call(op::FSTAT, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Native };
             }
-            path_call(262, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
+            path_call(op::NEWFSTATAT, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
         }
         libc::SYS_statx => {
             let dirfd = a[0] as i32 as i64;
@@ -1461,20 +1465,20 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                     return Ret(e);
                 }
             }
-            Ret(call(332, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
+            Ret(call(op::STATX, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
         }
-        libc::SYS_access => path_call(439, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
-        libc::SYS_faccessat => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
-        libc::SYS_faccessat2 => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
-        libc::SYS_unlink => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, 0, 0], &[], m),
-        libc::SYS_rmdir => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, libc::AT_REMOVEDIR as u64, 0], &[], m),
-        libc::SYS_unlinkat => path_call(263, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
-        libc::SYS_mkdir => path_call(258, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
-        libc::SYS_mkdirat => path_call(258, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
-        libc::SYS_mknod => path_call(259, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
-        libc::SYS_mknodat => path_call(259, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
-        libc::SYS_chmod => path_call(268, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
-        libc::SYS_fchmodat => path_call(268, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_access => path_call(op::FACCESSAT2, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_faccessat => path_call(op::FACCESSAT2, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_faccessat2 => path_call(op::FACCESSAT2, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
+        libc::SYS_unlink => path_call(op::UNLINKAT, libc::AT_FDCWD as i64, a[0], [0, 0, 0, 0], &[], m),
+        libc::SYS_rmdir => path_call(op::UNLINKAT, libc::AT_FDCWD as i64, a[0], [0, 0, libc::AT_REMOVEDIR as u64, 0], &[], m),
+        libc::SYS_unlinkat => path_call(op::UNLINKAT, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_mkdir => path_call(op::MKDIRAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_mkdirat => path_call(op::MKDIRAT, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_mknod => path_call(op::MKNODAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
+        libc::SYS_mknodat => path_call(op::MKNODAT, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
+        libc::SYS_chmod => path_call(op::FCHMODAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_fchmodat => path_call(op::FCHMODAT, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
         libc::SYS_fchmodat2 => {
             let (d, flags) = (a[0] as i32 as i64, a[3] as i32);
             // (an empty path with AT_EMPTY_PATH names dirfd itself)
@@ -1483,7 +1487,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 Ret(EINVAL)
             } else if flags & libc::AT_EMPTY_PATH != 0 && empty {
                 if is_remote(d) {
-                    Ret(call(91, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
+                    Ret(call(op::FCHMOD, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
                 } else {
                     Native
                 }
@@ -1491,38 +1495,38 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 // (a symlink's own mode cannot be changed on Linux)
                 Ret(-(libc::EOPNOTSUPP as i64))
             } else {
-                path_call(268, d, a[1], [0, 0, a[2], 0], &[], m)
+                path_call(op::FCHMODAT, d, a[1], [0, 0, a[2], 0], &[], m)
             }
         }
-        libc::SYS_chown => path_call(260, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
-        libc::SYS_lchown => path_call2(260, libc::AT_FDCWD as i64, a[0], [a[1], a[2], libc::AT_SYMLINK_NOFOLLOW as u64], m),
-        libc::SYS_fchownat => path_call2(260, a[0] as i32 as i64, a[1], [a[2], a[3], a[4]], m),
+        libc::SYS_chown => path_call(op::FCHOWNAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
+        libc::SYS_lchown => path_call2(op::FCHOWNAT, libc::AT_FDCWD as i64, a[0], [a[1], a[2], libc::AT_SYMLINK_NOFOLLOW as u64], m),
+        libc::SYS_fchownat => path_call2(op::FCHOWNAT, a[0] as i32 as i64, a[1], [a[2], a[3], a[4]], m),
         libc::SYS_truncate => {
             if local_path(a[0]) {
                 return Native;
             }
             let Some(pi) = path_io(a[0]) else { return Ret(EFAULT) };
-            Ret(call(76, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
+            Ret(call(op::TRUNCATE, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
         }
         libc::SYS_chdir => {
             let Some(pi) = path_io(a[0]) else { return Ret(EFAULT) };
-            Ret(call(80, zero, &[pi], &[], m))
+            Ret(call(op::CHDIR, zero, &[pi], &[], m))
         }
-        libc::SYS_getcwd => Ret(call(79, [0, a[1], 0, 0, 0, 0], &[], &[Io { p: a[0], n: a[1] as usize }], m)),
+        libc::SYS_getcwd => Ret(call(op::GETCWD, [0, a[1], 0, 0, 0, 0], &[], &[Io { p: a[0], n: a[1] as usize }], m)),
         libc::SYS_readlink => readlink_fwd(libc::AT_FDCWD as i64, a[0], a[1], a[2], m),
         libc::SYS_readlinkat => readlink_fwd(a[0] as i32 as i64, a[1], a[2], a[3], m),
-        libc::SYS_rename => two_paths(316, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
-        libc::SYS_renameat => two_paths(316, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], 0, m),
-        libc::SYS_renameat2 => two_paths(316, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
-        libc::SYS_link => two_paths(265, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
-        libc::SYS_linkat => two_paths(265, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
+        libc::SYS_rename => two_paths(op::RENAMEAT2, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
+        libc::SYS_renameat => two_paths(op::RENAMEAT2, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], 0, m),
+        libc::SYS_renameat2 => two_paths(op::RENAMEAT2, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
+        libc::SYS_link => two_paths(op::LINKAT, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
+        libc::SYS_linkat => two_paths(op::LINKAT, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
         libc::SYS_symlink | libc::SYS_symlinkat => {
             let (t, d, l) = if nr == libc::SYS_symlink { (a[0], libc::AT_FDCWD as i64, a[1]) } else { (a[0], a[1] as i32 as i64, a[2]) };
             let (Some(ti), Some(li)) = (path_io(t), path_io(l)) else { return Ret(EFAULT) };
             if let Err(e) = dir_ok(d, l) {
                 return Ret(e);
             }
-            Ret(call(266, [0, d as u64, 0, 0, 0, 0], &[ti, li], &[], m))
+            Ret(call(op::SYMLINKAT, [0, d as u64, 0, 0, 0, 0], &[ti, li], &[], m))
         }
         libc::SYS_utimensat | libc::SYS_utimes | libc::SYS_utime | libc::SYS_futimesat => Ret(utime_fwd(nr, a, m)),
         libc::SYS_statfs => {
@@ -1530,7 +1534,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 return Native;
             }
             let Some(pi) = path_io(a[0]) else { return Ret(EFAULT) };
-            Ret(call(137, zero, &[pi], &[Io { p: a[1], n: 120 }], m))
+            Ret(call(op::STATFS, zero, &[pi], &[Io { p: a[1], n: 120 }], m))
         }
         libc::SYS_getxattr | libc::SYS_lgetxattr | libc::SYS_listxattr | libc::SYS_llistxattr | libc::SYS_setxattr
         | libc::SYS_lsetxattr | libc::SYS_removexattr | libc::SYS_lremovexattr => Ret(-(libc::EOPNOTSUPP as i64)),
@@ -1643,7 +1647,7 @@ fn readlink_fwd(dirfd: i64, p: u64, buf: u64, size: u64, m: u64) -> Act {
     if let Err(e) = dir_ok(dirfd, p) {
         return Act::Ret(e);
     }
-    Act::Ret(call(267, [dirfd as u64, 0, 0, size, 0, 0], &[pi], &[Io { p: buf, n: size as usize }], m))
+    Act::Ret(call(op::READLINKAT, [dirfd as u64, 0, 0, size, 0, 0], &[pi], &[Io { p: buf, n: size as usize }], m))
 }
 
 fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
@@ -1694,7 +1698,7 @@ fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
         }
     };
     let ti = Io { p: ts.as_ptr() as u64, n: if given { 32 } else { 0 } };
-    call(280, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
+    call(op::UTIMENSAT, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
 }
 
 fn write_loop(fd: i64, mut p: u64, mut n: usize, off: Option<i64>, m: u64) -> i64 {
@@ -1702,8 +1706,8 @@ fn write_loop(fd: i64, mut p: u64, mut n: usize, off: Option<i64>, m: u64) -> i6
     loop {
         let k = n.min(rsys::MAX_IO);
         let r = match off {
-            None => call_x(1, [fd as u64, 0, 0, 0, 0, 0], &[Io { p, n: k }], &[], m, may_block(fd, m)),
-            Some(o) => call(18, [fd as u64, 0, 0, (o + done) as u64, 0, 0], &[Io { p, n: k }], &[], m),
+            None => call_x(op::WRITE, [fd as u64, 0, 0, 0, 0, 0], &[Io { p, n: k }], &[], m, may_block(fd, m)),
+            Some(o) => call(op::PWRITE64, [fd as u64, 0, 0, (o + done) as u64, 0, 0], &[Io { p, n: k }], &[], m),
         };
         if r < 0 {
             return if done > 0 { done } else { r };
@@ -1760,8 +1764,8 @@ fn readv_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
             left -= x.n;
         }
         return match off {
-            None => call_x(0, [fd as u64, 0, total as u64, 0, 0, 0], &[], &v[..k], m, may_block(fd, m)),
-            Some(o) => call(17, [fd as u64, 0, total as u64, o as u64, 0, 0], &[], &v[..k], m),
+            None => call_x(op::READ, [fd as u64, 0, total as u64, 0, 0, 0], &[], &v[..k], m, may_block(fd, m)),
+            Some(o) => call(op::PREAD64, [fd as u64, 0, total as u64, o as u64, 0, 0], &[], &v[..k], m),
         };
     }
     // many buffers: one call per buffer, stop at a short read
@@ -1772,8 +1776,8 @@ fn readv_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
         let n = e.iov_len.min(rsys::MAX_IO);
         let out = [Io { p: e.iov_base as u64, n }];
         let r = match off {
-            None => call_x(0, [fd as u64, 0, n as u64, 0, 0, 0], &[], &out, m, may_block(fd, m)),
-            Some(o) => call(17, [fd as u64, 0, n as u64, (o + done) as u64, 0, 0], &[], &out, m),
+            None => call_x(op::READ, [fd as u64, 0, n as u64, 0, 0, 0], &[], &out, m, may_block(fd, m)),
+            Some(o) => call(op::PREAD64, [fd as u64, 0, n as u64, (o + done) as u64, 0, 0], &[], &out, m),
         };
         if r < 0 {
             return if done > 0 { done } else { r };
@@ -1793,7 +1797,7 @@ fn close_range(first: u32, last: u32, flags: u32, m: u64) -> i64 {
     let mut fd = first as i64;
     while fd <= hi as i64 {
         if is_remote(fd) && flags & libc::CLOSE_RANGE_CLOEXEC == 0 {
-            call(3, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
+            call(op::CLOSE, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
             set_remote(fd, false);
             epoll::forget_fd(fd);
         }
@@ -1821,7 +1825,7 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
             if n < 0 {
                 return n;
             }
-            let r = call(292, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
+            let r = call(op::DUP3, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
             if r < 0 {
                 r!(libc::SYS_close, n);
                 return r;
@@ -1836,9 +1840,9 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
         libc::F_GETFD | libc::F_SETFD => r!(libc::SYS_fcntl, fd, cmd, arg),
         libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
             let io = [Io { p: arg, n: 32 }];
-            call_x(72, [fd as u64, cmd as u64, 0, 0, 0, 0], &io, &io, m, cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW)
+            call_x(op::FCNTL, [fd as u64, cmd as u64, 0, 0, 0, 0], &io, &io, m, cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW)
         }
-        _ => call(72, [fd as u64, cmd as u64, arg, 0, 0, 0], &[], &[], m),
+        _ => call(op::FCNTL, [fd as u64, cmd as u64, arg, 0, 0, 0], &[], &[], m),
     }
 }
 
@@ -1848,7 +1852,7 @@ fn ioctl_fwd(fd: i64, req: u64, arg: u64, m: u64) -> i64 {
         rsys::IoctlShape::FdFlag => return r!(libc::SYS_ioctl, fd, req, arg),
         rsys::IoctlShape::Unsupported => return -(libc::ENOTTY as i64),
     };
-    call(16, [fd as u64, req, 0, 0, 0, 0], &[Io { p: arg, n: inl }], &[Io { p: arg, n: outl }], m)
+    call(op::IOCTL, [fd as u64, req, 0, 0, 0, 0], &[Io { p: arg, n: inl }], &[Io { p: arg, n: outl }], m)
 }
 
 fn mmap_fwd(a: [u64; 6], m: u64) -> i64 {
@@ -1867,7 +1871,7 @@ fn mmap_fwd(a: [u64; 6], m: u64) -> i64 {
     let mut done = 0u64;
     while done < len {
         let k = (len - done).min(rsys::MAX_IO as u64);
-        let r = call(17, [fd as u64, 0, k, off + done, 0, 0], &[], &[Io { p: p as u64 + done, n: k as usize }], m);
+        let r = call(op::PREAD64, [fd as u64, 0, k, off + done, 0, 0], &[], &[Io { p: p as u64 + done, n: k as usize }], m);
         if r < 0 {
             r!(libc::SYS_munmap, p, len);
             return r;
@@ -1918,7 +1922,7 @@ fn sendto_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, alen: usize, m: u64) 
     let al = if addr != 0 { alen } else { 0 };
     b[k] = Io { p: addr, n: al };
     k += 1;
-    call_x(44, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m, true)
+    call_x(op::SENDTO, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m, true)
 }
 
 fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) -> i64 {
@@ -1937,7 +1941,7 @@ fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) 
         k += 1;
         total += n;
     }
-    let r = call_x(45, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m, true);
+    let r = call_x(op::RECVFROM, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m, true);
     if r >= 0 && want {
         let n = u32::from_le_bytes([area[0], area[1], area[2], area[3]]) as usize;
         copy_addr(&area[4..], n.min(rsys::RECV_ADDR_AREA), addr, lenp);
@@ -2024,7 +2028,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
     let all_remote = fds.iter().all(|f| f.fd < 0 || is_remote(f.fd as i64));
     let io = [Io { p, n: n * 8 }];
     if all_remote {
-        return call_x(7, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
+        return call_x(op::POLL, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
     }
     if n > 1024 {
         return EINVAL;
@@ -2069,7 +2073,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         // (without a watch, for want of an epoll fd: slices of 20 ms)
         let t = if lr > 0 { 0 } else if watch < 0 { if left < 0 { 20 } else { left.min(20) } } else { left };
         hide(fds, &mut hid, false);
-        let rr = call_also(7, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
+        let rr = call_also(op::POLL, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
         unhide(fds, &mut hid);
         if watch >= 0 {
             r!(libc::SYS_close, watch);

@@ -19,6 +19,7 @@
 //! come from the image's interest list ([`adopt`]).
 
 use super::{call_also, is_remote, mono_ms, raw, Io, EBADF, EINVAL};
+use proto::rsys::op;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Entries in all sets together.
@@ -199,7 +200,7 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
             // nothing local yet: wait at home, until the set's own fd says otherwise
             let t = if n > 0 { 0 } else if timeout_ms < 0 { -1 } else { left.min(i32::MAX as i64) };
             let io = [Io { p: pf.as_mut_ptr() as u64, n: k * core::mem::size_of::<libc::pollfd>() }];
-            let r = call_also(7, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
+            let r = call_also(op::POLL, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
             if r < 0 {
                 if n > 0 {
                     return n;
