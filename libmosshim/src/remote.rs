@@ -20,6 +20,13 @@
 //!
 //! Nothing here allocates or takes a lock: raw system calls (inline `syscall` from the
 //! shim's text, which SUD allows), atomics, and stack buffers.
+//!
+//! Application pointers: a forwarded call reads and writes the buffers its caller passed,
+//! where the kernel would have. That is sound as long as the caller keeps the call's
+//! contract (the argument points at an object of the type and size that call takes), and
+//! the buffer stays valid because the calling thread is held in this handler until the
+//! call is answered; each SAFETY line names the contract it relies on. A pointer that
+//! breaks the contract faults here, where the kernel would have answered EFAULT.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -1091,7 +1098,8 @@ fn strlen(p: u64) -> Option<usize> {
         return None;
     }
     let mut n = 0;
-    // SAFETY: the application passed a NUL-terminated string (as the kernel would read it).
+    // SAFETY: the call's contract: a non-null path (checked) is a NUL-terminated string;
+    // read byte by byte up to its NUL (at most 8 KiB), as the kernel reads it.
     while unsafe { *((p + n as u64) as *const u8) } != 0 {
         n += 1;
         if n > 8192 {
@@ -1336,24 +1344,27 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_epoll_ctl if is_remote(a[2] as i32 as i64) => Ret(epoll::ctl(fd, a[1] as i32, a[2] as i32 as i64, a[3])),
         libc::SYS_epoll_wait if epoll::has(fd) => Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, a[3] as i32 as i64, m)),
         libc::SYS_epoll_pwait if epoll::has(fd) => {
-            // SAFETY: the application's sigset, when given.
+            // SAFETY: epoll_pwait's contract: a non-null sigmask (checked) points at a sigset; its
+            // first 8 bytes are read.
             let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
             Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, a[3] as i32 as i64, wm))
         }
         libc::SYS_epoll_pwait2 if epoll::has(fd) => {
             let t = if a[3] == 0 { -1 } else {
-                // SAFETY: the application's timespec.
+                // SAFETY: epoll_pwait2's contract: a non-null timeout (checked) points at a struct
+                // timespec.
                 let ts = unsafe { &*(a[3] as *const libc::timespec) };
                 ts.tv_sec.saturating_mul(1000).saturating_add(ts.tv_nsec / 1_000_000)
             };
-            // SAFETY: the application's sigset, when given.
+            // SAFETY: epoll_pwait2's contract: a non-null sigmask (checked) points at a sigset; its
+            // first 8 bytes are read.
             let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
             Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, t, wm))
         }
         libc::SYS_poll => Ret(poll_mixed(a[0], a[1] as usize, a[2] as i32 as i64, m, g, nr)),
         libc::SYS_ppoll => {
             let t = if a[2] == 0 { -1 } else {
-                // SAFETY: the application's timespec.
+                // SAFETY: ppoll's contract: a non-null timeout (checked) points at a struct timespec.
                 let ts = unsafe { &*(a[2] as *const libc::timespec) };
                 ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
             };
@@ -1391,13 +1402,13 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if a[4] == 0 {
                 return Ret(EFAULT);
             }
-            // SAFETY: the application's optlen.
+            // SAFETY: getsockopt's contract: a non-null optlen (checked) points at a writable socklen_t.
             let lp = unsafe { &mut *(a[4] as *mut u32) };
             let mut buf = [0u8; 256];
             let want = (*lp as usize).min(256);
             let r = call(op::GETSOCKOPT, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
             if r >= 0 {
-                // SAFETY: the application's buffer of *lp bytes.
+                // SAFETY: getsockopt's contract: optval has room for *lp bytes, and want <= *lp.
                 unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), a[3] as *mut u8, want) };
                 *lp = want as u32;
             }
@@ -1406,11 +1417,11 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_sendto if rem => Ret(sendto_fwd(fd, &[Io { p: a[1], n: a[2] as usize }], a[3], a[4], a[5] as usize, m)),
         libc::SYS_recvfrom if rem => Ret(recvfrom_fwd(fd, &[Io { p: a[1], n: a[2] as usize }], a[3], a[4], a[5], m)),
         libc::SYS_sendmsg if rem => {
-            // SAFETY: the application's msghdr.
+            // SAFETY: sendmsg's contract: msg points at a struct msghdr (only read).
             Ret(sendmsg_fwd(fd, unsafe { &*(a[1] as *const libc::msghdr) }, a[2], m))
         }
         libc::SYS_recvmsg if rem => {
-            // SAFETY: the application's msghdr.
+            // SAFETY: recvmsg's contract: msg points at a writable struct msghdr.
             Ret(recvmsg_fwd(fd, unsafe { &mut *(a[1] as *mut libc::msghdr) }, a[2], m))
         }
         libc::SYS_sendmmsg if rem => Ret(mmsg_fwd(fd, a[1], a[2] as u32, a[3], m, true)),
@@ -1423,7 +1434,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 libc::SYS_openat => (a[0] as i32 as i64, a[1], a[2], a[3]),
                 _ => {
                     // struct open_how { u64 flags, mode, resolve }
-                    // SAFETY: the application's open_how.
+                    // SAFETY: openat2's contract: how points at a struct open_how, whose first
+                    // three u64 are flags, mode, resolve.
                     let how = unsafe { core::slice::from_raw_parts(a[2] as *const u64, 3) };
                     if how[2] != 0 {
                         return Ret(-(libc::EOPNOTSUPP as i64));
@@ -1556,7 +1568,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             // emulated on the saved mask, which the return from this handler installs
             let old = *mask;
             if a[1] != 0 {
-                // SAFETY: the application's sigset (first word: signals 1..64).
+                // SAFETY: rt_sigprocmask's contract: a non-null set (checked) points at a sigset;
+                // its first word (signals 1..64) is read.
                 let set = unsafe { *(a[1] as *const u64) };
                 let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
                 let set = set & !sigsys_bit() & !frz;
@@ -1568,7 +1581,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 }
             }
             if a[2] != 0 {
-                // SAFETY: the application's out sigset.
+                // SAFETY: rt_sigprocmask's contract: a non-null oldset (checked) points at a
+                // writable sigset; its first word is written.
                 unsafe { *(a[2] as *mut u64) = old };
             }
             Ret(0)
@@ -1580,7 +1594,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if a[1] == 0 {
                 return Native;
             }
-            // SAFETY: the application's kernel sigaction.
+            // SAFETY: rt_sigaction's contract: a non-null act (checked) points at a kernel struct
+            // sigaction, which KSigAction mirrors.
             let mut k = unsafe { *(a[1] as *const ckpt::sys::KSigAction) };
             k.mask &= !sigsys_bit();
             let r = r!(libc::SYS_rt_sigaction, a[0], &k as *const ckpt::sys::KSigAction, a[2], a[3]);
@@ -1597,7 +1612,8 @@ fn strip_mask_arg(g: &mut [i64; 23], reg: usize, p: u64) -> Act {
     if p == 0 {
         return Act::Native;
     }
-    // SAFETY: the application's sigset.
+    // SAFETY: the contract of the call whose mask argument this is: non-null (checked) points at a
+    // sigset; its first word is read.
     let v = unsafe { *(p as *const u64) };
     if v & sigsys_bit() == 0 {
         return Act::Native;
@@ -1656,14 +1672,16 @@ fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
     let (dirfd, p, given, flags) = match nr {
         libc::SYS_utimensat => {
             if a[2] != 0 {
-                // SAFETY: the application's timespec[2].
+                // SAFETY: utimensat's contract: non-null times (checked) points at struct
+                // timespec[2], 4 i64.
                 unsafe { core::ptr::copy_nonoverlapping(a[2] as *const i64, ts.as_mut_ptr(), 4) };
             }
             (a[0] as i32 as i64, a[1], a[2] != 0, a[3])
         }
         libc::SYS_utime => {
             if a[1] != 0 {
-                // SAFETY: the application's struct utimbuf {actime, modtime}.
+                // SAFETY: utime's contract: non-null times (checked) points at struct utimbuf
+                // {actime, modtime}, 2 i64.
                 let u = unsafe { core::slice::from_raw_parts(a[1] as *const i64, 2) };
                 ts = [u[0], 0, u[1], 0];
             }
@@ -1672,7 +1690,8 @@ fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
         _ => {
             let (d, p, tv) = if nr == libc::SYS_utimes { (libc::AT_FDCWD as i64, a[0], a[1]) } else { (a[0] as i32 as i64, a[1], a[2]) };
             if tv != 0 {
-                // SAFETY: the application's timeval[2].
+                // SAFETY: utimes'/futimesat's contract: non-null times (checked) points at struct
+                // timeval[2], 4 i64.
                 let u = unsafe { core::slice::from_raw_parts(tv as *const i64, 4) };
                 ts = [u[0], u[1] * 1000, u[2], u[3] * 1000];
             }
@@ -1727,7 +1746,8 @@ fn iovs(iov: u64, cnt: usize, v: &mut [Io; 8]) -> Option<usize> {
         return None;
     }
     for (i, slot) in v.iter_mut().enumerate().take(cnt) {
-        // SAFETY: the application's iovec array of `cnt` entries.
+        // SAFETY: readv's (and sendmsg's / recvmsg's msg_iov) contract: iov points at cnt
+        // struct iovec, and i < cnt.
         let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
         *slot = Io { p: e.iov_base as u64, n: e.iov_len };
     }
@@ -1737,7 +1757,7 @@ fn iovs(iov: u64, cnt: usize, v: &mut [Io; 8]) -> Option<usize> {
 fn writev_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
     let mut done = 0i64;
     for i in 0..cnt {
-        // SAFETY: the application's iovec array.
+        // SAFETY: writev's contract: iov points at cnt struct iovec, and i < cnt.
         let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
         if e.iov_len == 0 {
             continue;
@@ -1771,7 +1791,7 @@ fn readv_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
     // many buffers: one call per buffer, stop at a short read
     let mut done = 0i64;
     for i in 0..cnt {
-        // SAFETY: the application's iovec array.
+        // SAFETY: readv's contract: iov points at cnt struct iovec, and i < cnt.
         let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
         let n = e.iov_len.min(rsys::MAX_IO);
         let out = [Io { p: e.iov_base as u64, n }];
@@ -1898,7 +1918,8 @@ fn copy_addr(ab: &[u8], n: usize, addr: u64, lenp: u64) {
     if addr == 0 || lenp == 0 {
         return;
     }
-    // SAFETY: the application's address buffer of *lenp bytes and its length word.
+    // SAFETY: accept's, getsockname's and recvfrom's contract: a non-null addrlen (checked)
+    // points at a writable socklen_t and a non-null addr at *addrlen writable bytes; k <= *addrlen.
     unsafe {
         let l = &mut *(lenp as *mut u32);
         let k = (*l as usize).min(n).min(ab.len());
@@ -1976,7 +1997,7 @@ fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool) -> i64 {
     let base = flags & !(libc::MSG_WAITFORONE as u64);
     let mut done = 0i64;
     for i in 0..n.min(1024) as usize {
-        // SAFETY: the application's array of n mmsghdr.
+        // SAFETY: sendmmsg's/recvmmsg's contract: vec points at n struct mmsghdr, and i < n.
         let e = unsafe { &mut *(vec as *mut libc::mmsghdr).add(i) };
         let r = if send {
             sendmsg_fwd(fd, &e.msg_hdr, base, m)
@@ -1995,7 +2016,8 @@ fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool) -> i64 {
 
 fn any_remote_pollfd(p: u64, n: usize) -> bool {
     (0..n).any(|i| {
-        // SAFETY: the application's pollfd array of n entries.
+        // SAFETY: poll's contract (select_fwd passes its own array): p points at n struct
+        // pollfd, and i < n.
         let f = unsafe { &*((p as *const libc::pollfd).add(i)) };
         is_remote(f.fd as i64)
     })
@@ -2023,7 +2045,8 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         }
         return r!(libc::SYS_ppoll, g[libc::REG_RDI as usize], g[libc::REG_RSI as usize], g[libc::REG_RDX as usize], 0, 8);
     }
-    // SAFETY: the application's pollfd array of n entries.
+    // SAFETY: poll's contract (select_fwd passes its own array): p points at n writable
+    // struct pollfd.
     let fds = unsafe { core::slice::from_raw_parts_mut(p as *mut libc::pollfd, n) };
     let all_remote = fds.iter().all(|f| f.fd < 0 || is_remote(f.fd as i64));
     let io = [Io { p, n: n * 8 }];
@@ -2102,7 +2125,8 @@ fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
     let nfds = (a[0] as usize).min(1024);
     let sets = [a[1], a[2], a[3]];
     let isset = |s: u64, fd: usize| s != 0 && {
-        // SAFETY: the application's fd_set (1024 bits).
+        // SAFETY: select's contract: a non-null set (checked) holds at least nfds bits in
+        // 64-bit words, as the kernel reads it, and fd < nfds.
         let w = unsafe { *((s as *const u64).add(fd / 64)) };
         w & (1 << (fd % 64)) != 0
     };
@@ -2113,11 +2137,11 @@ fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
     let timeout_ms: i64 = if a[4] == 0 {
         -1
     } else if nr == libc::SYS_select {
-        // SAFETY: the application's timeval.
+        // SAFETY: select's contract: a non-null timeout (checked) points at a struct timeval.
         let tv = unsafe { &*(a[4] as *const libc::timeval) };
         tv.tv_sec * 1000 + tv.tv_usec / 1000
     } else {
-        // SAFETY: the application's timespec.
+        // SAFETY: pselect6's contract: a non-null timeout (checked) points at a struct timespec.
         let ts = unsafe { &*(a[4] as *const libc::timespec) };
         ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
     };
@@ -2138,12 +2162,14 @@ fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
         return r;
     }
     for s in sets.iter().filter(|s| **s != 0) {
-        // SAFETY: clearing the application's fd_set words for the first nfds bits.
+        // SAFETY: select's contract: each non-null set is writable for nfds bits in 64-bit
+        // words, as the kernel writes it; exactly those words are cleared.
         unsafe { core::ptr::write_bytes(*s as *mut u8, 0, nfds.div_ceil(64) * 8) };
     }
     let set = |s: u64, fd: i32| {
         if s != 0 {
-            // SAFETY: the application's fd_set.
+            // SAFETY: select's contract: a non-null set (checked) is writable for nfds bits in
+            // 64-bit words, and the ready fd came from pf, so fd < nfds.
             unsafe { *((s as *mut u64).add(fd as usize / 64)) |= 1 << (fd % 64) };
         }
     };

@@ -658,7 +658,7 @@ mod tests {
             (op::FACCESSAT2, libc::SYS_faccessat2),
         ];
         for (op, nr) in pairs {
-            assert_eq!(i64::from(op), nr as i64);
+            assert_eq!(i64::from(op), nr);
         }
         assert_eq!([op::EXIT, op::PING, op::RESYNC, op::CANCEL], [1000, 1001, 1002, 1003]);
     }

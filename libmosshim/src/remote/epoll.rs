@@ -92,7 +92,8 @@ pub fn ctl(ep: i64, op: i32, fd: i64, ev: u64) -> i64 {
         if ev == 0 {
             return None;
         }
-        // SAFETY: the application's struct epoll_event (packed on x86_64: read unaligned).
+        // SAFETY: epoll_ctl's contract: a non-null event (checked) points at a struct epoll_event
+        // (packed on x86_64: read unaligned).
         Some(unsafe { core::ptr::read_unaligned(ev as *const libc::epoll_event) })
     };
     match op {
@@ -159,7 +160,8 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
     let start = mono_ms();
     let put = |i: usize, events: u32, data: u64| {
         let e = libc::epoll_event { events, u64: data };
-        // SAFETY: i < max; the application's array of max epoll_event (packed).
+        // SAFETY: epoll_wait's contract: evp has room for max struct epoll_event (packed: written
+        // unaligned), and i < max.
         unsafe { core::ptr::write_unaligned((evp as *mut libc::epoll_event).add(i), e) };
     };
     loop {
