@@ -308,7 +308,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
     // home files go back to the offsets they had in the image (a restart from an older
     // checkpoint rewrites what followed, as an uninterrupted run would have)
     for f in fds.iter().filter(|f| f.kind == ckpt::image::FdKind::Remote && f.offset >= 0) {
-        remote::manager_call(8, [f.fd as u64, f.offset as u64, libc::SEEK_SET as u64, 0, 0, 0]);
+        remote::manager_call(proto::rsys::op::LSEEK, [f.fd as u64, f.offset as u64, libc::SEEK_SET as u64, 0, 0, 0]);
     }
 }
 

@@ -20,10 +20,17 @@
 //!
 //! Nothing here allocates or takes a lock: raw system calls (inline `syscall` from the
 //! shim's text, which SUD allows), atomics, and stack buffers.
+//!
+//! Application pointers: a forwarded call reads and writes the buffers its caller passed,
+//! where the kernel would have. That is sound as long as the caller keeps the call's
+//! contract (the argument points at an object of the type and size that call takes), and
+//! the buffer stays valid because the calling thread is held in this handler until the
+//! call is answered; each SAFETY line names the contract it relies on. A pointer that
+//! breaks the contract faults here, where the kernel would have answered EFAULT.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use proto::rsys::{self, Req, Resp};
+use proto::rsys::{self, op, Req, Resp};
 
 /// Call sites that can have a native trampoline.
 const NTRAMP: usize = 1024;
@@ -193,7 +200,7 @@ fn may_block(fd: i64, m: u64) -> bool {
         return k == 2;
     }
     let mut st = [0u8; 144];
-    let r = call(5, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
+    let r = call(op::FSTAT, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
     if r < 0 {
         return true;
     }
@@ -708,7 +715,7 @@ fn eintr_signals(op: u32) -> u64 {
         SIG_NORESTART.store(norestart, Ordering::Release);
         SIGACT_READ.store(g, Ordering::Release);
     }
-    if op == 7 {
+    if op == op::POLL {
         SIG_HANDLED.load(Ordering::Acquire)
     } else {
         SIG_NORESTART.load(Ordering::Acquire)
@@ -730,7 +737,7 @@ fn call_x(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: boo
     call_also(op, args, bulk, out, mask, intr, -1)
 }
 
-/// [`call_x`]; a call that may block is also cancelled (see [`rsys::OP_CANCEL`]) when local
+/// [`call_x`]; a call that may block is also cancelled (see [`op::CANCEL`]) when local
 /// fd `also` (not -1) becomes readable: a wait on home and local fds at once. Such a call
 /// given up at home returns -ECANCELED.
 fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
@@ -814,7 +821,7 @@ fn call_also(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: 
                 Waited::Ready => break,
                 Waited::Interrupted => stale = GEN.load(Ordering::Acquire) != g,
                 Waited::Cancel | Waited::Also => {
-                    let cancel = Req { op: rsys::OP_CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
+                    let cancel = Req { op: op::CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
                     if !send_req(fd, &cancel, &[]) {
                         break; // the answer read below fails too, and the call is resent
                     }
@@ -979,7 +986,7 @@ pub fn resync_channels() {
         }
     }
     for (chan, seq) in at {
-        manager_call(rsys::OP_RESYNC, [chan, seq, 0, 0, 0, 0]);
+        manager_call(op::RESYNC, [chan, seq, 0, 0, 0, 0]);
     }
 }
 
@@ -990,7 +997,7 @@ pub fn manager_call(op: u32, args: [u64; 6]) -> i64 {
 
 /// The offset of a home file, asked at home (-1 for pipes, sockets, ttys).
 pub fn remote_offset(fd: i32) -> i64 {
-    let r = manager_call(8, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0]);
+    let r = manager_call(op::LSEEK, [fd as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0]);
     if r < 0 {
         -1
     } else {
@@ -1006,7 +1013,7 @@ pub static EXITING: AtomicBool = AtomicBool::new(false);
 pub fn report_exit(status: i32) {
     EXITING.store(true, Ordering::Release);
     if SESSION_SET.load(Ordering::Acquire) {
-        call(rsys::OP_EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
+        call(op::EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
     }
 }
 
@@ -1091,7 +1098,8 @@ fn strlen(p: u64) -> Option<usize> {
         return None;
     }
     let mut n = 0;
-    // SAFETY: the application passed a NUL-terminated string (as the kernel would read it).
+    // SAFETY: the call's contract: a non-null path (checked) is a NUL-terminated string;
+    // read byte by byte up to its NUL (at most 8 KiB), as the kernel reads it.
     while unsafe { *((p + n as u64) as *const u8) } != 0 {
         n += 1;
         if n > 8192 {
@@ -1158,7 +1166,7 @@ fn bind_new(op: u32, mut args: [u64; 6], slot: usize, bulk: &[Io], out: &[Io], m
         return n;
     }
     args[slot] = n as u64;
-    let r = call_x(op, args, bulk, out, mask, op == 288);
+    let r = call_x(op, args, bulk, out, mask, op == op::ACCEPT4);
     if r < 0 {
         r!(libc::SYS_close, n);
         return r;
@@ -1235,10 +1243,10 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         // ---------------------------------------------------- fd calls
         libc::SYS_read if rem => {
             let intr = may_block(fd, m);
-            Ret(call_x(0, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m, intr))
+            Ret(call_x(op::READ, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m, intr))
         }
         libc::SYS_write if rem => Ret(write_loop(fd, a[1], a[2] as usize, None, m)),
-        libc::SYS_pread64 if rem => Ret(call(17, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), a[3], 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
+        libc::SYS_pread64 if rem => Ret(call(op::PREAD64, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), a[3], 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
         libc::SYS_pwrite64 if rem => Ret(write_loop(fd, a[1], a[2] as usize, Some(a[3] as i64), m)),
         libc::SYS_readv | libc::SYS_preadv | libc::SYS_preadv2 if rem => {
             let off = if nr == libc::SYS_readv || (nr == libc::SYS_preadv2 && a[3] as i64 == -1) { None } else { Some(a[3] as i64) };
@@ -1252,7 +1260,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if is_internal(fd) {
                 Ret(0)
             } else if rem {
-                let r = call(3, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
+                let r = call(op::CLOSE, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
                 drop_placeholder(fd);
                 epoll::forget_fd(fd);
                 Ret(r)
@@ -1262,18 +1270,20 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             }
         }
         libc::SYS_close_range => Ret(close_range(a[0] as u32, a[1] as u32, a[2] as u32, m)),
-        libc::SYS_fstat if rem => Ret(call(5, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: a[1], n: 144 }], m)),
+        libc::SYS_fstat if rem => Ret(call(op::FSTAT, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: a[1], n: 144 }], m)),
         libc::SYS_lseek | libc::SYS_ftruncate | libc::SYS_fsync | libc::SYS_fdatasync | libc::SYS_fchmod | libc::SYS_fchown
         | libc::SYS_fallocate | libc::SYS_fadvise64 | libc::SYS_flock | libc::SYS_shutdown | libc::SYS_listen
             if rem =>
         {
             let lock_wait = nr == libc::SYS_flock && a[1] & libc::LOCK_NB as u64 == 0;
+            // each of these is forwarded as itself: its op is its system call number
+            // (op::LSEEK, op::FTRUNCATE, op::FSYNC, ... op::LISTEN)
             Ret(call_x(nr as u32, a, &[], &[], m, lock_wait))
         }
-        libc::SYS_fchdir if rem => Ret(call(81, a, &[], &[], m)),
+        libc::SYS_fchdir if rem => Ret(call(op::FCHDIR, a, &[], &[], m)),
         libc::SYS_fchdir => Ret(EBADF),
-        libc::SYS_fstatfs if rem => Ret(call(138, a, &[], &[Io { p: a[1], n: 120 }], m)),
-        libc::SYS_getdents64 if rem => Ret(call(217, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
+        libc::SYS_fstatfs if rem => Ret(call(op::FSTATFS, a, &[], &[Io { p: a[1], n: 120 }], m)),
+        libc::SYS_getdents64 if rem => Ret(call(op::GETDENTS64, [fd as u64, 0, a[2].min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: a[1], n: (a[2] as usize).min(rsys::MAX_IO) }], m)),
         libc::SYS_ioctl if rem => Ret(ioctl_fwd(fd, a[1], a[2], m)),
         libc::SYS_fcntl if rem => Ret(fcntl_fwd(fd, a[1] as i32, a[2], m)),
         libc::SYS_fcntl => match a[1] as i32 {
@@ -1285,7 +1295,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if n < 0 {
                 return Ret(n);
             }
-            let r = call(292, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
+            let r = call(op::DUP3, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
             if r < 0 {
                 r!(libc::SYS_close, n);
                 return Ret(r);
@@ -1306,7 +1316,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 return Native;
             }
             if is_remote(new) {
-                call(3, [new as u64, 0, 0, 0, 0, 0], &[], &[], m);
+                call(op::CLOSE, [new as u64, 0, 0, 0, 0, 0], &[], &[], m);
                 set_remote(new, false);
             }
             if !rem {
@@ -1317,7 +1327,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if p < 0 {
                 return Ret(p);
             }
-            let r = call(292, [fd as u64, new as u64, 0, 0, 0, 0], &[], &[], m);
+            let r = call(op::DUP3, [fd as u64, new as u64, 0, 0, 0, 0], &[], &[], m);
             if r < 0 {
                 r!(libc::SYS_close, new);
                 return Ret(r);
@@ -1334,24 +1344,27 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_epoll_ctl if is_remote(a[2] as i32 as i64) => Ret(epoll::ctl(fd, a[1] as i32, a[2] as i32 as i64, a[3])),
         libc::SYS_epoll_wait if epoll::has(fd) => Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, a[3] as i32 as i64, m)),
         libc::SYS_epoll_pwait if epoll::has(fd) => {
-            // SAFETY: the application's sigset, when given.
+            // SAFETY: epoll_pwait's contract: a non-null sigmask (checked) points at a sigset; its
+            // first 8 bytes are read.
             let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
             Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, a[3] as i32 as i64, wm))
         }
         libc::SYS_epoll_pwait2 if epoll::has(fd) => {
             let t = if a[3] == 0 { -1 } else {
-                // SAFETY: the application's timespec.
+                // SAFETY: epoll_pwait2's contract: a non-null timeout (checked) points at a struct
+                // timespec.
                 let ts = unsafe { &*(a[3] as *const libc::timespec) };
                 ts.tv_sec.saturating_mul(1000).saturating_add(ts.tv_nsec / 1_000_000)
             };
-            // SAFETY: the application's sigset, when given.
+            // SAFETY: epoll_pwait2's contract: a non-null sigmask (checked) points at a sigset; its
+            // first 8 bytes are read.
             let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
             Ret(epoll::wait(fd, a[1], a[2] as i32 as i64, t, wm))
         }
         libc::SYS_poll => Ret(poll_mixed(a[0], a[1] as usize, a[2] as i32 as i64, m, g, nr)),
         libc::SYS_ppoll => {
             let t = if a[2] == 0 { -1 } else {
-                // SAFETY: the application's timespec.
+                // SAFETY: ppoll's contract: a non-null timeout (checked) points at a struct timespec.
                 let ts = unsafe { &*(a[2] as *const libc::timespec) };
                 ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
             };
@@ -1362,13 +1375,14 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         }
         libc::SYS_select | libc::SYS_pselect6 => Ret(select_fwd(nr, a, m, g)),
         // sockets
-        libc::SYS_socket => Ret(bind_new(41, [a[0], a[1], a[2], 0, 0, 0], 3, &[], &[], m)),
+        libc::SYS_socket => Ret(bind_new(op::SOCKET, [a[0], a[1], a[2], 0, 0, 0], 3, &[], &[], m)),
+        // op::CONNECT, op::BIND: the system call numbers
         libc::SYS_connect | libc::SYS_bind if rem => Ret(call_x(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[Io { p: a[1], n: a[2] as usize }], &[], m, nr == libc::SYS_connect)),
         libc::SYS_accept | libc::SYS_accept4 if rem => {
             let flags = if nr == libc::SYS_accept4 { a[3] } else { 0 };
             let mut ab = [0u8; 128];
             let want = a[1] != 0 && a[2] != 0;
-            let r = bind_new(288, [fd as u64, 0, flags, 0, want as u64, 0], 3, &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
+            let r = bind_new(op::ACCEPT4, [fd as u64, 0, flags, 0, want as u64, 0], 3, &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
             if r >= 0 && want {
                 copy_addr(&ab, 128, a[1], a[2]);
             }
@@ -1376,24 +1390,25 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         }
         libc::SYS_getsockname | libc::SYS_getpeername if rem => {
             let mut ab = [0u8; 128];
+            // op::GETSOCKNAME, op::GETPEERNAME: the system call numbers
             let r = call(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
             if r >= 0 {
                 copy_addr(&ab, addr_len(&ab), a[1], a[2]);
             }
             Ret(r.min(0))
         }
-        libc::SYS_setsockopt if rem => Ret(call(54, [fd as u64, a[1], a[2], 0, 0, 0], &[Io { p: a[3], n: a[4] as usize }], &[], m)),
+        libc::SYS_setsockopt if rem => Ret(call(op::SETSOCKOPT, [fd as u64, a[1], a[2], 0, 0, 0], &[Io { p: a[3], n: a[4] as usize }], &[], m)),
         libc::SYS_getsockopt if rem => {
             if a[4] == 0 {
                 return Ret(EFAULT);
             }
-            // SAFETY: the application's optlen.
+            // SAFETY: getsockopt's contract: a non-null optlen (checked) points at a writable socklen_t.
             let lp = unsafe { &mut *(a[4] as *mut u32) };
             let mut buf = [0u8; 256];
             let want = (*lp as usize).min(256);
-            let r = call(55, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
+            let r = call(op::GETSOCKOPT, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
             if r >= 0 {
-                // SAFETY: the application's buffer of *lp bytes.
+                // SAFETY: getsockopt's contract: optval has room for *lp bytes, and want <= *lp.
                 unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), a[3] as *mut u8, want) };
                 *lp = want as u32;
             }
@@ -1402,11 +1417,11 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
         libc::SYS_sendto if rem => Ret(sendto_fwd(fd, &[Io { p: a[1], n: a[2] as usize }], a[3], a[4], a[5] as usize, m)),
         libc::SYS_recvfrom if rem => Ret(recvfrom_fwd(fd, &[Io { p: a[1], n: a[2] as usize }], a[3], a[4], a[5], m)),
         libc::SYS_sendmsg if rem => {
-            // SAFETY: the application's msghdr.
+            // SAFETY: sendmsg's contract: msg points at a struct msghdr (only read).
             Ret(sendmsg_fwd(fd, unsafe { &*(a[1] as *const libc::msghdr) }, a[2], m))
         }
         libc::SYS_recvmsg if rem => {
-            // SAFETY: the application's msghdr.
+            // SAFETY: recvmsg's contract: msg points at a writable struct msghdr.
             Ret(recvmsg_fwd(fd, unsafe { &mut *(a[1] as *mut libc::msghdr) }, a[2], m))
         }
         libc::SYS_sendmmsg if rem => Ret(mmsg_fwd(fd, a[1], a[2] as u32, a[3], m, true)),
@@ -1419,7 +1434,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 libc::SYS_openat => (a[0] as i32 as i64, a[1], a[2], a[3]),
                 _ => {
                     // struct open_how { u64 flags, mode, resolve }
-                    // SAFETY: the application's open_how.
+                    // SAFETY: openat2's contract: how points at a struct open_how, whose first
+                    // three u64 are flags, mode, resolve.
                     let how = unsafe { core::slice::from_raw_parts(a[2] as *const u64, 3) };
                     if how[2] != 0 {
                         return Ret(-(libc::EOPNOTSUPP as i64));
@@ -1434,7 +1450,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if let Err(e) = dir_ok(dirfd, p) {
                 return Ret(e);
             }
-            Ret(bind_new(257, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
+            Ret(bind_new(op::OPENAT, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
         }
         libc::SYS_stat | libc::SYS_lstat | libc::SYS_newfstatat => {
             let (dirfd, p, buf, flags) = match nr {
@@ -1443,9 +1459,9 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 _ => (a[0] as i32 as i64, a[1], a[2], a[3]),
             };
             if strlen(p) == Some(0) && flags & libc::AT_EMPTY_PATH as u64 != 0 {
-                return if is_remote(dirfd) { Ret(call(5, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Native };
+                return if is_remote(dirfd) { Ret(call(op::FSTAT, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Native };
             }
-            path_call(262, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
+            path_call(op::NEWFSTATAT, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
         }
         libc::SYS_statx => {
             let dirfd = a[0] as i32 as i64;
@@ -1461,20 +1477,20 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                     return Ret(e);
                 }
             }
-            Ret(call(332, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
+            Ret(call(op::STATX, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
         }
-        libc::SYS_access => path_call(439, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
-        libc::SYS_faccessat => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
-        libc::SYS_faccessat2 => path_call(439, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
-        libc::SYS_unlink => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, 0, 0], &[], m),
-        libc::SYS_rmdir => path_call(263, libc::AT_FDCWD as i64, a[0], [0, 0, libc::AT_REMOVEDIR as u64, 0], &[], m),
-        libc::SYS_unlinkat => path_call(263, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
-        libc::SYS_mkdir => path_call(258, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
-        libc::SYS_mkdirat => path_call(258, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
-        libc::SYS_mknod => path_call(259, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
-        libc::SYS_mknodat => path_call(259, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
-        libc::SYS_chmod => path_call(268, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
-        libc::SYS_fchmodat => path_call(268, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_access => path_call(op::FACCESSAT2, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_faccessat => path_call(op::FACCESSAT2, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_faccessat2 => path_call(op::FACCESSAT2, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
+        libc::SYS_unlink => path_call(op::UNLINKAT, libc::AT_FDCWD as i64, a[0], [0, 0, 0, 0], &[], m),
+        libc::SYS_rmdir => path_call(op::UNLINKAT, libc::AT_FDCWD as i64, a[0], [0, 0, libc::AT_REMOVEDIR as u64, 0], &[], m),
+        libc::SYS_unlinkat => path_call(op::UNLINKAT, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_mkdir => path_call(op::MKDIRAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_mkdirat => path_call(op::MKDIRAT, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
+        libc::SYS_mknod => path_call(op::MKNODAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
+        libc::SYS_mknodat => path_call(op::MKNODAT, a[0] as i32 as i64, a[1], [0, 0, a[2], a[3]], &[], m),
+        libc::SYS_chmod => path_call(op::FCHMODAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], 0], &[], m),
+        libc::SYS_fchmodat => path_call(op::FCHMODAT, a[0] as i32 as i64, a[1], [0, 0, a[2], 0], &[], m),
         libc::SYS_fchmodat2 => {
             let (d, flags) = (a[0] as i32 as i64, a[3] as i32);
             // (an empty path with AT_EMPTY_PATH names dirfd itself)
@@ -1483,7 +1499,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 Ret(EINVAL)
             } else if flags & libc::AT_EMPTY_PATH != 0 && empty {
                 if is_remote(d) {
-                    Ret(call(91, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
+                    Ret(call(op::FCHMOD, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
                 } else {
                     Native
                 }
@@ -1491,38 +1507,38 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 // (a symlink's own mode cannot be changed on Linux)
                 Ret(-(libc::EOPNOTSUPP as i64))
             } else {
-                path_call(268, d, a[1], [0, 0, a[2], 0], &[], m)
+                path_call(op::FCHMODAT, d, a[1], [0, 0, a[2], 0], &[], m)
             }
         }
-        libc::SYS_chown => path_call(260, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
-        libc::SYS_lchown => path_call2(260, libc::AT_FDCWD as i64, a[0], [a[1], a[2], libc::AT_SYMLINK_NOFOLLOW as u64], m),
-        libc::SYS_fchownat => path_call2(260, a[0] as i32 as i64, a[1], [a[2], a[3], a[4]], m),
+        libc::SYS_chown => path_call(op::FCHOWNAT, libc::AT_FDCWD as i64, a[0], [0, 0, a[1], a[2]], &[], m),
+        libc::SYS_lchown => path_call2(op::FCHOWNAT, libc::AT_FDCWD as i64, a[0], [a[1], a[2], libc::AT_SYMLINK_NOFOLLOW as u64], m),
+        libc::SYS_fchownat => path_call2(op::FCHOWNAT, a[0] as i32 as i64, a[1], [a[2], a[3], a[4]], m),
         libc::SYS_truncate => {
             if local_path(a[0]) {
                 return Native;
             }
             let Some(pi) = path_io(a[0]) else { return Ret(EFAULT) };
-            Ret(call(76, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
+            Ret(call(op::TRUNCATE, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
         }
         libc::SYS_chdir => {
             let Some(pi) = path_io(a[0]) else { return Ret(EFAULT) };
-            Ret(call(80, zero, &[pi], &[], m))
+            Ret(call(op::CHDIR, zero, &[pi], &[], m))
         }
-        libc::SYS_getcwd => Ret(call(79, [0, a[1], 0, 0, 0, 0], &[], &[Io { p: a[0], n: a[1] as usize }], m)),
+        libc::SYS_getcwd => Ret(call(op::GETCWD, [0, a[1], 0, 0, 0, 0], &[], &[Io { p: a[0], n: a[1] as usize }], m)),
         libc::SYS_readlink => readlink_fwd(libc::AT_FDCWD as i64, a[0], a[1], a[2], m),
         libc::SYS_readlinkat => readlink_fwd(a[0] as i32 as i64, a[1], a[2], a[3], m),
-        libc::SYS_rename => two_paths(316, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
-        libc::SYS_renameat => two_paths(316, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], 0, m),
-        libc::SYS_renameat2 => two_paths(316, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
-        libc::SYS_link => two_paths(265, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
-        libc::SYS_linkat => two_paths(265, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
+        libc::SYS_rename => two_paths(op::RENAMEAT2, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
+        libc::SYS_renameat => two_paths(op::RENAMEAT2, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], 0, m),
+        libc::SYS_renameat2 => two_paths(op::RENAMEAT2, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
+        libc::SYS_link => two_paths(op::LINKAT, libc::AT_FDCWD as i64, a[0], libc::AT_FDCWD as i64, a[1], 0, m),
+        libc::SYS_linkat => two_paths(op::LINKAT, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3], a[4], m),
         libc::SYS_symlink | libc::SYS_symlinkat => {
             let (t, d, l) = if nr == libc::SYS_symlink { (a[0], libc::AT_FDCWD as i64, a[1]) } else { (a[0], a[1] as i32 as i64, a[2]) };
             let (Some(ti), Some(li)) = (path_io(t), path_io(l)) else { return Ret(EFAULT) };
             if let Err(e) = dir_ok(d, l) {
                 return Ret(e);
             }
-            Ret(call(266, [0, d as u64, 0, 0, 0, 0], &[ti, li], &[], m))
+            Ret(call(op::SYMLINKAT, [0, d as u64, 0, 0, 0, 0], &[ti, li], &[], m))
         }
         libc::SYS_utimensat | libc::SYS_utimes | libc::SYS_utime | libc::SYS_futimesat => Ret(utime_fwd(nr, a, m)),
         libc::SYS_statfs => {
@@ -1530,7 +1546,7 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 return Native;
             }
             let Some(pi) = path_io(a[0]) else { return Ret(EFAULT) };
-            Ret(call(137, zero, &[pi], &[Io { p: a[1], n: 120 }], m))
+            Ret(call(op::STATFS, zero, &[pi], &[Io { p: a[1], n: 120 }], m))
         }
         libc::SYS_getxattr | libc::SYS_lgetxattr | libc::SYS_listxattr | libc::SYS_llistxattr | libc::SYS_setxattr
         | libc::SYS_lsetxattr | libc::SYS_removexattr | libc::SYS_lremovexattr => Ret(-(libc::EOPNOTSUPP as i64)),
@@ -1552,7 +1568,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             // emulated on the saved mask, which the return from this handler installs
             let old = *mask;
             if a[1] != 0 {
-                // SAFETY: the application's sigset (first word: signals 1..64).
+                // SAFETY: rt_sigprocmask's contract: a non-null set (checked) points at a sigset;
+                // its first word (signals 1..64) is read.
                 let set = unsafe { *(a[1] as *const u64) };
                 let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
                 let set = set & !sigsys_bit() & !frz;
@@ -1564,7 +1581,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
                 }
             }
             if a[2] != 0 {
-                // SAFETY: the application's out sigset.
+                // SAFETY: rt_sigprocmask's contract: a non-null oldset (checked) points at a
+                // writable sigset; its first word is written.
                 unsafe { *(a[2] as *mut u64) = old };
             }
             Ret(0)
@@ -1576,7 +1594,8 @@ fn dispatch(nr: i64, a: [u64; 6], g: &mut [i64; 23], mask: &mut u64) -> Act {
             if a[1] == 0 {
                 return Native;
             }
-            // SAFETY: the application's kernel sigaction.
+            // SAFETY: rt_sigaction's contract: a non-null act (checked) points at a kernel struct
+            // sigaction, which KSigAction mirrors.
             let mut k = unsafe { *(a[1] as *const ckpt::sys::KSigAction) };
             k.mask &= !sigsys_bit();
             let r = r!(libc::SYS_rt_sigaction, a[0], &k as *const ckpt::sys::KSigAction, a[2], a[3]);
@@ -1593,7 +1612,8 @@ fn strip_mask_arg(g: &mut [i64; 23], reg: usize, p: u64) -> Act {
     if p == 0 {
         return Act::Native;
     }
-    // SAFETY: the application's sigset.
+    // SAFETY: the contract of the call whose mask argument this is: non-null (checked) points at a
+    // sigset; its first word is read.
     let v = unsafe { *(p as *const u64) };
     if v & sigsys_bit() == 0 {
         return Act::Native;
@@ -1643,7 +1663,7 @@ fn readlink_fwd(dirfd: i64, p: u64, buf: u64, size: u64, m: u64) -> Act {
     if let Err(e) = dir_ok(dirfd, p) {
         return Act::Ret(e);
     }
-    Act::Ret(call(267, [dirfd as u64, 0, 0, size, 0, 0], &[pi], &[Io { p: buf, n: size as usize }], m))
+    Act::Ret(call(op::READLINKAT, [dirfd as u64, 0, 0, size, 0, 0], &[pi], &[Io { p: buf, n: size as usize }], m))
 }
 
 fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
@@ -1652,14 +1672,16 @@ fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
     let (dirfd, p, given, flags) = match nr {
         libc::SYS_utimensat => {
             if a[2] != 0 {
-                // SAFETY: the application's timespec[2].
+                // SAFETY: utimensat's contract: non-null times (checked) points at struct
+                // timespec[2], 4 i64.
                 unsafe { core::ptr::copy_nonoverlapping(a[2] as *const i64, ts.as_mut_ptr(), 4) };
             }
             (a[0] as i32 as i64, a[1], a[2] != 0, a[3])
         }
         libc::SYS_utime => {
             if a[1] != 0 {
-                // SAFETY: the application's struct utimbuf {actime, modtime}.
+                // SAFETY: utime's contract: non-null times (checked) points at struct utimbuf
+                // {actime, modtime}, 2 i64.
                 let u = unsafe { core::slice::from_raw_parts(a[1] as *const i64, 2) };
                 ts = [u[0], 0, u[1], 0];
             }
@@ -1668,7 +1690,8 @@ fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
         _ => {
             let (d, p, tv) = if nr == libc::SYS_utimes { (libc::AT_FDCWD as i64, a[0], a[1]) } else { (a[0] as i32 as i64, a[1], a[2]) };
             if tv != 0 {
-                // SAFETY: the application's timeval[2].
+                // SAFETY: utimes'/futimesat's contract: non-null times (checked) points at struct
+                // timeval[2], 4 i64.
                 let u = unsafe { core::slice::from_raw_parts(tv as *const i64, 4) };
                 ts = [u[0], u[1] * 1000, u[2], u[3] * 1000];
             }
@@ -1694,7 +1717,7 @@ fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
         }
     };
     let ti = Io { p: ts.as_ptr() as u64, n: if given { 32 } else { 0 } };
-    call(280, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
+    call(op::UTIMENSAT, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
 }
 
 fn write_loop(fd: i64, mut p: u64, mut n: usize, off: Option<i64>, m: u64) -> i64 {
@@ -1702,8 +1725,8 @@ fn write_loop(fd: i64, mut p: u64, mut n: usize, off: Option<i64>, m: u64) -> i6
     loop {
         let k = n.min(rsys::MAX_IO);
         let r = match off {
-            None => call_x(1, [fd as u64, 0, 0, 0, 0, 0], &[Io { p, n: k }], &[], m, may_block(fd, m)),
-            Some(o) => call(18, [fd as u64, 0, 0, (o + done) as u64, 0, 0], &[Io { p, n: k }], &[], m),
+            None => call_x(op::WRITE, [fd as u64, 0, 0, 0, 0, 0], &[Io { p, n: k }], &[], m, may_block(fd, m)),
+            Some(o) => call(op::PWRITE64, [fd as u64, 0, 0, (o + done) as u64, 0, 0], &[Io { p, n: k }], &[], m),
         };
         if r < 0 {
             return if done > 0 { done } else { r };
@@ -1723,7 +1746,8 @@ fn iovs(iov: u64, cnt: usize, v: &mut [Io; 8]) -> Option<usize> {
         return None;
     }
     for (i, slot) in v.iter_mut().enumerate().take(cnt) {
-        // SAFETY: the application's iovec array of `cnt` entries.
+        // SAFETY: readv's (and sendmsg's / recvmsg's msg_iov) contract: iov points at cnt
+        // struct iovec, and i < cnt.
         let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
         *slot = Io { p: e.iov_base as u64, n: e.iov_len };
     }
@@ -1733,7 +1757,7 @@ fn iovs(iov: u64, cnt: usize, v: &mut [Io; 8]) -> Option<usize> {
 fn writev_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
     let mut done = 0i64;
     for i in 0..cnt {
-        // SAFETY: the application's iovec array.
+        // SAFETY: writev's contract: iov points at cnt struct iovec, and i < cnt.
         let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
         if e.iov_len == 0 {
             continue;
@@ -1760,20 +1784,20 @@ fn readv_fwd(fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
             left -= x.n;
         }
         return match off {
-            None => call_x(0, [fd as u64, 0, total as u64, 0, 0, 0], &[], &v[..k], m, may_block(fd, m)),
-            Some(o) => call(17, [fd as u64, 0, total as u64, o as u64, 0, 0], &[], &v[..k], m),
+            None => call_x(op::READ, [fd as u64, 0, total as u64, 0, 0, 0], &[], &v[..k], m, may_block(fd, m)),
+            Some(o) => call(op::PREAD64, [fd as u64, 0, total as u64, o as u64, 0, 0], &[], &v[..k], m),
         };
     }
     // many buffers: one call per buffer, stop at a short read
     let mut done = 0i64;
     for i in 0..cnt {
-        // SAFETY: the application's iovec array.
+        // SAFETY: readv's contract: iov points at cnt struct iovec, and i < cnt.
         let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
         let n = e.iov_len.min(rsys::MAX_IO);
         let out = [Io { p: e.iov_base as u64, n }];
         let r = match off {
-            None => call_x(0, [fd as u64, 0, n as u64, 0, 0, 0], &[], &out, m, may_block(fd, m)),
-            Some(o) => call(17, [fd as u64, 0, n as u64, (o + done) as u64, 0, 0], &[], &out, m),
+            None => call_x(op::READ, [fd as u64, 0, n as u64, 0, 0, 0], &[], &out, m, may_block(fd, m)),
+            Some(o) => call(op::PREAD64, [fd as u64, 0, n as u64, (o + done) as u64, 0, 0], &[], &out, m),
         };
         if r < 0 {
             return if done > 0 { done } else { r };
@@ -1793,7 +1817,7 @@ fn close_range(first: u32, last: u32, flags: u32, m: u64) -> i64 {
     let mut fd = first as i64;
     while fd <= hi as i64 {
         if is_remote(fd) && flags & libc::CLOSE_RANGE_CLOEXEC == 0 {
-            call(3, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
+            call(op::CLOSE, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
             set_remote(fd, false);
             epoll::forget_fd(fd);
         }
@@ -1821,7 +1845,7 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
             if n < 0 {
                 return n;
             }
-            let r = call(292, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
+            let r = call(op::DUP3, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
             if r < 0 {
                 r!(libc::SYS_close, n);
                 return r;
@@ -1836,9 +1860,9 @@ fn fcntl_fwd(fd: i64, cmd: i32, arg: u64, m: u64) -> i64 {
         libc::F_GETFD | libc::F_SETFD => r!(libc::SYS_fcntl, fd, cmd, arg),
         libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
             let io = [Io { p: arg, n: 32 }];
-            call_x(72, [fd as u64, cmd as u64, 0, 0, 0, 0], &io, &io, m, cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW)
+            call_x(op::FCNTL, [fd as u64, cmd as u64, 0, 0, 0, 0], &io, &io, m, cmd == libc::F_SETLKW || cmd == libc::F_OFD_SETLKW)
         }
-        _ => call(72, [fd as u64, cmd as u64, arg, 0, 0, 0], &[], &[], m),
+        _ => call(op::FCNTL, [fd as u64, cmd as u64, arg, 0, 0, 0], &[], &[], m),
     }
 }
 
@@ -1848,7 +1872,7 @@ fn ioctl_fwd(fd: i64, req: u64, arg: u64, m: u64) -> i64 {
         rsys::IoctlShape::FdFlag => return r!(libc::SYS_ioctl, fd, req, arg),
         rsys::IoctlShape::Unsupported => return -(libc::ENOTTY as i64),
     };
-    call(16, [fd as u64, req, 0, 0, 0, 0], &[Io { p: arg, n: inl }], &[Io { p: arg, n: outl }], m)
+    call(op::IOCTL, [fd as u64, req, 0, 0, 0, 0], &[Io { p: arg, n: inl }], &[Io { p: arg, n: outl }], m)
 }
 
 fn mmap_fwd(a: [u64; 6], m: u64) -> i64 {
@@ -1867,7 +1891,7 @@ fn mmap_fwd(a: [u64; 6], m: u64) -> i64 {
     let mut done = 0u64;
     while done < len {
         let k = (len - done).min(rsys::MAX_IO as u64);
-        let r = call(17, [fd as u64, 0, k, off + done, 0, 0], &[], &[Io { p: p as u64 + done, n: k as usize }], m);
+        let r = call(op::PREAD64, [fd as u64, 0, k, off + done, 0, 0], &[], &[Io { p: p as u64 + done, n: k as usize }], m);
         if r < 0 {
             r!(libc::SYS_munmap, p, len);
             return r;
@@ -1894,7 +1918,8 @@ fn copy_addr(ab: &[u8], n: usize, addr: u64, lenp: u64) {
     if addr == 0 || lenp == 0 {
         return;
     }
-    // SAFETY: the application's address buffer of *lenp bytes and its length word.
+    // SAFETY: accept's, getsockname's and recvfrom's contract: a non-null addrlen (checked)
+    // points at a writable socklen_t and a non-null addr at *addrlen writable bytes; k <= *addrlen.
     unsafe {
         let l = &mut *(lenp as *mut u32);
         let k = (*l as usize).min(n).min(ab.len());
@@ -1918,7 +1943,7 @@ fn sendto_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, alen: usize, m: u64) 
     let al = if addr != 0 { alen } else { 0 };
     b[k] = Io { p: addr, n: al };
     k += 1;
-    call_x(44, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m, true)
+    call_x(op::SENDTO, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m, true)
 }
 
 fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) -> i64 {
@@ -1937,7 +1962,7 @@ fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) 
         k += 1;
         total += n;
     }
-    let r = call_x(45, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m, true);
+    let r = call_x(op::RECVFROM, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m, true);
     if r >= 0 && want {
         let n = u32::from_le_bytes([area[0], area[1], area[2], area[3]]) as usize;
         copy_addr(&area[4..], n.min(rsys::RECV_ADDR_AREA), addr, lenp);
@@ -1972,7 +1997,7 @@ fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool) -> i64 {
     let base = flags & !(libc::MSG_WAITFORONE as u64);
     let mut done = 0i64;
     for i in 0..n.min(1024) as usize {
-        // SAFETY: the application's array of n mmsghdr.
+        // SAFETY: sendmmsg's/recvmmsg's contract: vec points at n struct mmsghdr, and i < n.
         let e = unsafe { &mut *(vec as *mut libc::mmsghdr).add(i) };
         let r = if send {
             sendmsg_fwd(fd, &e.msg_hdr, base, m)
@@ -1991,7 +2016,8 @@ fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool) -> i64 {
 
 fn any_remote_pollfd(p: u64, n: usize) -> bool {
     (0..n).any(|i| {
-        // SAFETY: the application's pollfd array of n entries.
+        // SAFETY: poll's contract (select_fwd passes its own array): p points at n struct
+        // pollfd, and i < n.
         let f = unsafe { &*((p as *const libc::pollfd).add(i)) };
         is_remote(f.fd as i64)
     })
@@ -2019,12 +2045,13 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         }
         return r!(libc::SYS_ppoll, g[libc::REG_RDI as usize], g[libc::REG_RSI as usize], g[libc::REG_RDX as usize], 0, 8);
     }
-    // SAFETY: the application's pollfd array of n entries.
+    // SAFETY: poll's contract (select_fwd passes its own array): p points at n writable
+    // struct pollfd.
     let fds = unsafe { core::slice::from_raw_parts_mut(p as *mut libc::pollfd, n) };
     let all_remote = fds.iter().all(|f| f.fd < 0 || is_remote(f.fd as i64));
     let io = [Io { p, n: n * 8 }];
     if all_remote {
-        return call_x(7, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
+        return call_x(op::POLL, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
     }
     if n > 1024 {
         return EINVAL;
@@ -2069,7 +2096,7 @@ fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: 
         // (without a watch, for want of an epoll fd: slices of 20 ms)
         let t = if lr > 0 { 0 } else if watch < 0 { if left < 0 { 20 } else { left.min(20) } } else { left };
         hide(fds, &mut hid, false);
-        let rr = call_also(7, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
+        let rr = call_also(op::POLL, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
         unhide(fds, &mut hid);
         if watch >= 0 {
             r!(libc::SYS_close, watch);
@@ -2098,7 +2125,8 @@ fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
     let nfds = (a[0] as usize).min(1024);
     let sets = [a[1], a[2], a[3]];
     let isset = |s: u64, fd: usize| s != 0 && {
-        // SAFETY: the application's fd_set (1024 bits).
+        // SAFETY: select's contract: a non-null set (checked) holds at least nfds bits in
+        // 64-bit words, as the kernel reads it, and fd < nfds.
         let w = unsafe { *((s as *const u64).add(fd / 64)) };
         w & (1 << (fd % 64)) != 0
     };
@@ -2109,11 +2137,11 @@ fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
     let timeout_ms: i64 = if a[4] == 0 {
         -1
     } else if nr == libc::SYS_select {
-        // SAFETY: the application's timeval.
+        // SAFETY: select's contract: a non-null timeout (checked) points at a struct timeval.
         let tv = unsafe { &*(a[4] as *const libc::timeval) };
         tv.tv_sec * 1000 + tv.tv_usec / 1000
     } else {
-        // SAFETY: the application's timespec.
+        // SAFETY: pselect6's contract: a non-null timeout (checked) points at a struct timespec.
         let ts = unsafe { &*(a[4] as *const libc::timespec) };
         ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
     };
@@ -2134,12 +2162,14 @@ fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
         return r;
     }
     for s in sets.iter().filter(|s| **s != 0) {
-        // SAFETY: clearing the application's fd_set words for the first nfds bits.
+        // SAFETY: select's contract: each non-null set is writable for nfds bits in 64-bit
+        // words, as the kernel writes it; exactly those words are cleared.
         unsafe { core::ptr::write_bytes(*s as *mut u8, 0, nfds.div_ceil(64) * 8) };
     }
     let set = |s: u64, fd: i32| {
         if s != 0 {
-            // SAFETY: the application's fd_set.
+            // SAFETY: select's contract: a non-null set (checked) is writable for nfds bits in
+            // 64-bit words, and the ready fd came from pf, so fd < nfds.
             unsafe { *((s as *mut u64).add(fd as usize / 64)) |= 1 << (fd % 64) };
         }
     };

@@ -585,25 +585,23 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, (usize, io::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::{FileCall, Msg, SyscallReq};
+    use crate::msg::Msg;
     use std::io::Cursor;
 
-    fn write_call(len: u32) -> Msg {
-        Msg::SyscallReq(SyscallReq {
-            seq: 7,
-            call: FileCall::Write { fd: 3, len },
-        })
+    /// A message whose header states `len` bytes of bulk.
+    fn chunk(len: u32) -> Msg {
+        Msg::ImageChunk { len }
     }
 
     #[test]
     fn round_trip_through_stream_with_bulk() {
         let mut wire = Vec::new();
         let mut w = FrameWriter::new(&mut wire);
-        w.write_msg(&write_call(5), b"hello").unwrap();
+        w.write_msg(&chunk(5), b"hello").unwrap();
         w.write_msg(&Msg::ImageEnd { checksum: 42 }, &[]).unwrap();
         let mut r = FrameReader::new(Cursor::new(wire));
         let (m, bulk): (Msg, _) = r.read_msg().unwrap();
-        assert_eq!(m, write_call(5));
+        assert_eq!(m, chunk(5));
         assert_eq!(bulk, b"hello");
         let mut buf = [0u8; 8];
         let (m, n): (Msg, _) = r.read_msg_into(&mut buf).unwrap();
@@ -615,7 +613,7 @@ mod tests {
     fn writer_refuses_mismatched_bulk_before_writing() {
         let mut wire = Vec::new();
         let mut w = FrameWriter::new(&mut wire);
-        let e = w.write_msg(&write_call(4), b"hello").unwrap_err();
+        let e = w.write_msg(&chunk(4), b"hello").unwrap_err();
         assert!(
             matches!(
                 e,
@@ -637,7 +635,7 @@ mod tests {
             max_bulk: 3,
         };
         let mut w = FrameWriter::with_limits(&mut wire, limits);
-        let e = w.write_msg(&write_call(5), b"hello").unwrap_err();
+        let e = w.write_msg(&chunk(5), b"hello").unwrap_err();
         assert!(
             matches!(e, FrameError::BulkTooLarge { len: 5, max: 3 }),
             "{e}"
@@ -687,7 +685,7 @@ mod tests {
 
     #[test]
     fn reader_rejects_oversize_bulk_before_reading_it() {
-        let wire = encode_frame(&write_call(100), &[0u8; 100], &Limits::default()).unwrap();
+        let wire = encode_frame(&chunk(100), &[0u8; 100], &Limits::default()).unwrap();
         let limits = Limits {
             max_header: 1024,
             max_bulk: 99,
@@ -742,7 +740,7 @@ mod tests {
 
     #[test]
     fn truncation_is_reported_by_part() {
-        let wire = encode_frame(&write_call(5), b"hello", &Limits::default()).unwrap();
+        let wire = encode_frame(&chunk(5), b"hello", &Limits::default()).unwrap();
         let cases = [
             (2, FramePart::LengthPrefix),
             (LEN_PREFIX + 1, FramePart::Header),
@@ -759,7 +757,7 @@ mod tests {
 
     #[test]
     fn read_into_small_buffer_is_an_error() {
-        let wire = encode_frame(&write_call(5), b"hello", &Limits::default()).unwrap();
+        let wire = encode_frame(&chunk(5), b"hello", &Limits::default()).unwrap();
         let mut r = FrameReader::new(Cursor::new(wire));
         let mut buf = [0u8; 4];
         let e = r.read_msg_into::<Msg>(&mut buf).unwrap_err();
@@ -782,7 +780,7 @@ mod tests {
 
     #[test]
     fn decode_frame_reports_incomplete_input() {
-        let wire = encode_frame(&write_call(5), b"hello", &Limits::default()).unwrap();
+        let wire = encode_frame(&chunk(5), b"hello", &Limits::default()).unwrap();
         for cut in 0..wire.len() {
             let e = decode_frame::<Msg>(&wire[..cut], &Limits::default()).unwrap_err();
             assert!(
@@ -812,10 +810,10 @@ mod tests {
     #[test]
     fn partial_vectored_writes_complete_the_frame() {
         let mut w = FrameWriter::new(Dribble(Vec::new()));
-        w.write_msg(&write_call(11), b"hello world").unwrap();
+        w.write_msg(&chunk(11), b"hello world").unwrap();
         let wire = w.into_inner().0;
         let f = decode_frame::<Msg>(&wire, &Limits::default()).unwrap();
-        assert_eq!(f.header, write_call(11));
+        assert_eq!(f.header, chunk(11));
         assert_eq!(f.bulk, b"hello world");
     }
 
@@ -837,7 +835,7 @@ mod tests {
     fn timeout_between_frames_is_idle_and_inside_a_frame_is_fatal() {
         let mut r = FrameReader::new(Stalled(&[]));
         assert!(matches!(r.read_msg::<Msg>(), Err(FrameError::Idle)));
-        let wire = encode_frame(&write_call(5), b"hello", &Limits::default()).unwrap();
+        let wire = encode_frame(&chunk(5), b"hello", &Limits::default()).unwrap();
         for cut in 1..wire.len() {
             let mut r = FrameReader::new(Stalled(&wire[..cut]));
             let e = r.read_msg::<Msg>().unwrap_err();

@@ -41,7 +41,7 @@
 //!
 //! # Calls
 //! `op` is the x86-64 Linux system call number of the call performed at home (or one of
-//! the `OP_*` values above 1000). Results follow the kernel's convention: `ret` >= 0 on
+//! the `OP_*` values above 1000); [`op`] names every one, and both ends use those names. Results follow the kernel's convention: `ret` >= 0 on
 //! success, `-errno` on failure. Descriptor arguments are the *application's* fd
 //! numbers; the session maps them to its own descriptors (`EBADF` for an unknown one).
 //! `AT_FDCWD` (-100) as a directory means the session's current directory, which starts
@@ -138,6 +138,124 @@ pub const OP_RESYNC: u32 = 1002;
 /// answer is `-EINTR` (nothing was read or written); if it has finished, its answer
 /// stands and the cancel is ignored. Never answered itself.
 pub const OP_CANCEL: u32 = 1003;
+
+/// The `op` of every forwarded call ([`Req::op`]), by name; the table in the module header
+/// says what each takes and answers. Below 1000 an op is the x86-64 Linux system call number
+/// of the call performed at home; from 1000 on it is one of mos's own (the `OP_*` values).
+pub mod op {
+    /// `read(fd, buf, count)`.
+    pub const READ: u32 = 0;
+    /// `write(fd, buf, count)`.
+    pub const WRITE: u32 = 1;
+    /// `close(fd)`.
+    pub const CLOSE: u32 = 3;
+    /// `fstat(fd, statbuf)`.
+    pub const FSTAT: u32 = 5;
+    /// `poll(fds, nfds, timeout)`.
+    pub const POLL: u32 = 7;
+    /// `lseek(fd, offset, whence)`.
+    pub const LSEEK: u32 = 8;
+    /// `ioctl(fd, request, arg)`, for the requests [`ioctl_shape`] serves.
+    pub const IOCTL: u32 = 16;
+    /// `pread64(fd, buf, count, offset)`.
+    pub const PREAD64: u32 = 17;
+    /// `pwrite64(fd, buf, count, offset)`.
+    pub const PWRITE64: u32 = 18;
+    /// `socket(domain, type, protocol)`.
+    pub const SOCKET: u32 = 41;
+    /// `connect(fd, addr, addrlen)`.
+    pub const CONNECT: u32 = 42;
+    /// `sendto(fd, buf, len, flags, addr, addrlen)`.
+    pub const SENDTO: u32 = 44;
+    /// `recvfrom(fd, buf, len, flags, addr, addrlen)`.
+    pub const RECVFROM: u32 = 45;
+    /// `shutdown(fd, how)`.
+    pub const SHUTDOWN: u32 = 48;
+    /// `bind(fd, addr, addrlen)`.
+    pub const BIND: u32 = 49;
+    /// `listen(fd, backlog)`.
+    pub const LISTEN: u32 = 50;
+    /// `getsockname(fd, addr, addrlen)`.
+    pub const GETSOCKNAME: u32 = 51;
+    /// `getpeername(fd, addr, addrlen)`.
+    pub const GETPEERNAME: u32 = 52;
+    /// `setsockopt(fd, level, name, value, len)`.
+    pub const SETSOCKOPT: u32 = 54;
+    /// `getsockopt(fd, level, name, value, len)`.
+    pub const GETSOCKOPT: u32 = 55;
+    /// `fcntl(fd, cmd, arg)`: integer commands and the lock commands.
+    pub const FCNTL: u32 = 72;
+    /// `flock(fd, operation)`.
+    pub const FLOCK: u32 = 73;
+    /// `fsync(fd)`.
+    pub const FSYNC: u32 = 74;
+    /// `fdatasync(fd)`.
+    pub const FDATASYNC: u32 = 75;
+    /// `truncate(path, length)`.
+    pub const TRUNCATE: u32 = 76;
+    /// `ftruncate(fd, length)`.
+    pub const FTRUNCATE: u32 = 77;
+    /// `getcwd(buf, size)`: the session's current directory.
+    pub const GETCWD: u32 = 79;
+    /// `chdir(path)`: the session's current directory.
+    pub const CHDIR: u32 = 80;
+    /// `fchdir(fd)`: the session's current directory.
+    pub const FCHDIR: u32 = 81;
+    /// `fchmod(fd, mode)`.
+    pub const FCHMOD: u32 = 91;
+    /// `fchown(fd, uid, gid)`.
+    pub const FCHOWN: u32 = 93;
+    /// `statfs(path, buf)`.
+    pub const STATFS: u32 = 137;
+    /// `fstatfs(fd, buf)`.
+    pub const FSTATFS: u32 = 138;
+    /// `getdents64(fd, dirp, count)`.
+    pub const GETDENTS64: u32 = 217;
+    /// `fadvise64(fd, offset, len, advice)`.
+    pub const FADVISE64: u32 = 221;
+    /// `openat(dirfd, path, flags, mode)`, bound at the fd number the body chose.
+    pub const OPENAT: u32 = 257;
+    /// `mkdirat(dirfd, path, mode)`.
+    pub const MKDIRAT: u32 = 258;
+    /// `mknodat(dirfd, path, mode, dev)`.
+    pub const MKNODAT: u32 = 259;
+    /// `fchownat(dirfd, path, uid, gid, flags)`.
+    pub const FCHOWNAT: u32 = 260;
+    /// `newfstatat(dirfd, path, statbuf, flags)`.
+    pub const NEWFSTATAT: u32 = 262;
+    /// `unlinkat(dirfd, path, flags)`.
+    pub const UNLINKAT: u32 = 263;
+    /// `linkat(olddirfd, old, newdirfd, new, flags)`.
+    pub const LINKAT: u32 = 265;
+    /// `symlinkat(target, newdirfd, linkpath)`.
+    pub const SYMLINKAT: u32 = 266;
+    /// `readlinkat(dirfd, path, buf, size)`.
+    pub const READLINKAT: u32 = 267;
+    /// `fchmodat(dirfd, path, mode)`.
+    pub const FCHMODAT: u32 = 268;
+    /// `utimensat(dirfd, path, times, flags)`.
+    pub const UTIMENSAT: u32 = 280;
+    /// `fallocate(fd, mode, offset, len)`.
+    pub const FALLOCATE: u32 = 285;
+    /// `accept4(fd, addr, addrlen, flags)`, bound at the fd number the body chose.
+    pub const ACCEPT4: u32 = 288;
+    /// `dup3(oldfd, newfd, flags)`: the session's copy of `oldfd` bound at `newfd`.
+    pub const DUP3: u32 = 292;
+    /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
+    pub const RENAMEAT2: u32 = 316;
+    /// `statx(dirfd, path, flags, mask, buf)`.
+    pub const STATX: u32 = 332;
+    /// `faccessat2(dirfd, path, mode, flags)`.
+    pub const FACCESSAT2: u32 = 439;
+    /// The process's exit ([`super::OP_EXIT`]).
+    pub const EXIT: u32 = super::OP_EXIT;
+    /// No-op round trip ([`super::OP_PING`]).
+    pub const PING: u32 = super::OP_PING;
+    /// A restarted body's channel position ([`super::OP_RESYNC`]).
+    pub const RESYNC: u32 = super::OP_RESYNC;
+    /// Give up a waiting call with EINTR ([`super::OP_CANCEL`]).
+    pub const CANCEL: u32 = super::OP_CANCEL;
+}
 
 /// Server -> body: deliver signal `arg` to the body.
 pub const CTL_SIGNAL: u32 = 1;
@@ -357,7 +475,7 @@ impl HelloReply {
 /// A forwarded call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Req {
-    /// System call number or `OP_*`.
+    /// What to perform: one of [`op`].
     pub op: u32,
     /// Zero, or [`REQ_CPU_HINT`] | the CPU the body runs on.
     pub flags: u32,
@@ -483,13 +601,76 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn ops_are_the_x86_64_system_call_numbers() {
+        let pairs: [(u32, libc::c_long); 52] = [
+            (op::READ, libc::SYS_read),
+            (op::WRITE, libc::SYS_write),
+            (op::CLOSE, libc::SYS_close),
+            (op::FSTAT, libc::SYS_fstat),
+            (op::POLL, libc::SYS_poll),
+            (op::LSEEK, libc::SYS_lseek),
+            (op::IOCTL, libc::SYS_ioctl),
+            (op::PREAD64, libc::SYS_pread64),
+            (op::PWRITE64, libc::SYS_pwrite64),
+            (op::SOCKET, libc::SYS_socket),
+            (op::CONNECT, libc::SYS_connect),
+            (op::SENDTO, libc::SYS_sendto),
+            (op::RECVFROM, libc::SYS_recvfrom),
+            (op::SHUTDOWN, libc::SYS_shutdown),
+            (op::BIND, libc::SYS_bind),
+            (op::LISTEN, libc::SYS_listen),
+            (op::GETSOCKNAME, libc::SYS_getsockname),
+            (op::GETPEERNAME, libc::SYS_getpeername),
+            (op::SETSOCKOPT, libc::SYS_setsockopt),
+            (op::GETSOCKOPT, libc::SYS_getsockopt),
+            (op::FCNTL, libc::SYS_fcntl),
+            (op::FLOCK, libc::SYS_flock),
+            (op::FSYNC, libc::SYS_fsync),
+            (op::FDATASYNC, libc::SYS_fdatasync),
+            (op::TRUNCATE, libc::SYS_truncate),
+            (op::FTRUNCATE, libc::SYS_ftruncate),
+            (op::GETCWD, libc::SYS_getcwd),
+            (op::CHDIR, libc::SYS_chdir),
+            (op::FCHDIR, libc::SYS_fchdir),
+            (op::FCHMOD, libc::SYS_fchmod),
+            (op::FCHOWN, libc::SYS_fchown),
+            (op::STATFS, libc::SYS_statfs),
+            (op::FSTATFS, libc::SYS_fstatfs),
+            (op::GETDENTS64, libc::SYS_getdents64),
+            (op::FADVISE64, libc::SYS_fadvise64),
+            (op::OPENAT, libc::SYS_openat),
+            (op::MKDIRAT, libc::SYS_mkdirat),
+            (op::MKNODAT, libc::SYS_mknodat),
+            (op::FCHOWNAT, libc::SYS_fchownat),
+            (op::NEWFSTATAT, libc::SYS_newfstatat),
+            (op::UNLINKAT, libc::SYS_unlinkat),
+            (op::LINKAT, libc::SYS_linkat),
+            (op::SYMLINKAT, libc::SYS_symlinkat),
+            (op::READLINKAT, libc::SYS_readlinkat),
+            (op::FCHMODAT, libc::SYS_fchmodat),
+            (op::UTIMENSAT, libc::SYS_utimensat),
+            (op::FALLOCATE, libc::SYS_fallocate),
+            (op::ACCEPT4, libc::SYS_accept4),
+            (op::DUP3, libc::SYS_dup3),
+            (op::RENAMEAT2, libc::SYS_renameat2),
+            (op::STATX, libc::SYS_statx),
+            (op::FACCESSAT2, libc::SYS_faccessat2),
+        ];
+        for (op, nr) in pairs {
+            assert_eq!(i64::from(op), nr);
+        }
+        assert_eq!([op::EXIT, op::PING, op::RESYNC, op::CANCEL], [1000, 1001, 1002, 1003]);
+    }
+
+    #[test]
     fn round_trips() {
         let h = Hello { token: [7; 32], kind: KIND_CALLS, vpid: 42, body_pid: 99, flags: HELLO_ANSWER_SOCKET, node: [0; 32] };
         assert_eq!(Hello::decode(&h.encode()), Some(h));
         let mut bad = h.encode();
         bad[0] = b'X';
         assert_eq!(Hello::decode(&bad), None);
-        let r = Req { op: 257, flags: 0, chan: 5 << 8, seq: 9, args: [1, 2, 3, 4, 5, 6], bulk_len: 10, out_len: 11 };
+        let r = Req { op: op::OPENAT, flags: 0, chan: 5 << 8, seq: 9, args: [1, 2, 3, 4, 5, 6], bulk_len: 10, out_len: 11 };
         assert_eq!(Req::decode(&r.encode()), r);
         let p = Resp { ret: -2, seq: 9, data_len: 3, flags: RESP_DATA_IN_PIPE };
         assert_eq!(Resp::decode(&p.encode()), p);

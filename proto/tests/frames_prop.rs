@@ -10,10 +10,7 @@ use proptest::strategy::Union;
 use proto::frame::{
     decode_frame, encode_frame, FrameError, FrameReader, FrameWriter, Limits, WireHeader,
 };
-use proto::msg::{
-    CallDetail, FileCall, FileLock, FileStat, JobSpec, JobState, JobStatus, LoadReport, OsBytes,
-    PollFd, SyscallReq, SyscallResp,
-};
+use proto::msg::{JobSpec, JobState, JobStatus, LoadReport, OsBytes};
 use proto::{Hello, JobId, Msg, Role, Version};
 
 fn os_bytes() -> impl Strategy<Value = OsBytes> {
@@ -139,157 +136,9 @@ fn job_status() -> impl Strategy<Value = JobStatus> {
         })
 }
 
-fn file_lock() -> impl Strategy<Value = FileLock> {
-    (
-        any::<i16>(),
-        any::<i16>(),
-        any::<i64>(),
-        any::<i64>(),
-        any::<i32>(),
-    )
-        .prop_map(|(kind, whence, start, len, pid)| FileLock {
-            kind,
-            whence,
-            start,
-            len,
-            pid,
-        })
-}
-
-fn file_stat() -> impl Strategy<Value = FileStat> {
-    (any::<[u64; 4]>(), any::<[u32; 3]>(), any::<[i64; 9]>()).prop_map(|(u, w, i)| FileStat {
-        dev: u[0],
-        ino: u[1],
-        nlink: u[2],
-        rdev: u[3],
-        mode: w[0],
-        uid: w[1],
-        gid: w[2],
-        size: i[0],
-        blksize: i[1],
-        blocks: i[2],
-        atime: i[3],
-        atime_nsec: i[4],
-        mtime: i[5],
-        mtime_nsec: i[6],
-        ctime: i[7],
-        ctime_nsec: i[8],
-    })
-}
-
 /// Bulk lengths are kept small so the frames with their payloads stay cheap to build.
 fn small_len() -> impl Strategy<Value = u32> {
     0u32..300
-}
-
-fn file_call() -> impl Strategy<Value = FileCall> {
-    let fd = any::<i32>;
-    Union::new(vec![
-        (fd(), os_bytes(), any::<i32>(), any::<u32>())
-            .prop_map(|(dirfd, path, flags, mode)| FileCall::Open {
-                dirfd,
-                path,
-                flags,
-                mode,
-            })
-            .boxed(),
-        fd().prop_map(|fd| FileCall::Close { fd }).boxed(),
-        (fd(), any::<u32>())
-            .prop_map(|(fd, len)| FileCall::Read { fd, len })
-            .boxed(),
-        (fd(), any::<u32>(), any::<i64>())
-            .prop_map(|(fd, len, offset)| FileCall::Pread { fd, len, offset })
-            .boxed(),
-        (fd(), small_len())
-            .prop_map(|(fd, len)| FileCall::Write { fd, len })
-            .boxed(),
-        (fd(), small_len(), any::<i64>())
-            .prop_map(|(fd, len, offset)| FileCall::Pwrite { fd, len, offset })
-            .boxed(),
-        (fd(), any::<i64>(), any::<i32>())
-            .prop_map(|(fd, offset, whence)| FileCall::Lseek { fd, offset, whence })
-            .boxed(),
-        fd().prop_map(|fd| FileCall::Fstat { fd }).boxed(),
-        (fd(), os_bytes(), any::<i32>())
-            .prop_map(|(dirfd, path, flags)| FileCall::Stat { dirfd, path, flags })
-            .boxed(),
-        (fd(), os_bytes(), any::<i32>(), any::<i32>())
-            .prop_map(|(dirfd, path, mode, flags)| FileCall::Access {
-                dirfd,
-                path,
-                mode,
-                flags,
-            })
-            .boxed(),
-        (fd(), os_bytes(), any::<i32>())
-            .prop_map(|(dirfd, path, flags)| FileCall::Unlink { dirfd, path, flags })
-            .boxed(),
-        (fd(), os_bytes(), fd(), os_bytes(), any::<u32>())
-            .prop_map(|(olddirfd, old, newdirfd, new, flags)| FileCall::Rename {
-                olddirfd,
-                old,
-                newdirfd,
-                new,
-                flags,
-            })
-            .boxed(),
-        (fd(), os_bytes(), any::<u32>())
-            .prop_map(|(dirfd, path, mode)| FileCall::Mkdir { dirfd, path, mode })
-            .boxed(),
-        (fd(), os_bytes(), any::<u32>())
-            .prop_map(|(dirfd, path, len)| FileCall::Readlink { dirfd, path, len })
-            .boxed(),
-        (fd(), any::<u32>())
-            .prop_map(|(fd, len)| FileCall::Getdents { fd, len })
-            .boxed(),
-        (fd(), any::<i64>())
-            .prop_map(|(fd, len)| FileCall::Ftruncate { fd, len })
-            .boxed(),
-        (fd(), any::<bool>())
-            .prop_map(|(fd, datasync)| FileCall::Fsync { fd, datasync })
-            .boxed(),
-        (fd(), proptest::option::of(fd()), any::<i32>())
-            .prop_map(|(fd, newfd, flags)| FileCall::Dup { fd, newfd, flags })
-            .boxed(),
-        (fd(), any::<i32>(), any::<i64>())
-            .prop_map(|(fd, cmd, arg)| FileCall::Fcntl { fd, cmd, arg })
-            .boxed(),
-        (fd(), any::<i32>(), file_lock())
-            .prop_map(|(fd, cmd, lock)| FileCall::FcntlLock { fd, cmd, lock })
-            .boxed(),
-        (
-            vec(
-                (fd(), any::<i16>()).prop_map(|(fd, events)| PollFd { fd, events }),
-                0..5,
-            ),
-            any::<i32>(),
-        )
-            .prop_map(|(fds, timeout_ms)| FileCall::Poll { fds, timeout_ms })
-            .boxed(),
-        (fd(), any::<u64>(), any::<i64>(), small_len(), any::<u32>())
-            .prop_map(|(fd, request, arg, in_len, out_len)| FileCall::Ioctl {
-                fd,
-                request,
-                arg,
-                in_len,
-                out_len,
-            })
-            .boxed(),
-        os_bytes().prop_map(|path| FileCall::Chdir { path }).boxed(),
-        fd().prop_map(|fd| FileCall::Fchdir { fd }).boxed(),
-        any::<u32>()
-            .prop_map(|len| FileCall::Getcwd { len })
-            .boxed(),
-    ])
-}
-
-fn call_detail() -> impl Strategy<Value = CallDetail> {
-    prop_oneof![
-        Just(CallDetail::None),
-        file_stat().prop_map(CallDetail::Stat),
-        vec(any::<i16>(), 0..5).prop_map(CallDetail::Poll),
-        file_lock().prop_map(CallDetail::Lock),
-    ]
 }
 
 fn msg() -> impl Strategy<Value = Msg> {
@@ -313,14 +162,6 @@ fn msg() -> impl Strategy<Value = Msg> {
         Just(Msg::Ack).boxed(),
         name().prop_map(|msg| Msg::Error { msg }).boxed(),
         load_report().prop_map(Msg::LoadReport).boxed(),
-        job_spec().prop_map(Msg::Submit).boxed(),
-        job().prop_map(|job| Msg::Submitted { job }).boxed(),
-        proptest::option::of(job())
-            .prop_map(|job| Msg::QueryJobs { job })
-            .boxed(),
-        vec(job_status(), 0..3)
-            .prop_map(|jobs| Msg::JobList { jobs })
-            .boxed(),
         Just(Msg::QueryNodes).boxed(),
         vec(load_report(), 0..3)
             .prop_map(|nodes| Msg::NodeList { nodes })
@@ -336,14 +177,6 @@ fn msg() -> impl Strategy<Value = Msg> {
             .prop_map(|(job, signal)| Msg::Kill { job, signal })
             .boxed(),
         job_status().prop_map(Msg::JobStatus).boxed(),
-        (any::<u32>(), proptest::option::of(job()))
-            .prop_map(|(pid, job)| Msg::ShimRegister { pid, job })
-            .boxed(),
-        job().prop_map(|job| Msg::ShimRegistered { job }).boxed(),
-        job().prop_map(|job| Msg::Checkpoint { job }).boxed(),
-        (job(), any::<i32>())
-            .prop_map(|(job, signal)| Msg::ForwardSignal { job, signal })
-            .boxed(),
         (job(), name(), proptest::option::of(any::<u64>()))
             .prop_map(|(job, home, size)| Msg::ImageBegin { job, home, size })
             .boxed(),
@@ -353,26 +186,6 @@ fn msg() -> impl Strategy<Value = Msg> {
             .boxed(),
         (job(), any::<u64>())
             .prop_map(|(job, size)| Msg::ImageReceived { job, size, path: OsBytes(b"/x".to_vec()) })
-            .boxed(),
-        (any::<u64>(), file_call())
-            .prop_map(|(seq, call)| Msg::SyscallReq(SyscallReq { seq, call }))
-            .boxed(),
-        (
-            any::<u64>(),
-            any::<i64>(),
-            any::<i32>(),
-            call_detail(),
-            small_len(),
-        )
-            .prop_map(|(seq, ret, errno, detail, data_len)| {
-                Msg::SyscallResp(SyscallResp {
-                    seq,
-                    ret,
-                    errno,
-                    detail,
-                    data_len,
-                })
-            })
             .boxed(),
     ])
 }

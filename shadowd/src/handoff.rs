@@ -5,16 +5,14 @@
 //! offsets, deleted files, pipes, ttys and sockets survive; the shadow session of that job
 //! adopts them. Only peers of our own uid (or root) may hand off.
 //!
-//! Two requests: the older `HandOff` (files parked for a job's postcard shadow session, one
-//! answer) and `OpenSession` (an rsys session, see [`crate::rsys`]): that connection then
+//! One request, `OpenSession` (an rsys session, see [`crate::rsys`]): that connection then
 //! stays open as the home stub's, carrying `StubSignal` in and `BodyExited`/`BodyLost` out;
 //! its closing ends the session.
 
-use proto::{JobId, Msg};
-use std::collections::HashMap;
+use proto::Msg;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::rsys::{Session, Sessions};
@@ -22,19 +20,6 @@ use crate::rsys::{Session, Sessions};
 /// Most descriptors one hand-off carries (the kernel's SCM_MAX_FD).
 pub const MAX_FDS: usize = 253;
 const MAX_MSG: usize = 64 * 1024;
-
-#[derive(Default)]
-pub struct HandOffs(Mutex<HashMap<JobId, Vec<(i32, OwnedFd)>>>);
-
-impl HandOffs {
-    /// The files handed off for `job` (each session takes them once).
-    pub fn take(&self, job: JobId) -> Vec<(i32, OwnedFd)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&job).unwrap_or_default()
-    }
-    fn put(&self, job: JobId, files: Vec<(i32, OwnedFd)>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(job, files);
-    }
-}
 
 fn sockaddr(path: &Path) -> std::io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: sockaddr_un is plain data.
@@ -131,31 +116,6 @@ fn recv_with_fds(sock: RawFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     Ok((buf, fds))
 }
 
-/// Hand `files` (fd number in the process, descriptor) to the shadowd listening at `sock`.
-pub fn hand_off(sock: &Path, job: JobId, files: &[(i32, RawFd)]) -> Result<(), String> {
-    if files.len() > MAX_FDS {
-        return Err(format!("{} descriptors, at most {MAX_FDS} per hand-off", files.len()));
-    }
-    let s = seqpacket().map_err(|e| e.to_string())?;
-    let (a, len) = sockaddr(sock).map_err(|e| e.to_string())?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: connecting our socket to a valid sockaddr_un.
-    if unsafe { libc::connect(s.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) } != 0 {
-        return Err(format!("cannot reach {}: {}", sock.display(), std::io::Error::last_os_error()));
-    }
-    let msg = Msg::HandOff { job, fds: files.iter().map(|f| f.0).collect() };
-    let payload = postcard::to_allocvec(&msg).map_err(|e| e.to_string())?;
-    let raw: Vec<RawFd> = files.iter().map(|f| f.1).collect();
-    send_with_fds(s.as_raw_fd(), &payload, &raw).map_err(|e| e.to_string())?;
-    let (reply, _) = recv_with_fds(s.as_raw_fd()).map_err(|e| e.to_string())?;
-    match postcard::from_bytes::<Msg>(&reply) {
-        Ok(Msg::Ack) => Ok(()),
-        Ok(Msg::Error { msg }) => Err(msg),
-        Ok(m) => Err(format!("unexpected answer {}", m.name())),
-        Err(e) => Err(format!("bad answer: {e}")),
-    }
-}
-
 /// The home stub's end of a session (what the shim holds; tests and tools use this one).
 pub struct StubConn {
     fd: OwnedFd,
@@ -226,8 +186,8 @@ fn peer_uid(fd: RawFd) -> Option<u32> {
     (r == 0).then_some(cred.uid)
 }
 
-/// Accept hand-offs and session openings on `path` forever (call from a thread).
-pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>, sessions: Arc<Sessions>, registry: Arc<crate::candidates::Registry>) -> std::io::Result<()> {
+/// Accept session openings and registrations on `path` forever (call from a thread).
+pub fn serve(path: &Path, node: &str, sessions: Arc<Sessions>, registry: Arc<crate::candidates::Registry>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let _ = std::fs::remove_file(path);
     let l = seqpacket()?;
@@ -249,9 +209,9 @@ pub fn serve(path: &Path, node: &str, store: Arc<HandOffs>, sessions: Arc<Sessio
         }
         // SAFETY: c is a fresh descriptor we own.
         let c = unsafe { OwnedFd::from_raw_fd(c) };
-        let (node2, store, sessions, registry) = (node.to_string(), store.clone(), sessions.clone(), registry.clone());
+        let (node2, sessions, registry) = (node.to_string(), sessions.clone(), registry.clone());
         // A session's connection stays open as long as its stub lives: one thread each.
-        let spawned = std::thread::Builder::new().name("local-peer".into()).spawn(move || peer(c, &node2, &store, &sessions, &registry));
+        let spawned = std::thread::Builder::new().name("local-peer".into()).spawn(move || peer(c, &node2, &sessions, &registry));
         if let Err(e) = spawned {
             eprintln!("shadowd {node}: dropped a local peer: no thread for it: {e}");
         }
@@ -266,8 +226,9 @@ fn reply(c: &OwnedFd, m: &Msg) -> bool {
     }
 }
 
-/// One local connection: a hand-off (one answer), or a session whose stub stays connected.
-fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions, registry: &crate::candidates::Registry) {
+/// One local connection: a session whose stub stays connected, a registration (one
+/// answer), or a refusal.
+fn peer(c: OwnedFd, node: &str, sessions: &Sessions, registry: &crate::candidates::Registry) {
     use std::os::fd::AsRawFd;
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
@@ -278,11 +239,6 @@ fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions, registry:
     }
     let answer = match recv_with_fds(c.as_raw_fd()) {
         Ok((payload, fds)) => match postcard::from_bytes::<Msg>(&payload) {
-            Ok(Msg::HandOff { job, fds: nums }) if nums.len() == fds.len() => {
-                eprintln!("shadowd {node}: job {job}: {} file(s) handed off", fds.len());
-                store.put(job, nums.into_iter().zip(fds).collect());
-                Msg::Ack
-            }
             Ok(Msg::OpenSession { pid, cwd, fds: nums }) if nums.len() == fds.len() => {
                 let c = Arc::new(c);
                 match sessions.open(pid, cwd.as_path(), nums.into_iter().zip(fds).collect(), c.clone()) {
@@ -309,8 +265,8 @@ fn peer(c: OwnedFd, node: &str, store: &HandOffs, sessions: &Sessions, registry:
                 }
                 Err(e) => Msg::Error { msg: e },
             },
-            Ok(Msg::HandOff { .. } | Msg::OpenSession { .. }) => Msg::Error { msg: "fd numbers and attached descriptors differ in count".into() },
-            Ok(m) => Msg::Error { msg: format!("expected HandOff, OpenSession or RegisterProcess, got {}", m.name()) },
+            Ok(Msg::OpenSession { .. }) => Msg::Error { msg: "fd numbers and attached descriptors differ in count".into() },
+            Ok(m) => Msg::Error { msg: format!("expected OpenSession or RegisterProcess, got {}", m.name()) },
             Err(e) => Msg::Error { msg: format!("malformed message: {e}") },
         },
         Err(e) => Msg::Error { msg: format!("hand-off: {e}") },

@@ -27,7 +27,6 @@ pub mod load;
 pub mod reporter;
 pub mod rsys;
 pub mod server;
-pub mod shadow;
 pub mod signals;
 
 /// Everything the daemon is started with.
@@ -149,14 +148,12 @@ pub fn run(cfg: Config) -> Result<()> {
     }
 
     // local processes hand their files to us here before their bodies leave
-    let handoffs = Arc::new(handoff::HandOffs::default());
     {
-        let (path, node, store, sessions, registry) =
-            (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), handoffs.clone(), sessions.clone(), registry.clone());
+        let (path, node, sessions, registry) = (cfg.state_dir.join("shadow.sock"), cfg.node.clone(), sessions.clone(), registry.clone());
         std::thread::Builder::new()
             .name("handoff".into())
             .spawn(move || {
-                if let Err(e) = handoff::serve(&path, &node, store, sessions, registry) {
+                if let Err(e) = handoff::serve(&path, &node, sessions, registry) {
                     eprintln!("shadowd {node}: hand-off socket {}: {e}", path.display());
                 }
             })
@@ -176,7 +173,6 @@ pub fn run(cfg: Config) -> Result<()> {
             key,
             guests,
             received_dir: cfg.state_dir.join("received"),
-            handoffs: handoffs.clone(),
             sessions,
             state_dir: cfg.state_dir.clone(),
             migrations: Default::default(),

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::rsys::{self as wire, Ctl, Hello, HelloReply, Req, Resp};
+use proto::rsys::{self as wire, op, Ctl, Hello, HelloReply, Req, Resp};
 use proto::Msg;
 
 use crate::{lock, log};
@@ -748,11 +748,11 @@ fn serve_calls<R: Read, W: Write>(s: &Arc<Session>, mut rd: R, mut wr: W, client
         if s.closed.load(Ordering::SeqCst) {
             return Err(io::Error::other("the session has ended"));
         }
-        if req.op == wire::OP_CANCEL {
+        if req.op == op::CANCEL {
             // for a call that finished before the cancel came: its answer has gone
             continue;
         }
-        if req.op == wire::OP_RESYNC {
+        if req.op == op::RESYNC {
             // a body restarted from an image: forget answers its channel gave after the
             // image was taken (they belong to a history that is being re-executed)
             let target = s.chan(req.args[0]);
@@ -869,7 +869,7 @@ fn with_pipe<R>(f: impl FnOnce(&SplicePipe) -> R) -> Option<R> {
 /// the caller sends the answer header and, for this thread's pipe, [`splice_out`]s the
 /// bytes. None: not such a call (or the file cannot be spliced): the ordinary path serves it.
 fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> Option<(Arc<OwnedFd>, i64, i64, bool)> {
-    if req.op != 0 && req.op != 17 {
+    if req.op != op::READ && req.op != op::PREAD64 {
         return None;
     }
     let n = cap(req.args[2], req.out_len);
@@ -882,7 +882,7 @@ fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> Option<(Arc<
         return None;
     }
     let splice = |pipe: RawFd, capacity: usize| {
-        let positional = req.op == 17;
+        let positional = req.op == op::PREAD64;
         let mut off = if positional {
             req.args[3] as i64
         } else {
@@ -1116,7 +1116,7 @@ fn stirred(client: RawFd) -> Stop {
         let n = unsafe { libc::recv(client, h.as_mut_ptr() as *mut libc::c_void, h.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         if n == h.len() as isize {
             let r = Req::decode(&h);
-            if r.op != wire::OP_CANCEL || r.bulk_len != 0 {
+            if r.op != op::CANCEL || r.bulk_len != 0 {
                 return Stop::Abandon;
             }
             // SAFETY: as above; this takes the bytes just peeked.
@@ -1196,12 +1196,12 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
     let ol = req.out_len;
     let bp = bulk.as_ptr() as i64;
     match req.op {
-        wire::OP_PING => done(0),
-        wire::OP_EXIT => {
+        op::PING => done(0),
+        op::EXIT => {
             s.tell_stub(Msg::BodyExited { status: a[0] as i32 });
             done(0)
         }
-        0 => {
+        op::READ => {
             let f = s.file(a[0])?;
             let fd = f.as_raw_fd();
             let n = cap(a[2], ol);
@@ -1227,11 +1227,11 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
                 return with_data(r, buf);
             }
         }
-        1 => {
+        op::WRITE => {
             let f = s.file(a[0])?;
             send_all(f.as_raw_fd(), bulk, 0, &[], client)
         }
-        44 => {
+        op::SENDTO => {
             let f = s.file(a[0])?;
             let alen = a[4] as usize;
             if alen > bulk.len() {
@@ -1240,7 +1240,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let (payload, addr) = bulk.split_at(bulk.len() - alen);
             send_all(f.as_raw_fd(), payload, a[3] as i32, addr, client)
         }
-        17 => {
+        op::PREAD64 => {
             let f = s.file(a[0])?;
             let n = cap(a[2], ol);
             let mut buf = read_buf(n);
@@ -1248,16 +1248,16 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let r = unsafe { sys(libc::SYS_pread64, [f.as_raw_fd() as i64, buf.as_mut_ptr() as i64, n as i64, ai(3), 0, 0]) };
             with_data(r, buf)
         }
-        18 => {
+        op::PWRITE64 => {
             let f = s.file(a[0])?;
             // SAFETY: bulk is live for the call.
             done(unsafe { sys(libc::SYS_pwrite64, [f.as_raw_fd() as i64, bp, bulk.len() as i64, ai(3), 0, 0]) })
         }
-        3 => match i32::try_from(ai(0)).ok().and_then(|n| lock(&s.files).remove(&n)) {
+        op::CLOSE => match i32::try_from(ai(0)).ok().and_then(|n| lock(&s.files).remove(&n)) {
             Some(_) => done(0),
             None => done(-libc::EBADF as i64),
         },
-        5 => {
+        op::FSTAT => {
             let f = s.file(a[0])?;
             // SAFETY: stat is plain data.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -1268,14 +1268,14 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             }
             Ok((0, struct_bytes(&st)))
         }
-        7 => poll(s, a[1] as usize, a[2] as i64 as i32, bulk, client),
-        8 => {
+        op::POLL => poll(s, a[1] as usize, a[2] as i64 as i32, bulk, client),
+        op::LSEEK => {
             let f = s.file(a[0])?;
             // SAFETY: integer arguments only.
             done(unsafe { sys(libc::SYS_lseek, [f.as_raw_fd() as i64, ai(1), ai(2), 0, 0, 0]) })
         }
-        16 => ioctl(s, a[0], a[1], bulk, ol),
-        41 => {
+        op::IOCTL => ioctl(s, a[0], a[1], bulk, ol),
+        op::SOCKET => {
             let ty = (ai(1) as i32) | libc::SOCK_CLOEXEC;
             // SAFETY: integer arguments only.
             let r = unsafe { libc::socket(ai(0) as i32, ty, ai(2) as i32) };
@@ -1285,30 +1285,30 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             // SAFETY: r is a fresh descriptor we own.
             done(s.bind(a[3], unsafe { OwnedFd::from_raw_fd(r) }))
         }
-        42 => {
+        op::CONNECT => {
             let f = s.file(a[0])?;
             connect(f.as_raw_fd(), bulk)
         }
-        45 => {
+        op::RECVFROM => {
             let f = s.file(a[0])?;
             recvfrom(f.as_raw_fd(), a[2], ai(3) as i32, a[4] == 1, ol, client)
         }
-        48 | 50 => {
+        op::SHUTDOWN | op::LISTEN => {
             let f = s.file(a[0])?;
-            let nr = if req.op == 48 { libc::SYS_shutdown } else { libc::SYS_listen };
+            let nr = if req.op == op::SHUTDOWN { libc::SYS_shutdown } else { libc::SYS_listen };
             // SAFETY: integer arguments only.
             done(unsafe { sys(nr, [f.as_raw_fd() as i64, ai(1), 0, 0, 0, 0]) })
         }
-        49 => {
+        op::BIND => {
             let f = s.file(a[0])?;
             // SAFETY: bulk holds the sockaddr, live for the call.
             done(unsafe { sys(libc::SYS_bind, [f.as_raw_fd() as i64, bp, bulk.len() as i64, 0, 0, 0]) })
         }
-        51 | 52 => {
+        op::GETSOCKNAME | op::GETPEERNAME => {
             let f = s.file(a[0])?;
             let mut addr = [0u8; 128];
             let mut len: libc::socklen_t = 128;
-            let nr = if req.op == 51 { libc::SYS_getsockname } else { libc::SYS_getpeername };
+            let nr = if req.op == op::GETSOCKNAME { libc::SYS_getsockname } else { libc::SYS_getpeername };
             // SAFETY: addr and len are live; len says addr's size.
             let r = unsafe { sys(nr, [f.as_raw_fd() as i64, addr.as_mut_ptr() as i64, &mut len as *mut _ as i64, 0, 0, 0]) };
             if r < 0 {
@@ -1316,12 +1316,12 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             }
             Ok((0, addr[..(len as usize).min(128)].to_vec()))
         }
-        54 => {
+        op::SETSOCKOPT => {
             let f = s.file(a[0])?;
             // SAFETY: bulk holds the value, live for the call.
             done(unsafe { sys(libc::SYS_setsockopt, [f.as_raw_fd() as i64, ai(1), ai(2), bp, bulk.len() as i64, 0]) })
         }
-        55 => {
+        op::GETSOCKOPT => {
             let f = s.file(a[0])?;
             let mut buf = vec![0u8; (a[3] as usize).min(4096)];
             let mut len = buf.len() as libc::socklen_t;
@@ -1333,42 +1333,42 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             buf.truncate(len as usize);
             Ok((0, buf))
         }
-        72 => fcntl(s, a[0], ai(1) as i32, ai(2), bulk, client),
-        73 => {
+        op::FCNTL => fcntl(s, a[0], ai(1) as i32, ai(2), bulk, client),
+        op::FLOCK => {
             let f = s.file(a[0])?;
-            let op = ai(1) as i32;
-            if op & (libc::LOCK_NB | libc::LOCK_UN) != 0 {
+            let operation = ai(1) as i32;
+            if operation & (libc::LOCK_NB | libc::LOCK_UN) != 0 {
                 // SAFETY: integer arguments only.
-                return done(unsafe { sys(libc::SYS_flock, [f.as_raw_fd() as i64, op as i64, 0, 0, 0, 0]) });
+                return done(unsafe { sys(libc::SYS_flock, [f.as_raw_fd() as i64, operation as i64, 0, 0, 0, 0]) });
             }
             loop {
                 // SAFETY: integer arguments only.
-                let r = unsafe { sys(libc::SYS_flock, [f.as_raw_fd() as i64, (op | libc::LOCK_NB) as i64, 0, 0, 0, 0]) };
+                let r = unsafe { sys(libc::SYS_flock, [f.as_raw_fd() as i64, (operation | libc::LOCK_NB) as i64, 0, 0, 0, 0]) };
                 if r != -libc::EWOULDBLOCK as i64 {
                     return done(r);
                 }
                 nap(client, LOCK_RETRY_MS)?;
             }
         }
-        74 | 75 | 77 | 91 | 93 | 221 | 285 => {
+        op::FSYNC | op::FDATASYNC | op::FTRUNCATE | op::FCHMOD | op::FCHOWN | op::FADVISE64 | op::FALLOCATE => {
             let f = s.file(a[0])?;
             let nr = match req.op {
-                74 => libc::SYS_fsync,
-                75 => libc::SYS_fdatasync,
-                77 => libc::SYS_ftruncate,
-                91 => libc::SYS_fchmod,
-                93 => libc::SYS_fchown,
-                221 => libc::SYS_fadvise64,
-                _ => libc::SYS_fallocate,
+                op::FSYNC => libc::SYS_fsync,
+                op::FDATASYNC => libc::SYS_fdatasync,
+                op::FTRUNCATE => libc::SYS_ftruncate,
+                op::FCHMOD => libc::SYS_fchmod,
+                op::FCHOWN => libc::SYS_fchown,
+                op::FADVISE64 => libc::SYS_fadvise64,
+                _ => libc::SYS_fallocate, // op::FALLOCATE
             };
             // SAFETY: integer arguments only.
             done(unsafe { sys(nr, [f.as_raw_fd() as i64, ai(1), ai(2), ai(3), 0, 0]) })
         }
-        76 | 137 => {
+        op::TRUNCATE | op::STATFS => {
             let cwd = lock(&s.cwd).clone();
             let p = session_paths(s, bulk, 0, 1)?;
             let full = at_cwd(&cwd, &p[0])?;
-            if req.op == 76 {
+            if req.op == op::TRUNCATE {
                 // SAFETY: full is NUL-terminated and live.
                 done(unsafe { sys(libc::SYS_truncate, [full.as_ptr() as i64, ai(1), 0, 0, 0, 0]) })
             } else {
@@ -1382,7 +1382,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
                 Ok((0, struct_bytes(&st)))
             }
         }
-        138 => {
+        op::FSTATFS => {
             let f = s.file(a[0])?;
             // SAFETY: statfs is plain data.
             let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -1393,7 +1393,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             }
             Ok((0, struct_bytes(&st)))
         }
-        79 => {
+        op::GETCWD => {
             let cwd = lock(&s.cwd).clone();
             let mut p = match std::fs::read_link(format!("/proc/self/fd/{}", cwd.as_raw_fd())) {
                 Ok(p) => p.into_os_string().into_encoded_bytes(),
@@ -1405,7 +1405,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             }
             Ok((p.len() as i64, p))
         }
-        80 => {
+        op::CHDIR => {
             let cwd = lock(&s.cwd).clone();
             let p = session_paths(s, bulk, 0, 1)?;
             // SAFETY: p[0] is NUL-terminated and live.
@@ -1417,7 +1417,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             *lock(&s.cwd) = Arc::new(unsafe { OwnedFd::from_raw_fd(r) });
             done(0)
         }
-        81 => {
+        op::FCHDIR => {
             let f = s.file(a[0])?;
             if file_type(f.as_raw_fd()) != libc::S_IFDIR {
                 return done(-libc::ENOTDIR as i64);
@@ -1425,7 +1425,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             *lock(&s.cwd) = f;
             done(0)
         }
-        217 => {
+        op::GETDENTS64 => {
             let f = s.file(a[0])?;
             let n = cap(a[2], ol);
             let mut buf = vec![0u8; n];
@@ -1433,7 +1433,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let r = unsafe { sys(libc::SYS_getdents64, [f.as_raw_fd() as i64, buf.as_mut_ptr() as i64, n as i64, 0, 0, 0]) };
             with_data(r, buf)
         }
-        257 => {
+        op::OPENAT => {
             let d = s.dir(a[0])?;
             let p = session_paths(s, bulk, 0, 1)?;
             let flags = ai(2) | libc::O_CLOEXEC as i64;
@@ -1445,21 +1445,21 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             // SAFETY: r is a fresh descriptor we own.
             done(s.bind(a[4], unsafe { OwnedFd::from_raw_fd(r as RawFd) }))
         }
-        258 | 259 | 260 | 263 | 268 | 439 => {
+        op::MKDIRAT | op::MKNODAT | op::FCHOWNAT | op::UNLINKAT | op::FCHMODAT | op::FACCESSAT2 => {
             let d = s.dir(a[0])?;
             let p = session_paths(s, bulk, 0, 1)?;
             let nr = match req.op {
-                258 => libc::SYS_mkdirat,
-                259 => libc::SYS_mknodat,
-                260 => libc::SYS_fchownat,
-                263 => libc::SYS_unlinkat,
-                268 => libc::SYS_fchmodat,
-                _ => libc::SYS_faccessat2,
+                op::MKDIRAT => libc::SYS_mkdirat,
+                op::MKNODAT => libc::SYS_mknodat,
+                op::FCHOWNAT => libc::SYS_fchownat,
+                op::UNLINKAT => libc::SYS_unlinkat,
+                op::FCHMODAT => libc::SYS_fchmodat,
+                _ => libc::SYS_faccessat2, // op::FACCESSAT2
             };
             // SAFETY: p[0] is NUL-terminated and live; the rest are integers.
             done(unsafe { sys(nr, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, ai(2), ai(3), ai(4), 0]) })
         }
-        262 => {
+        op::NEWFSTATAT => {
             let d = s.dir(a[0])?;
             let p = session_paths(s, bulk, 0, 1)?;
             // SAFETY: stat is plain data.
@@ -1471,22 +1471,22 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             }
             Ok((0, struct_bytes(&st)))
         }
-        265 | 316 => {
+        op::LINKAT | op::RENAMEAT2 => {
             let od = s.dir(a[0])?;
             let nd = s.dir(a[2])?;
             let p = session_paths(s, bulk, 0, 2)?;
-            let nr = if req.op == 265 { libc::SYS_linkat } else { libc::SYS_renameat2 };
+            let nr = if req.op == op::LINKAT { libc::SYS_linkat } else { libc::SYS_renameat2 };
             // SAFETY: both paths are NUL-terminated and live.
             done(unsafe { sys(nr, [od.as_raw_fd() as i64, p[0].as_ptr() as i64, nd.as_raw_fd() as i64, p[1].as_ptr() as i64, ai(4), 0]) })
         }
-        266 => {
+        op::SYMLINKAT => {
             let d = s.dir(a[1])?;
             // (the target is the link's text, stored as given; only linkpath is a path)
             let p = paths(bulk, 0, 2)?;
             // SAFETY: both paths are NUL-terminated and live.
             done(unsafe { sys(libc::SYS_symlinkat, [p[0].as_ptr() as i64, d.as_raw_fd() as i64, p[1].as_ptr() as i64, 0, 0, 0]) })
         }
-        267 => {
+        op::READLINKAT => {
             let d = s.dir(a[0])?;
             let p = session_paths(s, bulk, 0, 1)?;
             let n = cap(a[3], ol).min(1 << 16);
@@ -1495,7 +1495,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             let r = unsafe { sys(libc::SYS_readlinkat, [d.as_raw_fd() as i64, p[0].as_ptr() as i64, buf.as_mut_ptr() as i64, n as i64, 0, 0]) };
             with_data(r, buf)
         }
-        280 => {
+        op::UTIMENSAT => {
             let d = s.dir(a[0])?;
             let (times, skip) = if a[2] == 1 {
                 if bulk.len() < 32 {
@@ -1510,7 +1510,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             // SAFETY: times (if any) points at 32 bytes of bulk; path is NUL-terminated or null.
             done(unsafe { sys(libc::SYS_utimensat, [d.as_raw_fd() as i64, path, times, ai(3), 0, 0]) })
         }
-        288 => {
+        op::ACCEPT4 => {
             let f = s.file(a[0])?;
             let fd = f.as_raw_fd();
             let flags = (ai(2) as i32 & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC;
@@ -1535,7 +1535,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
                 return Ok((ret, data));
             }
         }
-        292 => {
+        op::DUP3 => {
             if a[0] == a[1] {
                 return done(-libc::EINVAL as i64);
             }
@@ -1548,7 +1548,7 @@ fn call(s: &Session, req: &Req, bulk: &[u8], client: RawFd) -> Answer {
             // SAFETY: r is a fresh descriptor we own.
             done(s.bind(a[1], unsafe { OwnedFd::from_raw_fd(r) }))
         }
-        332 => {
+        op::STATX => {
             let d = s.dir(a[0])?;
             let p = session_paths(s, bulk, 0, 1)?;
             let mut buf = [0u8; 256];

@@ -27,8 +27,6 @@ pub struct ServerCtx {
     pub guests: Arc<Guests>,
     /// Where images streamed to this node are kept.
     pub received_dir: std::path::PathBuf,
-    /// Files processes homed here handed off before their bodies left.
-    pub handoffs: Arc<crate::handoff::HandOffs>,
     /// Shadow sessions of processes homed here whose bodies run elsewhere.
     pub sessions: Arc<crate::rsys::Sessions>,
     /// The state directory (`shadow.sock`, `ckpt/`).
@@ -90,29 +88,6 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     let name = request.name();
-    if let Msg::ShimRegister { pid, job } = request {
-        // a remote process homed here: serve its file calls until it goes away
-        let job = job.unwrap_or(proto::JobId(u64::from(pid)));
-        let session = match crate::shadow::Session::new(std::path::Path::new("/")) {
-            Ok(mut s) => {
-                s.adopt(ctx.handoffs.take(job));
-                s
-            }
-            Err(e) => {
-                let _ = w.write_msg(&Msg::Error { msg: e }, &[]);
-                return;
-            }
-        };
-        if w.write_msg(&Msg::ShimRegistered { job }, &[]).is_err() {
-            return;
-        }
-        log!(ctx.node, "shadowing job {job} (pid {pid} on {})", who.node);
-        let _ = r.get_ref().set_read_timeout(None);
-        if let Err(e) = crate::shadow::serve(&mut r, &mut w, session) {
-            log!(ctx.node, "shadow session of job {job} from {peer} ended: {e}");
-        }
-        return;
-    }
     let answer = match request {
         // an image for a job that will be restarted here (no shared disk needed)
         Msg::ImageBegin { job, size, .. } => {

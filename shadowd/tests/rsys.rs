@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proto::auth;
-use proto::rsys::{self as wire, Ctl, Hello, HelloReply, Req, Resp};
+use proto::rsys::{self as wire, op, Ctl, Hello, HelloReply, Req, Resp};
 use proto::{FrameReader, FrameWriter, Msg, Role};
 use shadowd::handoff::StubConn;
 
@@ -192,53 +192,53 @@ fn calls_are_performed_on_the_sessions_descriptors() {
 
     // the pipe: what home writes reaches the body
     write_fd(pw, b"typed at home");
-    assert_eq!(c.call(0, [0, 0, 100, 0, 0, 0], &[], 100), (13, b"typed at home".to_vec()));
+    assert_eq!(c.call(op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (13, b"typed at home".to_vec()));
     // the regular file
-    assert_eq!(c.call(17, [5, 0, 4, 2, 0, 0], &[], 4096), (4, b"2345".to_vec()));
-    assert_eq!(c.call(18, [5, 0, 0, 0, 0, 0], b"AB", 0).0, 2);
+    assert_eq!(c.call(op::PREAD64, [5, 0, 4, 2, 0, 0], &[], 4096), (4, b"2345".to_vec()));
+    assert_eq!(c.call(op::PWRITE64, [5, 0, 0, 0, 0, 0], b"AB", 0).0, 2);
     assert_eq!(std::fs::read(home.join("data.txt")).unwrap(), b"AB23456789");
-    assert_eq!(c.call(17, [5, 0, 100, 0, 0, 0], &[], 3), (3, b"AB2".to_vec()), "answers fit out_len");
+    assert_eq!(c.call(op::PREAD64, [5, 0, 100, 0, 0, 0], &[], 3), (3, b"AB2".to_vec()), "answers fit out_len");
     // the deleted file
-    assert_eq!(c.call(0, [7, 0, 7, 0, 0, 0], &[], 100), (7, b"deleted".to_vec()));
+    assert_eq!(c.call(op::READ, [7, 0, 7, 0, 0, 0], &[], 100), (7, b"deleted".to_vec()));
 
     // a new file relative to the session cwd, bound at the number the body chose
     let flags = (libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC) as u64;
-    assert_eq!(c.call(257, [CWD, 0, flags, 0o644, 20, 0], &cstr("new.txt"), 0).0, 20);
-    assert_eq!(c.call(1, [20, 0, 0, 0, 0, 0], b"fresh", 0).0, 5);
-    let (r, st) = c.call(5, [20, 0, 0, 0, 0, 0], &[], 4096);
+    assert_eq!(c.call(op::OPENAT, [CWD, 0, flags, 0o644, 20, 0], &cstr("new.txt"), 0).0, 20);
+    assert_eq!(c.call(op::WRITE, [20, 0, 0, 0, 0, 0], b"fresh", 0).0, 5);
+    let (r, st) = c.call(op::FSTAT, [20, 0, 0, 0, 0, 0], &[], 4096);
     assert_eq!((r, stat_of(&st).st_size), (0, 5));
-    assert_eq!(c.call(3, [20, 0, 0, 0, 0, 0], &[], 0).0, 0);
-    assert_eq!(c.call(3, [20, 0, 0, 0, 0, 0], &[], 0).0, -libc::EBADF as i64);
+    assert_eq!(c.call(op::CLOSE, [20, 0, 0, 0, 0, 0], &[], 0).0, 0);
+    assert_eq!(c.call(op::CLOSE, [20, 0, 0, 0, 0, 0], &[], 0).0, -libc::EBADF as i64);
     assert_eq!(std::fs::read(home.join("new.txt")).unwrap(), b"fresh");
     // O_CLOEXEC on everything the session opens (look at the daemon's own fd table)
-    assert_eq!(c.call(257, [CWD, 0, libc::O_RDONLY as u64, 0, 21, 0], &cstr("new.txt"), 0).0, 21);
-    let (r, st) = c.call(262, [CWD, 0, 0, 0, 0, 0], &cstr("new.txt"), 4096);
+    assert_eq!(c.call(op::OPENAT, [CWD, 0, libc::O_RDONLY as u64, 0, 21, 0], &cstr("new.txt"), 0).0, 21);
+    let (r, st) = c.call(op::NEWFSTATAT, [CWD, 0, 0, 0, 0, 0], &cstr("new.txt"), 4096);
     assert_eq!((r, stat_of(&st).st_size), (0, 5));
 
     // names and directories
-    assert_eq!(c.call(258, [CWD, 0, 0o755, 0, 0, 0], &cstr("sub"), 0).0, 0);
-    assert_eq!(c.call(258, [CWD, 0, 0o755, 0, 0, 0], &cstr("sub"), 0).0, -libc::EEXIST as i64);
+    assert_eq!(c.call(op::MKDIRAT, [CWD, 0, 0o755, 0, 0, 0], &cstr("sub"), 0).0, 0);
+    assert_eq!(c.call(op::MKDIRAT, [CWD, 0, 0o755, 0, 0, 0], &cstr("sub"), 0).0, -libc::EEXIST as i64);
     let mut two = cstr("new.txt");
     two.extend(cstr("sub/moved.txt"));
-    assert_eq!(c.call(316, [CWD, 0, CWD, 0, 0, 0], &two, 0).0, 0);
+    assert_eq!(c.call(op::RENAMEAT2, [CWD, 0, CWD, 0, 0, 0], &two, 0).0, 0);
     assert!(home.join("sub/moved.txt").is_file() && !home.join("new.txt").exists());
     let dflags = (libc::O_RDONLY | libc::O_DIRECTORY) as u64;
-    assert_eq!(c.call(257, [CWD, 0, dflags, 0, 22, 0], &cstr("sub"), 0).0, 22);
-    let (n, ents) = c.call(217, [22, 0, 4096, 0, 0, 0], &[], 4096);
+    assert_eq!(c.call(op::OPENAT, [CWD, 0, dflags, 0, 22, 0], &cstr("sub"), 0).0, 22);
+    let (n, ents) = c.call(op::GETDENTS64, [22, 0, 4096, 0, 0, 0], &[], 4096);
     assert!(n > 0 && ents.windows(9).any(|w| w == b"moved.txt"), "getdents lists the file");
-    let (n, cwd) = c.call(79, [0, 4096, 0, 0, 0, 0], &[], 4096);
+    let (n, cwd) = c.call(op::GETCWD, [0, 4096, 0, 0, 0, 0], &[], 4096);
     let mut want = home.as_os_str().as_encoded_bytes().to_vec();
     want.push(0);
     assert_eq!((n as usize, &cwd), (want.len(), &want));
-    assert_eq!(c.call(80, [0; 6], &cstr("sub"), 0).0, 0);
-    let (_, cwd) = c.call(79, [0, 4096, 0, 0, 0, 0], &[], 4096);
+    assert_eq!(c.call(op::CHDIR, [0; 6], &cstr("sub"), 0).0, 0);
+    let (_, cwd) = c.call(op::GETCWD, [0, 4096, 0, 0, 0, 0], &[], 4096);
     assert!(cwd.ends_with(b"/home/sub\0"), "{}", String::from_utf8_lossy(&cwd));
     let cflags = (libc::O_CREAT | libc::O_WRONLY) as u64;
-    assert_eq!(c.call(257, [CWD, 0, cflags, 0o600, 23, 0], &cstr("here.txt"), 0).0, 23);
+    assert_eq!(c.call(op::OPENAT, [CWD, 0, cflags, 0o600, 23, 0], &cstr("here.txt"), 0).0, 23);
     assert!(home.join("sub/here.txt").is_file(), "relative to the new cwd");
-    assert_eq!(c.call(263, [CWD, 0, 0, 0, 0, 0], &cstr("moved.txt"), 0).0, 0);
+    assert_eq!(c.call(op::UNLINKAT, [CWD, 0, 0, 0, 0, 0], &cstr("moved.txt"), 0).0, 0);
     assert!(!home.join("sub/moved.txt").exists());
-    assert_eq!(c.call(81, [7, 0, 0, 0, 0, 0], &[], 0).0, -libc::ENOTDIR as i64);
+    assert_eq!(c.call(op::FCHDIR, [7, 0, 0, 0, 0, 0], &[], 0).0, -libc::ENOTDIR as i64);
 
     // a socket connected at home to a local echo server
     let echo = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -252,20 +252,21 @@ fn calls_are_performed_on_the_sessions_descriptors() {
         let n = s.read(&mut b).unwrap();
         s.write_all(&b[..n]).unwrap();
     });
-    assert_eq!(c.call(41, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 30, 0, 0], &[], 0).0, 30);
-    assert_eq!(c.call(42, [30, 0, 0, 0, 0, 0], &sockaddr_in(eaddr), 0).0, 0);
-    assert_eq!(c.call(44, [30, 0, 0, 0, 0, 0], b"ping", 0).0, 4);
-    assert_eq!(c.call(45, [30, 0, 100, 0, 0, 0], &[], 100), (4, b"ping".to_vec()));
+    assert_eq!(c.call(op::SOCKET, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 30, 0, 0], &[], 0).0, 30);
+    assert_eq!(c.call(op::CONNECT, [30, 0, 0, 0, 0, 0], &sockaddr_in(eaddr), 0).0, 0);
+    assert_eq!(c.call(op::SENDTO, [30, 0, 0, 0, 0, 0], b"ping", 0).0, 4);
+    assert_eq!(c.call(op::RECVFROM, [30, 0, 100, 0, 0, 0], &[], 100), (4, b"ping".to_vec()));
     server.join().unwrap();
-    let (r, peer) = c.call(52, [30, 0, 0, 0, 0, 0], &[], 128);
+    let (r, peer) = c.call(op::GETPEERNAME, [30, 0, 0, 0, 0, 0], &[], 128);
     assert_eq!((r, peer), (0, sockaddr_in(eaddr)));
 
     // errors as the kernel would give them
-    assert_eq!(c.call(0, [99, 0, 10, 0, 0, 0], &[], 10).0, -libc::EBADF as i64);
-    assert_eq!(c.call(9999, [0; 6], &[], 0).0, -libc::ENOSYS as i64);
-    assert_eq!(c.call(wire::OP_PING, [0; 6], &[], 0).0, 0);
+    assert_eq!(c.call(op::READ, [99, 0, 10, 0, 0, 0], &[], 10).0, -libc::EBADF as i64);
+    const NO_SUCH_OP: u32 = 9999;
+    assert_eq!(c.call(NO_SUCH_OP, [0; 6], &[], 0).0, -libc::ENOSYS as i64);
+    assert_eq!(c.call(op::PING, [0; 6], &[], 0).0, 0);
     close(pw);
-    assert_eq!(c.call(0, [0, 0, 100, 0, 0, 0], &[], 100).0, 0, "end of file once home closed the pipe");
+    assert_eq!(c.call(op::READ, [0, 0, 100, 0, 0, 0], &[], 100).0, 0, "end of file once home closed the pipe");
 }
 
 #[test]
@@ -279,7 +280,7 @@ fn a_blocked_call_is_abandoned_and_a_resent_one_runs_once() {
 
     // a read blocks on the empty pipe; its body goes away (migration) while it waits
     let mut a = Body::connect(&stub);
-    a.send(1, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    a.send(1, op::READ, [0, 0, 100, 0, 0, 0], &[], 100);
     std::thread::sleep(Duration::from_millis(300));
     drop(a);
     std::thread::sleep(Duration::from_millis(200));
@@ -297,27 +298,27 @@ fn a_blocked_call_is_abandoned_and_a_resent_one_runs_once() {
     write_fd(pw, b"abc");
     // the body, from its next node, resends the same request: it runs afresh, once
     let mut b = Body::connect(&stub);
-    assert_eq!(b.call(1, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"abc".to_vec()));
+    assert_eq!(b.call(1, op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"abc".to_vec()));
     write_fd(pw, b"def");
-    assert_eq!(b.call(2, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"def".to_vec()));
+    assert_eq!(b.call(2, op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"def".to_vec()));
 
     // a completed call resent (its answer was lost) is answered from memory
     write_fd(pw, b"ghi");
     let mut c = Body::connect(&stub);
-    assert_eq!(c.call(2, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"def".to_vec()), "replayed, not re-read");
-    assert_eq!(c.call(3, 0, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"ghi".to_vec()), "nothing lost");
-    assert_eq!(c.call(4, 1, [1, 0, 0, 0, 0, 0], b"once", 0).0, 4);
+    assert_eq!(c.call(2, op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"def".to_vec()), "replayed, not re-read");
+    assert_eq!(c.call(3, op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (3, b"ghi".to_vec()), "nothing lost");
+    assert_eq!(c.call(4, op::WRITE, [1, 0, 0, 0, 0, 0], b"once", 0).0, 4);
     let mut e = Body::connect(&stub);
-    assert_eq!(e.call(4, 1, [1, 0, 0, 0, 0, 0], b"once", 0).0, 4);
+    assert_eq!(e.call(4, op::WRITE, [1, 0, 0, 0, 0, 0], b"once", 0).0, 4);
     assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"once", "a replayed write is not done twice");
     // another channel has its own sequence
     e.chan = 8 << 8;
-    assert_eq!(e.call(4, 1, [1, 0, 0, 0, 0, 0], b"+two", 0).0, 4);
+    assert_eq!(e.call(4, op::WRITE, [1, 0, 0, 0, 0, 0], b"+two", 0).0, 4);
     assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"once+two");
     close(pw);
 }
 
-/// OP_CANCEL: a call still waiting ends with EINTR having consumed nothing; a cancel for
+/// op::CANCEL: a call still waiting ends with EINTR having consumed nothing; a cancel for
 /// a call already answered is ignored (no answer of its own); bytes that are no cancel
 /// abandon the waiting call (the connection is dropped).
 #[test]
@@ -334,9 +335,9 @@ fn a_waiting_call_is_cancelled_with_eintr() {
     };
 
     // a read waits on the empty pipe, and is cancelled
-    b.send(1, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    b.send(1, op::READ, [0, 0, 100, 0, 0, 0], &[], 100);
     std::thread::sleep(Duration::from_millis(200));
-    b.send(1, wire::OP_CANCEL, [0; 6], &[], 0);
+    b.send(1, op::CANCEL, [0; 6], &[], 0);
     assert_eq!(b.answer(1), (-(libc::EINTR as i64), Vec::new()));
     write_fd(pw, b"xy");
     std::thread::sleep(Duration::from_millis(100));
@@ -346,19 +347,19 @@ fn a_waiting_call_is_cancelled_with_eintr() {
     let mut b2 = Body::connect(&stub);
     b2.chan = 9 << 8;
     // (stdin, asked for POLLOUT on a pipe's read end: never ready)
-    b2.send(1, 7, [0, 1, -1i64 as u64, 0, 0, 0], &pfd, 8);
+    b2.send(1, op::POLL, [0, 1, -1i64 as u64, 0, 0, 0], &pfd, 8);
     std::thread::sleep(Duration::from_millis(200));
-    b2.send(1, wire::OP_CANCEL, [0; 6], &[], 0);
+    b2.send(1, op::CANCEL, [0; 6], &[], 0);
     assert_eq!(b2.answer(1).0, -(libc::EINTR as i64));
 
     // the next read finds the bytes; a late cancel for it changes nothing
-    assert_eq!(b.call(2, 0, [0, 0, 100, 0, 0, 0], &[], 100), (2, b"xy".to_vec()));
-    b.send(2, wire::OP_CANCEL, [0; 6], &[], 0);
+    assert_eq!(b.call(2, op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (2, b"xy".to_vec()));
+    b.send(2, op::CANCEL, [0; 6], &[], 0);
     write_fd(pw, b"z");
-    assert_eq!(b.call(3, 0, [0, 0, 100, 0, 0, 0], &[], 100), (1, b"z".to_vec()));
+    assert_eq!(b.call(3, op::READ, [0, 0, 100, 0, 0, 0], &[], 100), (1, b"z".to_vec()));
     // and the call after it is served as usual
     write_fd(pw, b"w");
-    b.send(4, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    b.send(4, op::READ, [0, 0, 100, 0, 0, 0], &[], 100);
     assert_eq!(b.answer(4), (1, b"w".to_vec()));
 
     // a write cancelled after part of it went answers that part
@@ -366,21 +367,21 @@ fn a_waiting_call_is_cancelled_with_eintr() {
     let stub2 = open_session(&d, std::process::id() + 1, dir.path(), &[(1, qw)]);
     let mut w = Body::connect(&stub2);
     write_fd(qw, &vec![b'f'; 65536]); // the pipe is full
-    w.send(1, 1, [1, 0, 0, 0, 0, 0], &vec![b'x'; 10000], 0);
+    w.send(1, op::WRITE, [1, 0, 0, 0, 0, 0], &vec![b'x'; 10000], 0);
     std::thread::sleep(Duration::from_millis(200));
     let mut room = vec![0u8; 4096];
     // SAFETY: room is a live buffer of 4096 bytes.
     assert_eq!(unsafe { libc::read(qr, room.as_mut_ptr().cast(), 4096) }, 4096);
     std::thread::sleep(Duration::from_millis(200));
-    w.send(1, wire::OP_CANCEL, [0; 6], &[], 0);
+    w.send(1, op::CANCEL, [0; 6], &[], 0);
     assert_eq!(w.answer(1).0, 4096, "the part written before the cancel");
     close(qw);
     close(qr);
 
     // anything else while a call waits abandons it: the connection goes
-    b.send(5, 0, [0, 0, 100, 0, 0, 0], &[], 100);
+    b.send(5, op::READ, [0, 0, 100, 0, 0, 0], &[], 100);
     std::thread::sleep(Duration::from_millis(200));
-    b.send(9, 1, [1, 0, 0, 0, 0, 0], b"x", 0);
+    b.send(9, op::WRITE, [1, 0, 0, 0, 0, 0], b"x", 0);
     let mut h = [0u8; wire::RESP_LEN];
     assert!(b.s.read(&mut h).map_or(true, |n| n == 0), "the connection is closed");
     close(pw);
@@ -393,7 +394,7 @@ fn bad_peers_are_dropped_and_others_keep_working() {
     let d = start(dir.path());
     let stub = open_session(&d, std::process::id(), dir.path(), &[]);
     let mut good = Calls { b: Body::connect(&stub), seq: 0 };
-    assert_eq!(good.call(wire::OP_PING, [0; 6], &[], 0).0, 0);
+    assert_eq!(good.call(op::PING, [0; 6], &[], 0).0, 0);
 
     // a wrong token
     let mut h = hello(&stub, wire::KIND_CALLS, "", 0);
@@ -411,7 +412,7 @@ fn bad_peers_are_dropped_and_others_keep_working() {
     drop(s);
     // an oversized request on an accepted connection
     let mut big = Body::connect(&stub);
-    let req = Req { op: 1, flags: 0, chan: 1, seq: 1, args: [0; 6], bulk_len: u32::MAX, out_len: 0 };
+    let req = Req { op: op::WRITE, flags: 0, chan: 1, seq: 1, args: [0; 6], bulk_len: u32::MAX, out_len: 0 };
     big.s.write_all(&req.encode()).unwrap();
     assert_eq!(big.s.read(&mut [0u8; 8]).unwrap(), 0, "dropped");
     // garbage on the local socket
@@ -421,10 +422,10 @@ fn bad_peers_are_dropped_and_others_keep_working() {
     }
 
     // the good session still works, and a new one opens
-    assert_eq!(good.call(wire::OP_PING, [0; 6], &[], 0).0, 0);
+    assert_eq!(good.call(op::PING, [0; 6], &[], 0).0, 0);
     let other = open_session(&d, std::process::id(), dir.path(), &[]);
     let mut c2 = Body::connect(&other);
-    assert_eq!(c2.call(1, wire::OP_PING, [0; 6], &[], 0).0, 0);
+    assert_eq!(c2.call(1, op::PING, [0; 6], &[], 0).0, 0);
     assert_ne!(other.token, stub.token);
 }
 
@@ -490,7 +491,7 @@ fn the_stub_learns_how_the_body_ended_and_signals_reach_it() {
 
     // the body exits: the stub is told its status, once
     let mut c = Body::connect(&stub);
-    assert_eq!(c.call(1, wire::OP_EXIT, [3 << 8, 0, 0, 0, 0, 0], &[], 0).0, 0);
+    assert_eq!(c.call(1, op::EXIT, [3 << 8, 0, 0, 0, 0, 0], &[], 0).0, 0);
     assert_eq!(stub.recv(Duration::from_secs(10)).unwrap(), Some(Msg::BodyExited { status: 3 << 8 }));
     drop(ctl);
     assert_eq!(stub.recv(Duration::from_millis(300)).unwrap(), None, "told once");
@@ -574,14 +575,14 @@ fn large_reads_are_spliced_replayed_and_served_locally() {
     // pread at an odd offset, then resent: the same bytes twice
     let off = 12345u64;
     let want = pat[off as usize..off as usize + (300 << 10)].to_vec();
-    assert_eq!(b.call(1, 17, [4, 0, 300 << 10, off, 0, 0], &[], 300 << 10), ((300 << 10) as i64, want.clone()));
-    assert_eq!(b.call(1, 17, [4, 0, 300 << 10, off, 0, 0], &[], 300 << 10), ((300 << 10) as i64, want));
+    assert_eq!(b.call(1, op::PREAD64, [4, 0, 300 << 10, off, 0, 0], &[], 300 << 10), ((300 << 10) as i64, want.clone()));
+    assert_eq!(b.call(1, op::PREAD64, [4, 0, 300 << 10, off, 0, 0], &[], 300 << 10), ((300 << 10) as i64, want));
     // read: 1 MiB from the start, resent (the offset moves once), then the short tail
-    assert_eq!(b.call(2, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), ((1 << 20) as i64, pat[..1 << 20].to_vec()));
-    assert_eq!(b.call(2, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), ((1 << 20) as i64, pat[..1 << 20].to_vec()));
-    assert_eq!(b.call(3, 8, [4, 0, libc::SEEK_CUR as u64, 0, 0, 0], &[], 0).0, 1 << 20, "the resent read moved the offset again");
-    assert_eq!(b.call(4, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), (4321, pat[1 << 20..].to_vec()));
-    assert_eq!(b.call(5, 0, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), (0, vec![]));
+    assert_eq!(b.call(2, op::READ, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), ((1 << 20) as i64, pat[..1 << 20].to_vec()));
+    assert_eq!(b.call(2, op::READ, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), ((1 << 20) as i64, pat[..1 << 20].to_vec()));
+    assert_eq!(b.call(3, op::LSEEK, [4, 0, libc::SEEK_CUR as u64, 0, 0, 0], &[], 0).0, 1 << 20, "the resent read moved the offset again");
+    assert_eq!(b.call(4, op::READ, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), (4321, pat[1 << 20..].to_vec()));
+    assert_eq!(b.call(5, op::READ, [4, 0, 1 << 20, 0, 0, 0], &[], 1 << 20), (0, vec![]));
 
     // the local listener: same hello, same calls
     let addr = SocketAddr::from_abstract_name(&name).unwrap();
@@ -591,7 +592,7 @@ fn large_reads_are_spliced_replayed_and_served_locally() {
     let mut r = [0u8; wire::HELLO_REPLY_LEN];
     u.read_exact(&mut r).unwrap();
     assert_eq!(HelloReply::decode(&r).status, 0);
-    let req = Req { op: 17, flags: 0, chan: 8 << 8, seq: 1, args: [4, 0, 1 << 20, 7, 0, 0], bulk_len: 0, out_len: 1 << 20 };
+    let req = Req { op: op::PREAD64, flags: 0, chan: 8 << 8, seq: 1, args: [4, 0, 1 << 20, 7, 0, 0], bulk_len: 0, out_len: 1 << 20 };
     u.write_all(&req.encode()).unwrap();
     let mut h = [0u8; wire::RESP_LEN];
     u.read_exact(&mut h).unwrap();
@@ -668,7 +669,7 @@ fn local_answers_come_on_the_answer_socket() {
         u
     };
     let ask = |u: &mut UnixStream, seq: u64, n: u64, off: u64| {
-        let req = Req { op: 17, flags: 0, chan: 9 << 8, seq, args: [4, 0, n, off, 0, 0], bulk_len: 0, out_len: n as u32 };
+        let req = Req { op: op::PREAD64, flags: 0, chan: 9 << 8, seq, args: [4, 0, n, off, 0, 0], bulk_len: 0, out_len: n as u32 };
         u.write_all(&req.encode())
     };
 
@@ -734,28 +735,28 @@ fn answer_sequence(pat: &[u8]) -> Vec<Step> {
     let at = |o: usize, n: usize| (n as i64, pat[o..o + n].to_vec());
     vec![
         // from the start of the file
-        (8, [4, 0, libc::SEEK_SET as u64, 0, 0, 0], 0, (0, vec![])),
+        (op::LSEEK, [4, 0, libc::SEEK_SET as u64, 0, 0, 0], 0, (0, vec![])),
         // an error answer on the spliced path (a large read of a write-only fd), then a
         // small read: the read's own bytes
-        (0, [5, 0, mb, 0, 0, 0], mb as u32, ebadf.clone()),
-        (0, [4, 0, 13, 0, 0, 0], 13, at(0, 13)),
+        (op::READ, [5, 0, mb, 0, 0, 0], mb as u32, ebadf.clone()),
+        (op::READ, [4, 0, 13, 0, 0, 0], 13, at(0, 13)),
         // a small error answer, then a small read
-        (0, [5, 0, 16, 0, 0, 0], 16, ebadf.clone()),
-        (0, [4, 0, 7, 0, 0, 0], 7, at(13, 7)),
+        (op::READ, [5, 0, 16, 0, 0, 0], 16, ebadf.clone()),
+        (op::READ, [4, 0, 7, 0, 0, 0], 7, at(13, 7)),
         // a spliced large read, then a small read at the offset it left
-        (0, [4, 0, mb, 0, 0, 0], mb as u32, at(20, mb as usize)),
-        (0, [4, 0, 7, 0, 0, 0], 7, at(20 + mb as usize, 7)),
+        (op::READ, [4, 0, mb, 0, 0, 0], mb as u32, at(20, mb as usize)),
+        (op::READ, [4, 0, 7, 0, 0, 0], 7, at(20 + mb as usize, 7)),
         // a spliced pread that fails, a spliced pread that works, small preads after both
-        (17, [5, 0, mb, 0, 0, 0], mb as u32, ebadf.clone()),
-        (17, [4, 0, 7, 100, 0, 0], 7, at(100, 7)),
-        (17, [4, 0, mb, 4096, 0, 0], mb as u32, at(4096, mb as usize)),
-        (17, [4, 0, 5, 3, 0, 0], 5, at(3, 5)),
+        (op::PREAD64, [5, 0, mb, 0, 0, 0], mb as u32, ebadf.clone()),
+        (op::PREAD64, [4, 0, 7, 100, 0, 0], 7, at(100, 7)),
+        (op::PREAD64, [4, 0, mb, 4096, 0, 0], mb as u32, at(4096, mb as usize)),
+        (op::PREAD64, [4, 0, 5, 3, 0, 0], 5, at(3, 5)),
         // the offset moved by the reads only
-        (8, [4, 0, libc::SEEK_CUR as u64, 0, 0, 0], 0, ((27 + mb) as i64, vec![])),
+        (op::LSEEK, [4, 0, libc::SEEK_CUR as u64, 0, 0, 0], 0, ((27 + mb) as i64, vec![])),
         // an error without data (a descriptor the session does not have), then a read at
         // the end of the file
-        (8, [99, 0, libc::SEEK_CUR as u64, 0, 0, 0], 0, ebadf.clone()),
-        (17, [4, 0, 64, pat.len() as u64 - 5, 0, 0], 64, at(pat.len() - 5, 5)),
+        (op::LSEEK, [99, 0, libc::SEEK_CUR as u64, 0, 0, 0], 0, ebadf.clone()),
+        (op::PREAD64, [4, 0, 64, pat.len() as u64 - 5, 0, 0], 64, at(pat.len() - 5, 5)),
     ]
 }
 

@@ -19,6 +19,7 @@
 //! come from the image's interest list ([`adopt`]).
 
 use super::{call_also, is_remote, mono_ms, raw, Io, EBADF, EINVAL};
+use proto::rsys::op;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Entries in all sets together.
@@ -91,7 +92,8 @@ pub fn ctl(ep: i64, op: i32, fd: i64, ev: u64) -> i64 {
         if ev == 0 {
             return None;
         }
-        // SAFETY: the application's struct epoll_event (packed on x86_64: read unaligned).
+        // SAFETY: epoll_ctl's contract: a non-null event (checked) points at a struct epoll_event
+        // (packed on x86_64: read unaligned).
         Some(unsafe { core::ptr::read_unaligned(ev as *const libc::epoll_event) })
     };
     match op {
@@ -158,7 +160,8 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
     let start = mono_ms();
     let put = |i: usize, events: u32, data: u64| {
         let e = libc::epoll_event { events, u64: data };
-        // SAFETY: i < max; the application's array of max epoll_event (packed).
+        // SAFETY: epoll_wait's contract: evp has room for max struct epoll_event (packed: written
+        // unaligned), and i < max.
         unsafe { core::ptr::write_unaligned((evp as *mut libc::epoll_event).add(i), e) };
     };
     loop {
@@ -199,7 +202,7 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
             // nothing local yet: wait at home, until the set's own fd says otherwise
             let t = if n > 0 { 0 } else if timeout_ms < 0 { -1 } else { left.min(i32::MAX as i64) };
             let io = [Io { p: pf.as_mut_ptr() as u64, n: k * core::mem::size_of::<libc::pollfd>() }];
-            let r = call_also(7, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
+            let r = call_also(op::POLL, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
             if r < 0 {
                 if n > 0 {
                     return n;
