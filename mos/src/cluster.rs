@@ -222,6 +222,14 @@ pub fn up(o: &UpOptions) -> Result<()> {
         ];
         let pid = spawn_daemon(&bin("shadowd")?, &args, &log, &cgroups)?;
         let addr = wait_addr(&dir, pid, &name, &log)?;
+        // its local socket too (`mos run` registers there)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("shadow.sock").exists() {
+            if !alive(pid) || Instant::now() > deadline {
+                bail!("{name} did not open {}", dir.join("shadow.sock").display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         started.push(Daemon { name, pid, addr, state_dir: dir, cgroups });
     }
     let rs = RunState { placer, nodes: started };
