@@ -222,6 +222,14 @@ pub fn up(o: &UpOptions) -> Result<()> {
         ];
         let pid = spawn_daemon(&bin("shadowd")?, &args, &log, &cgroups)?;
         let addr = wait_addr(&dir, pid, &name, &log)?;
+        // its local socket too (`mos run` registers there)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dir.join("shadow.sock").exists() {
+            if !alive(pid) || Instant::now() > deadline {
+                bail!("{name} did not open {}", dir.join("shadow.sock").display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         started.push(Daemon { name, pid, addr, state_dir: dir, cgroups });
     }
     let rs = RunState { placer, nodes: started };
@@ -508,7 +516,10 @@ pub fn status(json: bool) -> Result<()> {
         let mut v: Vec<_> = nodes
             .iter()
             .map(|n| serde_json::json!({"node": n.node, "state": "up", "addr": n.addr, "cpus": n.cpus, "speed": n.speed,
-                "run_queue": n.run_queue, "guests": n.guests, "free_mem_mib": n.free_mem_mib, "guest_list": n.guest_list}))
+                "run_queue": n.run_queue, "load": load_of(n), "guests": n.guests, "free_mem_mib": n.free_mem_mib,
+                "total_mem_mib": n.total_mem_mib, "guest_list": n.guest_list,
+                "candidates": n.candidates.iter().map(|c| serde_json::json!({"pid": c.pid, "cmd": c.cmd, "cpu_permille": c.cpu_permille,
+                    "rss_mib": c.rss_mib, "migratable": c.migratable, "why_not": c.why_not})).collect::<Vec<_>>()}))
             .collect();
         for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
             v.push(serde_json::json!({"node": k, "state": "down"}));
@@ -516,17 +527,29 @@ pub fn status(json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<8} {:<5} {:<21} {:>4} {:>6} {:>5} {:>10} {:>6}", "NODE", "STATE", "ADDR", "CPUS", "SPEED", "RUNQ", "FREE_MEM", "GUESTS");
+    println!("{:<8} {:<5} {:<21} {:>4} {:>6} {:>5} {:>6} {:>10} {:>6} {:>6}", "NODE", "STATE", "ADDR", "CPUS", "SPEED", "RUNQ", "LOAD", "FREE_MEM", "GUESTS", "CANDS");
     for n in &nodes {
-        println!("{:<8} {:<5} {:<21} {:>4} {:>6.2} {:>5} {:>7} MiB {:>6}", n.node, "up", n.addr, n.cpus, n.speed as f64 / 1000.0, n.run_queue, n.free_mem_mib, n.guests);
+        println!(
+            "{:<8} {:<5} {:<21} {:>4} {:>6.2} {:>5} {:>6.2} {:>7} MiB {:>6} {:>6}",
+            n.node, "up", n.addr, n.cpus, n.speed as f64 / 1000.0, n.run_queue, load_of(n), n.free_mem_mib, n.guests, n.candidates.len()
+        );
         for g in &n.guest_list {
             println!("           {g}");
+        }
+        for c in n.candidates.iter().filter(|c| !c.migratable) {
+            println!("           pid {} stays: {}", c.pid, c.why_not);
         }
     }
     for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
         println!("{k:<8} {:<5}", "down");
     }
     Ok(())
+}
+
+/// The MOSIX load unit: runnable processes per reference cpu (cpus x speed).
+fn load_of(n: &LoadReport) -> f64 {
+    let cap = f64::from(n.cpus.max(1)) * f64::from(n.speed.max(1)) / 1000.0;
+    f64::from(n.run_queue) / cap
 }
 
 /// A node name of the running cluster, or an address (`host:port`) as it is.

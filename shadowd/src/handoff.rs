@@ -189,9 +189,12 @@ fn peer_uid(fd: RawFd) -> Option<u32> {
 /// Accept session openings and registrations on `path` forever (call from a thread).
 pub fn serve(path: &Path, node: &str, sessions: Arc<Sessions>, registry: Arc<crate::candidates::Registry>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let _ = std::fs::remove_file(path);
+    // Bound and listening under a temporary name, then renamed into place: a client that
+    // sees `path` can connect at once (bind makes the name before listen would accept).
+    let tmp = path.with_extension(format!("sock.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let l = seqpacket()?;
-    let (a, len) = sockaddr(path)?;
+    let (a, len) = sockaddr(&tmp)?;
     // SAFETY: bind/listen on our socket with a valid address.
     unsafe {
         if libc::bind(l.as_raw_fd(), &a as *const _ as *const libc::sockaddr, len) != 0 || libc::listen(l.as_raw_fd(), 16) != 0 {
@@ -199,7 +202,8 @@ pub fn serve(path: &Path, node: &str, sessions: Arc<Sessions>, registry: Arc<cra
         }
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
     loop {
         // SAFETY: accepting on our listening socket; the fd is owned at once.
         let c = unsafe { libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
