@@ -35,13 +35,24 @@ pub struct Daemon {
     pub cgroups: Vec<PathBuf>,
 }
 
+/// Who decides automatic migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The placer, every interval, over all nodes' reports.
+    Central,
+    /// Every shadowd, over the load vectors it hears by gossip (no central decision).
+    Gossip,
+}
+
 /// How `mos cluster up` sets the cluster up.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub nodes: u32,
     pub interval_ms: u64,
-    /// Automatic balancing (central mode); false: placement only.
+    /// Automatic balancing; false: placement only.
     pub balance: bool,
+    /// Who decides the moves.
+    pub mode: Mode,
     /// CPU quota per node (times its speed).
     pub cpu_limit: Option<f64>,
     /// Memory limit per node (`1G`).
@@ -181,7 +192,8 @@ pub fn up(o: &UpOptions) -> Result<()> {
     let k = key.display().to_string();
     let mut args = vec!["--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), pdir.display().to_string(), "--key".into(), k.clone(), "--interval-ms".into(), interval_ms.to_string()];
     args.extend(["--min-age-ms".into(), o.min_age_ms.to_string()]);
-    if !o.balance {
+    // in gossip mode the placer places and shows, the shadowds decide
+    if !o.balance || o.mode == Mode::Gossip {
         args.push("--no-balance".into());
     }
     // the node cgroups first: without the privilege nothing is started
@@ -207,6 +219,7 @@ pub fn up(o: &UpOptions) -> Result<()> {
     let paddr = wait_addr(&pdir, ppid, "placer", &plog)?;
     let placer = Daemon { name: "placer".into(), pid: ppid, addr: paddr.clone(), state_dir: pdir, cgroups: Vec::new() };
     let mut started = Vec::new();
+    let mut gossip_seed: Option<String> = None;
     for i in 1..=nodes {
         let name = format!("node{i}");
         let speed = o.speeds.get(i as usize - 1).copied().unwrap_or(1.0);
@@ -215,11 +228,21 @@ pub fn up(o: &UpOptions) -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         let _ = std::fs::remove_file(dir.join("addr"));
         let log = h.join(format!("{name}.log"));
-        let args = vec![
+        let mut args = vec![
             "--node".into(), name.clone(), "--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), dir.display().to_string(),
             "--key".into(), k.clone(), "--placer".into(), paddr.clone(), "--interval-ms".into(), interval_ms.to_string(), "--cpus".into(), "1".into(),
             "--speed".into(), ((speed * 1000.0).round() as u32).max(1).to_string(),
         ];
+        if o.mode == Mode::Gossip {
+            args.extend(["--gossip".into(), "--min-age-ms".into(), o.min_age_ms.to_string()]);
+            if !o.balance {
+                args.push("--no-balance".into());
+            }
+            // every node but the first joins through the first (the seed list)
+            if let Some(seed) = &gossip_seed {
+                args.extend(["--seeds".into(), seed.clone()]);
+            }
+        }
         let pid = spawn_daemon(&bin("shadowd")?, &args, &log, &cgroups)?;
         let addr = wait_addr(&dir, pid, &name, &log)?;
         // its local socket too (`mos run` registers there)
@@ -229,6 +252,19 @@ pub fn up(o: &UpOptions) -> Result<()> {
                 bail!("{name} did not open {}", dir.join("shadow.sock").display());
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if o.mode == Mode::Gossip && gossip_seed.is_none() {
+            let f = dir.join("gossip.addr");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            gossip_seed = loop {
+                if let Ok(a) = std::fs::read_to_string(&f) {
+                    break Some(a.trim().to_string());
+                }
+                if !alive(pid) || Instant::now() > deadline {
+                    bail!("{name} did not open its gossip socket ({})", f.display());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
         }
         started.push(Daemon { name, pid, addr, state_dir: dir, cgroups });
     }

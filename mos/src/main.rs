@@ -114,6 +114,9 @@ enum ClusterCmd {
         /// place only: no automatic migrations
         #[arg(long)]
         no_balance: bool,
+        /// who decides migrations: the placer (central) or every shadowd (gossip, MOSIX-style)
+        #[arg(long, value_enum, default_value_t = mos::cluster::Mode::Central)]
+        mode: mos::cluster::Mode,
         /// cap each node at this much CPU (its cgroup's quota, times its speed), e.g. 0.4
         #[arg(long)]
         cpu_limit: Option<f64>,
@@ -151,8 +154,8 @@ fn main() {
         Cmd::Run { no_migrate, argv } => cluster::register_here(no_migrate).and_then(|()| mos::run_cmd(&argv)),
         Cmd::Ps { json, events } => cluster::ps(json, events),
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
-        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, cpu_limit, mem_limit, speeds, min_age_ms } } => {
-            let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, cpu_limit, mem_limit, speeds, min_age_ms };
+        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms } } => {
+            let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms };
             cluster::up(&opts)
         }
         Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),

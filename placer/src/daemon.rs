@@ -203,6 +203,13 @@ impl Placer {
                 Some(Msg::NodeList { nodes })
             }
             Msg::QueryProcesses => Some(self.process_table()),
+            Msg::MigrationEvent { line, who, moved } => {
+                if !who.is_empty() {
+                    self.st.lock().unwrap_or_else(|e| e.into_inner()).moves.entry(who).or_default().push(moved);
+                }
+                self.event(&line);
+                None
+            }
             Msg::Migrate { job, to, .. } => Some(match self.migrate(placer_id(job), &to) {
                 Ok(()) => Msg::Ack,
                 Err(e) => Msg::Error { msg: e },

@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod frame;
+pub mod gossip;
 pub mod msg;
 pub mod rsys;
 pub mod socket;

@@ -625,6 +625,27 @@ pub enum Msg {
     /// CLI -> placer: the processes under the shim and the automatic migrations so far.
     /// Answered by `ProcessTable`.
     QueryProcesses,
+    /// A shadowd (gossip mode) -> the shadowd it would send a process to: may it come?
+    /// The target admits only while its own load still justifies the move (so two
+    /// sources cannot both pile onto one idle node in a round). Answered by `Ack` or
+    /// `Error` (refused, with why).
+    AdmitMigration {
+        /// The source node.
+        from: NodeName,
+        /// The source's load, in thousandths (runnable processes per reference cpu).
+        source_load_milli: u32,
+        /// The process's resident memory.
+        mem_mib: u64,
+    },
+    /// shadowd -> placer (gossip mode): a migration the shadowd decided, for `mos ps`.
+    MigrationEvent {
+        /// The event-log line (source, target, reason).
+        line: String,
+        /// The process as `home:home_pid` when known (its moves are listed under it).
+        who: String,
+        /// "from->to (reason)".
+        moved: String,
+    },
     /// placer -> CLI: one row per process, and the event log of automatic migrations.
     ProcessTable {
         /// Processes, by home and home pid.
@@ -686,6 +707,8 @@ impl Msg {
             Msg::RegisterProcess { .. } => "RegisterProcess",
             Msg::QueryProcesses => "QueryProcesses",
             Msg::ProcessTable { .. } => "ProcessTable",
+            Msg::AdmitMigration { .. } => "AdmitMigration",
+            Msg::MigrationEvent { .. } => "MigrationEvent",
         }
     }
 }

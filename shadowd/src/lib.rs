@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 pub mod candidates;
+pub mod gossip;
 pub mod guests;
 pub mod handoff;
 pub mod load;
@@ -48,6 +49,8 @@ pub struct Config {
     pub speed: u32,
     /// Report interval.
     pub interval: Duration,
+    /// Gossip mode (no placer decides moves), if on.
+    pub gossip: Option<gossip::GossipConfig>,
 }
 
 /// Log one line to stderr, prefixed with the daemon's name.
@@ -108,16 +111,28 @@ pub fn run(cfg: Config) -> Result<()> {
     let sessions = Arc::new(rsys::Sessions::new(&cfg.node));
     // processes started here by `mos run`
     let registry = Arc::new(candidates::Registry::default());
-    if let Some(placer) = &cfg.placer {
-        let rcfg = reporter::ReporterConfig {
-            node: cfg.node.clone(),
-            addr: addr.to_string(),
-            placer: placer.clone(),
-            cpus: cfg.cpus.unwrap_or_else(load::online_cpus),
-            speed: cfg.speed,
-            interval: cfg.interval,
-        };
-        let state = reporter::NodeState { guests: guests.clone(), registry: registry.clone(), sessions: sessions.clone() };
+    let rcfg = reporter::ReporterConfig {
+        node: cfg.node.clone(),
+        addr: addr.to_string(),
+        placer: cfg.placer.clone().unwrap_or_default(),
+        cpus: cfg.cpus.unwrap_or_else(load::online_cpus),
+        speed: cfg.speed,
+        interval: cfg.interval,
+    };
+    let state = reporter::NodeState { guests: guests.clone(), registry: registry.clone(), sessions: sessions.clone() };
+    let gossip = match &cfg.gossip {
+        Some(g) => {
+            let g = gossip::Gossip::bind(g.clone(), key.clone(), addr, state.clone(), rcfg.clone()).context("cannot bind the gossip socket")?;
+            g.set_events(events.clone());
+            let gaddr: SocketAddr = g.addr.parse().context("gossip address")?;
+            write_named_addr_file(&cfg.state_dir, "gossip.addr", gaddr)?;
+            let r = g.clone();
+            std::thread::Builder::new().name("gossip-recv".into()).spawn(move || r.receive()).context("cannot start the gossip thread")?;
+            Some(g)
+        }
+        None => None,
+    };
+    if cfg.placer.is_some() {
         reporter::start(rcfg, key.clone(), events, state).context("cannot start the reporter thread")?;
     }
 
@@ -166,18 +181,31 @@ pub fn run(cfg: Config) -> Result<()> {
         .context("cannot write to stdout")?;
     drop(out);
 
-    server::serve(
-        listener,
-        Arc::new(server::ServerCtx {
-            node: cfg.node,
-            key,
-            guests,
-            received_dir: cfg.state_dir.join("received"),
-            sessions,
-            state_dir: cfg.state_dir.clone(),
-            migrations: Default::default(),
-        }),
-    )
+    let ctx = Arc::new(server::ServerCtx {
+        node: cfg.node,
+        key,
+        guests,
+        received_dir: cfg.state_dir.join("received"),
+        sessions,
+        state_dir: cfg.state_dir.clone(),
+        migrations: Default::default(),
+        gossip: gossip.clone(),
+    });
+    if let Some(g) = gossip {
+        let (c1, c2) = (ctx.clone(), ctx.clone());
+        let ask = move |to: &str, m: &proto::Msg| -> Result<proto::Msg, String> {
+            let (mut r, mut w) = server::connect_shadowd(&c1, to)?;
+            w.write_msg(m, &[]).map_err(|e| e.to_string())?;
+            match r.read_msg::<proto::Msg>() {
+                Ok((proto::Msg::Error { msg }, _)) => Err(msg),
+                Ok((m, _)) => Ok(m),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let migrate = move |pid: u32, to: &str| server::migrate_process(&c2, pid, to);
+        std::thread::Builder::new().name("gossip".into()).spawn(move || g.run(ask, migrate)).context("cannot start the gossip thread")?;
+    }
+    server::serve(listener, ctx)
 }
 
 /// Where `mos` and `libmosshim.so` are: next to this executable.

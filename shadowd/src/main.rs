@@ -30,6 +30,18 @@ struct Args {
     /// Relative cpu speed to report, 1000 = the reference machine.
     #[arg(long, default_value_t = 1000)]
     speed: u32,
+    /// Gossip mode: spread load vectors over UDP and decide moves here (MOSIX-style)
+    #[arg(long)]
+    gossip: bool,
+    /// Gossip peers to start from (UDP `host:port`, comma-separated)
+    #[arg(long, value_delimiter = ',', requires = "gossip")]
+    seeds: Vec<String>,
+    /// With --gossip: spread vectors but move nothing
+    #[arg(long, requires = "gossip")]
+    no_balance: bool,
+    /// With --gossip: a process must have been here this long before it is moved, ms
+    #[arg(long, default_value_t = 2000)]
+    min_age_ms: u64,
     /// Load report interval in milliseconds.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(10..))]
     interval_ms: u32,
@@ -46,6 +58,14 @@ fn main() {
         cpus: a.cpus,
         speed: a.speed,
         interval: Duration::from_millis(u64::from(a.interval_ms)),
+        gossip: a.gossip.then(|| shadowd::gossip::GossipConfig {
+            seeds: a.seeds,
+            fanout: 2,
+            balance: !a.no_balance,
+            // one move per node and round: every node decides, so the cluster still
+            // makes several per round
+            params: placer::policy::BalanceParams { min_age_ms: a.min_age_ms, max_migrations: 1, ..Default::default() },
+        }),
     };
     if let Err(e) = shadowd::run(cfg) {
         eprintln!("shadowd: {e:#}");

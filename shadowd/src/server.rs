@@ -34,6 +34,8 @@ pub struct ServerCtx {
     /// One migration of a process at a time: a second request (a `mos migrate` and an
     /// automatic one) waits for the first and then sees where it left the process.
     pub migrations: std::sync::Mutex<std::collections::HashMap<u32, Arc<std::sync::Mutex<()>>>>,
+    /// Gossip mode: the window and the admission rule.
+    pub gossip: Option<Arc<crate::gossip::Gossip>>,
 }
 
 /// Accept connections forever.
@@ -122,6 +124,18 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
                 Err(msg) => Msg::Error { msg: format!("shadowd {}: {msg}", ctx.node) },
             }
         }
+        Msg::AdmitMigration { from, source_load_milli, mem_mib } => {
+            let Some(g) = &ctx.gossip else {
+                return Msg::Error { msg: format!("shadowd {} does not gossip", ctx.node) };
+            };
+            return match g.admit(f64::from(source_load_milli) / 1000.0, mem_mib) {
+                Ok(()) => {
+                    log!(ctx.node, "gossip: admitted a process from {from} (its load {:.2})", f64::from(source_load_milli) / 1000.0);
+                    Msg::Ack
+                }
+                Err(e) => Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) },
+            };
+        }
         Msg::MigrateProcess { pid, to } => {
             return match migrate_process(ctx, pid, &to) {
                 Ok(pid) => Msg::Migrated { pid },
@@ -155,7 +169,7 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// Checkpoint local process `pid` for migration (it hands its files home to us first if it
 /// is at home, then stays as the stub), stream the image to the shadowd at `to`, restart it
 /// there as a guest; its pid there. The local image is removed in every case.
-fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32, String> {
+pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32, String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
@@ -210,7 +224,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
 /// race from a failure by it).
 pub const ENDED_BEFORE_MOVE: &str = "ended before it could move";
 
-fn connect_shadowd(ctx: &ServerCtx, to: &str) -> Result<(FrameReader<TcpStream>, FrameWriter<NoSigPipe<TcpStream>>), String> {
+pub(crate) fn connect_shadowd(ctx: &ServerCtx, to: &str) -> Result<(FrameReader<TcpStream>, FrameWriter<NoSigPipe<TcpStream>>), String> {
     use std::net::ToSocketAddrs;
     let sa = to
         .to_socket_addrs()
