@@ -104,35 +104,53 @@ pub fn running_jobs(located: &[Located], now_ms: u64, blocked: impl Fn(&Who) -> 
 /// A move ordered whose effect the nodes' reports may not show yet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pending {
+    /// Who moves ([`Who::key`]): not planned again until its new place shows.
+    pub key: String,
     pub from: String,
     pub to: String,
     pub mib: u64,
+    /// Its pid on the source, and on the target once the move is done.
+    pub src_pid: u32,
+    pub new_pid: Option<u32>,
     /// When it finished (placer clock); `None` while it runs.
     pub done_ms: Option<u64>,
 }
 
 /// Make `snapshot` show the moves in `pending` that its reports do not show yet (a move
-/// runs longer than an interval, and its nodes report on their own clocks): without this
+/// runs longer than an interval, and the nodes report on their own clocks): without this
 /// the next round would see the source as loaded as before and send more processes to
-/// the same idle node. A move is in the reports once both its nodes reported `settle_ms`
-/// after it finished; such moves are dropped from `pending`.
-pub fn account_pending(snapshot: &mut crate::policy::Snapshot, pending: &mut Vec<Pending>, settle_ms: u64) {
+/// the same idle node. `counts(p)` says whether the source's report still counts the
+/// process and whether the target's does already; only what a report lacks is added (a
+/// process in transit is counted by neither, a body that arrived by its target). A move
+/// leaves `pending` once the target counts it and the source no longer does, or
+/// `expire_ms` after it finished (the process may have ended meanwhile).
+pub fn account_pending(snapshot: &mut crate::policy::Snapshot, pending: &mut Vec<Pending>, counts: impl Fn(&Pending) -> (bool, bool), expire_ms: u64) {
     let idx = |s: &crate::policy::Snapshot, n: &str| s.nodes.iter().position(|x| x.name == n);
+    let now = snapshot.now_ms;
     pending.retain(|p| {
         let (Some(f), Some(t)) = (idx(snapshot, &p.from), idx(snapshot, &p.to)) else { return false };
-        if let Some(done) = p.done_ms {
-            let seen = |i: usize| snapshot.nodes[i].last_report_ms >= done + settle_ms;
-            if seen(f) && seen(t) {
-                return false;
-            }
+        let (at_src, at_dst) = counts(p);
+        if p.done_ms.is_some_and(|d| (at_dst && !at_src) || now.saturating_sub(d) > expire_ms) {
+            return false;
         }
         let n = &mut snapshot.nodes;
-        n[f].run_queue = n[f].run_queue.saturating_sub(1);
-        n[f].free_mem_mib = n[f].free_mem_mib.saturating_add(p.mib);
-        n[t].run_queue = n[t].run_queue.saturating_add(1);
-        n[t].free_mem_mib = n[t].free_mem_mib.saturating_sub(p.mib);
+        if at_src {
+            n[f].run_queue = n[f].run_queue.saturating_sub(1);
+            n[f].free_mem_mib = n[f].free_mem_mib.saturating_add(p.mib);
+        }
+        if !at_dst {
+            n[t].run_queue = n[t].run_queue.saturating_add(1);
+            n[t].free_mem_mib = n[t].free_mem_mib.saturating_sub(p.mib);
+        }
         true
     });
+}
+
+/// [`account_pending`]'s `counts` from the reports' candidates: the source still lists
+/// the process's pid there (and counts it as running), the target lists its new pid.
+pub fn counted_in(reports: &[LoadReport], p: &Pending) -> (bool, bool) {
+    let has = |node: &str, pid: u32| reports.iter().any(|r| r.node == node && r.candidates.iter().any(|c| c.pid == pid && (c.runnable || c.cpu_permille >= 20)));
+    (has(&p.from, p.src_pid), p.new_pid.is_some_and(|n| has(&p.to, n)))
 }
 
 /// What moving memory costs, learnt from the migrations done: their bytes and time.
@@ -243,24 +261,35 @@ mod tests {
     #[test]
     fn moves_under_way_count_until_the_reports_show_them() {
         use crate::policy::{NodeInfo, Snapshot};
-        let node = |name: &str, rq: u32, last: u64| NodeInfo { name: name.into(), cpus: 1, speed: 1.0, run_queue: rq, guests: 0, free_mem_mib: 1000, last_report_ms: last, up: true };
-        let snap = |last: u64| Snapshot { nodes: vec![node("a", 8, last), node("b", 0, last)], now_ms: last };
-        let mut pending = vec![
-            Pending { from: "a".into(), to: "b".into(), mib: 100, done_ms: None },
-            Pending { from: "a".into(), to: "b".into(), mib: 10, done_ms: Some(1000) },
-        ];
-        let mut s = snap(1100);
-        account_pending(&mut s, &mut pending, 200);
-        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue, s.nodes[1].free_mem_mib), (6, 2, 890));
-        assert_eq!(pending.len(), 2);
-        // both nodes reported after the finished move settled: it is in their numbers now
-        let mut s = snap(1200);
-        account_pending(&mut s, &mut pending, 200);
-        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue), (7, 1));
-        assert_eq!(pending.len(), 1);
+        let node = |name: &str, rq: u32| NodeInfo { name: name.into(), cpus: 1, speed: 1.0, run_queue: rq, guests: 0, free_mem_mib: 1000, last_report_ms: 0, up: true };
+        let snap = || Snapshot { nodes: vec![node("a", 8), node("b", 0)], now_ms: 1000 };
+        let mv = |key: &str, done: Option<u64>| Pending { key: key.into(), from: "a".into(), to: "b".into(), mib: 100, src_pid: 1, new_pid: done.map(|_| 2), done_ms: done };
+        // still counted at the source, not yet at the target: both adjusted
+        let mut pending = vec![mv("n:1", None)];
+        let mut s = snap();
+        account_pending(&mut s, &mut pending, |_| (true, false), 5000);
+        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue, s.nodes[1].free_mem_mib), (7, 1, 900));
+        // in transit (the source's report no longer counts it): only the target gains
+        let mut s = snap();
+        account_pending(&mut s, &mut pending, |_| (false, false), 5000);
+        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue), (8, 1));
+        // arrived, and the target already counts it: nothing to add, but kept while running
+        let mut s = snap();
+        account_pending(&mut s, &mut pending, |_| (false, true), 5000);
+        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue, pending.len()), (8, 0, 1));
+        // done and shown where it went: dropped
+        let mut pending = vec![mv("n:1", Some(900))];
+        account_pending(&mut snap(), &mut pending, |_| (false, true), 5000);
+        assert!(pending.is_empty());
+        // done long ago and never shown (it ended): dropped too
+        let mut pending = vec![mv("n:1", Some(10))];
+        let mut s = Snapshot { now_ms: 9000, ..snap() };
+        account_pending(&mut s, &mut pending, |_| (false, false), 5000);
+        assert!(pending.is_empty());
         // a node that left: its moves are forgotten
-        let mut s = Snapshot { nodes: vec![node("a", 8, 0)], now_ms: 0 };
-        account_pending(&mut s, &mut pending, 200);
+        let mut pending = vec![mv("n:1", None)];
+        let mut s = Snapshot { nodes: vec![node("a", 8)], now_ms: 0 };
+        account_pending(&mut s, &mut pending, |_| (true, false), 5000);
         assert!(pending.is_empty());
     }
 

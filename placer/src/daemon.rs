@@ -498,8 +498,13 @@ impl Placer {
         let (params, jobs) = {
             let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
             // a report samples run states: let one full interval pass after a move
-            crate::balancer::account_pending(&mut snapshot, &mut st.pending, 2 * self.cfg.interval_ms);
-            let blocked = |w: &Who| st.in_flight.contains(&w.key()) || st.failed.contains_key(&w.key());
+            crate::balancer::account_pending(&mut snapshot, &mut st.pending, |p| crate::balancer::counted_in(&reports, p), 20 * self.cfg.interval_ms.max(250));
+            // in a move, failed, or moved so recently that the reports may still show it
+            // where it was
+            let blocked = |w: &Who| {
+                let k = w.key();
+                st.in_flight.contains(&k) || st.failed.contains_key(&k) || st.pending.iter().any(|p| p.key == k)
+            };
             let short = |i: usize| snapshot.nodes[i].free_mem_mib < params.mem_reserve_mib;
             (st.cost.apply(params), crate::balancer::running_jobs(&located, snapshot.now_ms, blocked, short))
         };
@@ -516,7 +521,15 @@ impl Placer {
             {
                 let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
                 st.in_flight.insert(l.who.key());
-                st.pending.push(crate::balancer::Pending { from: from.node.clone(), to: to.node.clone(), mib: l.cand.rss_mib, done_ms: None });
+                st.pending.push(crate::balancer::Pending {
+                    key: l.who.key(),
+                    from: from.node.clone(),
+                    to: to.node.clone(),
+                    mib: l.cand.rss_mib,
+                    src_pid: l.cand.pid,
+                    new_pid: None,
+                    done_ms: None,
+                });
             }
             let me = self.clone();
             let (from_addr, to_addr, from_name, to_name) = (from.addr.clone(), to.addr.clone(), from.node.clone(), to.node.clone());
@@ -530,9 +543,13 @@ impl Placer {
     /// Order one planned move and record how it went.
     fn carry_out(&self, l: &Located, from_addr: &str, to_addr: &str, from: &str, to: &str, why: &str) {
         let t = std::time::Instant::now();
+        let mut there = None;
         let result = match &l.who {
             Who::Process { pid, .. } => match self.ask_node(from_addr, &Msg::MigrateProcess { pid: *pid, to: to_addr.to_string() }) {
-                Ok(Msg::Migrated { .. }) => Ok(()),
+                Ok(Msg::Migrated { pid }) => {
+                    there = Some(pid);
+                    Ok(())
+                }
                 Ok(m) => Err(format!("unexpected answer {}", m.name())),
                 Err(e) => Err(e),
             },
@@ -543,9 +560,11 @@ impl Placer {
         st.in_flight.remove(&l.who.key());
         // this move's entry (the first of its pair still running)
         let ok = result.is_ok();
-        if let Some(k) = st.pending.iter().position(|p| p.from == from && p.to == to && p.done_ms.is_none()) {
+        if let Some(k) = st.pending.iter().position(|p| p.key == l.who.key() && p.done_ms.is_none()) {
             if ok {
                 st.pending[k].done_ms = Some(now_ms());
+                // (a batch job's new pid is not known here: its move expires by time)
+                st.pending[k].new_pid = there;
             } else {
                 st.pending.remove(k);
             }
@@ -561,6 +580,11 @@ impl Placer {
                 self.event(&format!("migrated {} from {from} to {to} in {:.0} ms", l.who.label(), secs * 1000.0));
             }
             // (the shadowd's words for a process that ended while its move was ordered)
+            // (a view older than the move it races: the process is fine where it is)
+            Err(e) if e.contains("no longer here") => {
+                drop(st);
+                self.event(&format!("{} had already left {from}; not moved to {to}", l.who.label()));
+            }
             Err(e) if e.contains("ended before it could move") => {
                 drop(st);
                 self.event(&format!("{} ended before its move from {from} to {to}", l.who.label()));

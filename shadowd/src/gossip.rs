@@ -160,7 +160,7 @@ impl Gossip {
         let mut d = lock(&self.dropped);
         d.0 += 1;
         let now = Instant::now();
-        if d.1.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        if d.0 <= 10 || d.1.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             log!(self.node, "gossip: dropped a datagram from {peer}: {e} ({} dropped so far)", d.0);
             d.1 = Some(now);
         }
@@ -246,7 +246,15 @@ impl Gossip {
         let mut nodes = vec![info(own, now)];
         nodes.extend(heard.iter().map(|h| info(&h.v, now.saturating_sub(inst.duration_since(h.at).as_millis() as u64))));
         let mut snapshot = Snapshot { nodes, now_ms: now };
-        balancer::account_pending(&mut snapshot, &mut lock(&self.pending), 2 * self.interval.as_millis() as u64);
+        // our own side is known exactly (our candidates); a target's by the age of its
+        // vector: counted once it was measured well after the move was done
+        let settle = Duration::from_millis(2 * self.interval.as_millis() as u64);
+        let counts = |p: &Pending| {
+            let at_src = cands.iter().any(|c| c.pid == p.src_pid);
+            let at_dst = p.done_ms.is_some_and(|d| heard.iter().any(|h| h.v.node == p.to && now.saturating_sub(inst.duration_since(h.at).as_millis() as u64) >= d + settle.as_millis() as u64));
+            (at_src, at_dst)
+        };
+        balancer::account_pending(&mut snapshot, &mut lock(&self.pending), counts, 20 * self.interval.as_millis().max(250) as u64);
         let located: Vec<Located> = cands
             .iter()
             .map(|c| Located { who: Who::Process { home: c.home.clone(), home_pid: c.home_pid, pid: c.pid }, node: 0, cand: c.clone() })
@@ -284,7 +292,7 @@ impl Gossip {
             let label = if l.cand.home.is_empty() { format!("pid {} (a body here)", l.cand.pid) } else { format!("{}:{}", l.cand.home, l.cand.home_pid) };
             log!(self.node, "gossip: migrate {label} ({}, {} MiB) from {} to {to}: {why}", l.cand.cmd, l.cand.rss_mib, self.node);
             lock(&self.in_flight).insert(l.cand.pid);
-            lock(&self.pending).push(Pending { from: self.node.clone(), to: to.clone(), mib: l.cand.rss_mib, done_ms: None });
+            lock(&self.pending).push(Pending { key: l.cand.pid.to_string(), from: self.node.clone(), to: to.clone(), mib: l.cand.rss_mib, src_pid: l.cand.pid, new_pid: None, done_ms: None });
             let (me, pid, target, from) = (self.clone(), l.cand.pid, addr_of(m.to), self.node.clone());
             let who = if l.cand.home.is_empty() { String::new() } else { format!("{}:{}", l.cand.home, l.cand.home_pid) };
             let reason = why.split(':').next().unwrap_or("").to_string();
@@ -294,7 +302,7 @@ impl Gossip {
                 let r = migrate(pid, &target);
                 lock(&me.in_flight).remove(&pid);
                 let mut p = lock(&me.pending);
-                if let Some(k) = p.iter().position(|x| x.to == to && x.done_ms.is_none()) {
+                if let Some(k) = p.iter().position(|x| x.key == pid.to_string() && x.done_ms.is_none()) {
                     if r.is_ok() {
                         p[k].done_ms = Some(now_ms());
                     } else {

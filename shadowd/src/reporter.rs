@@ -223,7 +223,9 @@ pub fn load_report(cfg: &ReporterConfig, guests: &Guests, reg: &Registry, sessio
     let mut running = guests.running();
     running.extend(reg.local(&cfg.node, |pid| away.iter().any(|a| a.0 == pid) || sessions.by_vpid(pid).is_some()));
     let candidates = reg.candidates(running);
-    let mut counted: Vec<u32> = candidates.iter().filter(|c| c.runnable).map(|c| c.pid).collect();
+    // runnable now, or used CPU over the interval: one sample of the run state can catch
+    // a CPU-bound process in a short wait (a forwarded write, a page fault)
+    let mut counted: Vec<u32> = candidates.iter().filter(|c| c.runnable || c.cpu_permille >= 20).map(|c| c.pid).collect();
     counted.extend(pids.iter().copied().filter(|&p| !candidates.iter().any(|c| c.pid == p) && load::is_runnable(p)));
     counted.sort_unstable();
     counted.dedup();
