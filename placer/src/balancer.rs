@@ -136,6 +136,10 @@ pub fn account_pending(snapshot: &mut crate::policy::Snapshot, pending: &mut Vec
         let n = &mut snapshot.nodes;
         if at_src {
             n[f].run_queue = n[f].run_queue.saturating_sub(1);
+        }
+        // its memory stays in use at the source until the old process is gone (after the
+        // move), whether the source still lists it or not
+        if at_src || p.done_ms.is_none() {
             n[f].free_mem_mib = n[f].free_mem_mib.saturating_add(p.mib);
         }
         if !at_dst {
@@ -269,10 +273,11 @@ mod tests {
         let mut s = snap();
         account_pending(&mut s, &mut pending, |_| (true, false), 5000);
         assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue, s.nodes[1].free_mem_mib), (7, 1, 900));
-        // in transit (the source's report no longer counts it): only the target gains
+        // in transit (the source's report no longer counts it): only the target gains a
+        // process; the source's memory is still the process's until the move is done
         let mut s = snap();
         account_pending(&mut s, &mut pending, |_| (false, false), 5000);
-        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue), (8, 1));
+        assert_eq!((s.nodes[0].run_queue, s.nodes[1].run_queue, s.nodes[0].free_mem_mib), (8, 1, 1100));
         // arrived, and the target already counts it: nothing to add, but kept while running
         let mut s = snap();
         account_pending(&mut s, &mut pending, |_| (false, true), 5000);

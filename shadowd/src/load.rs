@@ -39,10 +39,23 @@ pub fn memory() -> Memory {
         .unwrap_or_default();
     let cg = fs::read_to_string("/proc/self/cgroup").ok().and_then(|t| cgroup_memory_files(&t));
     let read = |p: &str| fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
-    match cg.and_then(|(limit, usage)| Some((read(&limit)?, read(&usage)?))) {
-        Some((limit, usage)) => within_limit(machine, limit, usage),
+    match cg.and_then(|(limit, usage)| Some((read(&limit)?, read(&usage)?, usage))) {
+        Some((limit, usage, usage_file)) => {
+            // page cache the kernel can drop at once (images written and received) is
+            // not memory in use
+            let stat = Path::new(&usage_file).with_file_name("memory.stat");
+            let cache = fs::read_to_string(stat).ok().map_or(0, |t| inactive_file(&t));
+            within_limit(machine, limit, usage.saturating_sub(cache))
+        }
         None => machine,
     }
+}
+
+/// The inactive page cache of a `memory.stat` text (v1: `total_inactive_file`, v2:
+/// `inactive_file`), bytes.
+pub fn inactive_file(stat: &str) -> u64 {
+    let field = |name: &str| stat.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
+    field("total_inactive_file").or_else(|| field("inactive_file")).unwrap_or(0)
 }
 
 /// The (limit, usage) files of the memory cgroup named in a `/proc/self/cgroup` text:
@@ -149,6 +162,9 @@ mod tests {
         assert_eq!(within_limit(m, 0x7FFF_FFFF_FFFF_F000, 1 << 30), m);
         // over the limit: nothing free
         assert_eq!(within_limit(m, 1 << 30, 2 << 30).free_mib, 0);
+        assert_eq!(inactive_file("cache 10\ninactive_file 5\ntotal_inactive_file 4096\n"), 4096);
+        assert_eq!(inactive_file("anon 1\ninactive_file 8192\n"), 8192);
+        assert_eq!(inactive_file(""), 0);
     }
 
     #[test]

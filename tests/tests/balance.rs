@@ -198,3 +198,32 @@ fn bad_gossip_datagrams_are_dropped_and_balancing_goes_on() {
     assert!(!log().contains("intruder"), "{}", log());
     ps_.iter_mut().for_each(Proc::kill);
 }
+
+/// Memory ushering: 3 nodes limited to 1 GiB each, 3 processes growing to 600 MiB each at
+/// node1. Its memory runs short, processes are ushered to the nodes with most free memory
+/// (each move an event naming the deficit); no process is OOM-killed, and each prints what
+/// an uninterrupted run prints.
+#[test]
+fn memory_ushering_keeps_growing_processes_alive() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    c.mos(&["cluster", "up", "--nodes", "3", "--interval-ms", "200", "--mem-limit", "1G"]).assert_code(0, "mos cluster up --mem-limit 1G");
+    let grow = |seed: u32, step_ms: &str| {
+        let mut cmd = c.cmd("mos");
+        cmd.args(["run", "--"]).arg(compile_c("grow")).args([&seed.to_string(), "600", step_ms]).env("MOS_HOME_NODE", "node1");
+        cmd
+    };
+    let mut ps_: Vec<Proc> = (1..=3).map(|i| Proc::spawn(&format!("grow {i}"), grow(i, "40"))).collect();
+    for (i, p) in ps_.iter_mut().enumerate() {
+        let out = p.wait_timeout(Duration::from_secs(180));
+        out.assert_code(0, &format!("grow {} (an OOM kill would end it with SIGKILL)", i + 1));
+        let want = std::process::Command::new(compile_c("grow")).args([&(i + 1).to_string(), "600", "0"]).output().unwrap();
+        assert_same_bytes(&format!("grow {} output", i + 1), &out.stdout, &want.stdout);
+    }
+    let ev = events(&c);
+    assert!(ev.iter().any(|e| e.contains("memory ushering: node1 short by")), "{ev:#?}");
+    assert!(!ev.iter().any(|e| e.contains("failed")), "{ev:#?}");
+}
