@@ -206,7 +206,27 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         Ok(ckpt::control::CkptReply::Failed(e)) => return Err(format!("checkpoint failed: {e} (the process keeps running)")),
         Err(e) => return Err(format!("checkpoint: {e}")),
     };
-    let result = restart_at(ctx, pid, &image, to);
+    let mut result = restart_at(ctx, pid, &image, to);
+    if let Err(e) = &result {
+        // The target failed (it died, or refused the image): the process is not lost, it
+        // is restarted here from its image, its body a guest of this node as after a
+        // migration (an interactive process's stub stays at home as before).
+        let here = std::env::var("MOS_NODE_ADDR").unwrap_or_default();
+        if !here.is_empty() && here != to {
+            log!(ctx.node, "migration of pid {pid} to {to} failed ({e}); restarting it here from its image");
+            result = match restart_at(ctx, pid, &image, &here) {
+                Ok(p) => Err(format!("{e}; the process was restarted here as pid {p} (it stays on this node)")),
+                Err(e2) => Err(format!("{e}; restarting it here failed too: {e2}")),
+            };
+            if result.as_ref().is_err_and(|m| m.contains("restarted here as pid")) {
+                let _ = std::fs::remove_file(&image);
+                if image != out {
+                    let _ = std::fs::remove_file(&out);
+                }
+                return result;
+            }
+        }
+    }
     let _ = std::fs::remove_file(&image);
     if image != out {
         let _ = std::fs::remove_file(&out);

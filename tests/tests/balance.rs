@@ -227,3 +227,45 @@ fn memory_ushering_keeps_growing_processes_alive() {
     assert!(ev.iter().any(|e| e.contains("memory ushering: node1 short by")), "{ev:#?}");
     assert!(!ev.iter().any(|e| e.contains("failed")), "{ev:#?}");
 }
+
+/// A node killed in the middle of a balancing move (its shadowd SIGKILLed as soon as the
+/// move to it is ordered, while a 300 MiB image streams to it): the process is not lost.
+/// It is restarted from its image where it was, and every process still prints what an
+/// uninterrupted run prints and exits 0.
+#[test]
+fn a_node_killed_mid_balance_loses_nothing() {
+    if !privileged() {
+        return;
+    }
+    let c = capped(3, "0.5", &[]);
+    let units = 250;
+    let mut procs: Vec<Proc> = (1..=3)
+        .map(|i| {
+            let mut cmd = c.cmd("mos");
+            cmd.args(["run", "--"]).arg(compile_c("crunch")).args([&i.to_string(), &units.to_string(), "300"]).env("MOS_HOME_NODE", "node1");
+            Proc::spawn(&format!("crunch {i}"), cmd)
+        })
+        .collect();
+    // the first move ordered: kill its target
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        assert!(Instant::now() < deadline, "no move ordered: {:#?}", events(&c));
+        if let Some(e) = events(&c).iter().find(|e| e.contains(" migrate node1:")) {
+            break e.split(" to ").nth(1).and_then(|t| t.split(':').next()).unwrap().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rs = c.run_state();
+    let pid = rs["nodes"].as_array().unwrap().iter().find(|n| n["name"] == victim.as_str()).unwrap()["pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing a daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for (i, p) in procs.iter_mut().enumerate() {
+        let out = p.wait_timeout(Duration::from_secs(180));
+        out.assert_code(0, &format!("crunch {} (its node {victim} was killed mid-balance)", i + 1));
+        let want = std::process::Command::new(compile_c("crunch")).args([&(i + 1).to_string(), &units.to_string(), "300"]).output().unwrap();
+        assert_same_bytes(&format!("crunch {} output", i + 1), &out.stdout, &want.stdout);
+    }
+    let log = std::fs::read_to_string(c.home.path().join("node1.log")).unwrap_or_default();
+    eprintln!("killed {victim}; events: {:#?}", events(&c));
+    assert!(!log.contains("was lost"), "{log}");
+}
