@@ -47,6 +47,29 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<std::ffi::OsString>,
     },
+    /// The classic load-distribution policies side by side, simulated with the real
+    /// policy code (Pareto lifetimes, heterogeneous speeds)
+    Sim {
+        /// a policy (random, central, distributed, p-random, p-central, neighbour,
+        /// broadcast, gossip) or `all`
+        #[arg(long, default_value = "all")]
+        policy: String,
+        #[arg(long, default_value_t = 64)]
+        nodes: usize,
+        #[arg(long, default_value_t = 5000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// offered load (work arriving / capacity)
+        #[arg(long, default_value_t = 0.85)]
+        utilization: f64,
+        /// preemptive policies place each process as `central` does first, instead of
+        /// starting it where it arrives (at home, as in MOSIX)
+        #[arg(long)]
+        placed_first: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Processes under the shim in the cluster: where each runs, its home, its moves
     Ps {
         #[arg(long)]
@@ -153,6 +176,7 @@ fn main() {
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
         Cmd::Run { no_migrate, argv } => cluster::register_here(no_migrate).and_then(|()| mos::run_cmd(&argv)),
         Cmd::Ps { json, events } => cluster::ps(json, events),
+        Cmd::Sim { policy, nodes, jobs, seed, utilization, placed_first, json } => mos::sim_cmd(&policy, nodes, jobs, seed, utilization, placed_first, json),
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
         Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms } } => {
             let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms };

@@ -4,6 +4,7 @@
 //! - [`jobfile`]: job.toml -> [`jobfile::JobSpec`]s.
 //! - [`policy`]: pure placement / liveness / balancing decisions over a [`policy::Snapshot`].
 //! - [`simulate`]: a time-stepped cluster model driven by the same policy functions.
+//! - [`taxonomy`]: the classic load-distribution policies side by side (`mos sim`).
 //! - [`db`]: the job queue in one crash-safe redb file.
 //! - [`dump`]: `condor_q`-like table and JSON views of the queue (`placer --dump`).
 //! - [`id`]: job ids, `cluster.proc`.
@@ -20,3 +21,4 @@ pub mod id;
 pub mod jobfile;
 pub mod policy;
 pub mod simulate;
+pub mod taxonomy;

@@ -188,7 +188,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
     }
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(format!("no process {pid} here (it ended, or an earlier request moved it)"));
+        return Err(format!("process {pid} {ENDED_BEFORE_MOVE} (no such process here)"));
     }
     let dir = ctx.state_dir.join("ckpt");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
