@@ -122,7 +122,7 @@ pub fn run(dir: &Path) {
     let work = children_cpu() - before;
     let ideal = work / (f64::from(NODES) * CPU);
     println!("work {work:.2} cpu-s uncapped ({:.2} s a process); ideal makespan {ideal:.2} s", work / f64::from(PROCS));
-    for (label, extra) in [("central", &[][..]), ("off (--no-balance)", &["--no-balance"][..])] {
+    for (label, extra) in [("central", &[][..]), ("gossip", &["--mode", "gossip"][..]), ("off (--no-balance)", &["--no-balance"][..])] {
         let home = dir.join(format!("balance-{}", label.split(' ').next().unwrap()));
         let r = Cluster::up(&home, extra).and_then(|c| makespan(&c, &exe, units, &want));
         match r {
@@ -130,5 +130,4 @@ pub fn run(dir: &Path) {
             Err(e) => println!("  {label:<20} failed: {e}"),
         }
     }
-    println!("  gossip               not built yet");
 }

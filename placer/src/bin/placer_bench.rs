@@ -374,6 +374,39 @@ fn database(scale: usize) {
     }
 }
 
+/// A central balancing round (plan_migrations on the live snapshot) at 10 000 nodes with
+/// 4 processes each, half the nodes overloaded; and gossip's convergence after a burst.
+fn balancing(scale: usize) {
+    println!("== balancing at scale ==");
+    let n_nodes = 10_000 / scale;
+    let mut rng = Rng::new(11);
+    let mut nodes = random_nodes(&mut rng, n_nodes, None);
+    let mut jobs = Vec::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.up = true;
+        n.run_queue = if i % 2 == 0 { 8 } else { 0 };
+        for k in 0..n.run_queue {
+            jobs.push(placer::policy::RunningJob { id: placer::id::JobId::new(i as u64, k), node: i, mem_mib: 64, cpus: 1, since_ms: 0, migratable: true });
+        }
+    }
+    let snap = placer::policy::Snapshot { nodes, now_ms: 1 << 40 };
+    let params = placer::policy::BalanceParams { max_migrations: 4, ..Default::default() };
+    let reps = 20u32;
+    let t = Instant::now();
+    let mut planned = 0;
+    for _ in 0..reps {
+        planned = black_box(placer::policy::plan_migrations(black_box(&snap), black_box(&jobs), &params)).len();
+    }
+    let mean = t.elapsed() / reps;
+    println!("  central round at {n_nodes} nodes, {} processes: {:.2} ms ({planned} moves planned; budget 10 ms)", jobs.len(), micros(mean) / 1000.0);
+    let (g_nodes, g_jobs) = (1_000 / scale, 5_000 / scale);
+    let t = Instant::now();
+    match placer::taxonomy::gossip_convergence(g_nodes, g_jobs, 1, 0.1, 20_000) {
+        Some(r) => println!("  gossip: {g_jobs} processes burst on one of {g_nodes} nodes: spread within 10 % of balanced after {r} rounds ({:.1} s to simulate)", t.elapsed().as_secs_f64()),
+        None => println!("  gossip: {g_jobs} processes on one of {g_nodes} nodes: not within 10 % after 20000 rounds"),
+    }
+}
+
 fn main() {
     let scale = if std::env::args().any(|a| a == "--quick") {
         10
@@ -384,5 +417,6 @@ fn main() {
     placement_worst_case(scale);
     memory(scale);
     simulation(scale);
+    balancing(scale);
     database(scale);
 }

@@ -138,13 +138,26 @@ pub fn plan_migrations(
     let mut moved = vec![false; cand.len()];
     let mut plan = Vec::new();
 
-    usher_memory(nodes, &mut work, &cand, &mut moved, params, &mut plan);
-    balance_load(snapshot, &mut work, &cand, &mut moved, params, &mut plan);
+    let rank = name_ranks(nodes);
+    usher_memory(&rank, &mut work, &cand, &mut moved, params, &mut plan);
+    balance_load(snapshot, &rank, &mut work, &cand, &mut moved, params, &mut plan);
     plan
 }
 
-fn by_name(nodes: &[NodeInfo], a: usize, b: usize) -> Ordering {
-    nodes[a].name.cmp(&nodes[b].name).then(a.cmp(&b))
+/// Each node's place in name order (ties broken by index): computed once per plan, so
+/// that the many tie-breaks of the sorts below compare numbers, not names.
+fn name_ranks(nodes: &[NodeInfo]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name).then(a.cmp(&b)));
+    let mut rank = vec![0; nodes.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    rank
+}
+
+fn by_name(rank: &[usize], a: usize, b: usize) -> Ordering {
+    rank[a].cmp(&rank[b])
 }
 
 /// Positions in `cand` (sorted by node first) of the jobs on `node`.
@@ -165,7 +178,7 @@ fn can_receive(w: &Work, job: &RunningJob, reserve: u64) -> bool {
 }
 
 fn usher_memory(
-    nodes: &[NodeInfo],
+    rank: &[usize],
     work: &mut [Work],
     cand: &[&RunningJob],
     moved: &mut [bool],
@@ -180,7 +193,7 @@ fn usher_memory(
         work[a]
             .free_mem_mib
             .cmp(&work[b].free_mem_mib)
-            .then(by_name(nodes, a, b))
+            .then(by_name(rank, a, b))
     });
     for src in short {
         while plan.len() < p.max_migrations {
@@ -206,7 +219,7 @@ fn usher_memory(
                     work[a]
                         .free_mem_mib
                         .cmp(&work[b].free_mem_mib)
-                        .then(by_name(nodes, b, a))
+                        .then(by_name(rank, b, a))
                 });
             let Some(to) = target else { break };
             apply_move(work, job, src, to);
@@ -225,13 +238,13 @@ fn usher_memory(
 
 fn balance_load(
     snapshot: &Snapshot,
+    rank: &[usize],
     work: &mut [Work],
     cand: &[&RunningJob],
     moved: &mut [bool],
     p: &BalanceParams,
     plan: &mut Vec<Migration>,
 ) {
-    let nodes = &snapshot.nodes;
     // A negative threshold would let a job qualify to move straight back; treat it as 0.
     let min_gain = p.min_gain.max(0.0);
     while plan.len() < p.max_migrations {
@@ -244,14 +257,14 @@ fn balance_load(
             work[b]
                 .load()
                 .total_cmp(&work[a].load())
-                .then(by_name(nodes, a, b))
+                .then(by_name(rank, a, b))
         });
         let mut dests = usable;
         dests.sort_by(|&a, &b| {
             work[a]
                 .load_with_one_more()
                 .total_cmp(&work[b].load_with_one_more())
-                .then(by_name(nodes, a, b))
+                .then(by_name(rank, a, b))
         });
         let mut chosen = None;
         'sources: for &src in &sources {
