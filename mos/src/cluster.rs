@@ -339,6 +339,70 @@ pub fn register_here(no_migrate: bool) -> Result<()> {
     }
 }
 
+/// `mos run --node NODE`: once this process (about to exec its program under the shim)
+/// has its shim up, its body is moved to NODE, the way `mos migrate` moves it; it stays
+/// homed here. A helper does that from outside: forked twice so the program never sees
+/// it as a child, with no stdin or stdout of the program's held open.
+pub fn start_on(node: &str) -> Result<()> {
+    let rs = load_run_state()?;
+    let to = node_addr(node)?;
+    let home = match std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty()) {
+        Some(h) => node_addr(&h)?,
+        None => rs.nodes.first().map(|n| n.addr.clone()).ok_or_else(|| anyhow!("the cluster has no nodes"))?,
+    };
+    if to == home {
+        return Ok(()); // it starts there anyway
+    }
+    let pid = std::process::id();
+    // SAFETY: this CLI is single-threaded here; the children only run plain Rust and exit.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: as above.
+            if unsafe { libc::fork() } == 0 {
+                // SAFETY: replacing our own stdin/stdout with /dev/null.
+                unsafe {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                    if null >= 0 {
+                        libc::dup2(null, 0);
+                        libc::dup2(null, 1);
+                    }
+                }
+                let r = move_when_ready(pid, &home, &to);
+                if let Err(e) = r {
+                    eprintln!("mos run: process {pid} stays at home, its body could not start on {node}: {e:#}");
+                }
+            }
+            // SAFETY: ending a forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        c if c > 0 => {
+            let mut st = 0;
+            // SAFETY: reaping the child we just forked.
+            unsafe { libc::waitpid(c, &mut st, 0) };
+            Ok(())
+        }
+        _ => bail!("mos run --node: cannot fork: {}", std::io::Error::last_os_error()),
+    }
+}
+
+fn move_when_ready(pid: u32, home: &str, to: &str) -> Result<()> {
+    let name = format!("@{}", ckpt::control::socket_name(pid as i32));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string("/proc/net/unix").unwrap_or_default().lines().any(|l| l.split_whitespace().last() == Some(name.as_str())) {
+        if !alive(pid as i32) {
+            return Ok(()); // it ended (or failed to start) before its shim was up
+        }
+        if Instant::now() > deadline {
+            bail!("its shim did not come up within 20 s (not a dynamically linked program?)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string() })? {
+        Msg::Migrated { .. } => Ok(()),
+        m => bail!("unexpected answer {}", m.name()),
+    }
+}
+
 /// One message to a shadowd over its local `shadow.sock` (a seqpacket socket), one answer.
 fn local_request(sock: &Path, msg: &Msg) -> std::io::Result<Msg> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -44,6 +44,10 @@ enum Cmd {
         /// never move it automatically (it stays at home; `mos migrate` still can)
         #[arg(long)]
         no_migrate: bool,
+        /// start its body on this node at once (remote initiation); its home, files and
+        /// pid stay where it was started
+        #[arg(long, conflicts_with = "no_migrate")]
+        node: Option<String>,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         argv: Vec<std::ffi::OsString>,
     },
@@ -174,7 +178,9 @@ fn main() {
         Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
         Cmd::Restart { image, eager, no_verify } => mos::restart_cmd(&image, eager, no_verify),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
-        Cmd::Run { no_migrate, argv } => cluster::register_here(no_migrate).and_then(|()| mos::run_cmd(&argv)),
+        Cmd::Run { no_migrate, node, argv } => cluster::register_here(no_migrate)
+            .and_then(|()| node.as_deref().map_or(Ok(()), cluster::start_on))
+            .and_then(|()| mos::run_cmd(&argv)),
         Cmd::Ps { json, events } => cluster::ps(json, events),
         Cmd::Sim { policy, nodes, jobs, seed, utilization, placed_first, json } => mos::sim_cmd(&policy, nodes, jobs, seed, utilization, placed_first, json),
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),

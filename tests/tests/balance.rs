@@ -269,3 +269,19 @@ fn a_node_killed_mid_balance_loses_nothing() {
     eprintln!("killed {victim}; events: {:#?}", events(&c));
     assert!(!log.contains("was lost"), "{log}");
 }
+
+/// Remote initiation: `mos run --node node3` starts the body on node3 at once (its home,
+/// pid and files stay at node1); an unknown node is refused before anything runs.
+#[test]
+fn run_on_a_named_node() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    c.mos(&["cluster", "up", "--nodes", "3", "--interval-ms", "200", "--no-balance"]).assert_code(0, "mos cluster up");
+    let mut p = crunch(&c, "node1", &["--node", "node3"], 5, 150);
+    poll_until(|| ps(&c).iter().any(|r| r["node"] == "node3" && r["home"] == "node1" && r["pid"] == p.pid()), || format!("{:#?}", ps(&c)));
+    let out = p.wait();
+    out.assert_code(0, "crunch on node3");
+    assert_same_bytes("crunch output", &out.stdout, &uninterrupted(5, 150));
+    let out = c.mos(&["run", "--node", "node9", "--", "/bin/echo", "hi"]);
+    assert_one_line_error("mos run --node node9", &out, 2, Some("node9"));
+}
