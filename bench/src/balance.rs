@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{bin, close_extra_fds, root};
+use crate::{bin, root};
 
 const NODES: u32 = 4;
 const CPU: f64 = 0.4;
@@ -35,7 +35,6 @@ impl Cluster {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("mos"));
         cmd.args(args).env("MOS_HOME", &self.home).env("MOS_HOME_NODE", "node1").stdin(Stdio::null());
-        close_extra_fds(&mut cmd);
         cmd
     }
 

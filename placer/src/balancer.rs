@@ -21,12 +21,10 @@ pub enum Who {
 }
 
 impl Who {
-    /// How people name it: `node1:4242` for a process, `12.0` for a job.
+    /// How people name it: `node1:4242` for a process, `job 12.0` for a job; also the key
+    /// its history is kept under (stable across its moves).
     pub fn label(&self) -> String {
-        match self {
-            Who::Process { home, home_pid, .. } => format!("{home}:{home_pid}"),
-            Who::Job(id) => format!("job {id}"),
-        }
+        self.key()
     }
 
     /// The key its history is kept under (stable across its moves).
