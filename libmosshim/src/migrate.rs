@@ -334,6 +334,7 @@ pub fn on_control() {
     }
     let ctl = proto::rsys::Ctl::decode(&b);
     if ctl.what == proto::rsys::CTL_SIGNAL {
+        crate::manager::log(&format!("remote: signal {} from home", ctl.arg));
         deliver(ctl.arg as i32);
     }
 }

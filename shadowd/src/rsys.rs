@@ -270,9 +270,11 @@ impl Session {
         let rec = Ctl { what: wire::CTL_SIGNAL, arg: signal }.encode();
         if let Some((_, conn)) = c.conn.as_mut() {
             if (&*conn).write_all(&rec).is_ok() {
+                log!(self.node, "pid {}: signal {signal} sent to the body", self.vpid);
                 return;
             }
         }
+        log!(self.node, "pid {}: signal {signal} kept until the body connects", self.vpid);
         c.pending.push(signal);
     }
 

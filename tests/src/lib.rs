@@ -474,6 +474,43 @@ pub fn no_inherited_fds(cmd: &mut Command) {
     }
 }
 
+/// The child starts with signal `sig`'s disposition `action` (SIG_DFL or SIG_IGN):
+/// dispositions are inherited across exec, and a test runner started in the background of
+/// a non-interactive shell hands its children SIGINT and SIGQUIT ignored.
+pub fn signal_action(cmd: &mut Command, sig: i32, action: libc::sighandler_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe; nothing else runs in the forked child.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(sig, action);
+            Ok(())
+        });
+    }
+}
+
+/// Each thread of `pid`: name, wait channel, system call, signal masks and kernel stack
+/// (for the message of a test that waited in vain).
+pub fn describe_tasks(pid: i32) -> String {
+    let mut o = String::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    for t in tasks {
+        let q = t.path();
+        let rd = |f: &str| std::fs::read_to_string(q.join(f)).unwrap_or_default();
+        let status = rd("status");
+        let sigs: Vec<&str> = status.lines().filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd")).collect();
+        o += &format!(
+            "task {} {} wchan={} syscall={} {} stack={}\n",
+            t.file_name().to_string_lossy(),
+            rd("comm").trim(),
+            rd("wchan"),
+            rd("syscall").trim(),
+            sigs.join(" "),
+            rd("stack").replace('\n', " | ")
+        );
+    }
+    o
+}
+
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -1060,6 +1097,17 @@ impl Default for Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let pids = self.pids();
+        if std::thread::panicking() {
+            // the daemons' side of a failure: their logs go with the test's output
+            let mut logs: Vec<_> = std::fs::read_dir(self.home.path())
+                .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect())
+                .unwrap_or_default();
+            logs.sort();
+            for l in logs {
+                let text = std::fs::read(&l).unwrap_or_default();
+                eprintln!("--- {} ---\n{}", l.display(), tail(&text, 6000));
+            }
+        }
         let _ = self.cmd("mos").args(["cluster", "down"]).output();
         for p in pids {
             // SAFETY: killing daemons this test started (already gone after `down`).

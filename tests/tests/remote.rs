@@ -78,9 +78,16 @@ fn migrate(c: &Cluster, pid: i32, node: &str) {
 
 /// remote_io (endless ticks) started at home and migrated to node2: (stub, its dir, body).
 fn migrated_ticker(c: &Cluster) -> (Proc, tempfile::TempDir, i32) {
+    migrated_ticker_with(c, |_| {})
+}
+
+/// [`migrated_ticker`], its command first changed by `f`.
+fn migrated_ticker_with(c: &Cluster, f: impl FnOnce(&mut Command)) -> (Proc, tempfile::TempDir, i32) {
     let dir = tempfile::tempdir().unwrap();
     let prog = compile_c("remote_io");
-    let mut p = Proc::spawn("remote_io", app(c, dir.path(), &prog, &["100000"]));
+    let mut cmd = app(c, dir.path(), &prog, &["100000"]);
+    f(&mut cmd);
+    let mut p = Proc::spawn("remote_io", cmd);
     p.wait_stdout("tick 2");
     migrate(c, p.pid(), "node2");
     let b = body_on(c, "node2");
@@ -183,13 +190,37 @@ fn stub_forwards_signals_and_exit_status() {
     let sh = node_pid(&c, "node2");
     poll_until(|| children(sh).is_empty(), || format!("the body is gone; left: {:?}", children(sh).iter().map(|&p| (p, state_of(p))).collect::<Vec<_>>()));
 
-    // SIGINT with the default action
-    let (mut p, _dir, _) = migrated_ticker(&c);
+    // SIGINT with the default action (said explicitly: see `signal_action`)
+    let (mut p, dir, body) = migrated_ticker_with(&c, |cmd| signal_action(cmd, libc::SIGINT, libc::SIG_DFL));
     p.signal(libc::SIGINT);
+    let t0 = std::time::Instant::now();
+    while p.try_status().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the stub to die of SIGINT\n{}\n--- shim.log ---\n{}\n--- body ---\n{}",
+            p.describe(),
+            log_of(dir.path()),
+            describe_tasks(body)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = p.wait_timeout(Duration::from_secs(30));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGINT), "the stub dies of SIGINT like its body\n{}", out.describe());
     poll_until(|| children(node_pid(&c, "node2")).is_empty(), || "the body is gone".into());
+
+    // SIGINT inherited as ignored stays ignored after the migration: the body goes on
+    let (mut p, _dir, _) = migrated_ticker_with(&c, |cmd| signal_action(cmd, libc::SIGINT, libc::SIG_IGN));
+    p.signal(libc::SIGINT);
+    let home_log = c.home.path().join("node1.log");
+    let sent = format!("pid {}: signal {} sent to the body", p.pid(), libc::SIGINT);
+    poll_until(|| std::fs::read_to_string(&home_log).unwrap_or_default().contains(&sent), || format!("{sent:?} in the home shadowd's log"));
+    let n = p.stdout_now().len();
+    poll_until(|| p.stdout_now().len() > n + 16, || format!("ticks after an ignored SIGINT\n{}", p.describe()));
+    assert!(p.try_status().is_none(), "an ignored SIGINT ended the process\n{}", p.describe());
+    p.signal(libc::SIGTERM);
+    let out = p.wait_timeout(Duration::from_secs(30));
+    assert_eq!(out.code(), Some(42), "{}", out.describe());
 }
 
 /// Killing the home node's shadowd: the body's forwarded calls fail (EIO) and it stops
