@@ -288,3 +288,83 @@ fn run_on_a_named_node() {
     let out = c.mos(&["run", "--node", "node9", "--", "/bin/echo", "hi"]);
     assert_one_line_error("mos run --node node9", &out, 2, Some("node9"));
 }
+
+/// Batch jobs are balanced pre-emptively too, by checkpoint and restart: 3 CPU-bound jobs
+/// submitted while node2's and node3's shadowds are stopped are all placed on node1; once
+/// those nodes report again, the placer moves jobs to them by itself (nobody typed
+/// migrate). Every output equals an uninterrupted run's, every job completes with 0.
+#[test]
+fn batch_jobs_are_balanced_preemptively() {
+    if !privileged() {
+        return;
+    }
+    let c = capped(3, "0.5", &[]);
+    let rs = c.run_state();
+    let daemon = |name: &str| rs["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["pid"].as_i64().unwrap() as i32;
+    let peers = [daemon("node2"), daemon("node3")];
+    for &p in &peers {
+        // SAFETY: pausing daemons this test started (continued below).
+        unsafe { libc::kill(p, libc::SIGSTOP) };
+    }
+    struct Cont([i32; 2]);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            for &p in &self.0 {
+                // SAFETY: continuing the daemons stopped above, even when the test fails.
+                unsafe { libc::kill(p, libc::SIGCONT) };
+            }
+        }
+    }
+    let cont = Cont(peers);
+    let up = |c: &Cluster| -> Vec<String> {
+        c.json(&["status", "--json"]).as_array().unwrap().iter().filter(|n| n["state"] == "up").map(|n| n["node"].as_str().unwrap().to_string()).collect()
+    };
+    poll_until(|| up(&c) == ["node1"], || format!("only node1 up: {:?}", up(&c)));
+    let work = c.home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(compile_c("crunch"), work.join("crunch")).unwrap();
+    let (jobs, units) = (3u32, 300u32);
+    std::fs::write(
+        work.join("job.toml"),
+        format!("executable = \"crunch\"\narguments = \"$(Process) {units}\"\noutput = \"out.$(Process).txt\"\nerror = \"err.$(Process).txt\"\nlog = \"jobs.log\"\nqueue = {jobs}\n"),
+    )
+    .unwrap();
+    let mut sub = c.cmd("mossubmit");
+    sub.arg("job.toml").current_dir(&work);
+    run("mossubmit", sub, b"").assert_code(0, "mossubmit");
+    let q = |c: &Cluster| c.json(&["q", "--json"]).as_array().cloned().unwrap_or_default();
+    poll_until(
+        || {
+            let q = q(&c);
+            q.len() == jobs as usize && q.iter().all(|r| r["state"] == "R" && r["node"] == "node1")
+        },
+        || format!("all {jobs} jobs running on node1: {:#?}", q(&c)),
+    );
+    drop(cont);
+    // they spread by themselves, and finish
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = q(&c);
+        for r in rows.iter().filter(|r| r["state"] == "R") {
+            seen.insert(r["node"].as_str().unwrap_or("").to_string());
+        }
+        if rows.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs still running after 120 s: {rows:#?}\nevents: {:#?}", events(&c));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ev = events(&c);
+    assert!(ev.iter().any(|e| e.contains("migrate job ") && e.contains(" from node1 to ")), "no automatic move of a job: {ev:#?}");
+    assert!(seen.len() >= 2, "jobs ran only on {seen:?}: {ev:#?}");
+    for p in 0..jobs {
+        let want = std::process::Command::new(work.join("crunch")).args([p.to_string(), units.to_string()]).output().unwrap().stdout;
+        let got = std::fs::read(work.join(format!("out.{p}.txt"))).unwrap_or_default();
+        assert_same_bytes(&format!("output of job {p} (moved while it ran)"), &got, &want);
+    }
+    let hist = c.json(&["history", "--json"]);
+    let done: Vec<_> = hist.as_array().cloned().unwrap_or_default();
+    assert!(done.len() == jobs as usize && done.iter().all(|r| r["state"] == "C" && r["exit"] == 0), "every job completed with 0: {hist:#}");
+    eprintln!("events: {ev:#?}\nhistory: {hist:#}");
+}
