@@ -8,7 +8,8 @@
 //!
 //! Environment: `MOS_CKPT_DIR` (default image directory, else the start cwd),
 //! `MOS_CKPT_SIGNAL` (trigger signal), `MOS_LOG_FILE` (where the shim logs; never the
-//! application's stderr), `MOS_DISABLE=1` (do nothing).
+//! application's stderr), `MOS_DISABLE=1` (do nothing), `MOS_SHADOW_SOCK` (the node's
+//! shadowd, to register with for load balancing; `MOS_NO_MIGRATE=1`: as never movable).
 
 /// The original libc symbol `name` with C type `ty` (dlsym RTLD_NEXT). Every name has one
 /// slot in [`reals`], filled for all of them at start-up ([`reals::resolve_all`]), so a
@@ -64,6 +65,7 @@ mod hooks_io;
 mod manager;
 mod migrate;
 mod rawfs;
+mod register;
 mod remote;
 mod signals;
 mod tids;

@@ -204,6 +204,7 @@ pub fn run() {
     // reaches it even when the application blocks it everywhere).
     let trig = TRIGGER_SIG.load(Ordering::Relaxed);
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!sys::sigbit(trig)), None);
+    crate::register::with_node();
     loop {
         let mut pfd = [
             libc::pollfd {

@@ -56,7 +56,7 @@ fn send_with_fds(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> Result<(), Strin
     Ok(())
 }
 
-fn recv_msg(sock: RawFd, timeout_ms: i32) -> Result<Option<Msg>, String> {
+pub(crate) fn recv_msg(sock: RawFd, timeout_ms: i32) -> Result<Option<Msg>, String> {
     let mut p = libc::pollfd { fd: sock, events: libc::POLLIN, revents: 0 };
     // SAFETY: polling our socket.
     let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
@@ -75,7 +75,7 @@ fn recv_msg(sock: RawFd, timeout_ms: i32) -> Result<Option<Msg>, String> {
     postcard::from_bytes::<Msg>(&buf[..n as usize]).map(Some).map_err(|e| format!("malformed answer from the home shadowd: {e}"))
 }
 
-fn send_msg(sock: RawFd, m: &Msg) -> Result<(), String> {
+pub(crate) fn send_msg(sock: RawFd, m: &Msg) -> Result<(), String> {
     let b = postcard::to_allocvec(m).map_err(|e| e.to_string())?;
     send_with_fds(sock, &b, &[])
 }
@@ -112,11 +112,9 @@ fn files_to_hand(internal: &[i32]) -> Result<Vec<i32>, String> {
     Ok(out)
 }
 
-/// Hand the process's files to the home shadowd at `sock` and open its session. Called
-/// with every application thread frozen. On success the session is in memory (so the
-/// image carries it), the handed fds are marked remote, and the connection is kept as
-/// the stub's.
-pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
+/// A seqpacket connection (an fd of the shim's, high in its table) to the shadowd
+/// listening at `sock`, named `who` in errors.
+pub(crate) fn connect_local(sock: &str, who: &str) -> Result<RawFd, String> {
     // SAFETY: a fresh seqpacket socket.
     let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if s < 0 {
@@ -139,8 +137,22 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     }
     // SAFETY: connecting our socket to a valid address.
     if unsafe { libc::connect(s, &a as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_un>() as u32) } != 0 {
-        return Err(close(os_err(&format!("cannot reach the home shadowd at {sock}"))));
+        return Err(close(os_err(&format!("cannot reach {who} at {sock}"))));
     }
+    Ok(s)
+}
+
+/// Hand the process's files to the home shadowd at `sock` and open its session. Called
+/// with every application thread frozen. On success the session is in memory (so the
+/// image carries it), the handed fds are marked remote, and the connection is kept as
+/// the stub's.
+pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
+    let s = connect_local(sock, "the home shadowd")?;
+    let close = |e: String| {
+        // SAFETY: closing our socket.
+        unsafe { libc::close(s) };
+        e
+    };
     let mut skip = internal.to_vec();
     skip.push(s);
     let fds = files_to_hand(&skip).map_err(close)?;

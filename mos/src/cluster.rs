@@ -332,7 +332,14 @@ pub fn register_here(no_migrate: bool) -> Result<()> {
     crate::testbed::attach(&home.cgroups, pid).with_context(|| format!("joining node {}'s cgroup", home.name))?;
     let sock = home.state_dir.join("shadow.sock");
     match local_request(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
-        Ok(Msg::Ack) => Ok(()),
+        Ok(Msg::Ack) => {
+            // what the program execs registers too, by its own shim (single-threaded here)
+            std::env::set_var("MOS_SHADOW_SOCK", &sock);
+            if no_migrate {
+                std::env::set_var("MOS_NO_MIGRATE", "1");
+            }
+            Ok(())
+        }
         Ok(Msg::Error { msg }) => bail!("node {}: {msg}", home.name),
         Ok(m) => bail!("node {}: unexpected answer {}", home.name, m.name()),
         Err(e) => bail!("cannot register with node {}'s shadowd at {}: {e}", home.name, sock.display()),

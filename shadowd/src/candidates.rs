@@ -1,6 +1,7 @@
 //! The node's candidates for balancing (DESIGN.md §9): every process under the shim that
-//! runs here. Processes started here register with `mos run` ([`Msg::RegisterProcess`]
-//! over `shadow.sock`); bodies and batch jobs are the guest table's. Each load report
+//! runs here. Processes started here register over `shadow.sock` ([`Msg::RegisterProcess`]:
+//! `mos run`, and the shim of every program started with `MOS_SHADOW_SOCK`); bodies and
+//! batch jobs are the guest table's. Each load report
 //! carries one [`Candidate`] per process: its recent CPU use, resident memory, age on this
 //! node, whether it may move and, if not, why. Reading `/proc` is a thin layer over pure
 //! parsers tested below.
@@ -16,7 +17,7 @@ use proto::msg::Candidate;
 
 use crate::lock;
 
-/// A process registered here by `mos run`.
+/// A process registered here (by `mos run` or its own shim).
 #[derive(Debug, Clone)]
 struct Registered {
     /// `/proc/PID/stat` start time (clock ticks after boot): tells a reused pid apart.
@@ -146,7 +147,15 @@ impl Registry {
     /// Register process `pid` (not yet exec'd into its program; the pid stays).
     pub fn register(&self, pid: u32, no_migrate: bool) -> Result<(), String> {
         let st = stat_of(pid).ok_or_else(|| format!("no process {pid}"))?;
-        lock(&self.procs).insert(pid, Registered { start: st.start, no_migrate, since: Instant::now() });
+        let mut procs = lock(&self.procs);
+        match procs.get_mut(&pid) {
+            // the same process again (`mos run`, then its program's shim): its age stays,
+            // and a "never move" said by either holds
+            Some(r) if r.start == st.start => r.no_migrate |= no_migrate,
+            _ => {
+                procs.insert(pid, Registered { start: st.start, no_migrate, since: Instant::now() });
+            }
+        }
         Ok(())
     }
 
@@ -257,5 +266,20 @@ mod tests {
         // the stub of a body away is not a candidate
         assert!(reg.local("n1", |p| p == me).is_empty());
         assert!(reg.register(u32::MAX, false).is_err());
+    }
+
+    #[test]
+    fn registering_again_keeps_the_age_and_any_no_migrate() {
+        let reg = Registry::default();
+        let me = std::process::id();
+        reg.register(me, true).unwrap();
+        let first = reg.local("n1", |_| false)[0].since;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // the program's shim registers the pid `mos run --no-migrate` registered
+        reg.register(me, false).unwrap();
+        let again = reg.local("n1", |_| false);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].since, first, "the age on the node starts at the first registration");
+        assert!(again[0].no_migrate, "--no-migrate holds whoever registers later");
     }
 }

@@ -1,0 +1,42 @@
+//! A process under the shim is a candidate for load balancing at the node where it
+//! starts: its manager registers it with that node's shadowd (`Msg::RegisterProcess`
+//! over the shadowd's `shadow.sock`), which then reports its CPU use, memory and age to
+//! the balancer (DESIGN §9). The node's socket is `MOS_SHADOW_SOCK`; `mos run` sets it
+//! (with `MOS_NO_MIGRATE=1` for `--no-migrate`), so everything its program execs
+//! registers too. Without it, or without a shadowd there, nothing changes: the process
+//! runs as it would, at home.
+
+use crate::signals::REAL_PID;
+use core::sync::atomic::Ordering;
+use proto::Msg;
+
+/// How long the shadowd may take to answer (the manager waits; the program does not).
+const ANSWER_MS: i32 = 2000;
+
+/// Register this process with the node's shadowd, if one is named. Manager thread, once,
+/// at start-up (a body restarted elsewhere is its home's, and never registers there).
+pub fn with_node() {
+    let Some(sock) = std::env::var("MOS_SHADOW_SOCK").ok().filter(|s| !s.is_empty()) else { return };
+    if crate::remote::REMOTE.load(Ordering::Acquire) {
+        return; // a batch job placed away from home: its home knows where it is
+    }
+    let no_migrate = std::env::var_os("MOS_NO_MIGRATE").is_some_and(|v| v == "1");
+    let pid = REAL_PID.load(Ordering::Relaxed) as u32;
+    match ask(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
+        Ok(()) => {}
+        Err(e) => crate::manager::log(&format!("not registered for load balancing: {e}")),
+    }
+}
+
+fn ask(sock: &str, m: &Msg) -> Result<(), String> {
+    let s = crate::migrate::connect_local(sock, "the node's shadowd")?;
+    let r = crate::migrate::send_msg(s, m).and_then(|()| crate::migrate::recv_msg(s, ANSWER_MS));
+    // SAFETY: closing our own socket.
+    unsafe { libc::close(s) };
+    match r? {
+        Some(Msg::Ack) => Ok(()),
+        Some(Msg::Error { msg }) => Err(format!("the node's shadowd refused: {msg}")),
+        Some(other) => Err(format!("unexpected answer {}", other.name())),
+        None => Err("the node's shadowd closed the connection".into()),
+    }
+}
