@@ -368,3 +368,51 @@ fn batch_jobs_are_balanced_preemptively() {
     assert!(done.len() == jobs as usize && done.iter().all(|r| r["state"] == "C" && r["exit"] == 0), "every job completed with 0: {hist:#}");
     eprintln!("events: {ev:#?}\nhistory: {hist:#}");
 }
+
+/// The children a script starts move by themselves: `mos run -- sh -c '4 crunches in the
+/// background; wait'` at node1 of 4 capped nodes. Each crunch is its own program under the
+/// shim and registers itself with node1's shadowd (MOS_SHADOW_SOCK, which `mos run` passes
+/// down); the shell has children and stays, saying why. Every output equals an
+/// uninterrupted run's, and the shell's `wait` sees every exit status through the stubs.
+#[test]
+fn a_scripts_children_are_balanced() {
+    if !privileged() {
+        return;
+    }
+    let c = capped(4, "0.4", &[]);
+    let out = c.home.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let (n, units) = (4u32, 150u32);
+    let script = format!(
+        "for i in $(seq {n}); do \"$0\" $i {units} > out.$i & p=\"$p $!\"; done; s=0; for j in $p; do wait $j || s=$?; done; echo statuses $s; exit $s"
+    );
+    let mut cmd = c.cmd("mos");
+    cmd.args(["run", "--", "sh", "-c", &script]).arg(compile_c("crunch")).current_dir(&out).env("MOS_HOME_NODE", "node1");
+    let mut sh = Proc::spawn("sh with 4 crunches", cmd);
+    let mut seen = BTreeSet::new();
+    let mut shell_row = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sh.is_running() {
+        assert!(Instant::now() < deadline, "still running after 120 s; seen on {seen:?}\n{:#?}", events(&c));
+        for r in ps(&c) {
+            seen.insert(r["node"].as_str().unwrap_or("").to_string());
+            if r["pid"] == sh.pid() {
+                shell_row = Some(r);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let res = sh.wait();
+    res.assert_code(0, "the script");
+    assert_eq!(String::from_utf8_lossy(&res.stdout).trim(), "statuses 0");
+    for i in 1..=n {
+        let got = std::fs::read(out.join(format!("out.{i}"))).unwrap_or_default();
+        assert_same_bytes(&format!("output of crunch {i} (started by the script)"), &got, &uninterrupted(i, units));
+    }
+    assert!(seen.len() >= 3, "bodies seen on {seen:?} only: {:#?}", events(&c));
+    let ev = events(&c);
+    assert!(ev.iter().filter(|e| e.contains(" migrate node1:")).count() >= 2, "{ev:#?}");
+    let shell = shell_row.unwrap_or_else(|| panic!("the shell (pid {}) was never a row of mos ps", sh.pid()));
+    assert_eq!((shell["node"].as_str(), shell["migratable"].as_bool()), (Some("node1"), Some(false)), "{shell}");
+    assert!(shell["why_not"].as_str().unwrap_or("").contains("child"), "{shell}");
+}
