@@ -16,7 +16,22 @@ pub struct CkptRequest {
     /// as the home stub once the image is safe; a body already away just leaves.
     #[serde(default)]
     pub migrate: Option<String>,
+    /// The image goes into the descriptor sent with the request (SCM_RIGHTS: a pipe the
+    /// requester streams on to where the process will run) instead of a file; `out` is
+    /// ignored. The image is safe only when the requester says so: after the `Done` reply
+    /// it sends one byte, [`COMMIT`], and only then does the process exit (or stay as the
+    /// home stub). Anything else, or the connection closing, undoes the checkpoint: the
+    /// process runs on where it was. See [`request_streamed`].
+    #[serde(default)]
+    pub stream: bool,
 }
+
+/// The byte a streamed checkpoint's requester sends once the image is safe.
+pub const COMMIT: u8 = b'C';
+
+/// How long the shim waits for the requester's verdict on a streamed image (it stays
+/// frozen meanwhile; past this the checkpoint is undone and the process runs on).
+pub const VERDICT_TIMEOUT_S: i64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CkptReply {
@@ -54,6 +69,38 @@ pub enum ClientError {
 
 /// Ask the shim in `pid` for a checkpoint and wait for the result.
 pub fn request(pid: i32, req: &CkptRequest) -> Result<CkptReply, ClientError> {
+    let (reply, _conn) = exchange(pid, req, None)?;
+    Ok(reply)
+}
+
+/// A streamed checkpoint ([`CkptRequest::stream`]) whose image was written: the process
+/// waits, frozen, for [`Verdict::commit`]. Dropping it undoes the checkpoint.
+pub struct Verdict(std::os::unix::net::UnixStream);
+
+impl Verdict {
+    /// The image is safe where it went: the process may leave.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        self.0.write_all(&[COMMIT])
+    }
+}
+
+/// Ask the shim in `pid` for a checkpoint written into `sink` (the write end of a pipe
+/// the caller reads on another thread; our copy is not closed here). Returns the reply
+/// and, after `Done`, the connection on which to give the verdict.
+pub fn request_streamed(
+    pid: i32,
+    req: &CkptRequest,
+    sink: std::os::fd::BorrowedFd<'_>,
+) -> Result<(CkptReply, Verdict), ClientError> {
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, ..req.clone() }, Some(sink))?;
+    Ok((reply, Verdict(conn)))
+}
+
+fn exchange(
+    pid: i32,
+    req: &CkptRequest,
+    sink: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<(CkptReply, std::os::unix::net::UnixStream), ClientError> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
     // SAFETY: kill with signal 0 only checks existence.
@@ -65,14 +112,69 @@ pub fn request(pid: i32, req: &CkptRequest) -> Result<CkptReply, ClientError> {
     let addr = SocketAddr::from_abstract_name(socket_name(pid).as_bytes())?;
     let mut s = UnixStream::connect_addr(&addr).map_err(|_| ClientError::NotShimmed)?;
     let bytes = postcard::to_allocvec(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
-    s.write_all(&bytes)?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut reply = Vec::new();
-    s.take(MAX_MSG as u64).read_to_end(&mut reply)?;
+    match sink {
+        Some(fd) => send_with_fd(&s, &bytes, fd)?,
+        None => s.write_all(&bytes)?,
+    }
+    let reply = if sink.is_some() {
+        // the connection stays open for the verdict: the reply is one message, read whole
+        read_reply(&mut s)?
+    } else {
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = Vec::new();
+        (&mut s).take(MAX_MSG as u64).read_to_end(&mut reply)?;
+        reply
+    };
     if reply.is_empty() {
         return Err(ClientError::BadReply(
             "connection closed without a reply (did the process die?)".into(),
         ));
     }
-    postcard::from_bytes(&reply).map_err(|e| ClientError::BadReply(e.to_string()))
+    let r = postcard::from_bytes(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
+    Ok((r, s))
+}
+
+/// The request with `fd` attached (SCM_RIGHTS on its first byte), written whole.
+fn send_with_fd(s: &std::os::unix::net::UnixStream, bytes: &[u8], fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(core::mem::size_of::<i32>() as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
+    let mut mh: libc::msghdr = unsafe { core::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = space;
+    // SAFETY: the control buffer holds one cmsg with room for one int.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&mh);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(core::mem::size_of::<i32>() as u32) as usize;
+        core::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), raw);
+    }
+    // SAFETY: sending our message on our socket.
+    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut w = s;
+    w.write_all(&bytes[n as usize..])
+}
+
+/// One reply on a connection that stays open: the shim writes it with one write and
+/// nothing after it until the verdict, so one read (of up to MAX_MSG) holds it whole.
+fn read_reply(s: &mut std::os::unix::net::UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_MSG];
+    let n = loop {
+        match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    buf.truncate(n);
+    Ok(buf)
 }

@@ -17,6 +17,8 @@ pub struct Plan {
     pub dest: CString,
     pub dir: CString,
     pub result_fd: i32,
+    /// Where a streamed image goes (a pipe; -1: the file `tmp`, renamed to `dest`).
+    pub sink: i32,
     pub scratch: (u64, u64),
     /// MAP_SHARED anonymous regions: (start, end, private copy taken while frozen)
     pub shared: Vec<(u64, u64, u64)>,
@@ -625,11 +627,68 @@ fn present_extents(pm: &std::fs::File, start: u64, end: u64) -> Result<Vec<Exten
     Ok(out)
 }
 
+/// The image after its metadata was laid out: head, every region's pages (checksummed by
+/// a helper process for big images), trailer. `ioerr` names a write error.
+fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8], ioerr: &dyn Fn(i32) -> String) -> Result<(), String> {
+    w.write_head(hdr, mbytes).map_err(ioerr)?;
+    for r in &meta.regions {
+        if !r.extents.is_empty() && r.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: changes only this child's mapping so its bytes can be read.
+            unsafe {
+                libc::mprotect(
+                    r.start as *mut _,
+                    (r.end - r.start) as usize,
+                    libc::PROT_READ,
+                )
+            };
+        }
+    }
+    // SAFETY: every extent lies inside a readable mapping of this process.
+    let mem = |a: u64, n: usize| -> &[u8] {
+        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
+            Some(c) => c.2 + (a - c.0),
+            None => a,
+        };
+        // SAFETY: the extent lies inside a readable mapping (or its frozen copy).
+        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
+    };
+    // Big images: checksum in a second process (same snapshot, other core) while
+    // this one writes. MOS_SERIAL_HASH=1 (for measurements) hashes inline instead.
+    let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN
+        && std::env::var_os("MOS_SERIAL_HASH").is_none()
+    {
+        spawn_hasher(meta, &mem, plan.sink)
+    } else {
+        None
+    };
+    for r in &meta.regions {
+        w.write_region(r, &mem, hasher.is_none()).map_err(ioerr)?;
+    }
+    if let Some((pid, rfd)) = hasher {
+        w.set_hashes(collect_hashes(pid, rfd, meta.regions.len())?);
+    }
+    w.write_trailer().map_err(ioerr)
+}
+
+/// A streamed image ([`Plan::sink`]): written into the pipe, which is closed at the end so
+/// its reader sees where the image ends. Nothing is synced or renamed: the image is safe
+/// only when the requester has it where it goes (and says so to the manager).
+fn stream_image(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) -> Result<u64, String> {
+    let ioerr = |e: i32| format!("streaming the image: {}", std::io::Error::from_raw_os_error(e));
+    let mut w = ImageWriter::into_pipe_by_reference(plan.sink);
+    let r = write_body(&mut w, plan, meta, hdr, mbytes, &ioerr);
+    // SAFETY: closing our copy of the sink.
+    unsafe { libc::close(plan.sink) };
+    r.map(|()| w.bytes_written())
+}
+
 const PARALLEL_HASH_MIN: u64 = 64 << 20;
 
 /// Fork a child that checksums every region of the (unchanged) snapshot and sends the
 /// hashes through a pipe. Returns its pid and the read end.
-fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> Option<(i32, i32)> {
+/// `sink`: a streamed image's pipe (-1: none), closed in the helper at once so that the
+/// reader sees the image end when the writer is done, not when the helper has exited.
+fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8], sink: i32) -> Option<(i32, i32)> {
     let mut p = [0i32; 2];
     // SAFETY: pipe2 fills p.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -638,6 +697,10 @@ fn spawn_hasher<'a>(meta: &ImageMeta, mem: &dyn Fn(u64, usize) -> &'a [u8]) -> O
     // SAFETY: raw fork (no exit signal); the child only reads memory and writes the pipe.
     let pid = unsafe { ckpt::sc!(libc::SYS_clone, 0u64, 0u64, 0u64, 0u64, 0u64) };
     if pid == 0 {
+        if sink >= 0 {
+            // SAFETY: closing this helper's copy of the sink; it never writes there.
+            unsafe { libc::close(sink) };
+        }
         let mut out = Vec::with_capacity(meta.regions.len() * 8);
         for r in &meta.regions {
             out.extend_from_slice(&region_hash(r, mem).to_le_bytes());
@@ -760,6 +823,9 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
     }
     let t_scan = t0.elapsed();
     let (hdr, mbytes) = layout(&mut meta).map_err(|e| format!("encoding metadata: {e}"))?;
+    if plan.sink >= 0 {
+        return stream_image(plan, &meta, &hdr, &mbytes);
+    }
     // SAFETY: valid path; a new private file.
     let fd = unsafe {
         libc::open(
@@ -783,46 +849,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         )
     };
     let mut w = ImageWriter::new(fd);
-    w.write_head(&hdr, &mbytes)
-        .map_err(|e| ioerr("writing", e))?;
-    for r in &meta.regions {
-        if !r.extents.is_empty() && r.prot & libc::PROT_READ as u32 == 0 {
-            // SAFETY: changes only this child's mapping so its bytes can be read.
-            unsafe {
-                libc::mprotect(
-                    r.start as *mut _,
-                    (r.end - r.start) as usize,
-                    libc::PROT_READ,
-                )
-            };
-        }
-    }
-    // SAFETY: every extent lies inside a readable mapping of this process.
-    let mem = |a: u64, n: usize| -> &[u8] {
-        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
-            Some(c) => c.2 + (a - c.0),
-            None => a,
-        };
-        // SAFETY: the extent lies inside a readable mapping (or its frozen copy).
-        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
-    };
-    // Big images: checksum in a second process (same snapshot, other core) while
-    // this one writes. MOS_SERIAL_HASH=1 (for measurements) hashes inline instead.
-    let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN
-        && std::env::var_os("MOS_SERIAL_HASH").is_none()
-    {
-        spawn_hasher(&meta, &mem)
-    } else {
-        None
-    };
-    for r in &meta.regions {
-        w.write_region(r, &mem, hasher.is_none())
-            .map_err(|e| ioerr("writing", e))?;
-    }
-    if let Some((pid, rfd)) = hasher {
-        w.set_hashes(collect_hashes(pid, rfd, meta.regions.len())?);
-    }
-    w.write_trailer().map_err(|e| ioerr("writing", e))?;
+    write_body(&mut w, plan, &meta, &hdr, &mbytes, &|e| ioerr("writing", e))?;
     // SAFETY: fsync/close our fd; rename within one directory; fsync the directory.
     unsafe {
         if libc::fsync(fd) != 0 {

@@ -248,7 +248,7 @@ pub fn run() {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
-            match checkpoint(None, false, None) {
+            match checkpoint(None, false, None, -1) {
                 Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
@@ -341,34 +341,75 @@ fn serve(c: i32) {
             core::mem::size_of::<libc::timeval>() as u32,
         )
     };
+    // The request ends where it parses (a streamed one's connection stays open for the
+    // verdict); a sink for a streamed image comes attached to it.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
-        // SAFETY: reading into our buffer.
-        let n = unsafe { libc::read(c, chunk.as_mut_ptr().cast(), chunk.len()) };
+    let mut sink = -1;
+    let parsed = loop {
+        let (n, fd) = recv_with_fd(c, &mut chunk);
+        if fd >= 0 {
+            if sink >= 0 {
+                // SAFETY: closing a second descriptor we were sent and do not use.
+                unsafe { libc::close(sink) };
+            }
+            sink = fd;
+        }
         if n <= 0 || buf.len() > MAX_MSG {
-            break;
+            break postcard::from_bytes::<CkptRequest>(&buf);
         }
         buf.extend_from_slice(&chunk[..n as usize]);
-    }
-    let req: CkptRequest = match postcard::from_bytes(&buf) {
+        if let Ok(r) = postcard::from_bytes::<CkptRequest>(&buf) {
+            break Ok(r);
+        }
+    };
+    let close_sink = || {
+        if sink >= 0 {
+            // SAFETY: closing the descriptor we were sent.
+            unsafe { libc::close(sink) };
+        }
+    };
+    let req = match parsed {
+        Ok(r) if r.stream && sink < 0 => {
+            reply(c, &CkptReply::Failed("a streamed checkpoint needs a descriptor to write the image into; none came with the request".into()));
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+            return;
+        }
         Ok(r) => r,
         Err(e) => {
             reply(c, &CkptReply::Failed(format!("malformed request: {e}")));
+            close_sink();
             // SAFETY: closing our fd.
             unsafe { libc::close(c) };
             return;
         }
     };
+    if !req.stream {
+        close_sink();
+        sink = -1;
+    }
     let migrating = req.migrate.is_some();
     let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
-    let exit = req.exit || migrating;
-    match checkpoint(req.out, exit, req.migrate) {
+    let exit = req.exit || migrating || req.stream;
+    match checkpoint(req.out, exit, req.migrate, sink) {
         // The connection belongs to the process that took the image; in the restored
         // process that fd number means nothing: forget it.
         Outcome::Restarted => {}
         Outcome::Done { path, bytes, stop_us, frozen_us, threads, total_us } => {
             reply(c, &CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us });
+            if req.stream && !committed(c) {
+                // The image did not arrive, or not whole, where it went: undo, run on.
+                log("streamed checkpoint not committed by the requester: the process runs on here");
+                if migrating && !was_remote {
+                    crate::migrate::undo_hand_off();
+                }
+                reap(true);
+                release_threads();
+                // SAFETY: closing our fd.
+                unsafe { libc::close(c) };
+                return;
+            }
             // SAFETY: closing our fd; with --exit the image is safe, so leave now without
             // flushing stdio (unflushed output lives on in the image).
             unsafe {
@@ -395,6 +436,62 @@ fn serve(c: i32) {
             // SAFETY: closing our fd.
             unsafe { libc::close(c) };
         }
+    }
+}
+
+/// One read of the control connection into `buf`, with a descriptor if one came along
+/// (close-on-exec). Returns the byte count (<= 0: end or error) and the fd or -1.
+fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32) {
+    let mut cbuf = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; its pointers refer to our locals for the call.
+    let mut mh: libc::msghdr = unsafe { core::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = core::mem::size_of_val(&cbuf);
+    // SAFETY: receiving into our buffers.
+    let n = unsafe { libc::recvmsg(c, &mut mh, libc::MSG_CMSG_CLOEXEC) };
+    let mut fd = -1;
+    if n >= 0 {
+        // SAFETY: walking the control messages the kernel wrote into cbuf.
+        unsafe {
+            let mut cm = libc::CMSG_FIRSTHDR(&mh);
+            while !cm.is_null() {
+                if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cm).cast::<i32>();
+                    let count = ((*cm).cmsg_len - libc::CMSG_LEN(0) as usize) / core::mem::size_of::<i32>();
+                    for i in 0..count {
+                        let f = core::ptr::read_unaligned(data.add(i));
+                        if fd < 0 {
+                            fd = f;
+                        } else {
+                            libc::close(f);
+                        }
+                    }
+                }
+                cm = libc::CMSG_NXTHDR(&mh, cm);
+            }
+        }
+    }
+    (n as isize, fd)
+}
+
+/// Wait (frozen) for the requester's verdict on a streamed image: true on
+/// [`ckpt::control::COMMIT`], false on anything else, the connection closing or the
+/// timeout.
+fn committed(c: i32) -> bool {
+    let tv = libc::timeval { tv_sec: ckpt::control::VERDICT_TIMEOUT_S, tv_usec: 0 };
+    // SAFETY: setting a receive timeout on our socket.
+    unsafe { libc::setsockopt(c, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const _, core::mem::size_of::<libc::timeval>() as u32) };
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into our buffer.
+        let n = unsafe { libc::read(c, b.as_mut_ptr().cast(), 1) };
+        if n < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        return n == 1 && b[0] == ckpt::control::COMMIT;
     }
 }
 
@@ -511,7 +608,8 @@ fn reap(block: bool) {
     }
 }
 
-fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>) -> Outcome {
+/// `sink`: the descriptor a streamed image goes into (-1: a file). It is closed here.
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32) -> Outcome {
     reap(true);
     let t0 = Instant::now();
     let me = sys::gettid();
@@ -519,6 +617,7 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>) -> Outco
         Ok(s) => s,
         Err(e) => {
             release_threads();
+            close_sink(sink);
             return Outcome::Failed(e);
         }
     };
@@ -527,24 +626,37 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>) -> Outco
     if let Some(sock) = migrate.as_deref().filter(|_| handed) {
         if let Err(e) = crate::migrate::hand_off(sock, &internal_fds()) {
             release_threads();
+            close_sink(sink);
             return Outcome::Failed(e);
         }
     }
-    let outcome = checkpoint_frozen(t0, me, slots, out, exit);
+    let outcome = checkpoint_frozen(t0, me, slots, out, exit, sink);
     if handed && matches!(outcome, Outcome::Failed(_)) {
         crate::migrate::undo_hand_off();
     }
     outcome
 }
 
-fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool) -> Outcome {
+/// Our copy of a streamed image's sink (-1: none). The writer child has its own: once
+/// ours is closed, the reader sees the end of the image when the writer is done.
+fn close_sink(sink: i32) {
+    if sink >= 0 {
+        // SAFETY: closing the descriptor the requester sent us.
+        unsafe { libc::close(sink) };
+    }
+}
+
+/// `sink` is closed here, in the process that took the image (a restored process has no
+/// such descriptor: the number means nothing there).
+fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32) -> Outcome {
     let n = slots.len() as u32;
     let stop_us = t0.elapsed().as_micros() as u64;
-    let result = prepare(me, &slots, out);
+    let result = prepare(me, &slots, out, sink);
     let (plan, rfd) = match result {
         Ok(p) => p,
         Err(e) => {
             release_threads();
+            close_sink(sink);
             return Outcome::Failed(e);
         }
     };
@@ -561,6 +673,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
         core::mem::forget(plan);
         return Outcome::Restarted;
     }
+    close_sink(sink);
     // With --exit the application must not run past the snapshot (its output would be
     // produced twice): it stays frozen until the image is safe, then exits.
     if !exit {
@@ -637,7 +750,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
 }
 
 /// Capture everything but memory while threads are frozen, and build the writer's plan.
-fn prepare(me: i32, slots: &[usize], out: Option<String>) -> Result<(Plan, i32), String> {
+fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(Plan, i32), String> {
     // Child processes are not checkpointed with their parent (yet): refuse.
     // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
     let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
@@ -706,6 +819,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>) -> Result<(Plan, i32),
         dest: cs(&dest)?,
         dir: cs(&dir)?,
         result_fd: p[1],
+        sink,
         scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
         shared: dump::copy_shared()?,
     };

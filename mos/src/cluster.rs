@@ -299,6 +299,8 @@ pub fn down() -> Result<()> {
     // the capped test bed's groups, with whatever still runs in them
     for n in &rs.nodes {
         crate::testbed::remove(&n.cgroups);
+        // a shadowd that was killed leaves its in-memory migration images behind
+        let _ = std::fs::remove_dir_all(format!("/dev/shm/mos-{}-{}", n.name, n.pid));
     }
     let _ = std::fs::remove_file(run_state_path());
     println!("cluster down ({} daemons stopped)", pids.len());

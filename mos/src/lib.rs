@@ -14,7 +14,7 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool) -> R
         Some(p) => Some(std::env::current_dir()?.join(p)),
         None => None,
     };
-    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None };
+    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false };
     match control::request(pid, &req) {
         Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us }) => {
             println!("{path}");
@@ -55,7 +55,7 @@ pub fn run_cmd(argv: &[std::ffi::OsString]) -> Result<()> {
     bail!("run: cannot execute {}: {err}", argv[0].to_string_lossy())
 }
 
-pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool) -> Result<()> {
+pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool, unlink: bool) -> Result<()> {
     use std::os::unix::process::CommandExt;
     // Validate here so a bad image fails before anything happens; the restorer checks again.
     let img = ImageFile::open(image).map_err(|e| anyhow!("restart: {}: {e}", image.display()))?;
@@ -70,6 +70,9 @@ pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool) -> Result<()> {
     }
     // data already verified above
     cmd.arg("--no-verify");
+    if unlink {
+        cmd.arg("--unlink");
+    }
     cmd.arg(image);
     let err = cmd.exec();
     bail!("restart: cannot run the restorer: {err}")

@@ -36,6 +36,9 @@ enum Cmd {
         /// skip the page-data checksums (header, metadata and sizes are still checked)
         #[arg(long)]
         no_verify: bool,
+        /// remove IMAGE once the process runs from it (a migration's image in memory)
+        #[arg(long)]
+        unlink: bool,
     },
     /// Run a program under the shim (checkpointable): `mos run -- ./app args`. With a
     /// cluster up it runs at its home node (`$MOS_HOME_NODE`, else the first node), which
@@ -176,7 +179,7 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
-        Cmd::Restart { image, eager, no_verify } => mos::restart_cmd(&image, eager, no_verify),
+        Cmd::Restart { image, eager, no_verify, unlink } => mos::restart_cmd(&image, eager, no_verify, unlink),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
         Cmd::Run { no_migrate, node, argv } => cluster::register_here(no_migrate)
             .and_then(|()| node.as_deref().map_or(Ok(()), cluster::start_on))

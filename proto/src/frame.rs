@@ -516,6 +516,13 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Read the next frame's header only. Its bulk (`header.bulk_len()` bytes) is left
+    /// in the stream: the caller must take exactly that many bytes from
+    /// [`get_mut`](Self::get_mut) (by splice, say) before reading the next frame.
+    pub fn read_header_only<H: WireHeader>(&mut self) -> Result<H, FrameError> {
+        self.read_header()
+    }
+
     /// Read one frame: its header and its bulk payload in a new vector.
     pub fn read_msg<H: WireHeader>(&mut self) -> Result<(H, Vec<u8>), FrameError> {
         let header: H = self.read_header()?;

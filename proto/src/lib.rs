@@ -37,6 +37,7 @@ pub mod gossip;
 pub mod msg;
 pub mod rsys;
 pub mod socket;
+pub mod spliced;
 pub mod stream;
 
 pub use auth::{AuthError, ClusterKey, KeyError, PeerInfo};

@@ -653,6 +653,22 @@ pub enum Msg {
         /// Automatic migration events, oldest first (one line each, with its reason).
         events: Vec<String>,
     },
+    /// source shadowd -> target shadowd: a migrating process's image follows as it is
+    /// written (its size unknown until the end), in [`Msg::ImageChunk`]s and then
+    /// [`Msg::ImageSealed`]; answered with [`Msg::ImageReceived`]. It lives only until the
+    /// restart, so it is not synced to disk, and it carries no stream checksum: an image
+    /// verifies itself at restart (its metadata hash and one CRC per region).
+    MigrationImage {
+        /// The process, as a job id (`PROCESS_JOB_BIT | pid`).
+        job: JobId,
+        /// Its home node.
+        home: NodeName,
+    },
+    /// The end of a [`Msg::MigrationImage`] stream: the source sent `bytes` in all.
+    ImageSealed {
+        /// Image bytes sent.
+        bytes: u64,
+    },
 }
 
 /// One row of `mos ps`.
@@ -709,6 +725,8 @@ impl Msg {
             Msg::ProcessTable { .. } => "ProcessTable",
             Msg::AdmitMigration { .. } => "AdmitMigration",
             Msg::MigrationEvent { .. } => "MigrationEvent",
+            Msg::MigrationImage { .. } => "MigrationImage",
+            Msg::ImageSealed { .. } => "ImageSealed",
         }
     }
 }

@@ -110,6 +110,10 @@ pub struct GuestsConfig {
     pub default_ckpt_dir: PathBuf,
     /// Cluster key, to stream images to a job's home.
     pub key: Option<proto::auth::ClusterKey>,
+    /// Where migrating processes' images arrive (in memory, or on disk on a node whose
+    /// memory is limited): a restart from there removes its image once running from it
+    /// (nothing else needs it; in memory it is memory).
+    pub migration_dirs: Vec<PathBuf>,
 }
 
 /// Where a vacate stands.
@@ -662,9 +666,15 @@ impl LaunchPlan {
             if from.as_bytes().is_empty() {
                 return Err(bad("empty restart image path".into()));
             }
+            let from = cwd.join(from.as_path());
+            let mut args: Vec<std::ffi::OsString> = vec!["restart".into()];
+            if job.0 & crate::rsys::PROCESS_JOB_BIT != 0 && cfg.migration_dirs.iter().any(|d| from.starts_with(d)) {
+                args.push("--unlink".into());
+            }
+            args.push(from.into_os_string());
             return Ok(LaunchPlan {
                 program: mos,
-                args: vec!["restart".into(), cwd.join(from.as_path()).into_os_string()],
+                args,
                 cwd,
                 env: None,
                 restart: true,
@@ -863,6 +873,7 @@ mod tests {
             bin_dir: PathBuf::from("/opt/mos/bin"),
             default_ckpt_dir: PathBuf::from("/var/mos/ckpt"),
             key: None,
+            migration_dirs: vec![PathBuf::from("/dev/shm/mos-n1-1")],
         }
     }
 

@@ -83,6 +83,7 @@ pub fn run(cfg: Config) -> Result<()> {
     // migrate::node_name). Set before any thread exists.
     std::env::set_var("MOS_NODE_ADDR", addr.to_string());
     let bin_dir = bin_dir()?;
+    let migration_dir = migration_dir(&cfg.node, &cfg.state_dir);
 
     let events = Arc::new(reporter::EventQueue::new(cfg.placer.is_some()));
     let guests = Arc::new(
@@ -92,6 +93,7 @@ pub fn run(cfg: Config) -> Result<()> {
                 bin_dir,
                 default_ckpt_dir: cfg.state_dir.join("ckpt"),
                 key: Some(key.clone()),
+                migration_dirs: vec![migration_dir.clone(), cfg.state_dir.join("received")],
             },
             events.clone(),
         )
@@ -100,9 +102,13 @@ pub fn run(cfg: Config) -> Result<()> {
     {
         let guests = guests.clone();
         let node = cfg.node.clone();
+        let in_memory = migration_dir.clone();
         term.spawn_handler(move |sig| {
             log!(node, "signal {sig}: killing all guests and exiting");
             guests.kill_all();
+            if in_memory.starts_with(MIGRATION_TMPFS) {
+                let _ = fs::remove_dir_all(&in_memory);
+            }
             std::process::exit(0);
         })
         .context("cannot start the signal thread")?;
@@ -186,6 +192,7 @@ pub fn run(cfg: Config) -> Result<()> {
         key,
         guests,
         received_dir: cfg.state_dir.join("received"),
+        migration_dir,
         sessions,
         state_dir: cfg.state_dir.clone(),
         migrations: Default::default(),
@@ -206,6 +213,38 @@ pub fn run(cfg: Config) -> Result<()> {
         std::thread::Builder::new().name("gossip".into()).spawn(move || g.run(ask, migrate)).context("cannot start the gossip thread")?;
     }
     server::serve(listener, ctx)
+}
+
+/// Where in-memory migration images go when the host has it (a tmpfs).
+const MIGRATION_TMPFS: &str = "/dev/shm";
+
+/// Where the images of processes migrating here are received: a directory of ours in
+/// memory (tmpfs, `/dev/shm/mos-NODE-PID`: the restored process runs from those pages,
+/// with no second copy, and the restart removes the file), else `STATE/received`.
+/// Directories that dead shadowds of this node left there are removed.
+fn migration_dir(node: &str, state_dir: &Path) -> PathBuf {
+    let fallback = state_dir.join("received");
+    let shm = Path::new(MIGRATION_TMPFS);
+    if !shm.is_dir() {
+        return fallback;
+    }
+    let prefix = format!("mos-{node}-");
+    if let Ok(rd) = fs::read_dir(shm) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = shm.join(format!("{prefix}{}", std::process::id()));
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => dir,
+        Err(_) => fallback,
+    }
 }
 
 /// Where `mos` and `libmosshim.so` are: next to this executable.

@@ -51,6 +51,16 @@ pub fn memory() -> Memory {
     }
 }
 
+/// Whether this node's memory is a cgroup limit below the machine's (a node of a capped
+/// test bed). Such a node receives migration images on disk, where the kernel can write
+/// them back and drop their pages under pressure; in memory (tmpfs, no swap) they could
+/// only be OOM-killed.
+pub fn memory_limited() -> bool {
+    let machine = fs::read_to_string("/proc/meminfo").ok().and_then(|t| parse_meminfo(&t)).unwrap_or_default();
+    let node = memory();
+    node.total_mib > 0 && node.total_mib < machine.total_mib
+}
+
 /// The inactive page cache of a `memory.stat` text (v1: `total_inactive_file`, v2:
 /// `inactive_file`), bytes.
 pub fn inactive_file(stat: &str) -> u64 {

@@ -4,6 +4,7 @@
 //! the daemon from serving the others.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct ServerCtx {
     pub guests: Arc<Guests>,
     /// Where images streamed to this node are kept.
     pub received_dir: std::path::PathBuf,
+    /// Where migrating processes' images are received (in memory when the host can).
+    pub migration_dir: std::path::PathBuf,
     /// Shadow sessions of processes homed here whose bodies run elsewhere.
     pub sessions: Arc<crate::rsys::Sessions>,
     /// The state directory (`shadow.sock`, `ckpt/`).
@@ -99,6 +102,19 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: image of job {job}: {e}", ctx.node) },
             }
         }
+        // a migrating process's image, streamed while it is written
+        Msg::MigrationImage { job, .. } => {
+            let dir = if crate::load::memory_limited() { &ctx.received_dir } else { &ctx.migration_dir };
+            let dest = dir.join(format!("job{job}.mosimg"));
+            let t0 = std::time::Instant::now();
+            match proto::spliced::recv_to_file(&mut r, &dest) {
+                Ok(size) => {
+                    log!(ctx.node, "job {job}: migration image of {size} bytes received in {} ms", t0.elapsed().as_millis());
+                    Msg::ImageReceived { job, size, path: OsBytes::from(dest.as_path()) }
+                }
+                Err(e) => Msg::Error { msg: format!("shadowd {}: migration image of job {job}: {e}", ctx.node) },
+            }
+        }
         request => handle_request(ctx, request),
     };
     if let Msg::Error { msg } = &answer {
@@ -144,10 +160,17 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
         }
         // a single migrated process: the answer carries its pid here
         Msg::PlaceJob { job, spec } if job.0 & crate::rsys::PROCESS_JOB_BIT != 0 => {
+            let image = spec.restart_from.clone();
             return match ctx.guests.place(job, spec) {
                 Ok(pid) => Msg::Migrated { pid },
-                Err(e) => Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) },
-            }
+                Err(e) => {
+                    // an image in memory that will not run is only memory lost
+                    if let Some(p) = image.filter(|p| p.as_path().starts_with(&ctx.migration_dir) || p.as_path().starts_with(&ctx.received_dir)) {
+                        let _ = std::fs::remove_file(p.as_path());
+                    }
+                    Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) }
+                }
+            };
         }
         Msg::PlaceJob { job, spec } => ctx.guests.place(job, spec).map(|_| ()),
         Msg::Vacate { job } => ctx.guests.vacate(job).map(|_| ()),
@@ -167,8 +190,10 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 }
 
 /// Checkpoint local process `pid` for migration (it hands its files home to us first if it
-/// is at home, then stays as the stub), stream the image to the shadowd at `to`, restart it
-/// there as a guest; its pid there. The local image is removed in every case.
+/// is at home, then stays as the stub), streaming the image to the shadowd at `to` as it
+/// is written, and restart it there as a guest; its pid there. The process stays frozen
+/// until it runs there, and runs on here if anything fails before (no image is written
+/// on this node).
 pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32, String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
@@ -190,55 +215,71 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(format!("process {pid} {ENDED_BEFORE_MOVE} (no such process here)"));
     }
-    let dir = ctx.state_dir.join("ckpt");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let out = dir.join(format!("migrate-{pid}-{nanos}.mosimg"));
+    // the target first: one that cannot be reached costs the process nothing
+    let (mut r, mut w) = connect_shadowd(ctx, to)?;
+    // a target that stops reading must not hold the process frozen for ever
+    let _ = w.get_ref().get_ref().set_write_timeout(Some(STREAM_STALL));
+    let (pipe_r, pipe_w) = proto::spliced::image_pipe().map_err(|e| format!("cannot make the image pipe: {e}"))?;
     let req = ckpt::control::CkptRequest {
-        out: Some(out.to_string_lossy().into_owned()),
+        out: None,
         exit: true,
         migrate: Some(ctx.state_dir.join("shadow.sock").to_string_lossy().into_owned()),
+        stream: true,
     };
+    let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');
-    let image = match ckpt::control::request(real, &req) {
-        Ok(ckpt::control::CkptReply::Done { path, .. }) => std::path::PathBuf::from(path),
+    log!(ctx.node, "pid {pid}: streaming its image to {to}");
+    let t0 = std::time::Instant::now();
+    // The shim writes the image into the pipe while a second thread moves it on to the
+    // target (splice: no copy through here, no file on this node).
+    let (reply, sent) = std::thread::scope(|sc| {
+        let sock = w.get_mut();
+        let node = ctx.node.as_str();
+        let pump = sc.spawn(move || proto::spliced::send_from_pipe(sock, pipe_r.as_fd(), job, node));
+        let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd());
+        // our copy of the write end: the pump sees the image end when the writer is done
+        drop(pipe_w);
+        let sent = pump.join().unwrap_or_else(|_| Err(proto::stream::StreamError::Corrupt("the streaming thread panicked".into())));
+        (reply, sent)
+    });
+    let (done, verdict) = match reply {
+        Ok((ckpt::control::CkptReply::Done { bytes, .. }, v)) => (bytes, v),
         Ok(_) | Err(_) if gone() => return Err(format!("process {pid} {ENDED_BEFORE_MOVE}")),
-        Ok(ckpt::control::CkptReply::Failed(e)) => return Err(format!("checkpoint failed: {e} (the process keeps running)")),
+        Ok((ckpt::control::CkptReply::Failed(e), _)) => return Err(format!("checkpoint failed: {e} (the process keeps running)")),
         Err(e) => return Err(format!("checkpoint: {e}")),
     };
-    let mut result = restart_at(ctx, pid, &image, to);
-    if let Err(e) = &result {
-        // The target failed (it died, or refused the image): the process is not lost, it
-        // is restarted here from its image, its body a guest of this node as after a
-        // migration (an interactive process's stub stays at home as before).
-        let here = std::env::var("MOS_NODE_ADDR").unwrap_or_default();
-        if !here.is_empty() && here != to {
-            log!(ctx.node, "migration of pid {pid} to {to} failed ({e}); restarting it here from its image");
-            result = match restart_at(ctx, pid, &image, &here) {
-                Ok(p) => Err(format!("{e}; the process was restarted here as pid {p} (it stays on this node)")),
-                Err(e2) => Err(format!("{e}; restarting it here failed too: {e2}")),
-            };
-            if result.as_ref().is_err_and(|m| m.contains("restarted here as pid")) {
-                let _ = std::fs::remove_file(&image);
-                if image != out {
-                    let _ = std::fs::remove_file(&out);
-                }
-                return result;
-            }
-        }
-    }
-    let _ = std::fs::remove_file(&image);
-    if image != out {
-        let _ = std::fs::remove_file(&out);
-    }
-    if let Err(e) = &result {
-        // The process left (its stub, if any, waits for a body that will not come).
-        if let Some(s) = ctx.sessions.by_vpid(pid) {
-            s.tell_stub(Msg::BodyLost { reason: format!("migration to {to} failed: {e}") });
-        }
-    }
-    result
+    let written = t0.elapsed();
+    // From here on the process is frozen, whole in its image; it leaves only on commit,
+    // and any failure below drops the verdict: the process runs on here as before.
+    let keep = |e: String| format!("{e} (the process keeps running here)");
+    let n = match sent {
+        Ok(n) if n == done => n,
+        Ok(n) => return Err(keep(format!("the image was {done} bytes but {n} reached the stream"))),
+        Err(e) => return Err(keep(format!("streaming the image to {to}: {e}"))),
+    };
+    proto::spliced::seal(w.get_mut(), n).map_err(|e| keep(format!("streaming the image to {to}: {e}")))?;
+    let there = match r.read_msg::<Msg>() {
+        Ok((Msg::ImageReceived { size, path, .. }, _)) if size == n => path,
+        Ok((Msg::ImageReceived { size, .. }, _)) => return Err(keep(format!("{to} received {size} of {n} bytes"))),
+        Ok((Msg::Error { msg }, _)) => return Err(keep(msg)),
+        Ok((m, _)) => return Err(keep(format!("unexpected answer {} to the image", m.name()))),
+        Err(e) => return Err(keep(format!("{to}: {e}"))),
+    };
+    let stored = t0.elapsed();
+    let body = place_restart(ctx, job, there, to).map_err(keep)?;
+    verdict.commit().map_err(|e| format!("process {pid} restarted at {to} as pid {body}, but could not be told to leave here: {e}"))?;
+    log!(
+        ctx.node,
+        "pid {pid}: migrated to {to} (pid {body}): {n} bytes; image written and streamed in {} ms, stored there at {} ms, running there at {} ms (frozen throughout)",
+        written.as_millis(),
+        stored.as_millis(),
+        t0.elapsed().as_millis()
+    );
+    Ok(body)
 }
+
+/// How long a target may stop taking a streamed image before the migration gives up.
+const STREAM_STALL: Duration = Duration::from_secs(30);
 
 /// What a migration refused because its process ended says (the placer tells such a
 /// race from a failure by it).
@@ -261,20 +302,12 @@ pub(crate) fn connect_shadowd(ctx: &ServerCtx, to: &str) -> Result<(FrameReader<
     Ok((FrameReader::new(r), FrameWriter::new(NoSigPipe::new(c))))
 }
 
-fn restart_at(ctx: &ServerCtx, pid: u32, image: &std::path::Path, to: &str) -> Result<u32, String> {
-    let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
-    let (mut r, mut w) = connect_shadowd(ctx, to)?;
-    let n = proto::stream::send_image(&mut w, job, &ctx.node, image).map_err(|e| format!("streaming the image: {e}"))?;
-    let there = match r.read_msg::<Msg>() {
-        Ok((Msg::ImageReceived { size, path, .. }, _)) if size == n => path,
-        Ok((Msg::ImageReceived { size, .. }, _)) => return Err(format!("{to} received {size} of {n} bytes")),
-        Ok((Msg::Error { msg }, _)) => return Err(msg),
-        Ok((m, _)) => return Err(format!("unexpected answer {} to the image", m.name())),
-        Err(e) => return Err(format!("{to}: {e}")),
-    };
+/// Restart the image the target stored at `there` as the body of process `job` there;
+/// the new body's pid.
+fn place_restart(ctx: &ServerCtx, job: proto::JobId, there: OsBytes, to: &str) -> Result<u32, String> {
     let (mut r, mut w) = connect_shadowd(ctx, to)?;
     let spec = proto::msg::JobSpec {
-        argv: vec![OsBytes::from(image)],
+        argv: vec![there.clone()],
         env: Vec::new(),
         // the restart needs a directory to start in; the image restores its own cwd
         cwd: OsBytes::from("/"),

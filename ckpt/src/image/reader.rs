@@ -220,13 +220,21 @@ impl ImageFile {
     fn crc_of(&self, r: &Region, from: u64, to: u64, buf: &mut [u8]) -> Result<crc32fast::Hasher, ImageError> {
         let mut h = crc32fast::Hasher::new();
         let mut pos = 0u64; // position in the region's data stream
+        let view = FileView::map(&self.file, self.size);
         for e in &r.extents {
             let (s, end) = (pos.max(from), (pos + e.len).min(to));
             let mut at = s;
             while at < end {
                 let n = ((end - at) as usize).min(buf.len());
-                self.file.read_exact_at(&mut buf[..n], e.file_off + (at - pos))?;
-                h.update(&buf[..n]);
+                let off = e.file_off + (at - pos);
+                match view.as_ref().and_then(|v| v.bytes(off, n)) {
+                    // the file's pages as they are (no copy: a tmpfs or cached image)
+                    Some(b) => h.update(b),
+                    None => {
+                        self.file.read_exact_at(&mut buf[..n], off)?;
+                        h.update(&buf[..n]);
+                    }
+                }
                 at += n as u64;
             }
             pos += e.len;
@@ -235,6 +243,39 @@ impl ImageFile {
             }
         }
         Ok(h)
+    }
+}
+
+/// A read-only shared mapping of a whole image file, for checksums without copies.
+struct FileView {
+    at: *const u8,
+    len: usize,
+}
+
+impl FileView {
+    fn map(f: &File, len: u64) -> Option<FileView> {
+        use std::os::fd::AsRawFd;
+        let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
+        // SAFETY: a new read-only mapping of our open file; nothing else is affected.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+        (p != libc::MAP_FAILED).then_some(FileView { at: p as *const u8, len })
+    }
+
+    /// `n` bytes at `off`, if the file had them when mapped.
+    fn bytes(&self, off: u64, n: usize) -> Option<&[u8]> {
+        let off = usize::try_from(off).ok()?;
+        let end = off.checked_add(n).filter(|&e| e <= self.len)?;
+        // SAFETY: [off, end) lies inside the mapping, which lives as long as self. An
+        // image file is not changed while it is checked (it is written under a temp name
+        // and renamed whole); one truncated under us would fault, as a read would fail.
+        Some(unsafe { core::slice::from_raw_parts(self.at.add(off), end - off) })
+    }
+}
+
+impl Drop for FileView {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.at as *mut _, self.len) };
     }
 }
 

@@ -52,6 +52,8 @@ pub struct ImageWriter {
     fd: i32,
     pos: u64,
     hashes: Vec<u64>,
+    /// `fd` is a pipe: page data goes in by vmsplice (referenced, not copied).
+    by_reference: bool,
 }
 
 const CHUNK: usize = 4 << 20;
@@ -62,7 +64,39 @@ impl ImageWriter {
             fd,
             pos: 0,
             hashes: Vec::new(),
+            by_reference: false,
         }
+    }
+
+    /// A writer into a pipe that hands the pipe page data by reference (vmsplice): the
+    /// pipe's reader gets the very pages, with no copy. Sound only when the memory is
+    /// never written again by anyone who could change what the reader sees: the image
+    /// writer's copy-on-write snapshot (a write by the application copies the page for
+    /// the application; the pipe keeps the snapshot's).
+    pub fn into_pipe_by_reference(fd: i32) -> Self {
+        ImageWriter { by_reference: true, ..Self::new(fd) }
+    }
+
+    fn vmsplice_all(&mut self, mut buf: &[u8]) -> Result<(), i32> {
+        while !buf.is_empty() {
+            let iov = libc::iovec { iov_base: buf.as_ptr() as *mut _, iov_len: buf.len() };
+            // SAFETY: one iovec over a readable slice; the pages stay referenced by the
+            // pipe (see into_pipe_by_reference for why their content cannot change).
+            let n = unsafe { crate::sc!(libc::SYS_vmsplice, self.fd, &iov as *const libc::iovec, 1usize, 0u32) } as isize;
+            if n < 0 {
+                let e = crate::sys::errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(libc::EIO);
+            }
+            buf = &buf[n as usize..];
+            self.pos += n as u64;
+        }
+        Ok(())
     }
 
     pub fn bytes_written(&self) -> u64 {
@@ -125,7 +159,11 @@ impl ImageWriter {
                 if hash {
                     h.update(bytes);
                 }
-                self.write_all(bytes)?;
+                if self.by_reference {
+                    self.vmsplice_all(bytes)?;
+                } else {
+                    self.write_all(bytes)?;
+                }
                 done += n as u64;
             }
         }

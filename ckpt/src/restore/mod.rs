@@ -23,6 +23,9 @@ pub struct Options {
     pub lazy: bool,
     /// check every region's page checksum before restoring
     pub verify: bool,
+    /// remove the image file once its pages are mapped (a migration's image in memory:
+    /// the restored process holds what it still needs, and the rest is freed as it goes)
+    pub unlink: bool,
 }
 
 pub const RETRY_ENV: &str = "MOS_RESTORE_TRY";
@@ -248,6 +251,7 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
         sys::rt_sigaction(sig, Some(&a), None);
     }
 
+    let unlink_path = if opts.unlink { Some(cstr(&path.to_string_lossy())?) } else { None };
     // ---- point of no return: the address space changes ----
     move_specials(meta, &own_special, &targets)?;
     map_regions(meta, imgfd, &shared_fds, opts.lazy)?;
@@ -279,6 +283,11 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
                 0usize,
             )
         };
+    }
+    if let Some(p) = &unlink_path {
+        // SAFETY: a NUL-terminated path made before the address space changed (the
+        // restorer's own heap is outside every image range).
+        unsafe { crate::sc!(libc::SYS_unlink, p.as_ptr()) };
     }
     // SAFETY: closing our own fds; the mappings keep the image file referenced.
     unsafe {
