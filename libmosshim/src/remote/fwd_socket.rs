@@ -1,0 +1,119 @@
+//! Forwarders of the calls on home sockets: send and receive (msghdr and mmsghdr forms
+//! included; no control data), and the socket addresses copied back as the kernel does.
+//!
+//! Runs in the SIGSYS handler: no allocation, no locks.
+
+use super::call::forward;
+use super::fwd_fd::iovs;
+use super::transport::{Io, NOIO};
+use super::EINVAL;
+use proto::rsys::{self, op};
+
+pub(super) fn addr_len(ab: &[u8; 128]) -> usize {
+    match u16::from_ne_bytes([ab[0], ab[1]]) as i32 {
+        libc::AF_INET => 16,
+        libc::AF_INET6 => 28,
+        libc::AF_UNIX => 110,
+        _ => 128,
+    }
+}
+
+pub(super) fn copy_addr(ab: &[u8], n: usize, addr: u64, lenp: u64) {
+    if addr == 0 || lenp == 0 {
+        return;
+    }
+    // SAFETY: accept's, getsockname's and recvfrom's contract: a non-null addrlen (checked)
+    // points at a writable socklen_t and a non-null addr at *addrlen writable bytes; k <= *addrlen.
+    unsafe {
+        let l = &mut *(lenp as *mut u32);
+        let k = (*l as usize).min(n).min(ab.len());
+        core::ptr::copy_nonoverlapping(ab.as_ptr(), addr as *mut u8, k);
+        *l = n as u32;
+    }
+}
+
+pub(super) fn sendto_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, alen: usize, m: u64) -> i64 {
+    let mut b = [NOIO; 9];
+    let mut k = 0;
+    let mut total = 0usize;
+    for d in data {
+        b[k] = *d;
+        k += 1;
+        total += d.n;
+    }
+    if total > rsys::MAX_IO {
+        return -(libc::EMSGSIZE as i64);
+    }
+    let al = if addr != 0 { alen } else { 0 };
+    b[k] = Io { p: addr, n: al };
+    k += 1;
+    forward(op::SENDTO, [fd as u64, 0, 0, flags, al as u64, 0], &b[..k], &[], m, true)
+}
+
+pub(super) fn recvfrom_fwd(fd: i64, data: &[Io], flags: u64, addr: u64, lenp: u64, m: u64) -> i64 {
+    let want = addr != 0 && lenp != 0;
+    let mut area = [0u8; 4 + rsys::RECV_ADDR_AREA];
+    let mut out = [NOIO; 9];
+    let mut k = 0;
+    if want {
+        out[0] = Io { p: area.as_mut_ptr() as u64, n: area.len() };
+        k = 1;
+    }
+    let mut total = 0usize;
+    for d in data {
+        let n = d.n.min(rsys::MAX_IO - total);
+        out[k] = Io { p: d.p, n };
+        k += 1;
+        total += n;
+    }
+    let r = forward(op::RECVFROM, [fd as u64, 0, total as u64, flags, want as u64, 0], &[], &out[..k], m, true);
+    if r >= 0 && want {
+        let n = u32::from_le_bytes([area[0], area[1], area[2], area[3]]) as usize;
+        copy_addr(&area[4..], n.min(rsys::RECV_ADDR_AREA), addr, lenp);
+    }
+    r
+}
+
+pub(super) fn sendmsg_fwd(fd: i64, h: &libc::msghdr, flags: u64, m: u64) -> i64 {
+    if h.msg_controllen != 0 {
+        return -(libc::EOPNOTSUPP as i64);
+    }
+    let mut v = [NOIO; 8];
+    let Some(k) = iovs(h.msg_iov as u64, h.msg_iovlen, &mut v) else { return EINVAL };
+    sendto_fwd(fd, &v[..k], flags, h.msg_name as u64, h.msg_namelen as usize, m)
+}
+
+pub(super) fn recvmsg_fwd(fd: i64, h: &mut libc::msghdr, flags: u64, m: u64) -> i64 {
+    let mut v = [NOIO; 8];
+    let Some(k) = iovs(h.msg_iov as u64, h.msg_iovlen, &mut v) else { return EINVAL };
+    let nl = &mut h.msg_namelen as *mut u32 as u64;
+    let r = recvfrom_fwd(fd, &v[..k], flags, h.msg_name as u64, if h.msg_name.is_null() { 0 } else { nl }, m);
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+    r
+}
+
+/// sendmmsg / recvmmsg on a home socket: one forwarded sendmsg / recvmsg per message.
+/// The count done so far, or the first call's error. recvmmsg waits for every message
+/// (for the first only with MSG_WAITFORONE); its timeout argument is not applied.
+pub(super) fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool) -> i64 {
+    let wait_one = flags & libc::MSG_WAITFORONE as u64 != 0;
+    let base = flags & !(libc::MSG_WAITFORONE as u64);
+    let mut done = 0i64;
+    for i in 0..n.min(1024) as usize {
+        // SAFETY: sendmmsg's/recvmmsg's contract: vec points at n struct mmsghdr, and i < n.
+        let e = unsafe { &mut *(vec as *mut libc::mmsghdr).add(i) };
+        let r = if send {
+            sendmsg_fwd(fd, &e.msg_hdr, base, m)
+        } else {
+            let fl = if wait_one && i > 0 { base | libc::MSG_DONTWAIT as u64 } else { base };
+            recvmsg_fwd(fd, &mut e.msg_hdr, fl, m)
+        };
+        if r < 0 {
+            return if done > 0 { done } else { r };
+        }
+        e.msg_len = r as u32;
+        done += 1;
+    }
+    done
+}
