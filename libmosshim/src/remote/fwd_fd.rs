@@ -5,9 +5,11 @@
 //! Runs in the SIGSYS handler: no allocation, no locks.
 
 use super::call::{forward, forward_quick};
-use super::homefd::{is_internal, is_remote, may_block, placeholder, set_remote, MAXFD};
+use super::dispatch::Act;
+use super::homefd::{drop_placeholder, is_internal, is_remote, may_block, placeholder, set_remote, MAXFD};
 use super::transport::{Io, NOIO};
-use super::{epoll, raw};
+use super::{epoll, raw, EINVAL, PLACEHOLDER};
+use core::sync::atomic::Ordering;
 use proto::rsys::{self, op};
 
 pub(super) fn bind_new(op: u32, mut args: [u64; 6], slot: usize, bulk: &[Io], out: &[Io], mask: u64) -> i64 {
@@ -208,4 +210,91 @@ pub(super) fn mmap_fwd(a: [u64; 6], m: u64) -> i64 {
     }
     r!(libc::SYS_mprotect, p, len, prot);
     p
+}
+
+/// read on a home fd (at most the protocol's largest I/O); a read that may block lets
+/// the checkpoint freeze through its wait.
+pub(super) fn read_fwd(fd: i64, buf: u64, count: u64, m: u64) -> i64 {
+    let intr = may_block(fd, m);
+    forward(op::READ, [fd as u64, 0, count.min(rsys::MAX_IO as u64), 0, 0, 0], &[], &[Io { p: buf, n: (count as usize).min(rsys::MAX_IO) }], m, intr)
+}
+
+/// The file offset a vectored read or write `nr` names in `a[3]`: none for readv and
+/// writev, nor for preadv2 and pwritev2 given -1 (the file's own offset).
+pub(super) fn vec_offset(nr: i64, a: [u64; 6]) -> Option<i64> {
+    let own = nr == libc::SYS_readv || nr == libc::SYS_writev || ((nr == libc::SYS_preadv2 || nr == libc::SYS_pwritev2) && a[3] as i64 == -1);
+    if own {
+        None
+    } else {
+        Some(a[3] as i64)
+    }
+}
+
+/// close: one of our own descriptors pretends to close; a home fd closes at home (and its
+/// placeholder here, and its epoll entries); a local one natively, the home entries of
+/// an epoll set it is dropped with it.
+pub(super) fn close_fwd(fd: i64, rem: bool, m: u64) -> Act {
+    if is_internal(fd) {
+        Act::Ret(0)
+    } else if rem {
+        let r = forward_quick(op::CLOSE, [fd as u64, 0, 0, 0, 0, 0], &[], &[], m);
+        drop_placeholder(fd);
+        epoll::forget_fd(fd);
+        Act::Ret(r)
+    } else {
+        epoll::forget_ep(fd, fd);
+        Act::Native
+    }
+}
+
+/// dup of a home fd: a placeholder at the lowest free number, dup'ed onto at home.
+pub(super) fn dup_fwd(fd: i64, m: u64) -> i64 {
+    let n = placeholder(0);
+    if n < 0 {
+        return n;
+    }
+    let r = forward_quick(op::DUP3, [fd as u64, n as u64, 0, 0, 0, 0], &[], &[], m);
+    if r < 0 {
+        r!(libc::SYS_close, n);
+        return r;
+    }
+    set_remote(n, true);
+    n
+}
+
+/// dup2 / dup3 (`nr`) where either end is a home fd: a home fd replaced is closed at
+/// home; a home fd duplicated takes a placeholder at the new number and is dup'ed at
+/// home. Our own descriptors cannot be replaced (EBUSY).
+pub(super) fn dup3_fwd(nr: i64, a: [u64; 6], rem: bool, m: u64) -> Act {
+    let fd = a[0] as i32 as i64;
+    let new = a[1] as i32 as i64;
+    let flags = if nr == libc::SYS_dup3 { a[2] } else { 0 };
+    if is_internal(new) {
+        return Act::Ret(-(libc::EBUSY as i64));
+    }
+    if fd == new {
+        return if nr == libc::SYS_dup3 { Act::Ret(EINVAL) } else if rem { Act::Ret(new) } else { Act::Native };
+    }
+    if !rem && !is_remote(new) {
+        return Act::Native;
+    }
+    if is_remote(new) {
+        forward_quick(op::CLOSE, [new as u64, 0, 0, 0, 0, 0], &[], &[], m);
+        set_remote(new, false);
+    }
+    if !rem {
+        return Act::Ret(r!(nr, a[0], a[1], a[2]));
+    }
+    let src = PLACEHOLDER.load(Ordering::Relaxed);
+    let p = r!(libc::SYS_dup3, src, new, flags);
+    if p < 0 {
+        return Act::Ret(p);
+    }
+    let r = forward_quick(op::DUP3, [fd as u64, new as u64, 0, 0, 0, 0], &[], &[], m);
+    if r < 0 {
+        r!(libc::SYS_close, new);
+        return Act::Ret(r);
+    }
+    set_remote(new, true);
+    Act::Ret(new)
 }

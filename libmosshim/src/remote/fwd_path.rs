@@ -6,9 +6,10 @@
 
 use super::call::forward_quick;
 use super::dispatch::Act;
+use super::fwd_fd::bind_new;
 use super::homefd::is_remote;
 use super::transport::Io;
-use super::{raw, EBADF, EFAULT};
+use super::{raw, EBADF, EFAULT, EINVAL};
 use proto::rsys::{self, op};
 
 pub(super) fn strlen(p: u64) -> Option<usize> {
@@ -157,4 +158,119 @@ pub(super) fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
     };
     let ti = Io { p: ts.as_ptr() as u64, n: if given { 32 } else { 0 } };
     forward_quick(op::UTIMENSAT, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
+}
+
+/// open / creat / openat / openat2 (`nr`): a home path is opened at home and bound to a
+/// placeholder number; a local path opens here. openat2's RESOLVE_* flags are refused.
+pub(super) fn open_fwd(nr: i64, a: [u64; 6], m: u64) -> Act {
+    let (dirfd, p, flags, mode) = match nr {
+        libc::SYS_open => (libc::AT_FDCWD as i64, a[0], a[1], a[2]),
+        libc::SYS_creat => (libc::AT_FDCWD as i64, a[0], (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64, a[1]),
+        libc::SYS_openat => (a[0] as i32 as i64, a[1], a[2], a[3]),
+        _ => {
+            // struct open_how { u64 flags, mode, resolve }
+            // SAFETY: openat2's contract: how points at a struct open_how, whose first
+            // three u64 are flags, mode, resolve.
+            let how = unsafe { core::slice::from_raw_parts(a[2] as *const u64, 3) };
+            if how[2] != 0 {
+                return Act::Ret(-(libc::EOPNOTSUPP as i64));
+            }
+            (a[0] as i32 as i64, a[1], how[0], how[1])
+        }
+    };
+    if local_path(p) {
+        return Act::Native;
+    }
+    let Some(pi) = path_io(p) else { return Act::Ret(EFAULT) };
+    if let Err(e) = dir_ok(dirfd, p) {
+        return Act::Ret(e);
+    }
+    Act::Ret(bind_new(op::OPENAT, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
+}
+
+/// stat / lstat / newfstatat (`nr`), all as newfstatat; an empty path with AT_EMPTY_PATH
+/// is an fstat of the home dirfd.
+pub(super) fn stat_fwd(nr: i64, a: [u64; 6], m: u64) -> Act {
+    let (dirfd, p, buf, flags) = match nr {
+        libc::SYS_stat => (libc::AT_FDCWD as i64, a[0], a[1], 0),
+        libc::SYS_lstat => (libc::AT_FDCWD as i64, a[0], a[1], libc::AT_SYMLINK_NOFOLLOW as u64),
+        _ => (a[0] as i32 as i64, a[1], a[2], a[3]),
+    };
+    if strlen(p) == Some(0) && flags & libc::AT_EMPTY_PATH as u64 != 0 {
+        return if is_remote(dirfd) { Act::Ret(forward_quick(op::FSTAT, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Act::Native };
+    }
+    path_call(op::NEWFSTATAT, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
+}
+
+/// statx: an empty path with AT_EMPTY_PATH names dirfd (home or local).
+pub(super) fn statx_fwd(a: [u64; 6], m: u64) -> Act {
+    let dirfd = a[0] as i32 as i64;
+    if strlen(a[1]) == Some(0) && a[2] & libc::AT_EMPTY_PATH as u64 != 0 && !is_remote(dirfd) {
+        return Act::Native;
+    }
+    if strlen(a[1]) != Some(0) && local_path(a[1]) {
+        return Act::Native;
+    }
+    let Some(pi) = path_io(a[1]) else { return Act::Ret(EFAULT) };
+    if strlen(a[1]) != Some(0) {
+        if let Err(e) = dir_ok(dirfd, a[1]) {
+            return Act::Ret(e);
+        }
+    }
+    Act::Ret(forward_quick(op::STATX, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
+}
+
+/// fchmodat2: AT_EMPTY_PATH with an empty path is an fchmod of dirfd; AT_SYMLINK_NOFOLLOW
+/// is EOPNOTSUPP (a symlink's own mode cannot be changed on Linux).
+pub(super) fn fchmodat2_fwd(a: [u64; 6], m: u64) -> Act {
+    let (d, flags) = (a[0] as i32 as i64, a[3] as i32);
+    // (an empty path with AT_EMPTY_PATH names dirfd itself)
+    let empty = a[1] == 0 || strlen(a[1]) == Some(0);
+    if flags & !(libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) != 0 {
+        Act::Ret(EINVAL)
+    } else if flags & libc::AT_EMPTY_PATH != 0 && empty {
+        if is_remote(d) {
+            Act::Ret(forward_quick(op::FCHMOD, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
+        } else {
+            Act::Native
+        }
+    } else if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+        // (a symlink's own mode cannot be changed on Linux)
+        Act::Ret(-(libc::EOPNOTSUPP as i64))
+    } else {
+        path_call(op::FCHMODAT, d, a[1], [0, 0, a[2], 0], &[], m)
+    }
+}
+
+/// truncate(path, length).
+pub(super) fn truncate_fwd(a: [u64; 6], m: u64) -> Act {
+    if local_path(a[0]) {
+        return Act::Native;
+    }
+    let Some(pi) = path_io(a[0]) else { return Act::Ret(EFAULT) };
+    Act::Ret(forward_quick(op::TRUNCATE, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
+}
+
+/// chdir(path): the working directory is at home.
+pub(super) fn chdir_fwd(p: u64, m: u64) -> i64 {
+    let Some(pi) = path_io(p) else { return EFAULT };
+    forward_quick(op::CHDIR, [0; 6], &[pi], &[], m)
+}
+
+/// symlink / symlinkat: `target` (any text) at `link`, relative to `dirfd`.
+pub(super) fn symlink_fwd(target: u64, dirfd: i64, link: u64, m: u64) -> i64 {
+    let (Some(ti), Some(li)) = (path_io(target), path_io(link)) else { return EFAULT };
+    if let Err(e) = dir_ok(dirfd, link) {
+        return e;
+    }
+    forward_quick(op::SYMLINKAT, [0, dirfd as u64, 0, 0, 0, 0], &[ti, li], &[], m)
+}
+
+/// statfs(path, buf).
+pub(super) fn statfs_fwd(p: u64, buf: u64, m: u64) -> Act {
+    if local_path(p) {
+        return Act::Native;
+    }
+    let Some(pi) = path_io(p) else { return Act::Ret(EFAULT) };
+    Act::Ret(forward_quick(op::STATFS, [0; 6], &[pi], &[Io { p: buf, n: 120 }], m))
 }

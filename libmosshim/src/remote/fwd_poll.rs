@@ -5,10 +5,11 @@
 //! Runs in the SIGSYS handler: no allocation, no locks.
 
 use super::call::{forward, forward_watching};
+use super::dispatch::{strip_mask_arg, Act};
 use super::homefd::is_remote;
 use super::transport::Io;
 use super::wait::mono_ms;
-use super::{raw, EINVAL};
+use super::{epoll, raw, sigsys_bit, EINVAL};
 use proto::rsys::op;
 
 pub(super) fn any_remote_pollfd(p: u64, n: usize) -> bool {
@@ -20,8 +21,6 @@ pub(super) fn any_remote_pollfd(p: u64, n: usize) -> bool {
     })
 }
 
-/// poll over home and local descriptors: local ones natively, home ones at home, in
-/// short turns until something is ready or the time is up.
 /// A fresh epoll fd watching the local entries of a pollfd array (-1 if none can be made).
 pub(super) fn local_watch(fds: &[libc::pollfd]) -> i64 {
     let ep = r!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC);
@@ -35,6 +34,8 @@ pub(super) fn local_watch(fds: &[libc::pollfd]) -> i64 {
     ep
 }
 
+/// poll over home and local descriptors: local ones natively, home ones at home, in
+/// short turns until something is ready or the time is up.
 pub(super) fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: i64) -> i64 {
     if !any_remote_pollfd(p, n) {
         if nr == libc::SYS_poll {
@@ -186,4 +187,41 @@ pub(super) fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64
         }
     }
     count
+}
+
+/// epoll_pwait on a set with home entries: its own signal mask (SIGSYS left out), if it
+/// gives one, else the thread's.
+pub(super) fn epoll_pwait_fwd(a: [u64; 6], m: u64) -> i64 {
+    // SAFETY: epoll_pwait's contract: a non-null sigmask (checked) points at a sigset; its
+    // first 8 bytes are read.
+    let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
+    epoll::wait(a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3] as i32 as i64, wm)
+}
+
+/// epoll_pwait2 on a set with home entries: [`epoll_pwait_fwd`] with a timespec timeout.
+pub(super) fn epoll_pwait2_fwd(a: [u64; 6], m: u64) -> i64 {
+    let t = if a[3] == 0 { -1 } else {
+        // SAFETY: epoll_pwait2's contract: a non-null timeout (checked) points at a struct
+        // timespec.
+        let ts = unsafe { &*(a[3] as *const libc::timespec) };
+        ts.tv_sec.saturating_mul(1000).saturating_add(ts.tv_nsec / 1_000_000)
+    };
+    // SAFETY: epoll_pwait2's contract: a non-null sigmask (checked) points at a sigset; its
+    // first 8 bytes are read.
+    let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
+    epoll::wait(a[0] as i32 as i64, a[1], a[2] as i32 as i64, t, wm)
+}
+
+/// ppoll: with a home fd, [`poll_mixed`]; else natively, its mask argument pointed at a
+/// copy without SIGSYS.
+pub(super) fn ppoll_fwd(a: [u64; 6], m: u64, g: &mut [i64; 23]) -> Act {
+    let t = if a[2] == 0 { -1 } else {
+        // SAFETY: ppoll's contract: a non-null timeout (checked) points at a struct timespec.
+        let ts = unsafe { &*(a[2] as *const libc::timespec) };
+        ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    };
+    if !any_remote_pollfd(a[0], a[1] as usize) {
+        return strip_mask_arg(g, libc::REG_R10 as usize, a[3]);
+    }
+    Act::Ret(poll_mixed(a[0], a[1] as usize, t, m, g, libc::SYS_ppoll))
 }

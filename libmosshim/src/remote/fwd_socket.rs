@@ -3,10 +3,10 @@
 //!
 //! Runs in the SIGSYS handler: no allocation, no locks.
 
-use super::call::forward;
-use super::fwd_fd::iovs;
+use super::call::{forward, forward_quick};
+use super::fwd_fd::{bind_new, iovs};
 use super::transport::{Io, NOIO};
-use super::EINVAL;
+use super::{EFAULT, EINVAL};
 use proto::rsys::{self, op};
 
 pub(super) fn addr_len(ab: &[u8; 128]) -> usize {
@@ -116,4 +116,58 @@ pub(super) fn mmsg_fwd(fd: i64, vec: u64, n: u32, flags: u64, m: u64, send: bool
         done += 1;
     }
     done
+}
+
+/// accept / accept4 (`nr`) on a home socket: the new socket is bound to a placeholder
+/// number; the peer's address is copied back if asked for.
+pub(super) fn accept_fwd(nr: i64, fd: i64, a: [u64; 6], m: u64) -> i64 {
+    let flags = if nr == libc::SYS_accept4 { a[3] } else { 0 };
+    let mut ab = [0u8; 128];
+    let want = a[1] != 0 && a[2] != 0;
+    let r = bind_new(op::ACCEPT4, [fd as u64, 0, flags, 0, want as u64, 0], 3, &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
+    if r >= 0 && want {
+        copy_addr(&ab, 128, a[1], a[2]);
+    }
+    r
+}
+
+/// getsockname / getpeername (`nr`, also their op numbers) on a home socket.
+pub(super) fn sockname_fwd(nr: i64, fd: i64, addr: u64, lenp: u64, m: u64) -> i64 {
+    let mut ab = [0u8; 128];
+    // op::GETSOCKNAME, op::GETPEERNAME: the system call numbers
+    let r = forward_quick(nr as u32, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
+    if r >= 0 {
+        copy_addr(&ab, addr_len(&ab), addr, lenp);
+    }
+    r.min(0)
+}
+
+/// getsockopt on a home socket (values up to 256 bytes).
+pub(super) fn getsockopt_fwd(fd: i64, a: [u64; 6], m: u64) -> i64 {
+    if a[4] == 0 {
+        return EFAULT;
+    }
+    // SAFETY: getsockopt's contract: a non-null optlen (checked) points at a writable socklen_t.
+    let lp = unsafe { &mut *(a[4] as *mut u32) };
+    let mut buf = [0u8; 256];
+    let want = (*lp as usize).min(256);
+    let r = forward_quick(op::GETSOCKOPT, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
+    if r >= 0 {
+        // SAFETY: getsockopt's contract: optval has room for *lp bytes, and want <= *lp.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), a[3] as *mut u8, want) };
+        *lp = want as u32;
+    }
+    r.min(0)
+}
+
+/// sendmsg with the msghdr at `msg`.
+pub(super) fn sendmsg_at(fd: i64, msg: u64, flags: u64, m: u64) -> i64 {
+    // SAFETY: sendmsg's contract: msg points at a struct msghdr (only read).
+    sendmsg_fwd(fd, unsafe { &*(msg as *const libc::msghdr) }, flags, m)
+}
+
+/// recvmsg with the msghdr at `msg`.
+pub(super) fn recvmsg_at(fd: i64, msg: u64, flags: u64, m: u64) -> i64 {
+    // SAFETY: recvmsg's contract: msg points at a writable struct msghdr.
+    recvmsg_fwd(fd, unsafe { &mut *(msg as *mut libc::msghdr) }, flags, m)
 }
