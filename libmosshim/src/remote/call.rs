@@ -1,11 +1,15 @@
-//! Forwarding one call home: [`forward_quick`] (a file or path call, answered at once),
-//! [`forward`] (one that may block: the checkpoint freeze gets through its wait) and
-//! [`forward_watching`] (a blocking call also cancelled when a local fd becomes ready);
-//! each takes the thread's channel, (re)connects it, sends the request, waits, cancels
-//! at home when a signal must end the call, and resends after a restart or a broken
-//! connection. And the manager thread's own calls (exit report, offsets).
+//! Forwarding one call home. [`Home`] is the seam under the forwarders: the thing that
+//! sends one forwarded call home and returns its answer, so the call mapping can be unit
+//! tested with a fake. Its methods: `forward_quick` (a file or path call, answered at
+//! once), `forward` (one that may block: the checkpoint freeze gets through its wait) and
+//! `forward_watching` (a blocking call also cancelled when a local fd becomes ready).
+//! The real one, [`Channels`], takes the thread's channel, (re)connects it, sends the
+//! request, waits, cancels at home when a signal must end the call, and resends after a
+//! restart or a broken connection. And the manager thread's own calls (exit report,
+//! offsets).
 //!
-//! Runs in the SIGSYS handler (but the manager's calls): no allocation, no locks.
+//! Runs in the SIGSYS handler (but the manager's calls): no allocation, no locks; so
+//! must every [`Home`].
 
 use super::raw;
 use super::channel::{connect_x, my_chan, DEPTHS};
@@ -17,25 +21,42 @@ use super::{GEN, HOME_LOST, SESSION_SET};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use proto::rsys::{self, op, Req};
 
-/// Forward one call that completes quickly at home (files, paths): the wait for the
-/// answer lets the application's signals through, but not the checkpoint freeze, so an
-/// image never catches a file call half done (its effect on the file offset and the
-/// offset recorded in the image always agree).
-pub(super) fn forward_quick(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64) -> i64 {
-    forward(op, args, bulk, out, mask, false)
+/// Sends one forwarded call home and returns its answer (-errno on failure); `out`
+/// receives the answer's data in order. The thread's application signal mask is `mask`.
+pub(super) trait Home {
+    /// Forward one call; `intr`: the call may block for ever (a pipe, a terminal, a
+    /// socket, poll, a lock): a checkpoint may freeze the thread while it waits. A call
+    /// that may block is also cancelled (see [`op::CANCEL`]) when local fd `also` (not -1)
+    /// becomes readable: a wait on home and local fds at once. Such a call given up at
+    /// home returns -ECANCELED.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_watching(&self, op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64;
+
+    /// [`Home::forward_watching`] without a local fd to watch.
+    fn forward(&self, op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool) -> i64 {
+        self.forward_watching(op, args, bulk, out, mask, intr, -1)
+    }
+
+    /// Forward one call that completes quickly at home (files, paths): the wait for the
+    /// answer lets the application's signals through, but not the checkpoint freeze, so
+    /// an image never catches a file call half done (its effect on the file offset and
+    /// the offset recorded in the image always agree).
+    fn forward_quick(&self, op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64) -> i64 {
+        self.forward(op, args, bulk, out, mask, false)
+    }
 }
 
-/// Forward one call; `out` receives the answer data in order. The thread's application
-/// signal mask is `mask`. `intr`: the call may block for ever (a pipe, a terminal, a
-/// socket, poll, a lock): a checkpoint may freeze the thread while it waits.
-pub(super) fn forward(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool) -> i64 {
-    forward_watching(op, args, bulk, out, mask, intr, -1)
+/// The home shadowd, over the calling thread's channel (see [`forward_watching`]).
+pub(super) struct Channels;
+
+impl Home for Channels {
+    fn forward_watching(&self, op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
+        forward_watching(op, args, bulk, out, mask, intr, also)
+    }
 }
 
-/// [`forward`]; a call that may block is also cancelled (see [`op::CANCEL`]) when local
-/// fd `also` (not -1) becomes readable: a wait on home and local fds at once. Such a call
-/// given up at home returns -ECANCELED.
-pub(super) fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
+/// [`Home::forward_watching`] over the calling thread's channel.
+fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
     if HOME_LOST.load(Ordering::Acquire) {
         return -(libc::EIO as i64);
     }
@@ -149,7 +170,7 @@ pub(super) fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io],
 
 /// A forwarded call from the manager thread (no data moved); -errno on failure.
 pub fn manager_call(op: u32, args: [u64; 6]) -> i64 {
-    forward_quick(op, args, &[], &[], !0)
+    Channels.forward_quick(op, args, &[], &[], !0)
 }
 
 /// The offset of a home file, asked at home (-1 for pipes, sockets, ttys).
@@ -170,6 +191,6 @@ pub static EXITING: AtomicBool = AtomicBool::new(false);
 pub fn report_exit(status: i32) {
     EXITING.store(true, Ordering::Release);
     if SESSION_SET.load(Ordering::Acquire) {
-        forward_quick(op::EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
+        Channels.forward_quick(op::EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
     }
 }

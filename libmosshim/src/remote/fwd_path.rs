@@ -4,7 +4,7 @@
 //!
 //! Runs in the SIGSYS handler: no allocation, no locks.
 
-use super::call::forward_quick;
+use super::call::Home;
 use super::dispatch::Act;
 use super::fwd_fd::bind_new;
 use super::homefd::is_remote;
@@ -65,7 +65,7 @@ pub(super) fn dir_ok(dirfd: i64, p: u64) -> Result<(), i64> {
     }
 }
 
-pub(super) fn path_call(op: u32, dirfd: i64, p: u64, extra: [u64; 4], out: &[Io], m: u64) -> Act {
+pub(super) fn path_call(h: &impl Home, op: u32, dirfd: i64, p: u64, extra: [u64; 4], out: &[Io], m: u64) -> Act {
     if local_path(p) {
         return Act::Native;
     }
@@ -73,10 +73,10 @@ pub(super) fn path_call(op: u32, dirfd: i64, p: u64, extra: [u64; 4], out: &[Io]
     if let Err(e) = dir_ok(dirfd, p) {
         return Act::Ret(e);
     }
-    Act::Ret(forward_quick(op, [dirfd as u64, 0, extra[2], extra[3], 0, 0], &[pi], out, m))
+    Act::Ret(h.forward_quick(op, [dirfd as u64, 0, extra[2], extra[3], 0, 0], &[pi], out, m))
 }
 
-pub(super) fn path_call2(op: u32, dirfd: i64, p: u64, x: [u64; 3], m: u64) -> Act {
+pub(super) fn path_call2(h: &impl Home, op: u32, dirfd: i64, p: u64, x: [u64; 3], m: u64) -> Act {
     if local_path(p) {
         return Act::Native;
     }
@@ -84,18 +84,19 @@ pub(super) fn path_call2(op: u32, dirfd: i64, p: u64, x: [u64; 3], m: u64) -> Ac
     if let Err(e) = dir_ok(dirfd, p) {
         return Act::Ret(e);
     }
-    Act::Ret(forward_quick(op, [dirfd as u64, 0, x[0], x[1], x[2], 0], &[pi], &[], m))
+    Act::Ret(h.forward_quick(op, [dirfd as u64, 0, x[0], x[1], x[2], 0], &[pi], &[], m))
 }
 
-pub(super) fn two_paths(op: u32, d1: i64, p1: u64, d2: i64, p2: u64, flags: u64, m: u64) -> Act {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn two_paths(h: &impl Home, op: u32, d1: i64, p1: u64, d2: i64, p2: u64, flags: u64, m: u64) -> Act {
     let (Some(i1), Some(i2)) = (path_io(p1), path_io(p2)) else { return Act::Ret(EFAULT) };
     if let Err(e) = dir_ok(d1, p1).and(dir_ok(d2, p2)) {
         return Act::Ret(e);
     }
-    Act::Ret(forward_quick(op, [d1 as u64, 0, d2 as u64, 0, flags, 0], &[i1, i2], &[], m))
+    Act::Ret(h.forward_quick(op, [d1 as u64, 0, d2 as u64, 0, flags, 0], &[i1, i2], &[], m))
 }
 
-pub(super) fn readlink_fwd(dirfd: i64, p: u64, buf: u64, size: u64, m: u64) -> Act {
+pub(super) fn readlink_fwd(h: &impl Home, dirfd: i64, p: u64, buf: u64, size: u64, m: u64) -> Act {
     if local_path(p) {
         return Act::Native;
     }
@@ -103,10 +104,10 @@ pub(super) fn readlink_fwd(dirfd: i64, p: u64, buf: u64, size: u64, m: u64) -> A
     if let Err(e) = dir_ok(dirfd, p) {
         return Act::Ret(e);
     }
-    Act::Ret(forward_quick(op::READLINKAT, [dirfd as u64, 0, 0, size, 0, 0], &[pi], &[Io { p: buf, n: size as usize }], m))
+    Act::Ret(h.forward_quick(op::READLINKAT, [dirfd as u64, 0, 0, size, 0, 0], &[pi], &[Io { p: buf, n: size as usize }], m))
 }
 
-pub(super) fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
+pub(super) fn utime_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64) -> i64 {
     // everything becomes utimensat(dirfd, path, times, flags)
     let mut ts = [0i64; 4];
     let (dirfd, p, given, flags) = match nr {
@@ -157,12 +158,12 @@ pub(super) fn utime_fwd(nr: i64, a: [u64; 6], m: u64) -> i64 {
         }
     };
     let ti = Io { p: ts.as_ptr() as u64, n: if given { 32 } else { 0 } };
-    forward_quick(op::UTIMENSAT, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
+    h.forward_quick(op::UTIMENSAT, [dirfd as u64, 0, given as u64, flags, 0, 0], &[ti, pi], &[], m)
 }
 
 /// open / creat / openat / openat2 (`nr`): a home path is opened at home and bound to a
 /// placeholder number; a local path opens here. openat2's RESOLVE_* flags are refused.
-pub(super) fn open_fwd(nr: i64, a: [u64; 6], m: u64) -> Act {
+pub(super) fn open_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64) -> Act {
     let (dirfd, p, flags, mode) = match nr {
         libc::SYS_open => (libc::AT_FDCWD as i64, a[0], a[1], a[2]),
         libc::SYS_creat => (libc::AT_FDCWD as i64, a[0], (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64, a[1]),
@@ -185,25 +186,25 @@ pub(super) fn open_fwd(nr: i64, a: [u64; 6], m: u64) -> Act {
     if let Err(e) = dir_ok(dirfd, p) {
         return Act::Ret(e);
     }
-    Act::Ret(bind_new(op::OPENAT, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
+    Act::Ret(bind_new(h, op::OPENAT, [dirfd as u64, 0, flags, mode, 0, 0], 4, &[pi], &[], m))
 }
 
 /// stat / lstat / newfstatat (`nr`), all as newfstatat; an empty path with AT_EMPTY_PATH
 /// is an fstat of the home dirfd.
-pub(super) fn stat_fwd(nr: i64, a: [u64; 6], m: u64) -> Act {
+pub(super) fn stat_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64) -> Act {
     let (dirfd, p, buf, flags) = match nr {
         libc::SYS_stat => (libc::AT_FDCWD as i64, a[0], a[1], 0),
         libc::SYS_lstat => (libc::AT_FDCWD as i64, a[0], a[1], libc::AT_SYMLINK_NOFOLLOW as u64),
         _ => (a[0] as i32 as i64, a[1], a[2], a[3]),
     };
     if strlen(p) == Some(0) && flags & libc::AT_EMPTY_PATH as u64 != 0 {
-        return if is_remote(dirfd) { Act::Ret(forward_quick(op::FSTAT, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Act::Native };
+        return if is_remote(dirfd) { Act::Ret(h.forward_quick(op::FSTAT, [dirfd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: buf, n: 144 }], m)) } else { Act::Native };
     }
-    path_call(op::NEWFSTATAT, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
+    path_call(h, op::NEWFSTATAT, dirfd, p, [0, 0, 0, flags], &[Io { p: buf, n: 144 }], m)
 }
 
 /// statx: an empty path with AT_EMPTY_PATH names dirfd (home or local).
-pub(super) fn statx_fwd(a: [u64; 6], m: u64) -> Act {
+pub(super) fn statx_fwd(h: &impl Home, a: [u64; 6], m: u64) -> Act {
     let dirfd = a[0] as i32 as i64;
     if strlen(a[1]) == Some(0) && a[2] & libc::AT_EMPTY_PATH as u64 != 0 && !is_remote(dirfd) {
         return Act::Native;
@@ -217,12 +218,12 @@ pub(super) fn statx_fwd(a: [u64; 6], m: u64) -> Act {
             return Act::Ret(e);
         }
     }
-    Act::Ret(forward_quick(op::STATX, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
+    Act::Ret(h.forward_quick(op::STATX, [dirfd as u64, 0, a[2], a[3], 0, 0], &[pi], &[Io { p: a[4], n: 256 }], m))
 }
 
 /// fchmodat2: AT_EMPTY_PATH with an empty path is an fchmod of dirfd; AT_SYMLINK_NOFOLLOW
 /// is EOPNOTSUPP (a symlink's own mode cannot be changed on Linux).
-pub(super) fn fchmodat2_fwd(a: [u64; 6], m: u64) -> Act {
+pub(super) fn fchmodat2_fwd(h: &impl Home, a: [u64; 6], m: u64) -> Act {
     let (d, flags) = (a[0] as i32 as i64, a[3] as i32);
     // (an empty path with AT_EMPTY_PATH names dirfd itself)
     let empty = a[1] == 0 || strlen(a[1]) == Some(0);
@@ -230,7 +231,7 @@ pub(super) fn fchmodat2_fwd(a: [u64; 6], m: u64) -> Act {
         Act::Ret(EINVAL)
     } else if flags & libc::AT_EMPTY_PATH != 0 && empty {
         if is_remote(d) {
-            Act::Ret(forward_quick(op::FCHMOD, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
+            Act::Ret(h.forward_quick(op::FCHMOD, [d as u64, a[2], 0, 0, 0, 0], &[], &[], m))
         } else {
             Act::Native
         }
@@ -238,39 +239,39 @@ pub(super) fn fchmodat2_fwd(a: [u64; 6], m: u64) -> Act {
         // (a symlink's own mode cannot be changed on Linux)
         Act::Ret(-(libc::EOPNOTSUPP as i64))
     } else {
-        path_call(op::FCHMODAT, d, a[1], [0, 0, a[2], 0], &[], m)
+        path_call(h, op::FCHMODAT, d, a[1], [0, 0, a[2], 0], &[], m)
     }
 }
 
 /// truncate(path, length).
-pub(super) fn truncate_fwd(a: [u64; 6], m: u64) -> Act {
+pub(super) fn truncate_fwd(h: &impl Home, a: [u64; 6], m: u64) -> Act {
     if local_path(a[0]) {
         return Act::Native;
     }
     let Some(pi) = path_io(a[0]) else { return Act::Ret(EFAULT) };
-    Act::Ret(forward_quick(op::TRUNCATE, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
+    Act::Ret(h.forward_quick(op::TRUNCATE, [0, a[1], 0, 0, 0, 0], &[pi], &[], m))
 }
 
 /// chdir(path): the working directory is at home.
-pub(super) fn chdir_fwd(p: u64, m: u64) -> i64 {
+pub(super) fn chdir_fwd(h: &impl Home, p: u64, m: u64) -> i64 {
     let Some(pi) = path_io(p) else { return EFAULT };
-    forward_quick(op::CHDIR, [0; 6], &[pi], &[], m)
+    h.forward_quick(op::CHDIR, [0; 6], &[pi], &[], m)
 }
 
 /// symlink / symlinkat: `target` (any text) at `link`, relative to `dirfd`.
-pub(super) fn symlink_fwd(target: u64, dirfd: i64, link: u64, m: u64) -> i64 {
+pub(super) fn symlink_fwd(h: &impl Home, target: u64, dirfd: i64, link: u64, m: u64) -> i64 {
     let (Some(ti), Some(li)) = (path_io(target), path_io(link)) else { return EFAULT };
     if let Err(e) = dir_ok(dirfd, link) {
         return e;
     }
-    forward_quick(op::SYMLINKAT, [0, dirfd as u64, 0, 0, 0, 0], &[ti, li], &[], m)
+    h.forward_quick(op::SYMLINKAT, [0, dirfd as u64, 0, 0, 0, 0], &[ti, li], &[], m)
 }
 
 /// statfs(path, buf).
-pub(super) fn statfs_fwd(p: u64, buf: u64, m: u64) -> Act {
+pub(super) fn statfs_fwd(h: &impl Home, p: u64, buf: u64, m: u64) -> Act {
     if local_path(p) {
         return Act::Native;
     }
     let Some(pi) = path_io(p) else { return Act::Ret(EFAULT) };
-    Act::Ret(forward_quick(op::STATFS, [0; 6], &[pi], &[Io { p: buf, n: 120 }], m))
+    Act::Ret(h.forward_quick(op::STATFS, [0; 6], &[pi], &[Io { p: buf, n: 120 }], m))
 }

@@ -4,7 +4,7 @@
 //!
 //! Runs in the SIGSYS handler: no allocation, no locks.
 
-use super::call::{forward, forward_watching};
+use super::call::Home;
 use super::dispatch::{strip_mask_arg, Act};
 use super::homefd::is_remote;
 use super::transport::Io;
@@ -36,7 +36,7 @@ pub(super) fn local_watch(fds: &[libc::pollfd]) -> i64 {
 
 /// poll over home and local descriptors: local ones natively, home ones at home, in
 /// short turns until something is ready or the time is up.
-pub(super) fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: i64) -> i64 {
+pub(super) fn poll_mixed(h: &impl Home, p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64; 23], nr: i64) -> i64 {
     if !any_remote_pollfd(p, n) {
         if nr == libc::SYS_poll {
             return r!(libc::SYS_poll, p, n, timeout_ms);
@@ -49,7 +49,7 @@ pub(super) fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64
     let all_remote = fds.iter().all(|f| f.fd < 0 || is_remote(f.fd as i64));
     let io = [Io { p, n: n * 8 }];
     if all_remote {
-        return forward(op::POLL, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
+        return h.forward(op::POLL, [0, n as u64, timeout_ms as u64, 0, 0, 0], &io, &io, m, true);
     }
     if n > 1024 {
         return EINVAL;
@@ -94,7 +94,7 @@ pub(super) fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64
         // (without a watch, for want of an epoll fd: slices of 20 ms)
         let t = if lr > 0 { 0 } else if watch < 0 { if left < 0 { 20 } else { left.min(20) } } else { left };
         hide(fds, &mut hid, false);
-        let rr = forward_watching(op::POLL, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
+        let rr = h.forward_watching(op::POLL, [0, n as u64, t as u64, 0, 0, 0], &io, &io, m, true, watch);
         unhide(fds, &mut hid);
         if watch >= 0 {
             r!(libc::SYS_close, watch);
@@ -119,7 +119,7 @@ pub(super) fn poll_mixed(p: u64, n: usize, timeout_ms: i64, m: u64, g: &mut [i64
     }
 }
 
-pub(super) fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
+pub(super) fn select_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64 {
     let nfds = (a[0] as usize).min(1024);
     let sets = [a[1], a[2], a[3]];
     let isset = |s: u64, fd: usize| s != 0 && {
@@ -155,7 +155,7 @@ pub(super) fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64
             k += 1;
         }
     }
-    let r = poll_mixed(pf.as_mut_ptr() as u64, k, timeout_ms, m, g, libc::SYS_poll);
+    let r = poll_mixed(h, pf.as_mut_ptr() as u64, k, timeout_ms, m, g, libc::SYS_poll);
     if r < 0 {
         return r;
     }
@@ -191,15 +191,15 @@ pub(super) fn select_fwd(nr: i64, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> i64
 
 /// epoll_pwait on a set with home entries: its own signal mask (SIGSYS left out), if it
 /// gives one, else the thread's.
-pub(super) fn epoll_pwait_fwd(a: [u64; 6], m: u64) -> i64 {
+pub(super) fn epoll_pwait_fwd(h: &impl Home, a: [u64; 6], m: u64) -> i64 {
     // SAFETY: epoll_pwait's contract: a non-null sigmask (checked) points at a sigset; its
     // first 8 bytes are read.
     let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
-    epoll::wait(a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3] as i32 as i64, wm)
+    epoll::wait(h, a[0] as i32 as i64, a[1], a[2] as i32 as i64, a[3] as i32 as i64, wm)
 }
 
 /// epoll_pwait2 on a set with home entries: [`epoll_pwait_fwd`] with a timespec timeout.
-pub(super) fn epoll_pwait2_fwd(a: [u64; 6], m: u64) -> i64 {
+pub(super) fn epoll_pwait2_fwd(h: &impl Home, a: [u64; 6], m: u64) -> i64 {
     let t = if a[3] == 0 { -1 } else {
         // SAFETY: epoll_pwait2's contract: a non-null timeout (checked) points at a struct
         // timespec.
@@ -209,12 +209,12 @@ pub(super) fn epoll_pwait2_fwd(a: [u64; 6], m: u64) -> i64 {
     // SAFETY: epoll_pwait2's contract: a non-null sigmask (checked) points at a sigset; its
     // first 8 bytes are read.
     let wm = if a[4] != 0 { (unsafe { *(a[4] as *const u64) }) & !sigsys_bit() } else { m };
-    epoll::wait(a[0] as i32 as i64, a[1], a[2] as i32 as i64, t, wm)
+    epoll::wait(h, a[0] as i32 as i64, a[1], a[2] as i32 as i64, t, wm)
 }
 
 /// ppoll: with a home fd, [`poll_mixed`]; else natively, its mask argument pointed at a
 /// copy without SIGSYS.
-pub(super) fn ppoll_fwd(a: [u64; 6], m: u64, g: &mut [i64; 23]) -> Act {
+pub(super) fn ppoll_fwd(h: &impl Home, a: [u64; 6], m: u64, g: &mut [i64; 23]) -> Act {
     let t = if a[2] == 0 { -1 } else {
         // SAFETY: ppoll's contract: a non-null timeout (checked) points at a struct timespec.
         let ts = unsafe { &*(a[2] as *const libc::timespec) };
@@ -223,5 +223,5 @@ pub(super) fn ppoll_fwd(a: [u64; 6], m: u64, g: &mut [i64; 23]) -> Act {
     if !any_remote_pollfd(a[0], a[1] as usize) {
         return strip_mask_arg(g, libc::REG_R10 as usize, a[3]);
     }
-    Act::Ret(poll_mixed(a[0], a[1] as usize, t, m, g, libc::SYS_ppoll))
+    Act::Ret(poll_mixed(h, a[0], a[1] as usize, t, m, g, libc::SYS_ppoll))
 }

@@ -5,7 +5,7 @@
 //! [`internal_fds`], the manager's) and no locks.
 
 use super::raw;
-use super::call::forward_quick;
+use super::call::Home;
 use super::transport::Io;
 use super::PLACEHOLDER;
 use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
@@ -43,7 +43,7 @@ pub fn set_remote(fd: i64, on: bool) {
 pub(super) static FD_KIND: [AtomicU8; MAXFD] = [const { AtomicU8::new(0) }; MAXFD];
 
 /// May a read or write on home fd `fd` block for ever? (asked home once per fd)
-pub(super) fn may_block(fd: i64, m: u64) -> bool {
+pub(super) fn may_block(h: &impl Home, fd: i64, m: u64) -> bool {
     if fd < 0 || fd as usize >= MAXFD {
         return true;
     }
@@ -52,7 +52,7 @@ pub(super) fn may_block(fd: i64, m: u64) -> bool {
         return k == 2;
     }
     let mut st = [0u8; 144];
-    let r = forward_quick(op::FSTAT, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
+    let r = h.forward_quick(op::FSTAT, [fd as u64, 0, 0, 0, 0, 0], &[], &[Io { p: st.as_mut_ptr() as u64, n: 144 }], m);
     if r < 0 {
         return true;
     }

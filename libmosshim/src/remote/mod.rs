@@ -74,6 +74,8 @@ mod fwd_poll;
 mod fwd_socket;
 mod homefd;
 mod sud;
+#[cfg(test)]
+mod tests;
 mod transport;
 mod wait;
 

@@ -8,6 +8,7 @@
 //! runs at start-up): no allocation, no locks, no panics, no std I/O; raw system calls
 //! only.
 
+use super::call::Channels;
 use super::dispatch::{dispatch, Act};
 use super::homefd::is_remote;
 use super::{raw, report_exit, sigsys_bit, release_chan, ENOSYS, REMOTE, SELFTEST};
@@ -198,7 +199,7 @@ pub fn fast_call(nr: i64, a: [u64; 6]) -> Option<i64> {
     // no register frame here: the fd calls below never use it
     let mut g = [0i64; 23];
     let mut m = app;
-    let act = dispatch(nr, a, &mut g, &mut m);
+    let act = dispatch(&Channels, nr, a, &mut g, &mut m);
     r!(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &m as *const u64, 0, 8);
     match act {
         Act::Ret(r) => Some(r),
@@ -305,13 +306,13 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
         libc::SYS_rt_sigprocmask | libc::SYS_rt_sigaction | libc::SYS_rt_sigsuspend | libc::SYS_ppoll
             if SELFTEST.load(Ordering::Relaxed) =>
         {
-            match dispatch(nr, a, g, maskp) {
+            match dispatch(&Channels, nr, a, g, maskp) {
                 Act::Ret(r) => g[REG_RAX as usize] = r,
                 Act::Native => native(g),
             }
         }
         _ if SELFTEST.load(Ordering::Relaxed) => native(g),
-        _ => match dispatch(nr, a, g, maskp) {
+        _ => match dispatch(&Channels, nr, a, g, maskp) {
             Act::Ret(r) => g[REG_RAX as usize] = r,
             Act::Native => native(g),
         },
