@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use proto::rsys::{self, op};
 
 pub(super) const DEPTHS: usize = 4;
-pub(super) const NCHAN: usize = 512;
+const NCHAN: usize = 512;
 
 pub(super) struct Chan {
     pub(super) key: AtomicI32,
@@ -32,7 +32,7 @@ pub(super) struct Chan {
     pub(super) mask: AtomicU64,
 }
 #[allow(clippy::declare_interior_mutable_const)]
-pub(super) const CHAN0: Chan = Chan {
+const CHAN0: Chan = Chan {
     key: AtomicI32::new(0),
     depth: AtomicU32::new(0),
     fd: [const { AtomicI32::new(-1) }; DEPTHS],
@@ -42,7 +42,7 @@ pub(super) const CHAN0: Chan = Chan {
     seq: [const { AtomicU64::new(0) }; DEPTHS],
     mask: AtomicU64::new(0),
 };
-pub(super) static CHANS: [Chan; NCHAN] = [CHAN0; NCHAN];
+static CHANS: [Chan; NCHAN] = [CHAN0; NCHAN];
 
 pub(super) fn my_chan() -> Option<&'static Chan> {
     let me = crate::tids::self_vtid();
@@ -85,29 +85,33 @@ pub(super) fn release_chan() {
 }
 
 /// The home shadowd's local listener (proto::rsys: an abstract unix socket), learnt from
-/// a hello reply: its name, NUL-padded, in 4 words.
-pub(super) static LOCAL_NAME: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
-/// 0: no local listener known; 1: known, calls connections try it first; 2: it could not
-/// be reached from here (another host or network namespace): TCP only.
-pub(super) static LOCAL_STATE: AtomicU32 = AtomicU32::new(0);
+/// a hello reply.
+struct LocalListener {
+    /// its name, NUL-padded, in 4 words
+    name: [AtomicU64; 4],
+    /// 0: no local listener known; 1: known, calls connections try it first; 2: it could
+    /// not be reached from here (another host or network namespace): TCP only.
+    state: AtomicU32,
+}
+static LOCAL: LocalListener = LocalListener { name: [const { AtomicU64::new(0) }; 4], state: AtomicU32::new(0) };
 /// `MOS_RSYS_TCP=1`: never use the local listener (set at start-up, kept in images).
 pub static LOCAL_OFF: AtomicBool = AtomicBool::new(false);
 
 /// The body may have moved to another host: learn the local listener afresh.
 pub fn forget_local() {
-    LOCAL_STATE.store(0, Ordering::Release);
+    LOCAL.state.store(0, Ordering::Release);
 }
 
-pub(super) fn learn_local(rep: &rsys::HelloReply) {
-    if rep.local_len() == 0 || LOCAL_STATE.load(Ordering::Acquire) != 0 {
+fn learn_local(rep: &rsys::HelloReply) {
+    if rep.local_len() == 0 || LOCAL.state.load(Ordering::Acquire) != 0 {
         return;
     }
-    for (i, w) in LOCAL_NAME.iter().enumerate() {
+    for (i, w) in LOCAL.name.iter().enumerate() {
         let mut b = [0u8; 8];
         b.copy_from_slice(&rep.local[i * 8..i * 8 + 8]);
         w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
     }
-    let _ = LOCAL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed);
+    let _ = LOCAL.state.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// Connect one channel of `kind` to the home shadow; returns the fd (internal, high).
@@ -124,12 +128,12 @@ pub(super) fn connect_x(kind: u32, side: &mut [i64; 2]) -> i64 {
     if !SESSION_SET.load(Ordering::Acquire) {
         return -(libc::EIO as i64);
     }
-    if kind == rsys::KIND_CALLS && !LOCAL_OFF.load(Ordering::Relaxed) && LOCAL_STATE.load(Ordering::Acquire) == 1 {
+    if kind == rsys::KIND_CALLS && !LOCAL_OFF.load(Ordering::Relaxed) && LOCAL.state.load(Ordering::Acquire) == 1 {
         let fd = connect_local(side);
         if fd >= 0 {
             return fd;
         }
-        let _ = LOCAL_STATE.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = LOCAL.state.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Relaxed);
     }
     // SAFETY: SESSION is written only while the application is frozen.
     let s = unsafe { &*SESSION.0.get() };
@@ -144,7 +148,7 @@ pub(super) fn connect_x(kind: u32, side: &mut [i64; 2]) -> i64 {
 
 /// A connected stream socket of `domain` to the address at `addr` (`len` bytes), as an
 /// internal high descriptor; or -errno.
-pub(super) fn dial(domain: i32, addr: u64, len: usize) -> i64 {
+fn dial(domain: i32, addr: u64, len: usize) -> i64 {
     let fd = r!(libc::SYS_socket, domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
     if fd < 0 {
         return fd;
@@ -160,18 +164,18 @@ pub(super) fn dial(domain: i32, addr: u64, len: usize) -> i64 {
     fd
 }
 
-pub(super) fn close_failed(fd: i64, e: i64) -> i64 {
+fn close_failed(fd: i64, e: i64) -> i64 {
     bit_set(&FD_INTERNAL, fd, false);
     r!(libc::SYS_close, fd);
     e
 }
 
-pub(super) fn connect_local(side: &mut [i64; 2]) -> i64 {
+fn connect_local(side: &mut [i64; 2]) -> i64 {
     // SAFETY: an all-zero sockaddr_un is valid.
     let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     a.sun_family = libc::AF_UNIX as u16;
     let mut len = 0;
-    for (i, w) in LOCAL_NAME.iter().enumerate() {
+    for (i, w) in LOCAL.name.iter().enumerate() {
         for (j, b) in w.load(Ordering::Relaxed).to_ne_bytes().into_iter().enumerate() {
             // abstract: sun_path[0] stays NUL, the name follows
             a.sun_path[1 + i * 8 + j] = b as libc::c_char;
@@ -219,7 +223,7 @@ pub(super) fn connect_local(side: &mut [i64; 2]) -> i64 {
 }
 
 /// Say hello on a fresh connection; the fd, or -errno (the connection closed).
-pub(super) fn hello(fd: i64, kind: u32, flags: u32) -> i64 {
+fn hello(fd: i64, kind: u32, flags: u32) -> i64 {
     // SAFETY: SESSION is written only while the application is frozen.
     let s = unsafe { &*SESSION.0.get() };
     let h = rsys::Hello {

@@ -17,11 +17,11 @@ use core::sync::atomic::Ordering;
 use proto::rsys::{self, op};
 
 // x86_64 numbers of calls newer than the libc crate's table (Linux 6.13 .. 6.17)
-pub(super) const SYS_SETXATTRAT: i64 = 463;
-pub(super) const SYS_REMOVEXATTRAT: i64 = 466;
-pub(super) const SYS_OPEN_TREE_ATTR: i64 = 467;
-pub(super) const SYS_FILE_GETATTR: i64 = 468;
-pub(super) const SYS_FILE_SETATTR: i64 = 469;
+const SYS_SETXATTRAT: i64 = 463;
+const SYS_REMOVEXATTRAT: i64 = 466;
+const SYS_OPEN_TREE_ATTR: i64 = 467;
+const SYS_FILE_GETATTR: i64 = 468;
+const SYS_FILE_SETATTR: i64 = 469;
 
 /// What the handler does with one call.
 pub(super) enum Act {

@@ -9,25 +9,28 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use proto::rsys::op;
 
 /// Signal actions as the kernel holds them, read before a forwarded call waits: bit
-/// `sig - 1` of `SIG_HANDLED` when `sig` has an application handler, of `SIG_NORESTART`
-/// when that handler lacks SA_RESTART. Read again whenever `SIGACT_GEN` moved since the
-/// last reading (a handler changed, or the body was restarted from an image).
-pub(super) static SIG_HANDLED: AtomicU64 = AtomicU64::new(0);
-pub(super) static SIG_NORESTART: AtomicU64 = AtomicU64::new(0);
-pub(super) static SIGACT_GEN: AtomicU32 = AtomicU32::new(1);
-pub(super) static SIGACT_READ: AtomicU32 = AtomicU32::new(0);
+/// `sig - 1` of `handled` when `sig` has an application handler, of `norestart` when that
+/// handler lacks SA_RESTART. Read again whenever `gen` moved since the last reading
+/// (`read`: a handler changed, or the body was restarted from an image).
+struct SigActions {
+    handled: AtomicU64,
+    norestart: AtomicU64,
+    gen: AtomicU32,
+    read: AtomicU32,
+}
+static SIGACTS: SigActions = SigActions { handled: AtomicU64::new(0), norestart: AtomicU64::new(0), gen: AtomicU32::new(1), read: AtomicU32::new(0) };
 
 /// A signal action may have changed: read them all again before the next wait.
 pub fn sigactions_changed() {
-    SIGACT_GEN.fetch_add(1, Ordering::AcqRel);
+    SIGACTS.gen.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The signals whose handler ends an interrupted call `op` with EINTR: poll is never
 /// restarted, the others are unless the handler lacks SA_RESTART (signal(7)). The shim's
 /// own signals (checkpoint trigger, freeze), glibc's internal ones and SIGSYS never are.
 pub(super) fn eintr_signals(op: u32) -> u64 {
-    let g = SIGACT_GEN.load(Ordering::Acquire);
-    if SIGACT_READ.load(Ordering::Acquire) != g {
+    let g = SIGACTS.gen.load(Ordering::Acquire);
+    if SIGACTS.read.load(Ordering::Acquire) != g {
         let (mut handled, mut norestart) = (0u64, 0u64);
         for sig in 1..=64 {
             if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGSYS | 32 | 33) || crate::signals::app_action_slot(sig).is_some() {
@@ -44,13 +47,13 @@ pub(super) fn eintr_signals(op: u32) -> u64 {
                 }
             }
         }
-        SIG_HANDLED.store(handled, Ordering::Release);
-        SIG_NORESTART.store(norestart, Ordering::Release);
-        SIGACT_READ.store(g, Ordering::Release);
+        SIGACTS.handled.store(handled, Ordering::Release);
+        SIGACTS.norestart.store(norestart, Ordering::Release);
+        SIGACTS.read.store(g, Ordering::Release);
     }
     if op == op::POLL {
-        SIG_HANDLED.load(Ordering::Acquire)
+        SIGACTS.handled.load(Ordering::Acquire)
     } else {
-        SIG_NORESTART.load(Ordering::Acquire)
+        SIGACTS.norestart.load(Ordering::Acquire)
     }
 }

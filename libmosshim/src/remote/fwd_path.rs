@@ -12,7 +12,7 @@ use super::transport::Io;
 use super::{raw, EBADF, EFAULT, EINVAL};
 use proto::rsys::{self, op};
 
-pub(super) fn strlen(p: u64) -> Option<usize> {
+fn strlen(p: u64) -> Option<usize> {
     if p == 0 {
         return None;
     }
@@ -28,12 +28,12 @@ pub(super) fn strlen(p: u64) -> Option<usize> {
     Some(n)
 }
 
-pub(super) fn path_io(p: u64) -> Option<Io> {
+fn path_io(p: u64) -> Option<Io> {
     strlen(p).map(|n| Io { p, n: n + 1 })
 }
 
 /// Paths that name this node's own kernel objects or devices and stay local.
-pub(super) fn local_path(p: u64) -> bool {
+fn local_path(p: u64) -> bool {
     let Some(n) = strlen(p) else { return false };
     // SAFETY: n bytes were just read by strlen.
     let s = unsafe { core::slice::from_raw_parts(p as *const u8, n) };
@@ -54,7 +54,7 @@ pub(super) fn local_path(p: u64) -> bool {
     LOCAL.iter().any(|l| s.starts_with(l)) || s == b"/dev/random" || s == b"/proc/self"
 }
 
-pub(super) fn dir_ok(dirfd: i64, p: u64) -> Result<(), i64> {
+fn dir_ok(dirfd: i64, p: u64) -> Result<(), i64> {
     // absolute paths ignore dirfd; otherwise AT_FDCWD or a home directory
     // SAFETY: p is a NUL-terminated path (checked by the caller).
     let abs = p != 0 && unsafe { *(p as *const u8) } == b'/';

@@ -12,7 +12,7 @@ use super::wait::mono_ms;
 use super::{epoll, raw, sigsys_bit, EINVAL};
 use proto::rsys::op;
 
-pub(super) fn any_remote_pollfd(p: u64, n: usize) -> bool {
+fn any_remote_pollfd(p: u64, n: usize) -> bool {
     (0..n).any(|i| {
         // SAFETY: poll's contract (select_fwd passes its own array): p points at n struct
         // pollfd, and i < n.
@@ -22,7 +22,7 @@ pub(super) fn any_remote_pollfd(p: u64, n: usize) -> bool {
 }
 
 /// A fresh epoll fd watching the local entries of a pollfd array (-1 if none can be made).
-pub(super) fn local_watch(fds: &[libc::pollfd]) -> i64 {
+fn local_watch(fds: &[libc::pollfd]) -> i64 {
     let ep = r!(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC);
     if ep < 0 {
         return -1;

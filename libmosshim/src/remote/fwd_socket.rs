@@ -74,7 +74,7 @@ pub(super) fn recvfrom_fwd(h: &impl Home, fd: i64, data: &[Io], flags: u64, addr
     r
 }
 
-pub(super) fn sendmsg_fwd(h: &impl Home, fd: i64, msg: &libc::msghdr, flags: u64, m: u64) -> i64 {
+fn sendmsg_fwd(h: &impl Home, fd: i64, msg: &libc::msghdr, flags: u64, m: u64) -> i64 {
     if msg.msg_controllen != 0 {
         return -(libc::EOPNOTSUPP as i64);
     }
@@ -83,7 +83,7 @@ pub(super) fn sendmsg_fwd(h: &impl Home, fd: i64, msg: &libc::msghdr, flags: u64
     sendto_fwd(h, fd, &v[..k], flags, msg.msg_name as u64, msg.msg_namelen as usize, m)
 }
 
-pub(super) fn recvmsg_fwd(h: &impl Home, fd: i64, msg: &mut libc::msghdr, flags: u64, m: u64) -> i64 {
+fn recvmsg_fwd(h: &impl Home, fd: i64, msg: &mut libc::msghdr, flags: u64, m: u64) -> i64 {
     let mut v = [NOIO; 8];
     let Some(k) = iovs(msg.msg_iov as u64, msg.msg_iovlen, &mut v) else { return EINVAL };
     let nl = &mut msg.msg_namelen as *mut u32 as u64;

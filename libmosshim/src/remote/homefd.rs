@@ -15,7 +15,7 @@ pub(super) const MAXFD: usize = 65536;
 pub(super) static FD_REMOTE: [AtomicU64; MAXFD / 64] = [const { AtomicU64::new(0) }; MAXFD / 64];
 pub(super) static FD_INTERNAL: [AtomicU64; MAXFD / 64] = [const { AtomicU64::new(0) }; MAXFD / 64];
 
-pub(super) fn bit_get(t: &[AtomicU64], fd: i64) -> bool {
+fn bit_get(t: &[AtomicU64], fd: i64) -> bool {
     fd >= 0 && (fd as usize) < MAXFD && t[fd as usize / 64].load(Ordering::Relaxed) & (1 << (fd % 64)) != 0
 }
 pub(super) fn bit_set(t: &[AtomicU64], fd: i64, on: bool) {
@@ -40,7 +40,7 @@ pub fn set_remote(fd: i64, on: bool) {
 }
 /// Per home fd: 0 not known yet, 1 a regular file or directory (calls finish at once),
 /// 2 anything that may block (pipe, socket, terminal, device).
-pub(super) static FD_KIND: [AtomicU8; MAXFD] = [const { AtomicU8::new(0) }; MAXFD];
+static FD_KIND: [AtomicU8; MAXFD] = [const { AtomicU8::new(0) }; MAXFD];
 
 /// May a read or write on home fd `fd` block for ever? (asked home once per fd)
 pub(super) fn may_block(h: &impl Home, fd: i64, m: u64) -> bool {
@@ -79,7 +79,7 @@ pub fn internal_fds() -> Vec<i32> {
     v
 }
 
-pub(super) fn high_base() -> i64 {
+fn high_base() -> i64 {
     let mut lim = [0u64; 2];
     r!(libc::SYS_prlimit64, 0, libc::RLIMIT_NOFILE, 0, lim.as_mut_ptr());
     (lim[0] as i64 - 64).clamp(64, 4000)

@@ -17,9 +17,9 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 
 /// Call sites that can have a native trampoline.
-pub(super) const NTRAMP: usize = 1024;
+const NTRAMP: usize = 1024;
 /// Distinct sites of clone/clone3 calls.
-pub(super) const NCLONE: usize = 16;
+const NCLONE: usize = 16;
 
 // Trampolines: `syscall; jmp *ret[i]` (8 bytes each), clone trampolines that also switch
 // SUD on in the new thread (32 bytes each), and a no-return one.
@@ -101,15 +101,20 @@ extern "C" {
     static mos_sud_clone_ret: [AtomicU64; NCLONE];
 }
 
-/// SUD selector: always "block"; the shim's own text is the allowed range.
-pub(super) static SELECTOR: AtomicU8 = AtomicU8::new(1);
-pub(super) static TEXT_START: AtomicU64 = AtomicU64::new(0);
-pub(super) static TEXT_LEN: AtomicU64 = AtomicU64::new(0);
+/// What every thread's SUD is switched on with: the selector, always "block" (the kernel
+/// reads it at this address on every system call), and the shim's own text, the allowed
+/// range (learnt at start-up).
+struct SudRange {
+    selector: AtomicU8,
+    text_start: AtomicU64,
+    text_len: AtomicU64,
+}
+static SUD_RANGE: SudRange = SudRange { selector: AtomicU8::new(1), text_start: AtomicU64::new(0), text_len: AtomicU64::new(0) };
 
 // ---------------------------------------------------------------- enabling
 
-pub(super) const PR_SET_SYSCALL_USER_DISPATCH: i64 = 59;
-pub(super) const PR_SYS_DISPATCH_ON: u64 = 1;
+const PR_SET_SYSCALL_USER_DISPATCH: i64 = 59;
+const PR_SYS_DISPATCH_ON: u64 = 1;
 
 /// Find the shim's executable mapping (the SUD allowed range). Manager thread, at start.
 pub fn learn_text() -> bool {
@@ -120,8 +125,8 @@ pub fn learn_text() -> bool {
         let Some((a, b)) = range.split_once('-') else { continue };
         let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
         if a <= me && me < b {
-            TEXT_START.store(a, Ordering::Relaxed);
-            TEXT_LEN.store(b - a, Ordering::Relaxed);
+            SUD_RANGE.text_start.store(a, Ordering::Relaxed);
+            SUD_RANGE.text_len.store(b - a, Ordering::Relaxed);
             return true;
         }
     }
@@ -133,7 +138,7 @@ pub fn enable_thread() {
     if !REMOTE.load(Ordering::Acquire) {
         return;
     }
-    let r = r!(libc::SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, TEXT_START.load(Ordering::Relaxed), TEXT_LEN.load(Ordering::Relaxed), SELECTOR.as_ptr());
+    let r = r!(libc::SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, SUD_RANGE.text_start.load(Ordering::Relaxed), SUD_RANGE.text_len.load(Ordering::Relaxed), SUD_RANGE.selector.as_ptr());
     SUD_ON.with(|f| f.set(r == 0));
 }
 
@@ -208,7 +213,7 @@ pub fn fast_call(nr: i64, a: [u64; 6]) -> Option<i64> {
 }
 
 /// Claim (or find) the native trampoline for the call site returning to `ret`.
-pub(super) fn tramp_for(ret: u64) -> Option<u64> {
+fn tramp_for(ret: u64) -> Option<u64> {
     // SAFETY: a static table defined in the asm above.
     let t = unsafe { &mos_sud_ret };
     let mut i = ((ret ^ (ret >> 12)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % NTRAMP;
@@ -225,7 +230,7 @@ pub(super) fn tramp_for(ret: u64) -> Option<u64> {
     None
 }
 
-pub(super) fn clone_tramp_for(ret: u64) -> Option<u64> {
+fn clone_tramp_for(ret: u64) -> Option<u64> {
     // SAFETY: a static table defined in the asm above.
     let t = unsafe { &mos_sud_clone_ret };
     for (i, s) in t.iter().enumerate() {

@@ -12,7 +12,7 @@ use proto::rsys::{self, Req, Resp};
 
 /// Move exactly `n` bytes at address `p` with `op(address, count)`, one system call per
 /// piece (EINTR retried); false if the descriptor failed or reached its end.
-pub(super) fn exact(mut p: u64, mut n: usize, op: impl Fn(u64, usize) -> i64) -> bool {
+fn exact(mut p: u64, mut n: usize, op: impl Fn(u64, usize) -> i64) -> bool {
     while n > 0 {
         let k = op(p, n);
         if k == -(libc::EINTR as i64) {
@@ -38,7 +38,7 @@ pub(super) fn read_all(fd: i64, p: *mut u8, n: usize) -> bool {
 }
 
 /// Read exactly `n` bytes from the pipe `fd`.
-pub(super) fn read_pipe(fd: i64, p: *mut u8, n: usize) -> bool {
+fn read_pipe(fd: i64, p: *mut u8, n: usize) -> bool {
     exact(p as u64, n, |p, n| r!(libc::SYS_read, fd, p, n))
 }
 

@@ -10,7 +10,7 @@ use super::sigsys_bit;
 
 /// Wait for the answer on `fd` with the application's mask `mask` (signals get through).
 /// Returns 1 when readable, 0 when interrupted.
-pub(super) fn wait_readable(fd: i64, mask: u64) -> i64 {
+fn wait_readable(fd: i64, mask: u64) -> i64 {
     let mut p = libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 };
     let m = mask & !ckpt::sys::sigbit(libc::SIGSYS);
     let r = r!(libc::SYS_ppoll, &mut p as *mut libc::pollfd, 1, 0, &m as *const u64, 8);
