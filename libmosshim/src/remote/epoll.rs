@@ -4,7 +4,8 @@
 //! its number), so the body keeps those entries itself: (epoll fd, fd, events, data).
 //! `epoll_wait` on a set that has such entries takes what the kernel's part has ready,
 //! else forwards a poll of the home part and meanwhile watches the set's own fd: should a
-//! local entry become ready first, the forwarded poll is cancelled ([`super::call_also`]).
+//! local entry become ready first, the forwarded poll is cancelled
+//! ([`super::call::Home::forward_watching`]).
 //! A set with no home entry armed waits in the kernel.
 //!
 //! Semantics kept: EPOLL_CTL_ADD/MOD/DEL with EEXIST/ENOENT, the data word, EPOLLONESHOT
@@ -18,7 +19,11 @@
 //! the process's memory, so an image carries it; entries of a set that was built at home
 //! come from the image's interest list ([`adopt`]).
 
-use super::{call_also, is_remote, mono_ms, raw, Io, EBADF, EINVAL};
+use super::call::Home;
+use super::homefd::is_remote;
+use super::transport::Io;
+use super::wait::mono_ms;
+use super::{raw, EBADF, EINVAL};
 use proto::rsys::op;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -152,7 +157,7 @@ pub fn adopt(ep: i32, fd: i32, events: u32, data: u64) {
 
 /// epoll_wait on a set with home entries: events into `evp` (room for `max`), waiting at
 /// most `timeout_ms` (-1: for ever) with the application's signal mask `m`.
-pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
+pub(super) fn wait(h: &impl Home, ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
     if max <= 0 || max > i32::MAX as i64 / 12 {
         return EINVAL;
     }
@@ -202,7 +207,7 @@ pub fn wait(ep: i64, evp: u64, max: i64, timeout_ms: i64, m: u64) -> i64 {
             // nothing local yet: wait at home, until the set's own fd says otherwise
             let t = if n > 0 { 0 } else if timeout_ms < 0 { -1 } else { left.min(i32::MAX as i64) };
             let io = [Io { p: pf.as_mut_ptr() as u64, n: k * core::mem::size_of::<libc::pollfd>() }];
-            let r = call_also(op::POLL, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
+            let r = h.forward_watching(op::POLL, [0, k as u64, t as u64, 0, 0, 0], &io, &io, m, true, if n > 0 { -1 } else { ep });
             if r < 0 {
                 if n > 0 {
                     return n;
