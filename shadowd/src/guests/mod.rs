@@ -7,8 +7,8 @@
 //! guests die with the daemon, not before.
 //!
 //! - this file: the table of guests, watching each until it exits, signalling them.
-//! - [`launch`]: how a job is started (its plan, stdio, environment, the forked child).
-//! - [`checkpoint`]: periodic checkpoints, vacating, images streamed home.
+//! - `launch`: how a job is started (its plan, stdio, environment, the forked child).
+//! - `checkpoint`: periodic checkpoints, vacating, images streamed home.
 
 use std::collections::HashMap;
 use std::fs;

@@ -1,6 +1,6 @@
 //! The rsys listeners: TCP from anywhere, an abstract unix socket for bodies on this host.
 //! Owns accepting, the hello and its reply, and the answer socket a local connection may
-//! pass; then hands the connection to [`super::control`] or [`super::serve`]. Drops a peer
+//! pass; then hands the connection to [`super::control`] or [`super::serve`](mod@super::serve). Drops a peer
 //! with a bad hello or token, never the listener.
 
 use std::io::{self, Read, Write};

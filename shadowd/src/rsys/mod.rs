@@ -8,12 +8,12 @@
 //! table (its parts, below, own the rest); it never trusts a peer: a bad hello, a bad token
 //! or an oversized request drops that connection only.
 //!
-//! - [`listen`]: the TCP and local listeners, hellos, answer sockets.
-//! - [`session`]: one process's session: its descriptors, cwd, channels, the stub.
-//! - [`serve`]: the calls loop: exactly-once replay of a resent call, cancels, resyncs.
-//! - [`splice`]: large file reads spliced to the body without passing through here.
-//! - [`control`]: the body's control connection, signals to the body, a lost body.
-//! - [`exec`]: the forwarded calls, performed here, by family.
+//! - `listen`: the TCP and local listeners, hellos, answer sockets.
+//! - `session`: one process's session: its descriptors, cwd, channels, the stub.
+//! - `serve`: the calls loop: exactly-once replay of a resent call, cancels, resyncs.
+//! - `splice`: large file reads spliced to the body without passing through here.
+//! - `control`: the body's control connection, signals to the body, a lost body.
+//! - `exec`: the forwarded calls, performed here, by family.
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -113,7 +113,7 @@ pub(super) fn spliced_read(s: &Session, req: &Req, into: Option<&DataPipe>) -> O
     with_pipe(|p| splice(p.1.as_raw_fd(), p.2)).flatten().map(|(f, ret, off)| (f, ret, off, false))
 }
 
-/// The body's data pipe ([`wire::RESP_DATA_IN_PIPE`]): its write end, and its capacity.
+/// The body's data pipe ([`proto::rsys::RESP_DATA_IN_PIPE`]): its write end, and its capacity.
 pub(super) struct DataPipe {
     fd: OwnedFd,
     cap: usize,

@@ -1,6 +1,6 @@
 //! The forwarded calls, performed here on the session's real descriptors: one table that
 //! sends each op to its family, and what they share (raw syscalls, answers, read buffers).
-//! A call never half-happens: it answers (ret or -errno, remembered by [`super::serve`]),
+//! A call never half-happens: it answers (ret or -errno, remembered by [`super::serve`](mod@super::serve)),
 //! or, if the body went away while it waited, is abandoned without effect.
 
 use std::io;
