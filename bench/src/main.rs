@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod balance;
+mod migration;
 mod remote;
 
 fn root() -> PathBuf {
@@ -280,7 +281,7 @@ fn main() {
         }
     }
     let _scratch = Scratch(dir.clone());
-    // MOS_BENCH_ONLY=ckpt, =remote or =balance runs one section
+    // MOS_BENCH_ONLY=ckpt, =remote, =migration or =balance runs one section
     let only = std::env::var("MOS_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "ckpt" {
         let exe = dir.join("heap");
@@ -293,6 +294,9 @@ fn main() {
     }
     if only.is_empty() || only == "remote" {
         remote::run(&dir);
+    }
+    if only.is_empty() || only == "migration" {
+        migration::run(&dir);
     }
     if only.is_empty() || only == "balance" {
         balance::run(&dir);
