@@ -677,7 +677,17 @@ fn node_addr(node: &str) -> Result<String> {
 /// `mos migrate PID NODE`: move the body of process PID (running under the shim, homed
 /// at this machine's shadowd `home`, default `$MOS_HOME_NODE` or the cluster's first
 /// node) to NODE. The process stays at home as its stub; its files stay at home.
-pub fn migrate_process(pid: u32, node: &str, home: Option<&str>) -> Result<()> {
+/// What `mos migrate` prints beyond its line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// the move's figures
+    pub stats: bool,
+    /// everything as one JSON object instead
+    pub json: bool,
+}
+
+pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, report: Report) -> Result<()> {
+    let t0 = Instant::now();
     let to = node_addr(node)?;
     let home = match home.map(str::to_string).or_else(|| std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty())) {
         Some(h) => node_addr(&h)?,
@@ -697,7 +707,7 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>) -> Result<()> {
         bail!("process {pid} already runs on {node}");
     }
     match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone() })? {
-        Msg::Migrated { pid: there } => {
+        Msg::Migrated { pid: there, stats } => {
             // done when the new body has reported home
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
@@ -707,7 +717,32 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>) -> Result<()> {
                     _ => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
+            let all_ms = t0.elapsed().as_millis() as u64;
+            if report.json {
+                let s = stats.unwrap_or(proto::msg::MoveStats { bytes: 0, rounds: 0, frozen_ms: 0, total_ms: 0 });
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "pid": pid, "node": node, "body_pid": there, "bytes": s.bytes, "rounds": s.rounds,
+                        "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
+                    })
+                );
+                return Ok(());
+            }
             println!("process {pid} migrated to {node} (pid {there} there); its home stub keeps pid {pid}");
+            if report.stats {
+                match stats {
+                    Some(s) => println!(
+                        "{} bytes ({:.1} MiB), {} copy rounds (stop-and-copy), frozen {} ms, total {all_ms} ms ({:.2} GiB/s)",
+                        s.bytes,
+                        s.bytes as f64 / f64::from(1u32 << 20),
+                        s.rounds,
+                        s.frozen_ms,
+                        s.bytes as f64 / (all_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30)
+                    ),
+                    None => println!("total {all_ms} ms (the source shadowd sent no figures)"),
+                }
+            }
             Ok(())
         }
         m => bail!("unexpected answer {}", m.name()),

@@ -127,6 +127,12 @@ enum Cmd {
         /// cluster's first node
         #[arg(long)]
         home: Option<String>,
+        /// also print how the move went: bytes, copy rounds, frozen and total time
+        #[arg(long)]
+        stats: bool,
+        /// print the result as JSON (pid, node, body_pid, bytes, rounds, frozen_ms, total_ms)
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -199,8 +205,8 @@ fn main() {
         Cmd::Hold { id } => cluster::command(&id, JobCommand::Hold),
         Cmd::Release { id } => cluster::command(&id, JobCommand::Release),
         Cmd::Vacate { id } => cluster::command(&id, JobCommand::Vacate),
-        Cmd::Migrate { id, node, home } => match id.parse::<u32>() {
-            Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref()),
+        Cmd::Migrate { id, node, home, stats, json } => match id.parse::<u32>() {
+            Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref(), cluster::Report { stats, json }),
             _ => cluster::migrate(&id, &node),
         },
     };

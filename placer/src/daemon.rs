@@ -546,7 +546,7 @@ impl Placer {
         let mut there = None;
         let result = match &l.who {
             Who::Process { pid, .. } => match self.ask_node(from_addr, &Msg::MigrateProcess { pid: *pid, to: to_addr.to_string() }) {
-                Ok(Msg::Migrated { pid }) => {
+                Ok(Msg::Migrated { pid, .. }) => {
                     there = Some(pid);
                     Ok(())
                 }

@@ -582,6 +582,8 @@ pub enum Msg {
     Migrated {
         /// The body's pid on the target node.
         pid: u32,
+        /// How the move went (the source's figures; none from a target placing a body).
+        stats: Option<MoveStats>,
     },
     /// placer -> a batch job's home shadowd: open (or find) the shadow session of `job`,
     /// with its stdin/stdout/stderr (`/dev/null` when `None`) opened here at home as fds
@@ -669,6 +671,20 @@ pub enum Msg {
         /// Image bytes sent.
         bytes: u64,
     },
+}
+
+/// One migration's figures, as the source measured them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveStats {
+    /// Image bytes sent.
+    pub bytes: u64,
+    /// Copy rounds while the process ran (0: stop-and-copy).
+    pub rounds: u32,
+    /// How long the process did not run: from the checkpoint request until it ran on the
+    /// target (stop-and-copy: the whole move).
+    pub frozen_ms: u64,
+    /// The move at the source, request to commit.
+    pub total_ms: u64,
 }
 
 /// One row of `mos ps`.

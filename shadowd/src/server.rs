@@ -154,7 +154,7 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
         }
         Msg::MigrateProcess { pid, to } => {
             return match migrate_process(ctx, pid, &to) {
-                Ok(pid) => Msg::Migrated { pid },
+                Ok((pid, stats)) => Msg::Migrated { pid, stats: Some(stats) },
                 Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
             }
         }
@@ -162,7 +162,7 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
         Msg::PlaceJob { job, spec } if job.0 & crate::rsys::PROCESS_JOB_BIT != 0 => {
             let image = spec.restart_from.clone();
             return match ctx.guests.place(job, spec) {
-                Ok(pid) => Msg::Migrated { pid },
+                Ok(pid) => Msg::Migrated { pid, stats: None },
                 Err(e) => {
                     // an image in memory that will not run is only memory lost
                     if let Some(p) = image.filter(|p| p.as_path().starts_with(&ctx.migration_dir) || p.as_path().starts_with(&ctx.received_dir)) {
@@ -194,7 +194,7 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// is written, and restart it there as a guest; its pid there. The process stays frozen
 /// until it runs there, and runs on here if anything fails before (no image is written
 /// on this node).
-pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32, String> {
+pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<(u32, proto::msg::MoveStats), String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
@@ -207,7 +207,7 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<u32
     r
 }
 
-fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<u32, String> {
+fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<(u32, proto::msg::MoveStats), String> {
     // a migration that came first may have moved it already
     if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
@@ -275,7 +275,8 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         stored.as_millis(),
         t0.elapsed().as_millis()
     );
-    Ok(body)
+    let ms = t0.elapsed().as_millis() as u64;
+    Ok((body, proto::msg::MoveStats { bytes: n, rounds: 0, frozen_ms: ms, total_ms: ms }))
 }
 
 /// How long a target may stop taking a streamed image before the migration gives up.
@@ -318,7 +319,7 @@ fn place_restart(ctx: &ServerCtx, job: proto::JobId, there: OsBytes, to: &str) -
     };
     w.write_msg(&Msg::PlaceJob { job, spec }, &[]).map_err(|e| format!("{to}: {e}"))?;
     match r.read_msg::<Msg>() {
-        Ok((Msg::Migrated { pid }, _)) => Ok(pid),
+        Ok((Msg::Migrated { pid, .. }, _)) => Ok(pid),
         // an older target: it does not say the pid
         Ok((Msg::Ack, _)) => Ok(0),
         Ok((Msg::Error { msg }, _)) => Err(msg),

@@ -233,8 +233,8 @@ fn memory_ushering_keeps_growing_processes_alive() {
 
 /// A node killed in the middle of a balancing move (its shadowd SIGKILLed as soon as the
 /// move to it is ordered, while a 300 MiB image streams to it): the process is not lost.
-/// It is restarted from its image where it was, and every process still prints what an
-/// uninterrupted run prints and exits 0.
+/// It runs on where it was (it leaves only once it runs on the target), and every process
+/// still prints what an uninterrupted run prints and exits 0.
 #[test]
 fn a_node_killed_mid_balance_loses_nothing() {
     if !privileged() {

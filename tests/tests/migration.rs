@@ -53,10 +53,14 @@ fn a_big_process_arrives_whole() {
     let c = cluster(2, None);
     let mib = 512;
     let mut p = bigheap(&c, mib);
-    for to in ["node2", "node1"] {
-        let out = c.mos(&["migrate", &p.pid().to_string(), to]);
-        out.assert_code(0, &format!("mos migrate to {to}"));
-    }
+    let there = c.json(&["migrate", &p.pid().to_string(), "node2", "--json"]);
+    let bytes = there["bytes"].as_u64().unwrap_or(0);
+    assert!(bytes > u64::from(mib) << 20 && bytes < (u64::from(mib) + 64) << 20, "image bytes: {there}");
+    assert_eq!((there["node"].as_str(), there["rounds"].as_u64()), (Some("node2"), Some(0)), "{there}");
+    assert!(there["frozen_ms"].as_u64().unwrap_or(0) > 0 && there["total_ms"].as_u64() >= there["frozen_ms"].as_u64(), "{there}");
+    let out = c.mos(&["migrate", &p.pid().to_string(), "node1", "--stats"]);
+    out.assert_code(0, "mos migrate back to node1");
+    assert!(out.stdout_str().contains("copy rounds (stop-and-copy), frozen "), "{}", out.describe());
     p.write_stdin(b"go\n");
     let out = p.wait();
     out.assert_code(0, "bigheap after two migrations");
