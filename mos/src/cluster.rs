@@ -586,6 +586,19 @@ fn when(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
+/// `mos q -analyze ID`: the placer's account of why job ID is where it is.
+pub fn analyze(id: &str, better: bool) -> Result<()> {
+    match ask(&Msg::AnalyzeJob { id: id.to_string(), better })? {
+        Msg::Analysis { lines } => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        m => bail!("unexpected answer {}", m.name()),
+    }
+}
+
 pub fn queue(history: bool, json: bool) -> Result<()> {
     let rows: Vec<JobRow> = match ask(&Msg::QueryQueue { history })? {
         Msg::JobTable { rows } => rows,
@@ -595,7 +608,8 @@ pub fn queue(history: bool, json: bool) -> Result<()> {
         let v: Vec<_> = rows
             .iter()
             .map(|r| serde_json::json!({"id": r.id, "owner": r.owner, "submitted_ms": r.submitted_ms, "run_time_ms": r.run_time_ms,
-                "state": r.state, "node": r.node, "ckpts": r.ckpts, "restarts": r.restarts, "cmd": r.cmd, "exit": r.exit}))
+                "state": r.state, "node": r.node, "ckpts": r.ckpts, "restarts": r.restarts, "cmd": r.cmd, "exit": r.exit,
+                "hold_reason": if r.state == "H" { Some(&r.reason) } else { None }}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -607,6 +621,13 @@ pub fn queue(history: bool, json: bool) -> Result<()> {
             r.id, r.owner, when(r.submitted_ms), hms(r.run_time_ms), r.state, r.node, r.ckpts, r.restarts, r.cmd,
             r.exit.map_or(String::new(), |c| format!("  (exit {c})"))
         );
+    }
+    let held: Vec<&JobRow> = rows.iter().filter(|r| r.state == "H").collect();
+    if !held.is_empty() {
+        println!("\n{:<8} HOLD_REASON", "ID");
+        for r in held {
+            println!("{:<8} {}", r.id, if r.reason.is_empty() { "-" } else { &r.reason });
+        }
     }
     let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
     if !history {

@@ -95,10 +95,17 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
-    /// The job queue: ID OWNER SUBMITTED RUN_TIME ST NODE CKPTS CMD
+    /// The job queue: ID OWNER SUBMITTED RUN_TIME ST NODE CKPTS CMD (and HOLD_REASON);
+    /// `-analyze ID` / `-better-analyze ID` (as condor_q): why job ID is idle
     Q {
         #[arg(long)]
         json: bool,
+        /// why job ID (CLUSTER.PROC) is idle: requirement by requirement
+        #[arg(long, value_name = "ID", conflicts_with = "better_analyze")]
+        analyze: Option<String>,
+        /// as --analyze, with every node's verdict
+        #[arg(long, value_name = "ID")]
+        better_analyze: Option<String>,
     },
     /// Completed and removed jobs
     History {
@@ -181,8 +188,21 @@ enum ImageCmd {
     },
 }
 
+/// condor_q spells its long options with one dash: `mos q -analyze 1.0` is accepted too.
+fn condor_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = args.collect();
+    if v.get(1).is_some_and(|a| a == "q") {
+        for a in v.iter_mut().skip(2) {
+            if a == "-analyze" || a == "-better-analyze" {
+                *a = format!("-{}", a.to_string_lossy()).into();
+            }
+        }
+    }
+    v
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(condor_spellings(std::env::args_os()));
     let r = match cli.cmd {
         Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
         Cmd::Restart { image, eager, no_verify, unlink } => mos::restart_cmd(&image, eager, no_verify, unlink),
@@ -198,7 +218,9 @@ fn main() {
             cluster::up(&opts)
         }
         Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),
-        Cmd::Q { json } => cluster::queue(false, json),
+        Cmd::Q { analyze: Some(id), .. } => cluster::analyze(&id, false),
+        Cmd::Q { better_analyze: Some(id), .. } => cluster::analyze(&id, true),
+        Cmd::Q { json, .. } => cluster::queue(false, json),
         Cmd::History { json } => cluster::queue(true, json),
         Cmd::Status { json } => cluster::status(json),
         Cmd::Rm { id } => cluster::command(&id, JobCommand::Remove),

@@ -43,7 +43,10 @@ struct State {
     /// jobs being vacated, held or removed on purpose: their exit is not a failure
     stopping: HashMap<u64, JobCommand>,
     /// jobs that `mos migrate` sends to a given node when they are placed next
-    pinned: HashMap<u64, String>,    /// automatic migrations ordered and not finished yet (by [`Who::key`])
+    pinned: HashMap<u64, String>,
+    /// idle jobs that fit no node at the last round, with why (logged once per reason)
+    unplaceable: HashMap<u64, String>,
+    /// automatic migrations ordered and not finished yet (by [`Who::key`])
     in_flight: std::collections::HashSet<String>,
     /// processes a migration of failed for: never tried again, with the reason
     failed: HashMap<String, String>,
@@ -105,6 +108,7 @@ impl Placer {
                 nodes: HashMap::new(),
                 stopping: HashMap::new(),
                 pinned: HashMap::new(),
+                unplaceable: HashMap::new(),
                 in_flight: Default::default(),
                 failed: HashMap::new(),
                 moves: HashMap::new(),
@@ -196,6 +200,7 @@ impl Placer {
             }
             Msg::SubmitFile { owner, label, text, submit_dir, home } => Some(self.submit(&owner, &label, &text, submit_dir.as_path(), home.as_deref())),
             Msg::QueryQueue { history } => Some(self.table(history)),
+            Msg::AnalyzeJob { id, better } => Some(self.analyze(&id, better)),
             Msg::QueryNodes => {
                 let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
                 let mut nodes: Vec<LoadReport> = st.nodes.values().filter(|n| n.up).map(|n| n.report.clone()).collect();
@@ -301,7 +306,58 @@ impl Placer {
             restarts: r.restarts,
             cmd,
             exit: r.exit_status,
+            reason: r.reason.clone().unwrap_or_default(),
         }
+    }
+
+    /// `mos q -analyze ID`: why the job is where it is (an idle one: requirement by
+    /// requirement, on the live snapshot).
+    fn analyze(&self, id: &str, better: bool) -> Msg {
+        let Ok(pid) = id.parse::<PJobId>() else {
+            return Msg::Error { msg: format!("bad job id {id:?} (want CLUSTER.PROC, like 1.0)") };
+        };
+        let jobs = match self.db.list() {
+            Ok(j) => j,
+            Err(e) => return Msg::Error { msg: e.to_string() },
+        };
+        let Some(r) = jobs.iter().find(|r| r.id == pid) else {
+            return Msg::Error { msg: format!("no job {id} in the queue (mos history lists finished ones)") };
+        };
+        let mut lines = vec![format!("job {id}: {}", r.spec.executable.display())];
+        match r.state {
+            DbState::Idle => {
+                let idle: Vec<_> = jobs.iter().filter(|j| j.state == DbState::Idle).collect();
+                let position = idle.iter().position(|j| j.id == pid).unwrap_or(0);
+                let snapshot = self.live_snapshot();
+                lines.extend(policy::analyze::analyze(&snapshot, &JobReq::from(&r.spec), position, idle.len(), better));
+            }
+            DbState::Held => lines.push(format!("held: {} (mos release {id} to let it run)", r.reason.as_deref().unwrap_or("no reason recorded"))),
+            DbState::Running => lines.push(format!("running on {}", r.node.as_deref().unwrap_or("?"))),
+            _ => lines.push(format!("state {}", r.state.code())),
+        }
+        Msg::Analysis { lines }
+    }
+
+    /// The nodes as the next scheduling round would see them (nothing marked down here).
+    fn live_snapshot(&self) -> Snapshot {
+        let now = now_ms();
+        let st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<NodeInfo> = st
+            .nodes
+            .iter()
+            .map(|(name, n)| NodeInfo {
+                name: name.clone(),
+                cpus: n.report.cpus.max(1),
+                speed: n.report.speed.max(1) as f64 / 1000.0,
+                run_queue: n.report.run_queue,
+                guests: n.report.guests,
+                free_mem_mib: n.report.free_mem_mib,
+                last_report_ms: n.last_ms,
+                up: n.up,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot { nodes, now_ms: now }
     }
 
     fn table(&self, history: bool) -> Msg {
@@ -682,7 +738,17 @@ impl Placer {
             let req = JobReq::from(&r.spec);
             let pin = self.st.lock().unwrap_or_else(|e| e.into_inner()).pinned.remove(&wire_id(r.id).0);
             let pinned = pin.and_then(|n| snapshot.nodes.iter().position(|x| x.name == n && x.up));
-            let Some(i) = pinned.or_else(|| policy::place_job(&snapshot, &req)) else { break };
+            let Some(i) = pinned.or_else(|| policy::place_job(&snapshot, &req)) else {
+                // It fits no node now: the jobs behind it may (no head-of-line stall).
+                let why = policy::analyze::analyze(&snapshot, &req, 0, 1, false).pop().unwrap_or_default();
+                let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+                if st.unplaceable.get(&wire_id(r.id).0) != Some(&why) {
+                    log(&format!("job {} stays idle: {}", r.id, why.trim_start_matches("why idle: ")));
+                    st.unplaceable.insert(wire_id(r.id).0, why);
+                }
+                continue;
+            };
+            self.st.lock().unwrap_or_else(|e| e.into_inner()).unplaceable.remove(&wire_id(r.id).0);
             let node = snapshot.nodes[i].name.clone();
             let addr = {
                 let st = self.st.lock().unwrap_or_else(|e| e.into_inner());

@@ -311,6 +311,8 @@ pub struct JobRow {
     pub cmd: String,
     /// Exit status, once completed.
     pub exit: Option<i32>,
+    /// Why it is held (or was removed); empty otherwise.
+    pub reason: String,
 }
 
 /// What `mos rm/hold/release/vacate` asks of the placer.
@@ -655,6 +657,19 @@ pub enum Msg {
         /// Automatic migration events, oldest first (one line each, with its reason).
         events: Vec<String>,
     },
+    /// CLI -> placer: why is job `id` ("cluster.proc") where it is (`mos q -analyze`);
+    /// `better`: node by node too.
+    AnalyzeJob {
+        /// "cluster.proc".
+        id: String,
+        /// One line per node as well.
+        better: bool,
+    },
+    /// placer -> CLI: the analysis, as lines for a person.
+    Analysis {
+        /// Lines.
+        lines: Vec<String>,
+    },
     /// source shadowd -> target shadowd: a migrating process's image follows as it is
     /// written (its size unknown until the end), in [`Msg::ImageChunk`]s and then
     /// [`Msg::ImageSealed`]; answered with [`Msg::ImageReceived`]. It lives only until the
@@ -741,6 +756,8 @@ impl Msg {
             Msg::ProcessTable { .. } => "ProcessTable",
             Msg::AdmitMigration { .. } => "AdmitMigration",
             Msg::MigrationEvent { .. } => "MigrationEvent",
+            Msg::AnalyzeJob { .. } => "AnalyzeJob",
+            Msg::Analysis { .. } => "Analysis",
             Msg::MigrationImage { .. } => "MigrationImage",
             Msg::ImageSealed { .. } => "ImageSealed",
         }

@@ -409,3 +409,42 @@ fn hold_release_vacate_rm() {
         &want,
     );
 }
+
+/// A job that fits no node (request_cpus above every node's) blocks nothing: the job
+/// submitted after it runs and completes while it stays idle, the placer logs why once,
+/// `mos q -analyze` names the requirement no node meets (with counts and its position),
+/// `-better-analyze` gives each node's verdict, and once held its reason shows in
+/// `mos q`'s HOLD_REASON list.
+#[test]
+fn a_job_that_fits_no_node_blocks_nothing() {
+    let (c, work, _exe) = two_node_cluster();
+    let sub = |name: &str, text: &str| {
+        std::fs::write(work.join(name), text).unwrap();
+        let mut s = c.cmd("mossubmit");
+        s.arg(name).current_dir(&work);
+        run("mossubmit", s, b"").assert_code(0, &format!("mossubmit {name}"));
+    };
+    sub("big.toml", "executable = \"job\"\narguments = \"0 3\"\nrequest_cpus = 64\noutput = \"big.out\"\nlog = \"jobs.log\"\nqueue = 1\n");
+    sub("small.toml", "executable = \"job\"\narguments = \"0 3\"\noutput = \"small.out\"\nlog = \"jobs.log\"\nqueue = 1\n");
+    wait_for("job 2.0 to complete while 1.0 waits", Duration::from_secs(30), || {
+        c.json(&["history", "--json"]).as_array().is_some_and(|h| h.iter().any(|r| r["id"] == "2.0" && r["state"] == "C"))
+    });
+    assert_eq!(state_of(&c, "1.0"), "I");
+    let a = c.mos(&["q", "-analyze", "1.0"]);
+    a.assert_code(0, "mos q -analyze");
+    let text = a.stdout_str();
+    assert!(text.contains("request_cpus = 64: 0 node(s) have that many cpus"), "{text}");
+    assert!(text.contains("why idle: no node has request_cpus = 64 cpus"), "{text}");
+    assert!(text.contains("position 1 of 1 idle job(s)") && text.contains("2 node(s) known, 2 up"), "{text}");
+    let b = c.mos(&["q", "-better-analyze", "1.0"]).stdout_str();
+    assert!(b.contains("  node1: ") && b.contains("  node2: ") && b.contains("(too few)"), "{b}");
+    let log = std::fs::read_to_string(c.home.path().join("placer.log")).unwrap_or_default();
+    assert_eq!(log.matches("job 1.0 stays idle").count(), 1, "logged once: {log}");
+    let bad = c.mos(&["q", "-analyze", "9.9"]);
+    assert_one_line_error("mos q -analyze of an unknown job", &bad, 2, Some("9.9"));
+    c.mos(&["hold", "1.0"]).assert_code(0, "mos hold");
+    let q = c.mos(&["q"]).stdout_str();
+    assert!(q.contains("HOLD_REASON") && q.lines().any(|l| l.starts_with("1.0") && l.contains("held by user")), "{q}");
+    let held = c.mos(&["q", "--analyze", "1.0"]).stdout_str();
+    assert!(held.contains("held: held by user"), "{held}");
+}

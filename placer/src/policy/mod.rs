@@ -14,6 +14,7 @@
 //! - [`index`]: an incrementally updated index that answers [`place::place_job`] in
 //!   O(log n) for large clusters.
 
+pub mod analyze;
 pub mod balance;
 pub mod index;
 pub mod liveness;
