@@ -20,8 +20,19 @@ restorer:
 	@mkdir -p $(REL)
 	cp target/$(TRIPLE)/release/mosrestart $(REL)/mosrestart.new && mv $(REL)/mosrestart.new $(REL)/mosrestart
 
-test: build
-	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
+# HTCondor's own event-log reader (htcondor2.JobEventLog, from the htcondor wheel on
+# PyPI), for the tests that check mos writes HTCondor's user-log format
+VENV := target/venv-htcondor
+
+test: build $(VENV)/.ok
+	MOS_CONDOR_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
+
+$(VENV)/.ok:
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check htcondor
+	$(VENV)/bin/python -c 'import htcondor2'
+	touch $@
 
 # the main job on a local cluster (3 nodes, one killed mid-run)
 demo: build

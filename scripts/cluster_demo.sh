@@ -81,6 +81,6 @@ ck = sum(r["ckpts"] for r in rows)
 rs = sum(r["restarts"] for r in rows)
 print("%d jobs, finished on %s, %d checkpoints, %d restarts" % (len(rows), nodes, ck, rs))')
 say "event log (jobs.log, excerpt)"
-grep -E "evicted|restarted|terminated" "$work/jobs.log" | head -8
+grep -E "^00[145] " "$work/jobs.log" | head -8
 say "summary: $summary; outputs identical $ok/6; wall $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
 [ "$ok" = 6 ]

@@ -182,3 +182,56 @@ pub fn sim_cmd(policy: &str, nodes: usize, jobs: usize, seed: u64, utilization: 
     }
     Ok(())
 }
+
+/// `mos wait LOG [JOB] [--wait S]` (condor_wait): true once every job of the event log
+/// (or JOB: `CLUSTER` or `CLUSTER.PROC`) that was submitted has terminated (005) or been
+/// aborted (009); false if `limit` passes first. A log that does not exist yet is waited
+/// for; one that holds none of JOB's records is an error once JOB is named and submitted
+/// nowhere in it by the deadline.
+pub fn wait_cmd(log: &Path, job: Option<&str>, limit: Option<std::time::Duration>) -> Result<bool> {
+    use placer::ulog::headers;
+    let want = |id: &placer::id::JobId| -> bool {
+        match job {
+            None => true,
+            Some(j) if j.contains('.') => j == id.to_string(),
+            Some(j) => j.parse::<u64>().is_ok_and(|c| c == id.cluster),
+        }
+    };
+    if let Some(j) = job {
+        let ok = if j.contains('.') { j.parse::<placer::id::JobId>().is_ok() } else { j.parse::<u64>().is_ok() };
+        if !ok {
+            bail!("wait: bad job {j:?} (want CLUSTER or CLUSTER.PROC, like 1 or 1.0)");
+        }
+    }
+    let deadline = limit.map(|l| std::time::Instant::now() + l);
+    loop {
+        let text = match std::fs::read(log) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => bail!("wait: {}: {e}", log.display()),
+        };
+        let mut open = std::collections::BTreeSet::new();
+        let mut seen = false;
+        for h in headers(&text).into_iter().filter(|h| want(&h.id)) {
+            seen = true;
+            match h.code {
+                0 => {
+                    open.insert(h.id);
+                }
+                5 | 9 => {
+                    open.remove(&h.id);
+                }
+                _ => {}
+            }
+        }
+        if seen && open.is_empty() {
+            println!("All jobs done.");
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            println!("Time expired.");
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

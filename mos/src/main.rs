@@ -107,6 +107,15 @@ enum Cmd {
         #[arg(long, value_name = "ID")]
         better_analyze: Option<String>,
     },
+    /// Wait until every job in the event log LOG (or only JOB: CLUSTER or CLUSTER.PROC)
+    /// has terminated or been removed, as condor_wait; exit 1 when --wait SECONDS passes first
+    Wait {
+        log: std::path::PathBuf,
+        job: Option<String>,
+        /// give up after this many seconds (exit status 1)
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
     /// Completed and removed jobs
     History {
         #[arg(long)]
@@ -191,6 +200,13 @@ enum ImageCmd {
 /// condor_q spells its long options with one dash: `mos q -analyze 1.0` is accepted too.
 fn condor_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = args.collect();
+    if v.get(1).is_some_and(|a| a == "wait") {
+        for a in v.iter_mut().skip(2) {
+            if a == "-wait" {
+                *a = "--wait".into();
+            }
+        }
+    }
     if v.get(1).is_some_and(|a| a == "q") {
         for a in v.iter_mut().skip(2) {
             if a == "-analyze" || a == "-better-analyze" {
@@ -221,6 +237,11 @@ fn main() {
         Cmd::Q { analyze: Some(id), .. } => cluster::analyze(&id, false),
         Cmd::Q { better_analyze: Some(id), .. } => cluster::analyze(&id, true),
         Cmd::Q { json, .. } => cluster::queue(false, json),
+        Cmd::Wait { log, job, wait } => match mos::wait_cmd(&log, job.as_deref(), wait.map(std::time::Duration::from_secs)) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
         Cmd::History { json } => cluster::queue(true, json),
         Cmd::Status { json } => cluster::status(json),
         Cmd::Rm { id } => cluster::command(&id, JobCommand::Remove),

@@ -87,11 +87,12 @@ fn log(msg: &str) {
 }
 
 /// HTCondor-style user log line in the job's `log` file.
-fn user_log(spec: &JobSpec, id: PJobId, what: &str) {
+/// One event in the job's event log (HTCondor's ULOG format), if it has one; also a
+/// line in the placer's log.
+fn user_log(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>) {
     let Some(path) = &spec.log else { return };
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let t = chrono_like(now_ms());
-        let _ = writeln!(f, "{t} job {id}: {what}");
+    if let Err(e) = crate::ulog::append(path, id, &ev) {
+        log(&format!("job {id}: cannot write its event log {}: {e}", path.display()));
     }
 }
 
@@ -190,7 +191,8 @@ impl Placer {
                 match self.db.record_checkpoint(id, path.as_path(), bytes > 0) {
                     Ok(CheckpointOutcome::Recorded { .. }) => {
                         if let Ok(Some(r)) = self.db.get(id) {
-                            user_log(&r.spec, id, &format!("checkpointed to {} ({bytes} bytes)", path.as_path().display()));
+                            log(&format!("job {id}: checkpointed to {} ({bytes} bytes)", path.as_path().display()));
+                            user_log(&r.spec, id, crate::ulog::Event::Checkpointed);
                         }
                     }
                     Ok(CheckpointOutcome::Ignored) => {}
@@ -237,7 +239,8 @@ impl Placer {
                 match self.db.record_checkpoint(id, &dest, true) {
                     Ok(_) => {
                         if let Ok(Some(rec)) = self.db.get(id) {
-                            user_log(&rec.spec, id, &format!("checkpointed on {node}, image streamed home ({bytes} bytes)"));
+                            log(&format!("job {id}: checkpointed on {node}, image streamed home ({bytes} bytes)"));
+                            user_log(&rec.spec, id, crate::ulog::Event::Checkpointed);
                         }
                     }
                     Err(e) => log(&format!("checkpoint of {id}: {e}")),
@@ -281,7 +284,8 @@ impl Placer {
         match self.db.submit(owner, &t) {
             Ok(cluster) => {
                 for r in self.db.list().unwrap_or_default().iter().filter(|r| r.id.cluster == cluster) {
-                    user_log(&r.spec, r.id, &format!("submitted by {owner}"));
+                    let host = format!("<{}>", self.addr.get().map_or("127.0.0.1:0", String::as_str));
+                    user_log(&r.spec, r.id, crate::ulog::Event::Submitted { host: &host });
                 }
                 Msg::SubmittedCluster { cluster, count: t.queue() }
             }
@@ -433,7 +437,10 @@ impl Placer {
             let rec = self.db.get(jid).map_err(|e| e.to_string())?.ok_or_else(|| format!("no job {jid}"))?;
             let running_on = (rec.state == DbState::Running).then(|| rec.node.clone()).flatten();
             match cmd {
-                JobCommand::Release => self.db.release(jid).map_err(|e| e.to_string())?,
+                JobCommand::Release => {
+                    self.db.release(jid).map_err(|e| e.to_string())?;
+                    user_log(&rec.spec, jid, crate::ulog::Event::Released { reason: "released by user (mos release)" });
+                }
                 JobCommand::Vacate => {
                     let node = running_on.ok_or_else(|| format!("job {jid} is not running"))?;
                     let addr = self.node_addr(&node).ok_or_else(|| format!("node {node} is down"))?;
@@ -449,10 +456,10 @@ impl Placer {
                     }
                     if cmd == JobCommand::Remove {
                         self.db.remove(jid, "removed by user").map_err(|e| e.to_string())?;
-                        user_log(&rec.spec, jid, "removed by user");
+                        user_log(&rec.spec, jid, crate::ulog::Event::Aborted { reason: "removed by user (mos rm)" });
                     } else {
                         self.db.hold(jid, "held by user").map_err(|e| e.to_string())?;
-                        user_log(&rec.spec, jid, "held by user");
+                        user_log(&rec.spec, jid, crate::ulog::Event::Held { reason: "held by user" });
                     }
                 }
             }
@@ -486,19 +493,23 @@ impl Placer {
         let intent = self.st.lock().unwrap_or_else(|e| e.into_inner()).stopping.remove(&js.job.0);
         let result = match js.state {
             JobState::Exited { code } if rec.state == DbState::Running => {
-                user_log(&rec.spec, id, &format!("terminated on {} with status {code}", js.node));
+                log(&format!("job {id}: terminated on {} with status {code}", js.node));
+                user_log(&rec.spec, id, crate::ulog::Event::Exited { code });
                 self.db.set_state(id, StateChange::Complete { exit_status: code }).map(|_| ())
             }
             JobState::Killed { signal } if rec.state == DbState::Running && intent.is_none() => {
-                user_log(&rec.spec, id, &format!("killed by signal {signal} on {}", js.node));
+                log(&format!("job {id}: killed by signal {signal} on {}", js.node));
+                user_log(&rec.spec, id, crate::ulog::Event::Signaled { signal });
                 self.db.set_state(id, StateChange::Complete { exit_status: 128 + signal }).map(|_| ())
             }
             JobState::Vacated if rec.state == DbState::Running => {
-                user_log(&rec.spec, id, &format!("evicted (vacated) from {}", js.node));
+                log(&format!("job {id}: evicted (vacated) from {}", js.node));
+                user_log(&rec.spec, id, crate::ulog::Event::Evicted { checkpointed: true });
                 self.db.set_state(id, StateChange::Requeue { reason: "vacated".into(), restart: false }).map(|_| ())
             }
             JobState::Failed { reason: ref why } if rec.state == DbState::Running => {
-                user_log(&rec.spec, id, &format!("could not run on {}: {why}", js.node));
+                log(&format!("job {id}: could not run on {}: {why}", js.node));
+                user_log(&rec.spec, id, crate::ulog::Event::Evicted { checkpointed: rec.last_checkpoint.is_some() });
                 self.db.set_state(id, StateChange::Requeue { reason: why.clone(), restart: true }).map(|_| ())
             }
             _ => Ok(()),
@@ -728,7 +739,8 @@ impl Placer {
         for name in &dead {
             log(&format!("node {name} missed its reports: down"));
             for r in jobs.iter().filter(|r| r.state == DbState::Running && r.node.as_deref() == Some(name)) {
-                user_log(&r.spec, r.id, &format!("evicted: node {name} lost; will restart from {}", r.last_checkpoint.as_ref().map_or("the start".to_string(), |p| p.display().to_string())));
+                log(&format!("job {}: evicted: node {name} lost; will restart from {}", r.id, r.last_checkpoint.as_ref().map_or("the start".to_string(), |p| p.display().to_string())));
+                user_log(&r.spec, r.id, crate::ulog::Event::Evicted { checkpointed: r.last_checkpoint.is_some() });
                 self.db.set_state(r.id, StateChange::Requeue { reason: format!("node {name} lost"), restart: true })?;
             }
         }
@@ -788,7 +800,9 @@ impl Placer {
                         Some(p) => format!("restarted on {node} from {}", p.display()),
                         None => format!("placed on {node}"),
                     };
-                    user_log(&r.spec, r.id, &how);
+                    log(&format!("job {}: {how}", r.id));
+                    let host = format!("<{addr}>");
+                    user_log(&r.spec, r.id, crate::ulog::Event::Executing { host: &host });
                     snapshot.nodes[i].run_queue += 1;
                     snapshot.nodes[i].guests += 1;
                 }

@@ -22,3 +22,4 @@ pub mod jobfile;
 pub mod policy;
 pub mod simulate;
 pub mod taxonomy;
+pub mod ulog;

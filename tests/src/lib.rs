@@ -1116,3 +1116,21 @@ impl Drop for Cluster {
     }
 }
 
+
+/// The Python with HTCondor's bindings (`htcondor2`) that `make test` installs in a venv
+/// (`MOS_CONDOR_PYTHON`, else `target/venv-htcondor/bin/python`); None where neither is.
+pub fn condor_python() -> Option<PathBuf> {
+    let p = std::env::var_os("MOS_CONDOR_PYTHON").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/venv-htcondor/bin/python"));
+    p.exists().then_some(p)
+}
+
+/// The events of a job event log as HTCondor's own parser reads them
+/// (`htcondor2.JobEventLog`): one JSON object per event with its attributes
+/// (`EventTypeNumber`, `Cluster`, `Proc`, `ReturnValue`...). None without the bindings.
+pub fn condor_events(log: &Path) -> Option<Vec<serde_json::Value>> {
+    let py = condor_python()?;
+    let script = "import sys, json, htcondor2\nout = []\nfor e in htcondor2.JobEventLog(sys.argv[1]).events(stop_after=0):\n    out.append({k: e[k] for k in e.keys()})\nprint(json.dumps(out))\n";
+    let out = Command::new(&py).arg("-c").arg(script).arg(log).output().unwrap_or_else(|e| panic!("{}: {e}", py.display()));
+    assert!(out.status.success(), "htcondor2.JobEventLog could not read {}: {}", log.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()?.as_array().cloned()
+}

@@ -199,15 +199,37 @@ fn jobs_survive_a_node_killed_mid_run() {
         .filter(|n| n.path().join("received").is_dir())
         .count();
     assert!(received > 0, "a node received a streamed image");
-    for word in [
-        "submitted",
-        "placed on",
-        "streamed home",
-        "evicted",
-        "restarted on",
-        "terminated",
+    // HTCondor's user-log format: submitted, executing, checkpointed, evicted (the node
+    // lost), executing again, terminated; every record ends with "..."
+    for (code, text) in [
+        ("000", "Job submitted from host: <"),
+        ("001", "Job executing on host: <"),
+        ("003", "Job was checkpointed."),
+        ("004", "Job was evicted."),
+        ("005", "Job terminated."),
     ] {
-        assert!(log.contains(word), "event log lacks {word:?}:\n{log}");
+        assert!(log.lines().any(|l| l.starts_with(&format!("{code} (001.")) && l.contains(text)), "event log lacks {code} {text:?}:\n{log}");
+    }
+    assert_eq!(log.lines().filter(|l| l.len() > 4 && l.as_bytes()[3] == b' ' && l[..3].bytes().all(|b| b.is_ascii_digit())).count(), log.lines().filter(|l| *l == "...").count(), "one ... per record:\n{log}");
+    for p in 0..6 {
+        assert!(log.contains(&format!("005 (001.{p:03}.000) ")), "job 1.{p} terminated in the log:\n{log}");
+    }
+    // condor_wait's behaviour: every job of the log is done
+    let w = c.mos(&["wait", work.join("jobs.log").to_str().unwrap(), "1", "-wait", "5"]);
+    w.assert_code(0, "mos wait");
+    assert!(w.stdout_str().contains("All jobs done."), "{}", w.describe());
+    // ...and HTCondor's own reader agrees (make test installs the htcondor wheel)
+    match condor_events(&work.join("jobs.log")) {
+        None => eprintln!("skipped the htcondor2.JobEventLog check: no venv with the htcondor wheel (make test creates it)"),
+        Some(ev) => {
+            for p in 0..6u64 {
+                let of = |t: u64| ev.iter().filter(|e| e["Proc"] == p && e["Cluster"] == 1 && e["EventTypeNumber"] == t).count();
+                assert!(of(0) == 1 && of(1) >= 1, "job 1.{p}: {ev:#?}");
+                let term: Vec<_> = ev.iter().filter(|e| e["Proc"] == p && e["EventTypeNumber"] == 5).collect();
+                assert!(term.len() == 1 && term[0]["TerminatedNormally"] == true && term[0]["ReturnValue"] == p, "job 1.{p} terminated with {p}: {term:#?}");
+            }
+            assert!(ev.iter().any(|e| e["EventTypeNumber"] == 4) && ev.iter().any(|e| e["EventTypeNumber"] == 3), "{ev:#?}");
+        }
     }
     c.mos(&["cluster", "down"])
         .assert_code(0, "mos cluster down");
@@ -447,4 +469,25 @@ fn a_job_that_fits_no_node_blocks_nothing() {
     assert!(q.contains("HOLD_REASON") && q.lines().any(|l| l.starts_with("1.0") && l.contains("held by user")), "{q}");
     let held = c.mos(&["q", "--analyze", "1.0"]).stdout_str();
     assert!(held.contains("held: held by user"), "{held}");
+    // condor_wait: a job still queued makes the wait expire (exit 1)...
+    let log = work.join("jobs.log");
+    let w = c.mos(&["wait", log.to_str().unwrap(), "1.0", "-wait", "1"]);
+    assert_eq!(w.code(), Some(1), "{}", w.describe());
+    assert!(w.stdout_str().contains("Time expired."), "{}", w.describe());
+    c.mos(&["release", "1.0"]).assert_code(0, "mos release");
+    c.mos(&["rm", "1.0"]).assert_code(0, "mos rm");
+    // ...and once it is removed the wait is over; 2.0 is done too
+    c.mos(&["wait", log.to_str().unwrap(), "-wait", "5"]).assert_code(0, "mos wait after rm");
+    let bad = c.mos(&["wait", log.to_str().unwrap(), "x.y"]);
+    assert_one_line_error("mos wait of a bad job id", &bad, 2, Some("x.y"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for (code, what) in [("012", "Job was held.\n\theld by user\n"), ("013", "Job was released.\n"), ("009", "Job was aborted.\n\tremoved by user")] {
+        assert!(text.contains(&format!("{code} (001.000.000) ")) && text.contains(what), "{code}: {text}");
+    }
+    if let Some(ev) = condor_events(&log) {
+        let types: Vec<u64> = ev.iter().filter(|e| e["Cluster"] == 1).filter_map(|e| e["EventTypeNumber"].as_u64()).collect();
+        assert_eq!(types, vec![0, 12, 13, 9], "job 1.0's events as HTCondor reads them: {ev:#?}");
+        assert!(ev.iter().any(|e| e["HoldReason"] == "held by user"), "{ev:#?}");
+        assert!(ev.iter().any(|e| e["Cluster"] == 2 && e["EventTypeNumber"] == 5 && e["ReturnValue"] == 0), "{ev:#?}");
+    }
 }
