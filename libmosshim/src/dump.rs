@@ -655,7 +655,7 @@ fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, 
     // Big images: checksum in a second process (same snapshot, other core) while
     // this one writes. MOS_SERIAL_HASH=1 (for measurements) hashes inline instead.
     let hasher = if meta.data_bytes() >= PARALLEL_HASH_MIN
-        && std::env::var_os("MOS_SERIAL_HASH").is_none()
+        && std::env::var_os(crate::config::SERIAL_HASH).is_none()
     {
         spawn_hasher(meta, &mem, plan.sink)
     } else {
@@ -869,8 +869,8 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         }
     }
     // MOS_DEBUG_TIMING=1 with MOS_LOG_FILE: how long the writer's phases took.
-    if std::env::var_os("MOS_DEBUG_TIMING").is_some() {
-        crate::manager::log(&format!(
+    if std::env::var_os(crate::config::DEBUG_TIMING).is_some() {
+        crate::log::log(&format!(
             "writer: scan {:?}, total {:?}",
             t_scan,
             t0.elapsed()

@@ -4,8 +4,10 @@
 //! cleans up after the restorer, recreates what lives outside memory (pipe, socket),
 //! and releases the application's threads.
 
+use crate::config::CONFIG;
 use crate::ctxasm;
 use crate::dump::{self, Plan};
+use crate::log::log;
 use crate::rawfs;
 use crate::signals::*;
 use ckpt::control::{socket_name, CkptReply, CkptRequest, MAX_MSG};
@@ -52,29 +54,9 @@ pub static MANAGER_CTX: Cell<ThreadCtx> = Cell(UnsafeCell::new(ThreadCtx {
 }));
 pub static RESTART_INFO: Cell<RestartInfo> = Cell(UnsafeCell::new(RestartInfo::zeroed()));
 
-pub struct Config {
-    pub ckpt_dir: String,
-    pub log_file: Option<String>,
-}
-pub static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
-
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 /// lowest fd number for the shim's own descriptors, away from the application's
 const HIGH_FD: i32 = 800;
-
-pub fn log(msg: &str) {
-    let Some(f) = CONFIG.get().and_then(|c| c.log_file.as_deref()) else {
-        return;
-    };
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(f)
-    {
-        let _ = writeln!(f, "mos[{}]: {msg}", VPID.load(Ordering::Relaxed));
-    }
-}
 
 pub fn high(fd: i32) -> i32 {
     if fd < 0 {
@@ -873,7 +855,7 @@ fn restarted(meta: &ckpt::image::ImageMeta) {
 /// Signals that were pending when the image was taken are raised again (once each: the
 /// kernel's queue of real-time signal instances and their siginfo are not saved).
 fn raise_pending(meta: &ckpt::image::ImageMeta) {
-    let ours = sys::sigbit(TRIGGER_SIG.load(Ordering::Relaxed)) | sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | sys::sigbit(32) | sys::sigbit(33);
+    let ours = sys::sigbit(TRIGGER_SIG.load(Ordering::Relaxed)) | sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | sys::sigbit(crate::config::SIG_CANCEL) | sys::sigbit(crate::config::SIG_SETXID);
     let pid = REAL_PID.load(Ordering::Relaxed);
     for t in meta.threads.iter().filter(|t| !t.is_manager) {
         // SAFETY: the restored thread's context (read only).

@@ -235,7 +235,7 @@ fn node_name() -> [u8; 32] {
     }
     // a batch job started here in remote mode: the starter's environment says
     let mut n = [0u8; 32];
-    if let Ok(a) = std::env::var("MOS_NODE_ADDR") {
+    if let Ok(a) = std::env::var(crate::config::NODE_ADDR) {
         for (d, b) in n.iter_mut().zip(a.bytes().take(31)) {
             *d = b;
         }
@@ -301,7 +301,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
     remote::strip_sigsys_from_handlers();
     let c = remote::connect(proto::rsys::KIND_CONTROL);
     if c < 0 {
-        crate::manager::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
+        crate::log::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
         remote::HOME_LOST.store(true, Ordering::Release);
     } else {
         CONTROL.store(c as i32, Ordering::Release);
@@ -346,7 +346,7 @@ pub fn on_control() {
     }
     let ctl = proto::rsys::Ctl::decode(&b);
     if ctl.what == proto::rsys::CTL_SIGNAL {
-        crate::manager::log(&format!("remote: signal {} from home", ctl.arg));
+        crate::log::log(&format!("remote: signal {} from home", ctl.arg));
         deliver(ctl.arg as i32);
     }
 }
@@ -397,7 +397,7 @@ fn home_lost() {
     if remote::EXITING.load(Ordering::Acquire) {
         return; // the stub has our exit status and is gone; we are exiting too
     }
-    crate::manager::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
+    crate::log::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
     // SAFETY: stopping our own process.
     unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };
 }
@@ -415,7 +415,7 @@ pub fn leaving() {
 /// Become the home stub: never returns. The application's threads stay frozen.
 pub fn run_stub() -> ! {
     let s = STUB_CONN.load(Ordering::Acquire);
-    crate::manager::log(&format!("pid {}: body migrated; this process is its home stub", VPID.load(Ordering::Relaxed)));
+    crate::log::log(&format!("pid {}: body migrated; this process is its home stub", VPID.load(Ordering::Relaxed)));
     // every signal stays pending for the signalfd (application threads are parked with
     // everything blocked; the manager blocks everything too)
     ckpt::sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!0), None);
