@@ -309,7 +309,7 @@ fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 /// Bytes buffered in a pipe, read without consuming them (tee into a scratch pipe).
 fn peek_pipe(app: i32) -> Result<(u32, Vec<u8>), String> {
     use std::os::fd::AsRawFd;
-    let own = crate::manager::app_fd(app)?;
+    let own = crate::process::fds::app_fd(app)?;
     let fd = own.as_raw_fd();
     // SAFETY: fcntl/pipe2/tee/read/close on our own fds.
     unsafe {
@@ -527,7 +527,7 @@ pub extern "C" fn writer_child_main() -> ! {
     // The kernel keeps updating the rseq area (in the snapshot's memory) of the thread
     // that forked us: stop it before reading memory.
     // SAFETY: MANAGER_CTX was filled by the manager just before the fork.
-    let mc = unsafe { &*crate::manager::MANAGER_CTX.0.get() };
+    let mc = unsafe { &*crate::process::ctx::MANAGER_CTX.0.get() };
     if mc.rseq_addr != 0 {
         // SAFETY: unregistering the area inherited from the manager thread (flag 1 = UNREGISTER).
         unsafe { ckpt::sc!(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };

@@ -61,14 +61,17 @@ mod alloc;
 mod config;
 mod ctxasm;
 mod dump;
+mod freeze;
 mod hooks;
 mod hooks_eintr;
 mod hooks_io;
 mod log;
 mod manager;
 mod migrate;
+mod process;
 mod rawfs;
 mod register;
+mod restart;
 mod remote;
 mod signals;
 mod tids;
@@ -89,7 +92,7 @@ extern "C" fn atfork_child() {
     signals::REAL_PID.store(pid, Ordering::Relaxed);
     signals::VPID.store(pid, Ordering::Relaxed);
     signals::TRIGGER_FD.store(-1, Ordering::Relaxed);
-    for fd in manager::internal_fds() {
+    for fd in process::fds::internal_fds() {
         if fd >= 0 {
             // SAFETY: these fds are the shim's own.
             unsafe { libc::close(fd) };
@@ -178,7 +181,7 @@ extern "C" fn mos_init() {
         return;
     }
     alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
-    manager::open_channels();
+    process::fds::open_channels();
     tids::init();
     signals::install();
     remote::learn_text();

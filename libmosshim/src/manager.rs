@@ -1,178 +1,29 @@
 //! The manager thread: waits for checkpoint requests (trigger signal or `mos ckpt` on the
 //! control socket), freezes the application's threads, forks the image writer, thaws
-//! the threads, and reports. After a restart it is the first to run shim code: it
-//! cleans up after the restorer, recreates what lives outside memory (pipe, socket),
-//! and releases the application's threads.
+//! the threads, and reports. After a restart it is the first to run shim code
+//! (`restart.rs`: it cleans up after the restorer, recreates what lives outside memory,
+//! and releases the application's threads). The freezing is `freeze.rs`, the shim's own
+//! fds and the restorer's hand-over `process/`; nothing imports this module but `lib.rs`.
 
 use crate::config::CONFIG;
 use crate::ctxasm;
 use crate::dump::{self, Plan};
+use crate::freeze::{freeze, release_threads, NTHREADS};
 use crate::log::log;
-use crate::rawfs;
+use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
+use crate::process::fds::{detach_fd_table, high, internal_fds, CONN, LISTEN, TRIG_R};
+use crate::restart::restarted;
 use crate::signals::*;
-use ckpt::control::{socket_name, CkptReply, CkptRequest, MAX_MSG};
-use ckpt::ctx::{RestartInfo, ThreadCtx, RESUMED};
+use ckpt::control::{CkptReply, CkptRequest, MAX_MSG};
+use ckpt::ctx::{ThreadCtx, RESUMED};
 use ckpt::image::ThreadRec;
 use ckpt::sys;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::ffi::CString;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-pub static TRIG_R: AtomicI32 = AtomicI32::new(-1);
-pub static LISTEN: AtomicI32 = AtomicI32::new(-1);
-/// the control connection being served, if any
-pub static CONN: AtomicI32 = AtomicI32::new(-1);
 /// image writer that reported but may still be exiting
 static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
-/// number of application threads frozen in the last checkpoint
-static NTHREADS: AtomicU32 = AtomicU32::new(0);
-
-pub struct Cell<T>(pub UnsafeCell<T>);
-// SAFETY: MANAGER_CTX is written by the manager thread only; RESTART_INFO by the
-// restorer before any thread runs, then read by the manager.
-unsafe impl<T> Sync for Cell<T> {}
-pub static MANAGER_CTX: Cell<ThreadCtx> = Cell(UnsafeCell::new(ThreadCtx {
-    regs: [0; 8],
-    fs_base: 0,
-    tid_addr: 0,
-    robust_head: 0,
-    robust_len: 0,
-    rseq_addr: 0,
-    rseq_len: 0,
-    rseq_sig: 0,
-    altstack_sp: 0,
-    altstack_flags: 0,
-    altstack_size: 0,
-    mask: 0,
-    tid: 0,
-    is_main: 0,
-    vtid: 0,
-    _pad: 0,
-    name: [0; 16],
-        pending: 0,
-}));
-pub static RESTART_INFO: Cell<RestartInfo> = Cell(UnsafeCell::new(RestartInfo::zeroed()));
-
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
-/// lowest fd number for the shim's own descriptors, away from the application's
-const HIGH_FD: i32 = 800;
-
-pub fn high(fd: i32) -> i32 {
-    if fd < 0 {
-        return fd;
-    }
-    // Below the soft fd limit (an application may have lowered it), else keep the fd.
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit into our struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let base = (HIGH_FD as u64).min(lim.rlim_cur.saturating_sub(16)) as i32;
-    if base <= fd {
-        return fd;
-    }
-    // SAFETY: duplicating our own fd to a high number, then closing the original.
-    unsafe {
-        let h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base);
-        if h < 0 {
-            return fd;
-        }
-        libc::close(fd);
-        h
-    }
-}
-
-/// Create the wake-up pipe and the control socket (at start and after each restart).
-pub fn open_channels() {
-    let mut p = [0i32; 2];
-    // SAFETY: pipe2 fills p.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
-        TRIG_R.store(high(p[0]), Ordering::Release);
-        TRIGGER_FD.store(high(p[1]), Ordering::Release);
-    }
-    LISTEN.store(
-        high(listen_socket(REAL_PID.load(Ordering::Relaxed))),
-        Ordering::Release,
-    );
-}
-
-fn listen_socket(pid: i32) -> i32 {
-    let name = socket_name(pid);
-    // SAFETY: plain socket/bind/listen on a sockaddr_un we build.
-    unsafe {
-        let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            return -1;
-        }
-        let mut addr: libc::sockaddr_un = core::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as u16;
-        for (i, b) in name.bytes().enumerate() {
-            addr.sun_path[i + 1] = b as libc::c_char;
-        }
-        let len = (core::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as u32;
-        if libc::bind(s, &addr as *const _ as *const libc::sockaddr, len) != 0
-            || libc::listen(s, 8) != 0
-        {
-            log(&format!(
-                "cannot listen on @{name}: {}",
-                std::io::Error::last_os_error()
-            ));
-            libc::close(s);
-            return -1;
-        }
-        s
-    }
-}
-
-pub fn internal_fds() -> Vec<i32> {
-    let mut v: Vec<i32> = [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN, &crate::migrate::CONTROL, &crate::migrate::STUB_CONN]
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .filter(|&fd| fd >= 0)
-        .collect();
-    v.extend(crate::remote::internal_fds());
-    v
-}
-
-/// The manager keeps its own fd table (unshare(CLONE_FILES)) holding only the shim's own
-/// descriptors. While no other thread shares the application's table, the kernel looks its
-/// fds up without atomic reference counting: a shared table would add ~40 ns to every fd
-/// system call of the application (see `make bench`). It also means the application
-/// closing every fd cannot take the control socket away. The manager reaches application
-/// fds through /proc/self (the thread group leader's table) and [`app_fd`].
-pub fn detach_fd_table() {
-    // SAFETY: unshare of our own fd table.
-    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
-        log(&format!("cannot unshare the fd table: {}", std::io::Error::last_os_error()));
-        return;
-    }
-    crate::remote::MANAGER_OWN_TABLE_TID.store(sys::gettid(), Ordering::Relaxed);
-    let keep = internal_fds();
-    if let Ok(fds) = rawfs::list_dir_numbers("/proc/thread-self/fd") {
-        for fd in fds.into_iter().map(|f| f as i32).filter(|f| !keep.contains(f)) {
-            // SAFETY: closing our copy of an application fd (the application keeps its own).
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// A copy, in the manager's table, of the application's fd `fd` (pidfd_getfd).
-pub fn app_fd(fd: i32) -> Result<std::os::fd::OwnedFd, String> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open/pidfd_getfd on our own process; the results are fds we own.
-    unsafe {
-        let pidfd = ckpt::sc!(libc::SYS_pidfd_open, REAL_PID.load(Ordering::Relaxed), 0);
-        if pidfd < 0 {
-            return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
-        }
-        let r = ckpt::sc!(libc::SYS_pidfd_getfd, pidfd, fd, 0);
-        let e = std::io::Error::last_os_error();
-        libc::close(pidfd as i32);
-        if r < 0 {
-            return Err(format!("cannot reach fd {fd}: {e}"));
-        }
-        Ok(std::os::fd::OwnedFd::from_raw_fd(r as i32))
-    }
-}
 
 /// Set once the manager has its own fd table (start-up waits for it, so that the
 /// application cannot close the shim's descriptors before the manager holds copies).
@@ -200,7 +51,7 @@ pub fn run() {
                 revents: 0,
             },
             libc::pollfd {
-                fd: crate::migrate::CONTROL.load(Ordering::Acquire),
+                fd: crate::process::fds::CONTROL.load(Ordering::Acquire),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -477,90 +328,6 @@ fn committed(c: i32) -> bool {
     }
 }
 
-/// Park every application thread (a stopped body); false if they would not stop.
-pub fn pause_app() -> bool {
-    match freeze(sys::gettid()) {
-        Ok(_) => true,
-        Err(e) => {
-            release_threads();
-            log(&format!("cannot stop the application: {e}"));
-            false
-        }
-    }
-}
-
-/// Let the threads parked by [`pause_app`] go on.
-pub fn resume_app() {
-    release_threads();
-}
-
-fn release_threads() {
-    FREEZING.store(false, Ordering::Release);
-    RELEASE.fetch_add(1, Ordering::AcqRel);
-    sys::futex_wake(&RELEASE);
-}
-
-/// Stop every thread but this one; returns how many parked.
-/// Stop every thread but this one; returns the slots of the threads that parked.
-fn freeze(me: i32) -> Result<Vec<usize>, String> {
-    let pid = REAL_PID.load(Ordering::Relaxed);
-    let sig = FREEZE_SIG.load(Ordering::Relaxed);
-    for (t, p) in SLOT_TID.iter().zip(SLOT_PARKED.iter()) {
-        t.store(0, Ordering::Relaxed);
-        p.store(0, Ordering::Relaxed);
-    }
-    PARKED.store(0, Ordering::Release);
-    FREEZE_GEN.fetch_add(1, Ordering::AcqRel);
-    FREEZING.store(true, Ordering::Release);
-    let mut assigned: Vec<i32> = Vec::new();
-    let deadline = Instant::now() + FREEZE_TIMEOUT;
-    loop {
-        let tids = rawfs::list_dir_numbers("/proc/self/task")
-            .map_err(|e| format!("listing threads: {e}"))?;
-        let new: Vec<i32> = tids
-            .iter()
-            .map(|&t| t as i32)
-            .filter(|t| *t != me && !assigned.contains(t))
-            .collect();
-        if new.is_empty() {
-            // Threads that exited while we were freezing simply are not in the image.
-            return Ok((0..MAX_THREADS).filter(|&i| SLOT_PARKED[i].load(Ordering::Acquire) == 1).collect());
-        }
-        for t in new {
-            // slot = position in `assigned`; a thread gone before the signal keeps its slot
-            if assigned.len() >= MAX_THREADS {
-                return Err(format!("more than {MAX_THREADS} threads"));
-            }
-            SLOT_TID[assigned.len()].store(t, Ordering::Release);
-            assigned.push(t);
-            // SAFETY: tgkill to a thread of our own process (ESRCH if it already exited).
-            unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, sig) };
-        }
-        // Wait until every signalled thread parked (threads that exited meanwhile drop out).
-        loop {
-            let parked = PARKED.load(Ordering::Acquire);
-            let alive: Vec<i32> = assigned
-                .iter()
-                .copied()
-                // SAFETY: tgkill with signal 0 only checks the thread exists.
-                .filter(|&t| unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, 0) } == 0)
-                .collect();
-            if parked as usize >= alive.len() {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} of {} threads did not stop within {:?} (blocked in an uninterruptible call, or blocking signal {sig}?)",
-                    alive.len() - parked as usize,
-                    alive.len(),
-                    FREEZE_TIMEOUT
-                ));
-            }
-            sys::futex_wait(&PARKED, parked, Some(10));
-        }
-    }
-}
-
 fn default_path(comm: &str) -> String {
     let dir = CONFIG
         .get()
@@ -806,192 +573,6 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
         shared: dump::copy_shared()?,
     };
     Ok((plan, p[0]))
-}
-
-/// Restart path of the manager: every thread is back; clean up and let them go.
-fn restarted(meta: &ckpt::image::ImageMeta) {
-    // the restorer made this thread share the application's table again (until the end)
-    crate::remote::MANAGER_OWN_TABLE_TID.store(0, Ordering::Relaxed);
-    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    let info = unsafe { *RESTART_INFO.0.get() };
-    REAL_PID.store(
-        if info.pid > 0 {
-            info.pid as i32
-        } else {
-            sys::getpid_real()
-        },
-        Ordering::Release,
-    );
-    let n = NTHREADS.load(Ordering::Acquire);
-    loop {
-        let k = RESUMED_COUNT.load(Ordering::Acquire);
-        if k >= n {
-            break;
-        }
-        sys::futex_wait(&RESUMED_COUNT, k, Some(10));
-    }
-    for r in &info.ranges[..info.nranges as usize] {
-        // SAFETY: these were the restorer's own mappings; no thread runs there any more.
-        unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
-    }
-    open_channels();
-    crate::migrate::CONTROL.store(-1, Ordering::Release);
-    crate::migrate::STUB_CONN.store(-1, Ordering::Release);
-    if crate::remote::SESSION_SET.load(Ordering::Acquire) {
-        crate::migrate::enter_remote(&meta.fds);
-    }
-    raise_pending(meta);
-    if let Err(e) = restore_timers(meta) {
-        log(&format!("restart: {e}"));
-    }
-    release_threads();
-    detach_fd_table();
-    log(&format!(
-        "restarted as pid {}",
-        REAL_PID.load(Ordering::Relaxed)
-    ));
-}
-
-/// Signals that were pending when the image was taken are raised again (once each: the
-/// kernel's queue of real-time signal instances and their siginfo are not saved).
-fn raise_pending(meta: &ckpt::image::ImageMeta) {
-    let ours = sys::sigbit(TRIGGER_SIG.load(Ordering::Relaxed)) | sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | sys::sigbit(crate::config::SIG_CANCEL) | sys::sigbit(crate::config::SIG_SETXID);
-    let pid = REAL_PID.load(Ordering::Relaxed);
-    for t in meta.threads.iter().filter(|t| !t.is_manager) {
-        // SAFETY: the restored thread's context (read only).
-        let c = unsafe { &*(t.ctx_addr as *const ThreadCtx) };
-        let own = c.pending & !meta.shared_pending & !ours;
-        for sig in (1..=64).filter(|&s| own & sys::sigbit(s) != 0) {
-            // SAFETY: signal to a thread of our own process.
-            unsafe { ckpt::sc!(libc::SYS_tgkill, pid, crate::tids::to_real(c.vtid), sig) };
-        }
-    }
-    for sig in (1..=64).filter(|&s| meta.shared_pending & !ours & sys::sigbit(s) != 0) {
-        // SAFETY: process-directed signal to ourselves.
-        unsafe { ckpt::sc!(libc::SYS_kill, pid, sig) };
-    }
-}
-
-/// Recreate POSIX timers with their old ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16+;
-/// older kernels hand out ids in order, so gaps are filled with placeholders).
-fn restore_timers(meta: &ckpt::image::ImageMeta) -> Result<(), String> {
-    let timers = &meta.timers;
-    #[repr(C)]
-    struct KSigevent {
-        value: u64,
-        signo: i32,
-        notify: i32,
-        tid: i32,
-        pad: [i32; 11],
-    }
-    if timers.is_empty() {
-        return Ok(());
-    }
-    const PR_TIMER_CREATE_RESTORE_IDS: i32 = 77;
-    // SAFETY: prctl with integer arguments.
-    let by_id = unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0) } == 0;
-    let mut sorted: Vec<_> = timers.to_vec();
-    sorted.sort_by_key(|t| t.id);
-    let mut fillers = Vec::new();
-    for t in &sorted {
-        // the thread a SIGEV_THREAD_ID timer notifies, by its old kernel tid
-        let tid = if t.notify & libc::SIGEV_THREAD_ID != 0 {
-            meta.threads
-                .iter()
-                // SAFETY: contexts of the restored threads (read only).
-                .map(|r| unsafe { &*(r.ctx_addr as *const ThreadCtx) })
-                
-                .find(|c| c.tid == t.tid)
-                .map(|c| crate::tids::to_real(c.vtid))
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        let sev = KSigevent { value: t.sival, signo: t.signo, notify: t.notify, tid, pad: [0; 11] };
-        let mut id: i32 = t.id;
-        loop {
-            // SAFETY: timer_create with a valid sigevent and id out-pointer.
-            if unsafe { ckpt::sc!(libc::SYS_timer_create, t.clockid, &sev as *const KSigevent, &mut id as *mut i32) } != 0 {
-                return Err(format!("cannot recreate POSIX timer {}: {}", t.id, std::io::Error::last_os_error()));
-            }
-            if by_id || id >= t.id {
-                break;
-            }
-            fillers.push(id);
-            id = t.id;
-        }
-        if id != t.id {
-            return Err(format!("POSIX timer {} came back as {id}", t.id));
-        }
-        let ns = |v: u64| [(v / 1_000_000_000) as i64, (v % 1_000_000_000) as i64];
-        let [is, ins] = ns(t.interval_ns);
-        let [vs, vns] = ns(t.value_ns);
-        let its = [is, ins, vs, vns];
-        // SAFETY: arming our timer with a 4-word itimerspec.
-        unsafe { ckpt::sc!(libc::SYS_timer_settime, id, 0, its.as_ptr(), 0usize) };
-    }
-    for id in fillers {
-        // SAFETY: deleting a placeholder timer we created.
-        unsafe { ckpt::sc!(libc::SYS_timer_delete, id) };
-    }
-    if by_id {
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0) };
-    }
-    Ok(())
-}
-
-/// Per-thread kernel state after a restart; called by `mos_ctx_resume_entry` on every
-/// restored thread, on its own saved stack. Raw syscalls only.
-#[no_mangle]
-pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
-    // SAFETY: ctx is a slot of the restored process, filled at checkpoint time.
-    let c = unsafe { &*ctx };
-    let tid = sys::gettid();
-    // SAFETY: raw syscalls re-establishing this thread's kernel state at addresses that
-    // were valid for it when the image was taken (same memory now).
-    unsafe {
-        if c.tid_addr != 0 {
-            ckpt::sc!(libc::SYS_set_tid_address, c.tid_addr);
-            // glibc keeps the tid it knew (mutex owners, recursion counts compare it);
-            // the kernel's tid is mapped by crate::tids.
-            core::ptr::write_volatile(c.tid_addr as *mut i32, c.vtid);
-        }
-        if c.robust_head != 0 {
-            ckpt::sc!(libc::SYS_set_robust_list, c.robust_head, c.robust_len);
-        }
-        if c.rseq_addr != 0 {
-            // struct rseq: cpu_id_start u32, cpu_id u32, rseq_cs u64, flags u32
-            core::ptr::write_volatile((c.rseq_addr + 4) as *mut u32, u32::MAX);
-            core::ptr::write_volatile((c.rseq_addr + 8) as *mut u64, 0);
-            ckpt::sc!(libc::SYS_rseq, c.rseq_addr, c.rseq_len, 0, c.rseq_sig);
-        }
-        if c.altstack_size != 0 {
-            let ss = libc::stack_t {
-                ss_sp: c.altstack_sp as *mut _,
-                ss_flags: c.altstack_flags as i32,
-                ss_size: c.altstack_size as usize,
-            };
-            libc::sigaltstack(&ss, core::ptr::null_mut());
-        }
-    }
-    crate::tids::register(ctx, c.fs_base, c.vtid, tid);
-    if c.name[0] != 0 {
-        // SAFETY: the saved name is NUL-terminated within 16 bytes (PR_GET_NAME wrote it).
-        unsafe { libc::prctl(libc::PR_SET_NAME, c.name.as_ptr()) };
-    }
-    let remote = crate::remote::SESSION_SET.load(Ordering::Acquire);
-    let mask = if remote { c.mask & !sys::sigbit(libc::SIGSYS) } else { c.mask };
-    sys::rt_sigprocmask(libc::SIG_SETMASK, Some(mask), None);
-    if ctx == MANAGER_CTX.0.get() {
-        return;
-    }
-    if remote {
-        // every system call of this thread outside the shim now traps (see crate::remote)
-        crate::remote::REMOTE.store(true, Ordering::Release);
-        crate::remote::enable_thread();
-    }
-    resumed_wait(RELEASE.load(Ordering::Acquire));
 }
 
 #[allow(dead_code)]
