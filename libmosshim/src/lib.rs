@@ -6,10 +6,11 @@
 //! hooks are pid virtualisation, keeping the shim's signals its own, and file I/O calls
 //! that a migrated body forwards without a trap (at home: a flag test and a jump).
 //!
-//! Environment: `MOS_CKPT_DIR` (default image directory, else the start cwd),
-//! `MOS_CKPT_SIGNAL` (trigger signal), `MOS_LOG_FILE` (where the shim logs; never the
-//! application's stderr), `MOS_DISABLE=1` (do nothing), `MOS_SHADOW_SOCK` (the node's
-//! shadowd, to register with for load balancing; `MOS_NO_MIGRATE=1`: as never movable).
+//! Environment (every name is in [`config`]): `MOS_CKPT_DIR` (default image directory,
+//! else the start cwd), `MOS_CKPT_SIGNAL` (trigger signal), `MOS_LOG_FILE` (where the shim
+//! logs; never the application's stderr), `MOS_DISABLE=1` (do nothing), `MOS_SHADOW_SOCK`
+//! (the node's shadowd, to register with for load balancing; `MOS_NO_MIGRATE=1`: as never
+//! movable).
 
 /// The original libc symbol `name` with C type `ty` (dlsym RTLD_NEXT). Every name has one
 /// slot in [`reals`], filled for all of them at start-up ([`reals::resolve_all`]), so a
@@ -57,15 +58,20 @@ declare_reals!(
 );
 
 mod alloc;
+mod config;
 mod ctxasm;
 mod dump;
+mod freeze;
 mod hooks;
 mod hooks_eintr;
 mod hooks_io;
+mod log;
 mod manager;
 mod migrate;
+mod process;
 mod rawfs;
 mod register;
+mod restart;
 mod remote;
 mod signals;
 mod tids;
@@ -86,7 +92,7 @@ extern "C" fn atfork_child() {
     signals::REAL_PID.store(pid, Ordering::Relaxed);
     signals::VPID.store(pid, Ordering::Relaxed);
     signals::TRIGGER_FD.store(-1, Ordering::Relaxed);
-    for fd in manager::internal_fds() {
+    for fd in process::fds::internal_fds() {
         if fd >= 0 {
             // SAFETY: these fds are the shim's own.
             unsafe { libc::close(fd) };
@@ -122,33 +128,33 @@ fn single_threaded_again() {
 extern "C" fn mos_init() {
     // first, whatever happens next: the hooks stay exported even when the shim is disabled
     reals::resolve_all();
-    if std::env::var_os("MOS_DISABLE").is_some_and(|v| v == "1") {
+    if config::flag(config::DISABLE) {
         return;
     }
     let pid = ckpt::sys::getpid_real();
     signals::REAL_PID.store(pid, Ordering::Relaxed);
     signals::VPID.store(pid, Ordering::Relaxed);
-    let log_file = std::env::var("MOS_LOG_FILE").ok();
+    let log_file = std::env::var(config::LOG_FILE).ok();
     let cwd = std::env::current_dir()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| ".".into());
-    let ckpt_dir = std::env::var("MOS_CKPT_DIR")
+    let ckpt_dir = std::env::var(config::CKPT_DIR)
         .ok()
         .filter(|d| !d.is_empty())
         .unwrap_or(cwd);
-    let _ = manager::CONFIG.set(manager::Config { ckpt_dir, log_file });
-    if let Ok(s) = std::env::var("MOS_CKPT_SIGNAL") {
+    let _ = config::CONFIG.set(config::Config { ckpt_dir, log_file });
+    if let Ok(s) = std::env::var(config::CKPT_SIGNAL) {
         match signals::parse_signal(&s) {
-            Some(sig) if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != 32 && sig != 33 => {
+            Some(sig) if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != config::SIG_CANCEL && sig != config::SIG_SETXID => {
                 signals::TRIGGER_SIG.store(sig, Ordering::Relaxed)
             }
-            _ => manager::log(&format!(
+            _ => log::log(&format!(
                 "MOS_CKPT_SIGNAL={s:?} is not a usable signal; using SIGUSR2"
             )),
         }
     }
-    if signals::TRIGGER_SIG.load(Ordering::Relaxed) == 62 {
-        signals::FREEZE_SIG.store(61, Ordering::Relaxed);
+    if signals::TRIGGER_SIG.load(Ordering::Relaxed) == config::FREEZE_SIG_DEFAULT {
+        signals::FREEZE_SIG.store(config::FREEZE_SIG_ALT, Ordering::Relaxed);
     }
     // SAFETY: dlsym of glibc's exported rseq variables (absent before glibc 2.35).
     unsafe {
@@ -171,18 +177,18 @@ extern "C" fn mos_init() {
         )
     };
     if scratch == libc::MAP_FAILED {
-        manager::log("cannot reserve the scratch area; checkpointing disabled");
+        log::log("cannot reserve the scratch area; checkpointing disabled");
         return;
     }
     alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
-    manager::open_channels();
+    process::fds::open_channels();
     tids::init();
     signals::install();
     remote::learn_text();
     // SAFETY: registering a plain function as fork child handler.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
     // a batch job placed away from its home runs in remote mode from the start
-    let remote_start = match std::env::var("MOS_REMOTE_HOME") {
+    let remote_start = match std::env::var(config::REMOTE_HOME) {
         Ok(v) if !v.is_empty() => match migrate::start_remote(&v) {
             Ok(()) => true,
             Err(e) => {
@@ -202,7 +208,7 @@ extern "C" fn mos_init() {
         .stack_size(256 * 1024)
         .spawn(manager::run);
     match spawned {
-        Err(e) => manager::log(&format!("cannot start the manager thread: {e}")),
+        Err(e) => log::log(&format!("cannot start the manager thread: {e}")),
         Ok(_) => {
             // the program starts once the manager holds its own copies of the shim's fds
             let t0 = std::time::Instant::now();
@@ -216,13 +222,13 @@ extern "C" fn mos_init() {
         // every call of the main thread from here on goes through the dispatcher
         remote::enable_thread();
     }
-    if std::env::var_os("MOS_RSYS_TCP").is_some_and(|v| v == "1") {
+    if config::flag(config::RSYS_TCP) {
         remote::LOCAL_OFF.store(true, Ordering::Relaxed);
     }
-    if let Some(n) = std::env::var("MOS_RSYS_SPIN_US").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var(config::RSYS_SPIN_US).ok().and_then(|v| v.parse().ok()) {
         remote::SPIN_US.store(n, Ordering::Relaxed);
     }
-    if std::env::var_os("MOS_SUD_SELFTEST").is_some_and(|v| v == "1") {
+    if config::flag(config::SUD_SELFTEST) {
         remote::selftest_enable();
     }
 }

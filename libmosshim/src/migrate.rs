@@ -13,16 +13,13 @@
 //! The body restarted elsewhere finds the session in its memory and enters remote mode
 //! (`crate::remote`); its manager holds the control connection, on which signals arrive.
 
+use crate::process::fds::{CONTROL, STUB_CONN};
 use crate::remote;
 use crate::signals::{FREEZE_SIG, REAL_PID, TRIGGER_SIG, VPID};
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::Ordering;
 use proto::Msg;
 use std::os::fd::RawFd;
 
-/// The body's control connection to the home shadow (remote mode).
-pub static CONTROL: AtomicI32 = AtomicI32::new(-1);
-/// The stub's connection to the home shadowd (home, after its body left).
-pub static STUB_CONN: AtomicI32 = AtomicI32::new(-1);
 
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -120,7 +117,7 @@ pub(crate) fn connect_local(sock: &str, who: &str) -> Result<RawFd, String> {
     if s < 0 {
         return Err(os_err("socket"));
     }
-    let s = crate::manager::high(s);
+    let s = crate::process::fds::high(s);
     let close = |e: String| {
         // SAFETY: closing our socket.
         unsafe { libc::close(s) };
@@ -169,7 +166,7 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     // copies of the application's descriptors in our own table, sent, then dropped
     let mut own = Vec::with_capacity(fds.len());
     for &fd in &fds {
-        own.push(crate::manager::app_fd(fd).map_err(close)?);
+        own.push(crate::process::fds::app_fd(fd).map_err(close)?);
     }
     let raw: Vec<RawFd> = own.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     send_with_fds(s, &payload, &raw).map_err(close)?;
@@ -229,13 +226,13 @@ pub fn undo_hand_off() {
 /// starter puts `MOS_NODE_ADDR` in the restorer's environment, which records it.
 fn node_name() -> [u8; 32] {
     // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    let n = unsafe { (*crate::manager::RESTART_INFO.0.get()).node_addr };
+    let n = unsafe { (*crate::process::ctx::RESTART_INFO.0.get()).node_addr };
     if n[0] != 0 {
         return n;
     }
     // a batch job started here in remote mode: the starter's environment says
     let mut n = [0u8; 32];
-    if let Ok(a) = std::env::var("MOS_NODE_ADDR") {
+    if let Ok(a) = std::env::var(crate::config::NODE_ADDR) {
         for (d, b) in n.iter_mut().zip(a.bytes().take(31)) {
             *d = b;
         }
@@ -301,7 +298,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
     remote::strip_sigsys_from_handlers();
     let c = remote::connect(proto::rsys::KIND_CONTROL);
     if c < 0 {
-        crate::manager::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
+        crate::log::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
         remote::HOME_LOST.store(true, Ordering::Release);
     } else {
         CONTROL.store(c as i32, Ordering::Release);
@@ -346,7 +343,7 @@ pub fn on_control() {
     }
     let ctl = proto::rsys::Ctl::decode(&b);
     if ctl.what == proto::rsys::CTL_SIGNAL {
-        crate::manager::log(&format!("remote: signal {} from home", ctl.arg));
+        crate::log::log(&format!("remote: signal {} from home", ctl.arg));
         deliver(ctl.arg as i32);
     }
 }
@@ -367,13 +364,13 @@ fn deliver(sig: i32) {
     // deliver the SIGCONT that follows
     let stop = sig == libc::SIGSTOP || (matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) && app.handler == libc::SIG_DFL as u64);
     if stop {
-        if !STOPPED.swap(true, Ordering::AcqRel) && !crate::manager::pause_app() {
+        if !STOPPED.swap(true, Ordering::AcqRel) && !crate::freeze::pause_app() {
             STOPPED.store(false, Ordering::Release);
         }
         return;
     }
     if sig == libc::SIGCONT && STOPPED.swap(false, Ordering::AcqRel) {
-        crate::manager::resume_app();
+        crate::freeze::resume_app();
     }
     let terminates = app.handler == libc::SIG_DFL as u64
         && !matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
@@ -397,7 +394,7 @@ fn home_lost() {
     if remote::EXITING.load(Ordering::Acquire) {
         return; // the stub has our exit status and is gone; we are exiting too
     }
-    crate::manager::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
+    crate::log::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
     // SAFETY: stopping our own process.
     unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };
 }
@@ -415,7 +412,7 @@ pub fn leaving() {
 /// Become the home stub: never returns. The application's threads stay frozen.
 pub fn run_stub() -> ! {
     let s = STUB_CONN.load(Ordering::Acquire);
-    crate::manager::log(&format!("pid {}: body migrated; this process is its home stub", VPID.load(Ordering::Relaxed)));
+    crate::log::log(&format!("pid {}: body migrated; this process is its home stub", VPID.load(Ordering::Relaxed)));
     // every signal stays pending for the signalfd (application threads are parked with
     // everything blocked; the manager blocks everything too)
     ckpt::sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!0), None);
@@ -427,7 +424,7 @@ pub fn run_stub() -> ! {
         if let Some(m) = msg {
             let line = format!("mos: {m}\n");
             // the process's stderr (the manager's own table has none)
-            if let Ok(err) = crate::manager::app_fd(2) {
+            if let Ok(err) = crate::process::fds::app_fd(2) {
                 use std::os::fd::AsRawFd;
                 // SAFETY: writing to our copy of the process's stderr.
                 unsafe { libc::write(err.as_raw_fd(), line.as_ptr().cast(), line.len()) };

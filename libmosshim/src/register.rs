@@ -16,15 +16,15 @@ const ANSWER_MS: i32 = 2000;
 /// Register this process with the node's shadowd, if one is named. Manager thread, once,
 /// at start-up (a body restarted elsewhere is its home's, and never registers there).
 pub fn with_node() {
-    let Some(sock) = std::env::var("MOS_SHADOW_SOCK").ok().filter(|s| !s.is_empty()) else { return };
+    let Some(sock) = std::env::var(crate::config::SHADOW_SOCK).ok().filter(|s| !s.is_empty()) else { return };
     if crate::remote::REMOTE.load(Ordering::Acquire) {
         return; // a batch job placed away from home: its home knows where it is
     }
-    let no_migrate = std::env::var_os("MOS_NO_MIGRATE").is_some_and(|v| v == "1");
+    let no_migrate = crate::config::flag(crate::config::NO_MIGRATE);
     let pid = REAL_PID.load(Ordering::Relaxed) as u32;
     match ask(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
         Ok(()) => {}
-        Err(e) => crate::manager::log(&format!("not registered for load balancing: {e}")),
+        Err(e) => crate::log::log(&format!("not registered for load balancing: {e}")),
     }
 }
 

@@ -13,7 +13,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 pub static TRIGGER_SIG: AtomicI32 = AtomicI32::new(libc::SIGUSR2);
-pub static FREEZE_SIG: AtomicI32 = AtomicI32::new(62);
+pub static FREEZE_SIG: AtomicI32 = AtomicI32::new(crate::config::FREEZE_SIG_DEFAULT);
 /// write end of the manager's wake-up pipe
 pub static TRIGGER_FD: AtomicI32 = AtomicI32::new(-1);
 pub static REAL_PID: AtomicI32 = AtomicI32::new(0);

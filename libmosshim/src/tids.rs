@@ -32,7 +32,7 @@ pub static TID_OFF: AtomicI64 = AtomicI64::new(-1);
 
 fn generation() -> i64 {
     // SAFETY: RESTART_INFO is written by the restorer before any thread runs.
-    unsafe { (*crate::manager::RESTART_INFO.0.get()).pid }
+    unsafe { (*crate::process::ctx::RESTART_INFO.0.get()).pid }
 }
 
 /// Called by each restored thread (see `mos_thread_resumed`).

@@ -33,7 +33,7 @@ pub(super) fn eintr_signals(op: u32) -> u64 {
     if SIGACTS.read.load(Ordering::Acquire) != g {
         let (mut handled, mut norestart) = (0u64, 0u64);
         for sig in 1..=64 {
-            if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGSYS | 32 | 33) || crate::signals::app_action_slot(sig).is_some() {
+            if matches!(sig, libc::SIGKILL | libc::SIGSTOP | libc::SIGSYS | crate::config::SIG_CANCEL | crate::config::SIG_SETXID) || crate::signals::app_action_slot(sig).is_some() {
                 continue;
             }
             let mut k = ckpt::sys::KSigAction { handler: 0, flags: 0, restorer: 0, mask: 0 };

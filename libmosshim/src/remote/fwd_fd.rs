@@ -186,7 +186,7 @@ pub(super) fn mmap_fwd(h: &impl Home, a: [u64; 6], m: u64) -> i64 {
     let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i32 as i64, a[5]);
     let shared = flags & libc::MAP_SHARED as u64 != 0;
     if shared && prot & libc::PROT_WRITE as u64 != 0 {
-        crate::manager::log("remote: a writable shared mapping of a home file is refused (ENODEV)");
+        crate::log::log("remote: a writable shared mapping of a home file is refused (ENODEV)");
         return -(libc::ENODEV as i64);
     }
     // a private copy of the file's bytes (read at home), then the asked protection

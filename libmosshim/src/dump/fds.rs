@@ -1,0 +1,248 @@
+//! What a checkpoint saves of the application's file descriptors: for each fd its
+//! target, flags, offset and kind (from /proc/self/fd and fdinfo, reached through the
+//! manager's own table with `app_fd`), pipe contents peeked without consuming them, and
+//! which fds share one open file description. Runs in the manager while the threads are
+//! frozen; allocates freely (never in the writer child).
+
+use super::{link, read_str};
+use crate::rawfs;
+use ckpt::image::*;
+
+struct FdInfo {
+    fd: i32,
+    target: String,
+    flags: u32,
+    offset: i64,
+    dev: u64,
+    ino: u64,
+    fmt: u32,
+    info: String,
+}
+
+/// Same open file description? (kcmp; without it, distinct fds are distinct files)
+fn same_file(a: i32, b: i32) -> bool {
+    let pid = ckpt::sys::getpid_real();
+    // SAFETY: kcmp compares two of our own fds (KCMP_FILE = 0).
+    unsafe { ckpt::sc!(libc::SYS_kcmp, pid, pid, 0, a, b) == 0 }
+}
+
+fn field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim())
+}
+
+/// Bytes buffered in a pipe, read without consuming them (tee into a scratch pipe).
+fn peek_pipe(app: i32) -> Result<(u32, Vec<u8>), String> {
+    use std::os::fd::AsRawFd;
+    let own = crate::process::fds::app_fd(app)?;
+    let fd = own.as_raw_fd();
+    // SAFETY: fcntl/pipe2/tee/read/close on our own fds.
+    unsafe {
+        let size = libc::fcntl(fd, libc::F_GETPIPE_SZ);
+        let mut p = [0i32; 2];
+        if size < 0 || libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) != 0 {
+            return Err(format!(
+                "cannot inspect pipe fd {fd}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::fcntl(p[1], libc::F_SETPIPE_SZ, size);
+        let n = libc::tee(fd, p[1], size as usize, libc::SPLICE_F_NONBLOCK);
+        let mut data = Vec::new();
+        if n > 0 {
+            data.resize(n as usize, 0);
+            let mut off = 0;
+            while off < data.len() {
+                let k = libc::read(p[0], data[off..].as_mut_ptr().cast(), data.len() - off);
+                if k <= 0 {
+                    break;
+                }
+                off += k as usize;
+            }
+            data.truncate(off);
+        }
+        libc::close(p[0]);
+        libc::close(p[1]);
+        Ok((size as u32, data))
+    }
+}
+
+fn hex(v: Option<&str>) -> u64 {
+    v.and_then(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0)
+}
+
+/// "(sec, nsec)" as timerfd's fdinfo prints it.
+fn timespec_ns(v: Option<&str>) -> u64 {
+    let Some(v) = v else { return 0 };
+    let nums: Vec<u64> = v
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [s, ns] => s * 1_000_000_000 + ns,
+        _ => 0,
+    }
+}
+
+pub(super) fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
+    let mut fds = rawfs::list_dir_numbers("/proc/self/fd")
+        .map_err(|e| format!("listing /proc/self/fd: {e}"))?;
+    fds.sort_unstable();
+    let mut infos = Vec::new();
+    for fd in fds {
+        let fd = fd as i32;
+        if internal.contains(&fd) {
+            continue;
+        }
+        let target = link(&format!("/proc/self/fd/{fd}"));
+        if target.is_empty() {
+            continue; // the listing's own fd, already closed
+        }
+        let info = read_str(&format!("/proc/self/fdinfo/{fd}"))?;
+        // SAFETY: stat is plain data; stat fills it.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // the application's fd, seen from the manager's own table (see detach_fd_table)
+        let Ok(p) = std::ffi::CString::new(format!("/proc/self/fd/{fd}")) else { continue };
+        // SAFETY: stat of a NUL-terminated path into our struct.
+        if unsafe { libc::stat(p.as_ptr(), &mut st) } != 0 {
+            continue;
+        }
+        infos.push(FdInfo {
+            fd,
+            offset: field(&info, "pos:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            flags: field(&info, "flags:")
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .unwrap_or(0),
+            target,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            fmt: st.st_mode & libc::S_IFMT,
+            info,
+        });
+    }
+    let acc = |f: &FdInfo| f.flags & libc::O_ACCMODE as u32;
+    let mut out = Vec::new();
+    for (i, f) in infos.iter().enumerate() {
+        let fd = f.fd;
+        let target = &f.target;
+        let entry = |kind| FdEntry {
+            fd,
+            kind,
+            path: target.clone(),
+            flags: f.flags,
+            offset: f.offset,
+            target: target.clone(),
+        };
+        if crate::remote::is_remote(fd as i64) {
+            // a home file: only its number lives here (and its offset, for a restart)
+            let mut e = entry(FdKind::Remote);
+            if crate::remote::REMOTE.load(core::sync::atomic::Ordering::Acquire) {
+                e.offset = crate::remote::remote_offset(fd);
+            }
+            out.push(e);
+            continue;
+        }
+        let is_pipe = f.fmt == libc::S_IFIFO && target.starts_with("pipe:");
+        let other_end = |want: u32| {
+            infos
+                .iter()
+                .any(|o| o.fd != fd && o.ino == f.ino && o.dev == f.dev && acc(o) == want)
+        };
+        let internal_pipe = is_pipe
+            && other_end(if acc(f) == libc::O_RDONLY as u32 {
+                libc::O_WRONLY as u32
+            } else {
+                libc::O_RDONLY as u32
+            });
+        let std_stream =
+            fd <= 2 && f.fmt != libc::S_IFREG && f.fmt != libc::S_IFDIR && !internal_pipe;
+        if std_stream {
+            out.push(entry(FdKind::Inherit));
+            continue;
+        }
+        if let Some(p) = infos[..i]
+            .iter()
+            .find(|p| p.dev == f.dev && p.ino == f.ino && same_file(p.fd, fd))
+        {
+            out.push(entry(FdKind::Dup { of: p.fd }));
+            continue;
+        }
+        let kind = if target.starts_with("anon_inode:") {
+            match target.as_str() {
+                "anon_inode:[eventfd]" => FdKind::EventFd {
+                    count: field(&f.info, "eventfd-count:")
+                        .and_then(|v| u64::from_str_radix(v, 16).ok().or_else(|| v.parse().ok()))
+                        .unwrap_or(0),
+                    semaphore: field(&f.info, "eventfd-semaphore:") == Some("1"),
+                },
+                "anon_inode:[eventpoll]" => {
+                    let mut targets = Vec::new();
+                    for l in f.info.lines().filter(|l| l.starts_with("tfd:")) {
+                        let w: Vec<&str> = l.split_whitespace().collect();
+                        let get = |k: &str| {
+                            w.iter()
+                                .position(|x| *x == k)
+                                .and_then(|i| w.get(i + 1))
+                                .copied()
+                        };
+                        let tfd: i32 = get("tfd:").and_then(|v| v.parse().ok()).unwrap_or(-1);
+                        targets.push((tfd, hex(get("events:")) as u32, hex(get("data:"))));
+                    }
+                    FdKind::Epoll { targets }
+                }
+                "anon_inode:[timerfd]" => FdKind::TimerFd {
+                    clockid: field(&f.info, "clockid:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
+                    value_ns: timespec_ns(field(&f.info, "it_value:")),
+                    interval_ns: timespec_ns(field(&f.info, "it_interval:")),
+                    ticks: field(&f.info, "ticks:")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                },
+                "anon_inode:[signalfd]" => FdKind::SignalFd {
+                    mask: hex(field(&f.info, "sigmask:")),
+                },
+                _ => return Err(format!("fd {fd} is {target}, which mos cannot restore yet")),
+            }
+        } else {
+            match f.fmt {
+                libc::S_IFREG if target.starts_with("/memfd:") => {
+                    return Err(format!("fd {fd} is a memfd ({target}); memfds cannot be restored yet"))
+                }
+                libc::S_IFREG if target.ends_with(" (deleted)") => {
+                    return Err(format!("fd {fd} refers to a deleted file ({target}); deleted files cannot be restored yet"))
+                }
+                libc::S_IFREG => FdKind::File,
+                libc::S_IFDIR => FdKind::Dir,
+                libc::S_IFCHR => FdKind::CharDev,
+                libc::S_IFIFO if internal_pipe && acc(f) == libc::O_RDONLY as u32 => {
+                    // the first read end carries the buffered bytes
+                    let first = !infos[..i].iter().any(|p| p.ino == f.ino && acc(p) == libc::O_RDONLY as u32);
+                    let (size, data) = if first { peek_pipe(fd)? } else { (0, Vec::new()) };
+                    FdKind::PipeRead { id: f.ino, size, data }
+                }
+                libc::S_IFIFO if internal_pipe => FdKind::PipeWrite { id: f.ino },
+                libc::S_IFIFO if is_pipe => {
+                    return Err(format!("fd {fd} is a pipe to another process ({target}); such pipes cannot be restored yet"))
+                }
+                libc::S_IFIFO => return Err(format!("fd {fd} is a named FIFO ({target}), which cannot be restored yet")),
+                libc::S_IFSOCK => {
+                    return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr cannot be restored yet"))
+                }
+                _ => return Err(format!("fd {fd} ({target}) is of a kind mos cannot restore yet")),
+            }
+        };
+        if matches!(kind, FdKind::File | FdKind::Dir | FdKind::CharDev) && !target.starts_with('/')
+        {
+            return Err(format!("fd {fd} ({target}) has no path to reopen"));
+        }
+        out.push(entry(kind));
+    }
+    Ok(out)
+}

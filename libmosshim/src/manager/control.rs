@@ -1,0 +1,218 @@
+//! The manager's control socket: one request per connection from `mos ckpt` / `mos
+//! migrate` / the shadowd (checked against the caller's uid), answered with a
+//! [`CkptReply`]; a streamed image's sink arrives with the request (SCM_RIGHTS) and a
+//! streamed checkpoint waits for the requester's verdict. Manager-thread code.
+
+use super::{checkpoint, reap, Outcome};
+use crate::freeze::release_threads;
+use crate::log::log;
+use crate::process::fds::internal_fds;
+use ckpt::control::{CkptReply, CkptRequest, MAX_MSG};
+use ckpt::sys;
+use core::sync::atomic::Ordering;
+
+fn peer_uid(c: i32) -> Option<u32> {
+    // SAFETY: ucred is plain data; getsockopt fills it.
+    let mut cred: libc::ucred = unsafe { core::mem::zeroed() };
+    let mut len = core::mem::size_of::<libc::ucred>() as u32;
+    // SAFETY: SO_PEERCRED with a correctly sized buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut _,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(cred.uid)
+}
+
+pub(super) fn serve(c: i32) {
+    let reply = |c: i32, r: &CkptReply| {
+        if let Ok(b) = postcard::to_allocvec(r) {
+            // SAFETY: writing our buffer to our socket.
+            unsafe { libc::write(c, b.as_ptr().cast(), b.len()) };
+        }
+    };
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    match peer_uid(c) {
+        Some(u) if u == me || u == 0 => {}
+        _ => {
+            reply(
+                c,
+                &CkptReply::Failed("permission denied: peer runs as another user".into()),
+            );
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+            return;
+        }
+    }
+    let tv = libc::timeval {
+        tv_sec: 5,
+        tv_usec: 0,
+    };
+    // SAFETY: setting a receive timeout on our socket.
+    unsafe {
+        libc::setsockopt(
+            c,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const _,
+            core::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    // The request ends where it parses (a streamed one's connection stays open for the
+    // verdict); a sink for a streamed image comes attached to it.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut sink = -1;
+    let parsed = loop {
+        let (n, fd) = recv_with_fd(c, &mut chunk);
+        if fd >= 0 {
+            if sink >= 0 {
+                // SAFETY: closing a second descriptor we were sent and do not use.
+                unsafe { libc::close(sink) };
+            }
+            sink = fd;
+        }
+        if n <= 0 || buf.len() > MAX_MSG {
+            break postcard::from_bytes::<CkptRequest>(&buf);
+        }
+        buf.extend_from_slice(&chunk[..n as usize]);
+        if let Ok(r) = postcard::from_bytes::<CkptRequest>(&buf) {
+            break Ok(r);
+        }
+    };
+    let close_sink = || {
+        if sink >= 0 {
+            // SAFETY: closing the descriptor we were sent.
+            unsafe { libc::close(sink) };
+        }
+    };
+    let req = match parsed {
+        Ok(r) if r.stream && sink < 0 => {
+            reply(c, &CkptReply::Failed("a streamed checkpoint needs a descriptor to write the image into; none came with the request".into()));
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+            return;
+        }
+        Ok(r) => r,
+        Err(e) => {
+            reply(c, &CkptReply::Failed(format!("malformed request: {e}")));
+            close_sink();
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+            return;
+        }
+    };
+    if !req.stream {
+        close_sink();
+        sink = -1;
+    }
+    let migrating = req.migrate.is_some();
+    let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
+    let exit = req.exit || migrating || req.stream;
+    match checkpoint(req.out, exit, req.migrate, sink) {
+        // The connection belongs to the process that took the image; in the restored
+        // process that fd number means nothing: forget it.
+        Outcome::Restarted => {}
+        Outcome::Done { path, bytes, stop_us, frozen_us, threads, total_us } => {
+            reply(c, &CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us });
+            if req.stream && !committed(c) {
+                // The image did not arrive, or not whole, where it went: undo, run on.
+                log("streamed checkpoint not committed by the requester: the process runs on here");
+                if migrating && !was_remote {
+                    crate::migrate::undo_hand_off();
+                }
+                reap(true);
+                release_threads();
+                // SAFETY: closing our fd.
+                unsafe { libc::close(c) };
+                return;
+            }
+            // SAFETY: closing our fd; with --exit the image is safe, so leave now without
+            // flushing stdio (unflushed output lives on in the image).
+            unsafe {
+                libc::close(c);
+                if migrating && !was_remote {
+                    reap(true);
+                    crate::migrate::run_stub();
+                }
+                if migrating {
+                    crate::migrate::leaving();
+                }
+                if exit {
+                    reap(true); // no zombie writer left to init
+                    ckpt::sc!(libc::SYS_exit_group, 0);
+                }
+            }
+        }
+        Outcome::Failed(e) => {
+            log(&format!(
+                "checkpoint failed: {e} (internal fds {:?})",
+                internal_fds()
+            ));
+            reply(c, &CkptReply::Failed(e));
+            // SAFETY: closing our fd.
+            unsafe { libc::close(c) };
+        }
+    }
+}
+
+/// One read of the control connection into `buf`, with a descriptor if one came along
+/// (close-on-exec). Returns the byte count (<= 0: end or error) and the fd or -1.
+fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32) {
+    let mut cbuf = [0u64; 8];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; its pointers refer to our locals for the call.
+    let mut mh: libc::msghdr = unsafe { core::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = core::mem::size_of_val(&cbuf);
+    // SAFETY: receiving into our buffers.
+    let n = unsafe { libc::recvmsg(c, &mut mh, libc::MSG_CMSG_CLOEXEC) };
+    let mut fd = -1;
+    if n >= 0 {
+        // SAFETY: walking the control messages the kernel wrote into cbuf.
+        unsafe {
+            let mut cm = libc::CMSG_FIRSTHDR(&mh);
+            while !cm.is_null() {
+                if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cm).cast::<i32>();
+                    let count = ((*cm).cmsg_len - libc::CMSG_LEN(0) as usize) / core::mem::size_of::<i32>();
+                    for i in 0..count {
+                        let f = core::ptr::read_unaligned(data.add(i));
+                        if fd < 0 {
+                            fd = f;
+                        } else {
+                            libc::close(f);
+                        }
+                    }
+                }
+                cm = libc::CMSG_NXTHDR(&mh, cm);
+            }
+        }
+    }
+    (n as isize, fd)
+}
+
+/// Wait (frozen) for the requester's verdict on a streamed image: true on
+/// [`ckpt::control::COMMIT`], false on anything else, the connection closing or the
+/// timeout.
+fn committed(c: i32) -> bool {
+    let tv = libc::timeval { tv_sec: ckpt::control::VERDICT_TIMEOUT_S, tv_usec: 0 };
+    // SAFETY: setting a receive timeout on our socket.
+    unsafe { libc::setsockopt(c, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const _, core::mem::size_of::<libc::timeval>() as u32) };
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into our buffer.
+        let n = unsafe { libc::read(c, b.as_mut_ptr().cast(), 1) };
+        if n < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        return n == 1 && b[0] == ckpt::control::COMMIT;
+    }
+}

@@ -1,0 +1,377 @@
+//! The manager thread: waits for checkpoint requests (trigger signal or `mos ckpt` on the
+//! control socket), freezes the application's threads, forks the image writer, thaws
+//! the threads, and reports. After a restart it is the first to run shim code
+//! (`restart.rs`: it cleans up after the restorer, recreates what lives outside memory,
+//! and releases the application's threads). The freezing is `freeze.rs`, the shim's own
+//! fds and the restorer's hand-over `process/`; nothing imports this module but `lib.rs`.
+//! Here: the manager's loop and taking a checkpoint; `control.rs` serves the control socket.
+
+use crate::config::CONFIG;
+use crate::ctxasm;
+use crate::dump::{self, Plan};
+use crate::freeze::{freeze, release_threads, NTHREADS};
+use crate::log::log;
+use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
+use crate::process::fds::{detach_fd_table, high, internal_fds, CONN, LISTEN, TRIG_R};
+use crate::restart::restarted;
+use crate::signals::*;
+use ckpt::ctx::{ThreadCtx, RESUMED};
+use ckpt::image::ThreadRec;
+use ckpt::sys;
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::ffi::CString;
+use std::time::Instant;
+
+mod control;
+
+use control::serve;
+
+/// image writer that reported but may still be exiting
+static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
+
+/// Set once the manager has its own fd table (start-up waits for it, so that the
+/// application cannot close the shim's descriptors before the manager holds copies).
+pub static DETACHED: AtomicU32 = AtomicU32::new(0);
+
+pub fn run() {
+    detach_fd_table();
+    DETACHED.store(1, Ordering::Release);
+    sys::futex_wake(&DETACHED);
+    // The manager only ever takes the trigger signal (so a process-directed request
+    // reaches it even when the application blocks it everywhere).
+    let trig = TRIGGER_SIG.load(Ordering::Relaxed);
+    sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!sys::sigbit(trig)), None);
+    crate::register::with_node();
+    loop {
+        let mut pfd = [
+            libc::pollfd {
+                fd: TRIG_R.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: LISTEN.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: crate::process::fds::CONTROL.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two pollfds we own.
+        let timeout = if PENDING_REAP.load(Ordering::Relaxed) > 0 {
+            100
+        } else {
+            -1
+        };
+        // SAFETY: as above.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 3, timeout) };
+        reap(false);
+        if n <= 0 {
+            continue;
+        }
+        // The application closed or replaced our descriptors (closefrom-style daemons):
+        // stop watching them rather than spin; `mos ckpt` then reports "not under the shim".
+        if pfd[0].revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
+            TRIG_R.store(-1, Ordering::Release);
+            TRIGGER_FD.store(-1, Ordering::Release);
+        }
+        if pfd[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            crate::migrate::on_control();
+        }
+        if pfd[0].revents & libc::POLLIN != 0 {
+            let mut b = [0u8; 64];
+            // SAFETY: draining our non-blocking pipe.
+            while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
+            match checkpoint(None, false, None, -1) {
+                Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
+                Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
+                Outcome::Restarted => {}
+            }
+        }
+        if pfd[1].revents & libc::POLLIN != 0 {
+            // SAFETY: accept on our listening socket.
+            let c = unsafe {
+                libc::accept4(
+                    pfd[1].fd,
+                    core::ptr::null_mut(),
+                    core::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c >= 0 {
+                let c = high(c);
+                CONN.store(c, Ordering::Release);
+                serve(c);
+                CONN.store(-1, Ordering::Release);
+            }
+        } else if pfd[1].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            LISTEN.store(-1, Ordering::Release);
+        }
+    }
+}
+
+enum Outcome {
+    Done {
+        path: String,
+        bytes: u64,
+        stop_us: u64,
+        frozen_us: u64,
+        threads: u32,
+        total_us: u64,
+    },
+    Failed(String),
+    Restarted,
+}
+
+fn default_path(comm: &str) -> String {
+    let dir = CONFIG
+        .get()
+        .map(|c| c.ckpt_dir.clone())
+        .unwrap_or_else(|| ".".into());
+    format!("{dir}/{comm}.{}.mosimg", VPID.load(Ordering::Relaxed))
+}
+
+struct Defer<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Reap the previous image writer if it has finished exiting.
+fn reap(block: bool) {
+    let pid = PENDING_REAP.load(Ordering::Acquire);
+    if pid > 0 {
+        let mut st = 0;
+        let flags = libc::__WCLONE | if block { 0 } else { libc::WNOHANG };
+        // SAFETY: waiting for our own clone child.
+        let r = unsafe { libc::waitpid(pid, &mut st, flags) };
+        if r == pid || (r < 0 && sys::errno() == libc::ECHILD) {
+            PENDING_REAP.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// `sink`: the descriptor a streamed image goes into (-1: a file). It is closed here.
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32) -> Outcome {
+    reap(true);
+    let t0 = Instant::now();
+    let me = sys::gettid();
+    let slots = match freeze(me) {
+        Ok(s) => s,
+        Err(e) => {
+            release_threads();
+            close_sink(sink);
+            return Outcome::Failed(e);
+        }
+    };
+    // a migration from home: the files go home first (the image marks them remote)
+    let handed = migrate.is_some() && !crate::remote::REMOTE.load(Ordering::Acquire);
+    if let Some(sock) = migrate.as_deref().filter(|_| handed) {
+        if let Err(e) = crate::migrate::hand_off(sock, &internal_fds()) {
+            release_threads();
+            close_sink(sink);
+            return Outcome::Failed(e);
+        }
+    }
+    let outcome = checkpoint_frozen(t0, me, slots, out, exit, sink);
+    if handed && matches!(outcome, Outcome::Failed(_)) {
+        crate::migrate::undo_hand_off();
+    }
+    outcome
+}
+
+/// Our copy of a streamed image's sink (-1: none). The writer child has its own: once
+/// ours is closed, the reader sees the end of the image when the writer is done.
+fn close_sink(sink: i32) {
+    if sink >= 0 {
+        // SAFETY: closing the descriptor the requester sent us.
+        unsafe { libc::close(sink) };
+    }
+}
+
+/// `sink` is closed here, in the process that took the image (a restored process has no
+/// such descriptor: the number means nothing there).
+fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32) -> Outcome {
+    let n = slots.len() as u32;
+    let stop_us = t0.elapsed().as_micros() as u64;
+    let result = prepare(me, &slots, out, sink);
+    let (plan, rfd) = match result {
+        Ok(p) => p,
+        Err(e) => {
+            release_threads();
+            close_sink(sink);
+            return Outcome::Failed(e);
+        }
+    };
+    let plan = Box::new(plan);
+    dump::PLAN.store(&*plan as *const Plan as *mut Plan, Ordering::Release);
+    NTHREADS.store(n, Ordering::Release);
+    RESUMED_COUNT.store(0, Ordering::Release);
+    let top = crate::alloc::SCRATCH.load(Ordering::Relaxed) + crate::alloc::SCRATCH_SIZE;
+    // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
+    let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
+    if child as u64 == RESUMED {
+        // We are the restored process: `rfd` and the copies belong to the old one.
+        restarted(&plan.meta);
+        core::mem::forget(plan);
+        return Outcome::Restarted;
+    }
+    close_sink(sink);
+    // With --exit the application must not run past the snapshot (its output would be
+    // produced twice): it stays frozen until the image is safe, then exits.
+    if !exit {
+        release_threads();
+    }
+    let frozen_us = t0.elapsed().as_micros() as u64;
+    // released here unless the image is safe and the caller is about to exit
+    let keep_frozen = core::cell::Cell::new(false);
+    let _release_on_failure = Defer(|| {
+        if exit && !keep_frozen.get() {
+            release_threads();
+        }
+    });
+    let _free_copies = Defer(|| dump::free_shared(&plan.shared));
+    // SAFETY: closing the write end we gave the child.
+    unsafe { libc::close(plan.result_fd) };
+    if child < 0 {
+        // SAFETY: closing our read end.
+        unsafe { libc::close(rfd) };
+        return Outcome::Failed(format!(
+            "fork for the image writer failed: {}",
+            std::io::Error::from_raw_os_error(-child as i32)
+        ));
+    }
+    // The report is one line written before the writer exits; tearing down its copy of
+    // the address space takes a while, so reap it later unless it died without a report.
+    let mut msg = Vec::new();
+    let mut b = [0u8; 4096];
+    while !msg.ends_with(b"\n") {
+        // SAFETY: reading the child's report from our pipe.
+        let k = unsafe { libc::read(rfd, b.as_mut_ptr().cast(), b.len()) };
+        if k < 0 && sys::errno() == libc::EINTR {
+            continue;
+        }
+        if k <= 0 {
+            break;
+        }
+        msg.extend_from_slice(&b[..k as usize]);
+    }
+    let mut status = 0;
+    // SAFETY: closing our fd; reaping our clone child (no exit signal, hence __WCLONE).
+    unsafe {
+        libc::close(rfd);
+        if msg.ends_with(b"\n") {
+            PENDING_REAP.store(child as i32, Ordering::Release);
+        } else {
+            while libc::waitpid(child as i32, &mut status, libc::__WCLONE) < 0
+                && sys::errno() == libc::EINTR
+            {}
+        }
+    }
+    let msg = String::from_utf8_lossy(&msg).into_owned();
+    let total_us = t0.elapsed().as_micros() as u64;
+    let path = plan.dest.to_string_lossy().into_owned();
+    if let Some(nb) = msg.strip_prefix("OK ") {
+        keep_frozen.set(exit);
+        Outcome::Done {
+            path,
+            bytes: nb.trim().parse().unwrap_or(0),
+            stop_us,
+            frozen_us,
+            threads: n + 1,
+            total_us,
+        }
+    } else if let Some(e) = msg.strip_prefix("ERR ") {
+        Outcome::Failed(e.trim_end().to_string())
+    } else {
+        // SAFETY: removing the writer's temp file after it died.
+        unsafe { libc::unlink(plan.tmp.as_ptr()) };
+        Outcome::Failed(format!(
+            "image writer died (wait status {status:#x}); nothing was written to {path}"
+        ))
+    }
+}
+
+/// Capture everything but memory while threads are frozen, and build the writer's plan.
+fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(Plan, i32), String> {
+    // Child processes are not checkpointed with their parent (yet): refuse.
+    // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
+    let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    let opts = libc::WNOHANG | libc::WNOWAIT | libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::__WALL;
+    // SAFETY: as above; P_ALL = 0.
+    let r = unsafe { ckpt::sc!(libc::SYS_waitid, 0, 0, &mut si as *mut libc::siginfo_t, opts, 0usize) };
+    if r == 0 {
+        return Err("the process has child processes; processes with children cannot be checkpointed yet (only single processes, with any number of threads)".into());
+    }
+    let mut meta = dump::capture_process(&internal_fds())?;
+    meta.vpid = VPID.load(Ordering::Relaxed);
+    for &i in slots {
+        // SAFETY: thread i parked, so its slot is complete and no longer written.
+        let c = unsafe { &*slot_ptr(i) };
+        meta.threads.push(ThreadRec {
+            old_tid: c.vtid,
+            ctx_addr: slot_ptr(i) as u64,
+            fs_base: c.fs_base,
+            tid_addr: c.tid_addr,
+            is_main: c.is_main != 0,
+            is_manager: false,
+        });
+    }
+    // SAFETY: only the manager thread touches MANAGER_CTX.
+    let mc = unsafe { &mut *MANAGER_CTX.0.get() };
+    capture_thread_state(mc);
+    meta.threads.push(ThreadRec {
+        old_tid: me,
+        ctx_addr: mc as *mut ThreadCtx as u64,
+        fs_base: mc.fs_base,
+        tid_addr: mc.tid_addr,
+        is_main: false,
+        is_manager: true,
+    });
+    if !meta.threads.iter().any(|t| t.is_main) {
+        return Err("the main thread has exited; such a process cannot be restarted yet".into());
+    }
+    meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
+    meta.restart_info = RESTART_INFO.0.get() as u64;
+    let dest = out.unwrap_or_else(|| default_path(&meta.comm));
+    let (dir, name) = match dest.rsplit_once('/') {
+        Some((d, n)) => (
+            if d.is_empty() {
+                "/".to_string()
+            } else {
+                d.to_string()
+            },
+            n.to_string(),
+        ),
+        None => (".".to_string(), dest.clone()),
+    };
+    if name.is_empty() {
+        return Err(format!("image path {dest} names a directory"));
+    }
+    let tmp = format!("{dir}/.{name}.tmp.{}", REAL_PID.load(Ordering::Relaxed));
+    let cs = |s: &str| CString::new(s).map_err(|_| format!("path contains NUL: {s:?}"));
+    let mut p = [0i32; 2];
+    // SAFETY: pipe2 fills p.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    let base = crate::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
+    let plan = Plan {
+        meta,
+        tmp: cs(&tmp)?,
+        dest: cs(&dest)?,
+        dir: cs(&dir)?,
+        result_fd: p[1],
+        sink,
+        scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
+        shared: dump::copy_shared()?,
+    };
+    Ok((plan, p[0]))
+}
+
+#[allow(dead_code)]
+fn _unused(_: AtomicU32) {}
