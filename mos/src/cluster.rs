@@ -541,12 +541,37 @@ pub fn ask_at(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     }
 }
 
-pub fn submit(file: &Path) -> Result<()> {
+/// `mossubmit FILE`: queue its jobs (`dry_run`: only check it and say what it would
+/// queue; `json`: say it as JSON).
+pub fn submit(file: &Path, dry_run: bool, json: bool) -> Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let dir = std::env::current_dir()?;
     let label = file.display().to_string();
     // Check here first: errors name the key and line, and nothing is sent.
-    placer::jobfile::JobTemplate::parse(&text, &label, &dir).map_err(|e| anyhow!("{e}"))?;
+    let t = placer::jobfile::JobTemplate::parse(&text, &label, &dir).map_err(|e| anyhow!("{e}"))?;
+    for w in t.warnings() {
+        eprintln!("mossubmit: warning: {w}");
+    }
+    // a submit file's item file is read here, where the submitter is
+    let text = placer::jobfile::submit::inline_item_files(&text, &dir);
+    if dry_run {
+        let jobs = t.expand(0);
+        if json {
+            let v: Vec<_> = jobs
+                .iter()
+                .map(|j| serde_json::json!({"process": j.process, "executable": j.executable, "arguments": j.arguments, "input": j.input,
+                    "output": j.output, "error": j.error, "log": j.log, "initialdir": j.initialdir, "environment": j.environment,
+                    "request_cpus": j.request_cpus, "request_memory_mib": j.request_memory_mib, "checkpoint_interval_s": j.checkpoint_interval_s}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            for j in &jobs {
+                println!("job $(Cluster).{}: {} {}", j.process, j.executable.display(), j.arguments.join(" "));
+            }
+            println!("{} job(s) would be submitted (dry run: nothing queued).", jobs.len());
+        }
+        return Ok(());
+    }
     let owner = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| user_name());
     // the submitting node: $MOS_HOME_NODE, else the cluster's first node
     let home = match std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty()) {
@@ -555,7 +580,11 @@ pub fn submit(file: &Path) -> Result<()> {
     };
     match ask(&Msg::SubmitFile { owner, label, text, submit_dir: OsBytes::from(dir.as_os_str()), home })? {
         Msg::SubmittedCluster { cluster, count } => {
-            println!("{count} job(s) submitted to cluster {cluster}.");
+            if json {
+                println!("{}", serde_json::json!({"cluster": cluster, "count": count}));
+            } else {
+                println!("{count} job(s) submitted to cluster {cluster}.");
+            }
             Ok(())
         }
         m => bail!("unexpected answer {}", m.name()),

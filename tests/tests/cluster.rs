@@ -491,3 +491,38 @@ fn a_job_that_fits_no_node_blocks_nothing() {
         assert!(ev.iter().any(|e| e["Cluster"] == 2 && e["EventTypeNumber"] == 5 && e["ReturnValue"] == 0), "{ev:#?}");
     }
 }
+
+/// An HTCondor submit description file runs as its job.toml would: `key = value`,
+/// macros, the new argument syntax, `+Attr`, and `queue name in (...)` (one job per item,
+/// `$(name)` in its arguments and output). A harmless command only warns; a command mos
+/// does not carry out is refused naming key and line, and queues nothing; `--dry-run`
+/// shows the jobs and queues nothing.
+#[test]
+fn htcondor_submit_files_run() {
+    let (c, work, exe) = two_node_cluster();
+    let sub = |name: &str, text: &str, extra: &[&str]| {
+        std::fs::write(work.join(name), text).unwrap();
+        let mut s = c.cmd("mossubmit");
+        s.args(extra).arg(name).current_dir(&work);
+        run("mossubmit", s, b"")
+    };
+    let text = "# an HTCondor submit file\nuniverse = vanilla\nexecutable = job\nsteps = 3\narguments = \"$(ItemIndex) $(steps)\"\noutput = out.$(name).txt\nlog = condor.log\nnotification = never\n+ProjectName = \"mos\"\nqueue name in (red, green\n  blue)\n";
+    let dry = sub("colors.sub", text, &["--dry-run"]);
+    dry.assert_code(0, "mossubmit --dry-run");
+    assert!(dry.stdout_str().contains("3 job(s) would be submitted"), "{}", dry.describe());
+    assert!(c.json(&["q", "--json"]).as_array().unwrap().is_empty(), "a dry run queues nothing");
+    let out = sub("colors.sub", text, &[]);
+    out.assert_code(0, "mossubmit colors.sub");
+    assert!(out.stderr_str().contains("colors.sub:8: `notification` has no effect in mos"), "{}", out.describe());
+    c.mos(&["wait", work.join("condor.log").to_str().unwrap(), "-wait", "60"]).assert_code(0, "mos wait");
+    for (i, name) in ["red", "green", "blue"].iter().enumerate() {
+        let want = Command::new(&exe).args([i.to_string(), "3".into()]).output().unwrap().stdout;
+        let got = std::fs::read(work.join(format!("out.{name}.txt"))).unwrap_or_default();
+        assert_same_bytes(&format!("output of item {name}"), &got, &want);
+    }
+    let bad = sub("bad.sub", "executable = job\nrequirements = (Arch == \"X86_64\")\nqueue\n", &[]);
+    assert_one_line_error("mossubmit of a submit file with requirements", &bad, 2, Some("requirements"));
+    assert!(bad.stderr_str().contains("bad.sub:2:"), "{}", bad.describe());
+    let q = c.json(&["q", "--json"]);
+    assert!(q.as_array().unwrap().is_empty(), "nothing more queued: {q}");
+}

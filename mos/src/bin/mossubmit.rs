@@ -1,12 +1,25 @@
-//! mossubmit JOBFILE: queue the jobs of an HTCondor-flavoured job.toml.
+//! mossubmit FILE: queue the jobs of a job file, an HTCondor-flavoured job.toml or an
+//! HTCondor submit description file (`*.sub`, or any file that is not TOML).
+
+use clap::Parser;
+
+/// Queue the jobs of FILE on the mos cluster (a job.toml, or an HTCondor submit file)
+#[derive(Parser)]
+#[command(name = "mossubmit", version)]
+struct Args {
+    /// the job file
+    file: std::path::PathBuf,
+    /// check the file and show the jobs it would queue, queue nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 1 || args[0].starts_with('-') {
-        eprintln!("usage: mossubmit JOBFILE.toml");
-        std::process::exit(2);
-    }
-    if let Err(e) = mos::cluster::submit(std::path::Path::new(&args[0])) {
+    let a = Args::parse();
+    if let Err(e) = mos::cluster::submit(&a.file, a.dry_run, a.json) {
         eprintln!("mossubmit: {e:#}");
         std::process::exit(2);
     }

@@ -15,6 +15,7 @@
 
 mod macros;
 mod quantity;
+pub mod submit;
 mod words;
 
 use std::collections::BTreeMap;
@@ -185,6 +186,11 @@ pub struct JobTemplate {
     /// node through the shadow, migratable, no fork/exec (as Condor's standard universe);
     /// `vanilla` opens its files where it runs and lets it fork and exec.
     vanilla: bool,
+    /// A submit file's queue variables, one map per process (lower-case names); empty
+    /// when it has none (and for job.toml).
+    vars: Vec<BTreeMap<String, String>>,
+    /// What mos ignores in the file (harmless HTCondor commands), one line each.
+    warnings: Vec<String>,
 }
 
 impl JobTemplate {
@@ -196,6 +202,54 @@ impl JobTemplate {
     /// Add (or replace) one environment variable of every job of the template.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.environment.insert(key.to_string(), value.to_string());
+    }
+
+    /// What mos ignores in the file, one line each (say them to the submitter).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Every string of the template that macros expand in.
+    fn strings(&self) -> Vec<&str> {
+        let mut v = vec![self.executable.as_str()];
+        v.extend(self.arguments.iter().map(String::as_str));
+        v.extend([&self.input, &self.output, &self.error, &self.log, &self.initialdir].into_iter().flatten().map(String::as_str));
+        v.extend(self.environment.values().map(String::as_str));
+        v
+    }
+
+    /// `s` with process `process`'s queue variables substituted (`$(name)`, any case).
+    fn with_vars(&self, s: &str, process: u32) -> String {
+        let Some(vars) = self.vars.get(process as usize) else { return s.to_string() };
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(at) = rest.find("$(") {
+            if rest[..at].ends_with('$') {
+                out.push_str(&rest[..at + 2]);
+                rest = &rest[at + 2..];
+                continue;
+            }
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            match after.find(')') {
+                Some(close) => match vars.get(&after[..close].trim().to_ascii_lowercase()) {
+                    Some(v) => {
+                        out.push_str(v);
+                        rest = &after[close + 1..];
+                    }
+                    None => {
+                        out.push_str("$(");
+                        rest = after;
+                    }
+                },
+                None => {
+                    out.push_str(&rest[at..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -219,8 +273,27 @@ impl JobTemplate {
         Self::parse(&text, &path.display().to_string(), submit_dir)
     }
 
-    /// Validates job-file text. `file_label` names the file in error messages.
+    /// Validates job-file text: a job.toml, or an HTCondor submit description file (named
+    /// `*.sub`, or any text that is not TOML and has a `queue` statement; see
+    /// [`submit`]). `file_label` names the file in error messages.
     pub fn parse(text: &str, file_label: &str, submit_dir: &Path) -> Result<Self, JobFileError> {
+        let lower = file_label.to_ascii_lowercase();
+        if [".sub", ".submit", ".condor", ".jdl"].iter().any(|x| lower.ends_with(x)) {
+            return submit::parse(text, file_label, submit_dir);
+        }
+        match Self::parse_toml(text, file_label, submit_dir) {
+            Err(e) if matches!(e.problem(), Some(Problem::Syntax { .. })) && submit::looks_like_submit(text) => submit::parse(text, file_label, submit_dir),
+            Err(JobFileError::Invalid { file, line, column, problem: Problem::Syntax { message } }) => Err(JobFileError::Invalid {
+                file,
+                line,
+                column,
+                problem: Problem::Syntax { message: format!("{message} (a job file is TOML, like job.toml, or an HTCondor submit file with a `queue` statement)") },
+            }),
+            r => r,
+        }
+    }
+
+    fn parse_toml(text: &str, file_label: &str, submit_dir: &Path) -> Result<Self, JobFileError> {
         let cx = Cx {
             text,
             file: file_label,
@@ -253,6 +326,8 @@ impl JobTemplate {
             max_retries: DEFAULT_MAX_RETRIES,
             vanilla: false,
             queue: 1,
+            vars: Vec::new(),
+            warnings: Vec::new(),
         };
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut have_executable = false;
@@ -328,7 +403,7 @@ impl JobTemplate {
     }
 
     fn expand_one(&self, cluster: u64, process: u32) -> JobSpec {
-        let x = |s: &str| macros::expand(s, cluster, process);
+        let x = |s: &str| macros::expand(&self.with_vars(s, process), cluster, process);
         let initialdir = resolve(
             &self.submit_dir,
             &x(self.initialdir.as_deref().unwrap_or(".")),
@@ -594,7 +669,7 @@ impl Cx<'_> {
     }
 }
 
-fn check_env_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_env_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("an environment variable needs a name".to_owned());
     }
