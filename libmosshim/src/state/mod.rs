@@ -67,10 +67,12 @@ pub fn atfork_child() {
     }
 }
 
+/// A /proc file as text (the kinds' captures, `dump` and the writer child read these).
 pub fn read_str(path: &str) -> Result<String, String> {
     rawfs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))
 }
 
+/// Where a /proc symlink points (empty if it cannot be read).
 pub fn link(path: &str) -> String {
     std::fs::read_link(path)
         .map(|p| p.to_string_lossy().into_owned())
