@@ -104,7 +104,7 @@ global_asm!(
     "mov eax, 15",
     "syscall",
     "ud2",
-    resumed = sym crate::restart::mos_thread_resumed,
+    resumed = sym crate::state::threads::mos_thread_resumed,
     resumed_val = const ckpt::ctx::RESUMED,
 );
 

@@ -74,6 +74,7 @@ mod register;
 mod restart;
 mod remote;
 mod signals;
+mod state;
 mod tids;
 
 use core::sync::atomic::Ordering;
@@ -91,7 +92,8 @@ extern "C" fn atfork_child() {
     let pid = ckpt::sys::getpid_real();
     signals::REAL_PID.store(pid, Ordering::Relaxed);
     signals::VPID.store(pid, Ordering::Relaxed);
-    signals::TRIGGER_FD.store(-1, Ordering::Relaxed);
+    // the trigger's wake-up pipe is the parent's (see state::signals)
+    state::atfork_child();
     for fd in process::fds::internal_fds() {
         if fd >= 0 {
             // SAFETY: these fds are the shim's own.

@@ -4,7 +4,10 @@
 //! Trigger signal (SIGUSR2, or MOS_CKPT_SIGNAL): a request from another process wakes the
 //! manager through a pipe; the same signal sent by the process to itself goes to the
 //! application's own handler (kept in `APP_ACTION`, which the sigaction hooks maintain).
-//! Freeze signal (a private real-time signal): parks a thread for a checkpoint.
+//! Freeze signal (a private real-time signal): parks a thread for a checkpoint (its
+//! kernel state is captured by `state::threads::capture_thread_state`, called from here).
+//! The application's own signal state (dispositions, masks, pending signals) is
+//! `state/signals.rs`'s.
 
 use crate::ctxasm;
 use ckpt::ctx::{ThreadCtx, RESUMED};
@@ -108,69 +111,6 @@ pub static RELEASE: AtomicU32 = AtomicU32::new(0);
 /// number of threads that finished `mos_thread_resumed` after a restart
 pub static RESUMED_COUNT: AtomicU32 = AtomicU32::new(0);
 
-/// Fill the per-thread kernel state a restart must re-establish.
-pub fn capture_thread_state(ctx: &mut ThreadCtx) {
-    let mut fs: u64 = 0;
-    // SAFETY: ARCH_GET_FS stores the fs base in fs.
-    unsafe { ckpt::sc!(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
-    ctx.fs_base = fs;
-    let mut tid_addr: u64 = 0;
-    // SAFETY: PR_GET_TID_ADDRESS stores the clear_child_tid pointer.
-    if unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut tid_addr as *mut u64) } != 0 {
-        tid_addr = 0;
-    }
-    ctx.tid_addr = tid_addr;
-    let mut head: u64 = 0;
-    let mut len: u64 = 0;
-    // SAFETY: get_robust_list(0) for the calling thread, valid out-pointers.
-    if unsafe {
-        ckpt::sc!(
-            libc::SYS_get_robust_list,
-            0,
-            &mut head as *mut u64,
-            &mut len as *mut u64,
-        )
-    } == 0
-    {
-        ctx.robust_head = head;
-        ctx.robust_len = len;
-    }
-    if RSEQ_SIZE.load(Ordering::Relaxed) > 0 {
-        ctx.rseq_addr = fs.wrapping_add(RSEQ_OFFSET.load(Ordering::Relaxed));
-        ctx.rseq_len = 32;
-        ctx.rseq_sig = 0x5305_3053;
-    } else {
-        ctx.rseq_addr = 0;
-    }
-    let mut ss = libc::stack_t {
-        ss_sp: core::ptr::null_mut(),
-        ss_flags: 0,
-        ss_size: 0,
-    };
-    // SAFETY: query only.
-    unsafe { libc::sigaltstack(core::ptr::null(), &mut ss) };
-    ctx.altstack_sp = ss.ss_sp as u64;
-    ctx.altstack_flags = (ss.ss_flags & !libc::SS_ONSTACK) as u64;
-    ctx.altstack_size = ss.ss_size as u64;
-    let mut mask = 0u64;
-    sys::rt_sigprocmask(libc::SIG_BLOCK, None, Some(&mut mask));
-    ctx.mask = mask;
-    let mut pend = 0u64;
-    // SAFETY: rt_sigpending into an 8-byte set.
-    unsafe { ckpt::sc!(libc::SYS_rt_sigpending, &mut pend as *mut u64, 8) };
-    ctx.pending = pend;
-    // SAFETY: PR_GET_NAME writes at most 16 bytes into ctx.name.
-    unsafe { libc::prctl(libc::PR_GET_NAME, ctx.name.as_mut_ptr()) };
-    ctx.tid = sys::gettid();
-    ctx.vtid = if tid_addr != 0 {
-        // SAFETY: glibc's pthread->tid of this thread, an aligned i32.
-        unsafe { core::ptr::read_volatile(tid_addr as *const i32) }
-    } else {
-        ctx.tid
-    };
-    ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
-}
-
 /// set by a thread when it parked in the current checkpoint
 pub static SLOT_PARKED: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
 
@@ -213,7 +153,7 @@ extern "C" fn freeze_handler(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut l
     if let Some(i) = slot {
         let ctx = slot_ptr(i);
         // SAFETY: slot i belongs to this thread for this checkpoint (see Slots).
-        unsafe { capture_thread_state(&mut *ctx) };
+        unsafe { crate::state::threads::capture_thread_state(&mut *ctx) };
         // SAFETY: ctx is valid; park_wait blocks until the manager releases us.
         let r = unsafe { ctxasm::mos_ctx_park(ctx, park_wait) };
         let _ = r == RESUMED;

@@ -3,8 +3,10 @@
 //! a second process. It allocates only from the scratch area (`alloc::enter_child_mode`)
 //! and never writes to memory that is part of the snapshot: keep it that way.
 
-use super::{is_shared_anon, read_str, Plan, PLAN};
+use super::{Plan, PLAN};
 use crate::alloc;
+use crate::state::memory::is_shared_anon;
+use crate::state::read_str;
 use ckpt::image::*;
 use core::sync::atomic::Ordering;
 

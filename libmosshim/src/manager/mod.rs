@@ -15,8 +15,7 @@ use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
 use crate::process::fds::{detach_fd_table, high, internal_fds, CONN, LISTEN, TRIG_R};
 use crate::restart::restarted;
 use crate::signals::*;
-use ckpt::ctx::{ThreadCtx, RESUMED};
-use ckpt::image::ThreadRec;
+use ckpt::ctx::RESUMED;
 use ckpt::sys;
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::ffi::CString;
@@ -234,7 +233,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
             release_threads();
         }
     });
-    let _free_copies = Defer(|| dump::free_shared(&plan.shared));
+    let _free_copies = Defer(|| crate::state::memory::free_shared(&plan.shared));
     // SAFETY: closing the write end we gave the child.
     unsafe { libc::close(plan.result_fd) };
     if child < 0 {
@@ -309,32 +308,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
     }
     let mut meta = dump::capture_process(&internal_fds())?;
     meta.vpid = VPID.load(Ordering::Relaxed);
-    for &i in slots {
-        // SAFETY: thread i parked, so its slot is complete and no longer written.
-        let c = unsafe { &*slot_ptr(i) };
-        meta.threads.push(ThreadRec {
-            old_tid: c.vtid,
-            ctx_addr: slot_ptr(i) as u64,
-            fs_base: c.fs_base,
-            tid_addr: c.tid_addr,
-            is_main: c.is_main != 0,
-            is_manager: false,
-        });
-    }
-    // SAFETY: only the manager thread touches MANAGER_CTX.
-    let mc = unsafe { &mut *MANAGER_CTX.0.get() };
-    capture_thread_state(mc);
-    meta.threads.push(ThreadRec {
-        old_tid: me,
-        ctx_addr: mc as *mut ThreadCtx as u64,
-        fs_base: mc.fs_base,
-        tid_addr: mc.tid_addr,
-        is_main: false,
-        is_manager: true,
-    });
-    if !meta.threads.iter().any(|t| t.is_main) {
-        return Err("the main thread has exited; such a process cannot be restarted yet".into());
-    }
+    crate::state::threads::capture_threads(&mut meta, me, slots)?;
     meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
     meta.restart_info = RESTART_INFO.0.get() as u64;
     let dest = out.unwrap_or_else(|| default_path(&meta.comm));
@@ -368,7 +342,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
         result_fd: p[1],
         sink,
         scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
-        shared: dump::copy_shared()?,
+        shared: crate::state::memory::copy_shared()?,
     };
     Ok((plan, p[0]))
 }

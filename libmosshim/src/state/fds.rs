@@ -3,8 +3,12 @@
 //! manager's own table with `app_fd`), pipe contents peeked without consuming them, and
 //! which fds share one open file description. Runs in the manager while the threads are
 //! frozen; allocates freely (never in the writer child).
+//!
+//! At restart the restorer reopens them (`ckpt/src/restore/fds.rs`); a migrated body's
+//! forwarded fds are the remote mode's (`migrate::enter_remote`). Nothing to do here on
+//! resume, restart or fork: [`Fds`] keeps the lifecycle's defaults.
 
-use super::{link, read_str};
+use super::{link, read_str, StateKind};
 use crate::rawfs;
 use ckpt::image::*;
 
@@ -87,7 +91,7 @@ fn timespec_ns(v: Option<&str>) -> u64 {
     }
 }
 
-pub(super) fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
+pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
     let mut fds = rawfs::list_dir_numbers("/proc/self/fd")
         .map_err(|e| format!("listing /proc/self/fd: {e}"))?;
     fds.sort_unstable();
@@ -246,3 +250,9 @@ pub(super) fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
     }
     Ok(out)
 }
+
+/// File descriptors in the lifecycle of [`StateKind`]: captured directly by
+/// `dump::capture_process`, restored by the restorer.
+pub struct Fds;
+
+impl StateKind for Fds {}

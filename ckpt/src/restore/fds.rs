@@ -1,0 +1,294 @@
+//! The restorer's half of file descriptors (the shim captures them in
+//! `libmosshim/src/state/fds.rs`): the image's own fd is moved above every number the
+//! application uses, each saved fd is reopened or recreated at its old number (files at
+//! their offsets, pipes refilled, eventfds, timerfds, signalfds, placeholders for
+//! forwarded fds, duplicates, epoll sets), and whatever the restarting command had open
+//! that the application did not is closed. Runs before the point of no return: errors are
+//! returned, nothing is half-done in the address space.
+
+use super::{cstr, os_err};
+use crate::image::FdKind;
+use std::os::fd::IntoRawFd;
+
+/// Every fd of the image at its number; returns the image file's own fd (above all of
+/// them, close-on-exec). `shared_fds` (files of shared mappings) are kept open too.
+pub(super) fn restore_all(
+    meta: &crate::image::ImageMeta,
+    file: &std::fs::File,
+    shared_fds: &[i32],
+) -> Result<i32, String> {
+    let max_app_fd = meta.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
+    let raw = file
+        .try_clone()
+        .map_err(|e| format!("dup image fd: {e}"))?
+        .into_raw_fd();
+    // SAFETY: raw is an fd we own; F_DUPFD_CLOEXEC returns a new fd >= max_app_fd + 1.
+    let imgfd = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, max_app_fd + 1) };
+    // SAFETY: closing the fd we own.
+    unsafe { libc::close(raw) };
+    if imgfd < 0 {
+        return Err(os_err("dup image fd"));
+    }
+    // Grow the fd table now, while single-threaded: the shim keeps its own fds near 800,
+    // and growing a table shared by threads waits for an RCU grace period (~15 ms).
+    // SAFETY: duplicate and close our own fd.
+    unsafe {
+        let t = libc::fcntl(imgfd, libc::F_DUPFD_CLOEXEC, 1000);
+        if t >= 0 {
+            libc::close(t);
+        }
+    }
+    let keep_above = imgfd.max(shared_fds.iter().copied().max().unwrap_or(0));
+    restore_fds(meta, imgfd + 1)?;
+    // Close what the restarting command had open that the app did not.
+    for fd in 0..=keep_above {
+        let ours = fd == imgfd || shared_fds.contains(&fd) || meta.fds.iter().any(|f| f.fd == fd);
+        if !ours {
+            // SAFETY: closing an fd number that is not the app's and not ours is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+    // SAFETY: closes every fd above the ones we still need.
+    unsafe { crate::sc!(libc::SYS_close_range, keep_above as u32 + 1, u32::MAX, 0u32) };
+    Ok(imgfd)
+}
+
+/// Put `fd` at number `target` with FD_CLOEXEC as saved; `fd` is consumed.
+fn place(fd: i32, target: i32, cloexec: bool) -> Result<(), String> {
+    if fd != target {
+        // SAFETY: dup3 onto the app's fd number, then drop the temporary.
+        let r = unsafe { libc::dup3(fd, target, if cloexec { libc::O_CLOEXEC } else { 0 }) };
+        // SAFETY: fd is ours.
+        unsafe { libc::close(fd) };
+        if r < 0 {
+            return Err(os_err(&format!("cannot place fd {target}")));
+        }
+    } else {
+        // SAFETY: setting FD_CLOEXEC as saved on our fd.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFD,
+                if cloexec { libc::FD_CLOEXEC } else { 0 },
+            )
+        };
+    }
+    Ok(())
+}
+
+/// Move a freshly created fd above every fd number the application uses, so that it
+/// cannot be clobbered while the other fds are being placed.
+fn park_fd(fd: i32, above: i32) -> Result<i32, String> {
+    if fd < 0 {
+        return Err(os_err("creating fd"));
+    }
+    // SAFETY: duplicating our own fd upwards and closing the original.
+    let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if h < 0 {
+        return Err(os_err("moving fd"));
+    }
+    Ok(h)
+}
+
+const STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_NOATIME;
+
+fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String> {
+    use std::collections::HashMap;
+    let mut pipes: HashMap<u64, (i32, i32)> = HashMap::new();
+    let mut pipe_data: Vec<(u64, u32, &[u8])> = Vec::new();
+    // 1: everything that is created or opened
+    for f in &meta.fds {
+        let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
+        let status = (f.flags as i32) & STATUS_FLAGS;
+        match &f.kind {
+            FdKind::Inherit => {
+                // SAFETY: F_GETFD/F_SETFD on an fd number only inspect or change its flags.
+                unsafe {
+                    if libc::fcntl(f.fd, libc::F_GETFD) >= 0 {
+                        libc::fcntl(
+                            f.fd,
+                            libc::F_SETFD,
+                            if cloexec { libc::FD_CLOEXEC } else { 0 },
+                        );
+                    }
+                }
+            }
+            FdKind::File | FdKind::Dir | FdKind::CharDev => {
+                let c = cstr(&f.path)?;
+                let flags = (f.flags as i32)
+                    & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
+                // SAFETY: valid path; O_CLOEXEC so the temporary fd never leaks.
+                let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    if f.fd <= 2 {
+                        // A std stream whose file cannot be reopened (gone, or not ours):
+                        // keep the restarting command's own, as for ttys and pipes.
+                        continue;
+                    }
+                    return Err(os_err(&format!("cannot reopen fd {} ({})", f.fd, f.path)));
+                }
+                place(fd, f.fd, cloexec)?;
+                if f.kind == FdKind::File {
+                    // SAFETY: lseek on the fd we just placed.
+                    if unsafe { libc::lseek(f.fd, f.offset, libc::SEEK_SET) } < 0 {
+                        return Err(os_err(&format!(
+                            "cannot seek fd {} ({}) to {}",
+                            f.fd, f.path, f.offset
+                        )));
+                    }
+                }
+            }
+            FdKind::PipeRead { id, .. } | FdKind::PipeWrite { id } => {
+                let (r, w) = match pipes.get(id) {
+                    Some(p) => *p,
+                    None => {
+                        let mut p = [0i32; 2];
+                        // SAFETY: pipe2 fills p.
+                        if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                            return Err(os_err("pipe"));
+                        }
+                        let pr = (park_fd(p[0], above)?, park_fd(p[1], above)?);
+                        pipes.insert(*id, pr);
+                        pr
+                    }
+                };
+                let end = if matches!(f.kind, FdKind::PipeRead { .. }) {
+                    r
+                } else {
+                    w
+                };
+                // SAFETY: duplicating the pipe end we created onto the app's number.
+                let d = unsafe { libc::fcntl(end, libc::F_DUPFD_CLOEXEC, 0) };
+                place(d, f.fd, cloexec)?;
+                // SAFETY: status flags (O_NONBLOCK...) of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+                if let FdKind::PipeRead { size, data, .. } = &f.kind {
+                    if *size > 0 {
+                        pipe_data.push((*id, *size, data));
+                    }
+                }
+            }
+            FdKind::EventFd { count, semaphore } => {
+                let flags = if *semaphore { libc::EFD_SEMAPHORE } else { 0 } | libc::EFD_CLOEXEC;
+                // SAFETY: creating an eventfd; count fits (the kernel keeps u64 counts).
+                let fd = unsafe { libc::eventfd(0, flags) };
+                let fd = park_fd(fd, above)?;
+                if *count > 0 {
+                    // SAFETY: writing the saved counter into our eventfd.
+                    unsafe { libc::write(fd, count as *const u64 as *const _, 8) };
+                }
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::TimerFd {
+                clockid,
+                value_ns,
+                interval_ns,
+                ticks,
+            } => {
+                // SAFETY: creating a timerfd and arming it with the remaining time.
+                let fd = unsafe { libc::timerfd_create(*clockid, libc::TFD_CLOEXEC) };
+                let fd = park_fd(fd, above)?;
+                let ts = |ns: u64| libc::timespec {
+                    tv_sec: (ns / 1_000_000_000) as i64,
+                    tv_nsec: (ns % 1_000_000_000) as i64,
+                };
+                // expirations not yet read come back as one immediate expiration
+                let value = if *ticks > 0 { 1 } else { *value_ns };
+                let its = libc::itimerspec {
+                    it_interval: ts(*interval_ns),
+                    it_value: ts(value),
+                };
+                // SAFETY: valid itimerspec.
+                unsafe { libc::timerfd_settime(fd, 0, &its, core::ptr::null_mut()) };
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::SignalFd { mask } => {
+                // SAFETY: sigset_t is plain data; its first word holds signals 1..64.
+                let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
+                // SAFETY: as above.
+                unsafe { *(&mut set as *mut libc::sigset_t as *mut u64) = *mask };
+                // SAFETY: creating a signalfd for the saved mask.
+                let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
+                let fd = park_fd(fd, above)?;
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::Remote => {
+                // SAFETY: opening /dev/null as the placeholder for a forwarded fd.
+                let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(os_err("cannot open /dev/null for a forwarded fd"));
+                }
+                place(fd, f.fd, cloexec)?;
+            }
+            FdKind::Dup { .. } | FdKind::Epoll { .. } => {}
+        }
+    }
+    // 2: bytes that were buffered in pipes
+    for (id, size, data) in pipe_data {
+        let (_, w) = pipes[&id];
+        // SAFETY: sizing and filling the pipe we created; it holds `size` bytes.
+        unsafe {
+            libc::fcntl(w, libc::F_SETPIPE_SZ, size as i32);
+            if !data.is_empty()
+                && libc::write(w, data.as_ptr().cast(), data.len()) != data.len() as isize
+            {
+                return Err(os_err("refilling a pipe"));
+            }
+        }
+    }
+    for (r, w) in pipes.values() {
+        // SAFETY: the parked pipe ends are ours; the app's fds hold their own dups.
+        unsafe {
+            libc::close(*r);
+            libc::close(*w);
+        }
+    }
+    // 3: duplicates of restored fds
+    for f in &meta.fds {
+        if let FdKind::Dup { of } = f.kind {
+            let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
+            // SAFETY: dup3 of an fd restored above onto the app's number.
+            if unsafe { libc::dup3(of, f.fd, if cloexec { libc::O_CLOEXEC } else { 0 }) } < 0 {
+                return Err(os_err(&format!(
+                    "cannot restore fd {} as a duplicate of {of}",
+                    f.fd
+                )));
+            }
+        }
+    }
+    // 4: epoll sets, once their targets exist
+    for f in &meta.fds {
+        if let FdKind::Epoll { targets } = &f.kind {
+            let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
+            // SAFETY: creating an epoll instance.
+            let ep = park_fd(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }, above)?;
+            for (tfd, events, data) in targets {
+                // a home fd (forwarded): the shim watches it, the kernel cannot
+                if meta.fds.iter().any(|e| e.fd == *tfd && e.kind == FdKind::Remote) {
+                    continue;
+                }
+                let mut ev = libc::epoll_event {
+                    events: *events,
+                    u64: *data,
+                };
+                // SAFETY: adding a restored fd with its saved events and data.
+                if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, *tfd, &mut ev) } != 0 {
+                    return Err(os_err(&format!(
+                        "cannot re-add fd {tfd} to epoll fd {}",
+                        f.fd
+                    )));
+                }
+            }
+            place(ep, f.fd, cloexec)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! What a checkpoint saves of memory besides the snapshot itself: MAP_SHARED anonymous
+//! regions are not copy-on-write, so the manager copies them while the threads are frozen
+//! ([`copy_shared`]) and frees the copies once the writer child is done ([`free_shared`]).
+//! The writer child's scan of the regions (kinds, present extents from pagemap) stays in
+//! `dump/writer.rs` with the rest of the code that runs in that child; the restorer maps
+//! the regions back (`ckpt/src/restore/memory.rs`). Nothing to do on restart or fork:
+//! [`Memory`] keeps the lifecycle's defaults (the restorer's leftovers are unmapped by
+//! `restart::restarted` before the shim's channels reopen).
+
+use super::{read_str, StateKind};
+
+/// Memory in the lifecycle of [`StateKind`].
+pub struct Memory;
+
+impl StateKind for Memory {}
+
+pub fn is_shared_anon(m: &ckpt::maps::MapEntry) -> bool {
+    m.shared && (m.path == "/dev/zero (deleted)" || m.path == "[anon_shmem]" || m.path.is_empty() || m.path.starts_with("[anon_shmem:"))
+}
+
+/// Copy every MAP_SHARED anonymous region while the process is frozen: the writer runs
+/// after the threads are released, and these pages are not copy-on-write.
+pub fn copy_shared() -> Result<Vec<(u64, u64, u64)>, String> {
+    let maps = ckpt::maps::parse(&read_str("/proc/self/maps")?);
+    let mut out = Vec::new();
+    for m in maps.iter().filter(|m| is_shared_anon(m)) {
+        let len = (m.end - m.start) as usize;
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(format!("cannot copy shared memory {:#x}-{:#x}", m.start, m.end));
+        }
+        if m.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: making our own view readable for the copy; restored after.
+            unsafe { libc::mprotect(m.start as *mut _, len, libc::PROT_READ) };
+        }
+        // SAFETY: both ranges are mapped and `len` long.
+        unsafe { core::ptr::copy_nonoverlapping(m.start as *const u8, p as *mut u8, len) };
+        if m.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: restoring the original protection.
+            unsafe { libc::mprotect(m.start as *mut _, len, m.prot as i32) };
+        }
+        out.push((m.start, m.end, p as u64));
+    }
+    Ok(out)
+}
+
+pub fn free_shared(copies: &[(u64, u64, u64)]) {
+    for (s, e, c) in copies {
+        // SAFETY: unmapping the copies made by copy_shared.
+        unsafe { libc::munmap(*c as *mut _, (e - s) as usize) };
+    }
+}
