@@ -2,15 +2,32 @@
 //!
 //! `mos_ctx_park(ctx, f)` saves the callee-saved registers, the caller's stack pointer and
 //! return address into `ctx`, calls `f(ctx)` and returns 0. In a restored process the
-//! restorer jumps to `mos_ctx_resume_entry` with rdi = ctx: it runs
-//! `mos_thread_resumed(ctx)` on the saved stack, restores the registers and "returns" from
-//! `mos_ctx_park` (or `mos_ctx_fork`) with `RESUMED`.
+//! restorer jumps to `mos_ctx_resume_entry` with rdi = ctx: it runs the function in
+//! [`RESUMED_HOOK`] (the shim sets it to `state::threads::mos_thread_resumed` at start-up:
+//! this layer calls up only through that pointer) on the saved stack, restores the
+//! registers and "returns" from `mos_ctx_park` (or `mos_ctx_fork`) with `RESUMED`.
 //!
 //! `mos_ctx_fork(ctx, child, stack_top)` saves the same context and forks with a raw
 //! `clone(0)` (no SIGCHLD, no atfork handlers, no malloc locks): the parent gets the child
 //! pid, the child switches to `stack_top` and calls `child()`, which must not return.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a restored thread runs first, on its saved stack, before it "returns" from its
+/// park: an `extern "C" fn(*mut ThreadCtx)`, set once at start-up (the image carries it).
+pub static RESUMED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// The resume entry's call: through [`RESUMED_HOOK`] (atomics only: a restored thread
+/// runs it before anything else).
+extern "C" fn resumed_via_hook(ctx: *mut ckpt::ctx::ThreadCtx) {
+    let f = RESUMED_HOOK.load(Ordering::Acquire);
+    if f != 0 {
+        // SAFETY: the shim stored an `extern "C" fn(*mut ThreadCtx)` there at start-up.
+        let f: extern "C" fn(*mut ckpt::ctx::ThreadCtx) = unsafe { core::mem::transmute::<usize, extern "C" fn(*mut ckpt::ctx::ThreadCtx)>(f) };
+        f(ctx);
+    }
+}
 
 global_asm!(
     ".text",
@@ -104,7 +121,7 @@ global_asm!(
     "mov eax, 15",
     "syscall",
     "ud2",
-    resumed = sym crate::state::threads::mos_thread_resumed,
+    resumed = sym resumed_via_hook,
     resumed_val = const ckpt::ctx::RESUMED,
 );
 

@@ -65,6 +65,7 @@ mod freeze;
 mod hooks;
 mod hooks_eintr;
 mod hooks_io;
+mod identity;
 mod log;
 mod manager;
 mod migrate;
@@ -94,7 +95,7 @@ extern "C" fn atfork_child() {
     signals::VPID.store(pid, Ordering::Relaxed);
     // the trigger's wake-up pipe is the parent's (see state::signals)
     state::atfork_child();
-    for fd in process::fds::internal_fds() {
+    for fd in remote::shim_fds() {
         if fd >= 0 {
             // SAFETY: these fds are the shim's own.
             unsafe { libc::close(fd) };
@@ -136,6 +137,7 @@ extern "C" fn mos_init() {
     let pid = ckpt::sys::getpid_real();
     signals::REAL_PID.store(pid, Ordering::Relaxed);
     signals::VPID.store(pid, Ordering::Relaxed);
+    ctxasm::RESUMED_HOOK.store(state::threads::mos_thread_resumed as *const () as usize, Ordering::Release);
     let log_file = std::env::var(config::LOG_FILE).ok();
     let cwd = std::env::current_dir()
         .map(|p| p.to_string_lossy().into_owned())

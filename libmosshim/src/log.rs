@@ -3,7 +3,7 @@
 //! handler, the SIGSYS handler or the image-writer child's async-signal-safe paths.
 
 use crate::config::CONFIG;
-use crate::signals::VPID;
+use crate::identity::VPID;
 use core::sync::atomic::Ordering;
 
 pub fn log(msg: &str) {

@@ -47,7 +47,7 @@ pub fn restarted(meta: &ckpt::image::ImageMeta) {
     // pending signals raised again, then POSIX timers recreated (see crate::state)
     crate::state::restarted(meta);
     release_threads();
-    detach_fd_table();
+    detach_fd_table(&crate::remote::shim_fds());
     log(&format!(
         "restarted as pid {}",
         REAL_PID.load(Ordering::Relaxed)

@@ -10,21 +10,17 @@
 //! `state/signals.rs`'s.
 
 use crate::ctxasm;
+pub use crate::identity::{REAL_PID, RSEQ_OFFSET, RSEQ_SIZE, VPID};
+pub use crate::process::fds::TRIGGER_FD;
+pub use crate::process::slots::{slot_ptr, MAX_THREADS, SLOT_TID};
 use ckpt::ctx::{ThreadCtx, RESUMED};
 use ckpt::sys::{self, KSigAction};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 pub static TRIGGER_SIG: AtomicI32 = AtomicI32::new(libc::SIGUSR2);
 pub static FREEZE_SIG: AtomicI32 = AtomicI32::new(crate::config::FREEZE_SIG_DEFAULT);
-/// write end of the manager's wake-up pipe
-pub static TRIGGER_FD: AtomicI32 = AtomicI32::new(-1);
-pub static REAL_PID: AtomicI32 = AtomicI32::new(0);
-pub static VPID: AtomicI32 = AtomicI32::new(0);
 
-/// glibc's rseq offset from the thread pointer, and whether rseq is registered
-pub static RSEQ_OFFSET: AtomicU64 = AtomicU64::new(0);
-pub static RSEQ_SIZE: AtomicU32 = AtomicU32::new(0);
 
 /// The application's view of the trigger and freeze signals' dispositions.
 pub struct AppActions(UnsafeCell<[KSigAction; 2]>);
@@ -62,43 +58,6 @@ pub fn set_app_action(i: usize, a: KSigAction) {
 
 // ---- thread parking ----
 
-pub const MAX_THREADS: usize = 1024;
-
-pub struct Slots(UnsafeCell<[ThreadCtx; MAX_THREADS]>);
-// SAFETY: slot i is written only by the thread whose tid the manager put in SLOT_TID[i],
-// and read by the manager after that thread reported PARKED.
-unsafe impl Sync for Slots {}
-pub static SLOTS: Slots = Slots(UnsafeCell::new(
-    [ThreadCtx {
-        regs: [0; 8],
-        fs_base: 0,
-        tid_addr: 0,
-        robust_head: 0,
-        robust_len: 0,
-        rseq_addr: 0,
-        rseq_len: 0,
-        rseq_sig: 0,
-        altstack_sp: 0,
-        altstack_flags: 0,
-        altstack_size: 0,
-        mask: 0,
-        tid: 0,
-        is_main: 0,
-        vtid: 0,
-        _pad: 0,
-        name: [0; 16],
-        pending: 0,
-    }; MAX_THREADS],
-));
-
-pub fn slot_ptr(i: usize) -> *mut ThreadCtx {
-    // SAFETY: i < MAX_THREADS is checked by callers; pointer into a static array.
-    unsafe { (SLOTS.0.get() as *mut ThreadCtx).add(i) }
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicI32 = AtomicI32::new(0);
-pub static SLOT_TID: [AtomicI32; MAX_THREADS] = [ZERO; MAX_THREADS];
 /// bumped at the start of every freeze: blocking calls that a freeze interrupted with
 /// EINTR are resumed by the hooks in `hooks_eintr.rs`
 pub static FREEZE_GEN: AtomicU32 = AtomicU32::new(0);
@@ -153,7 +112,7 @@ extern "C" fn freeze_handler(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut l
     if let Some(i) = slot {
         let ctx = slot_ptr(i);
         // SAFETY: slot i belongs to this thread for this checkpoint (see Slots).
-        unsafe { crate::state::threads::capture_thread_state(&mut *ctx) };
+        unsafe { crate::process::slots::capture_thread_state(&mut *ctx) };
         // SAFETY: ctx is valid; park_wait blocks until the manager releases us.
         let r = unsafe { ctxasm::mos_ctx_park(ctx, park_wait) };
         let _ = r == RESUMED;

@@ -8,7 +8,8 @@
 //! of the current incarnation (written by the restorer) and the thread still carries the
 //! virtual tid (a new thread reusing the same `struct pthread` does not).
 
-use crate::signals::{slot_ptr, MAX_THREADS, REAL_PID, VPID};
+use crate::identity::{REAL_PID, VPID};
+use crate::process::slots::{slot_ptr, MAX_THREADS};
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
 struct Entry {

@@ -6,7 +6,7 @@
 use super::{checkpoint, reap, Outcome};
 use crate::freeze::release_threads;
 use crate::log::log;
-use crate::process::fds::internal_fds;
+use crate::remote::shim_fds as internal_fds;
 use ckpt::control::{CkptReply, CkptRequest, MAX_MSG};
 use ckpt::sys;
 use core::sync::atomic::Ordering;

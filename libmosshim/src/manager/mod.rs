@@ -12,7 +12,8 @@ use crate::dump::{self, Plan};
 use crate::freeze::{freeze, release_threads, NTHREADS};
 use crate::log::log;
 use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
-use crate::process::fds::{detach_fd_table, high, internal_fds, CONN, LISTEN, TRIG_R};
+use crate::process::fds::{detach_fd_table, high, CONN, LISTEN, TRIG_R};
+use crate::remote::shim_fds as internal_fds;
 use crate::restart::restarted;
 use crate::signals::*;
 use ckpt::ctx::RESUMED;
@@ -33,7 +34,7 @@ static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
 pub static DETACHED: AtomicU32 = AtomicU32::new(0);
 
 pub fn run() {
-    detach_fd_table();
+    detach_fd_table(&crate::remote::shim_fds());
     DETACHED.store(1, Ordering::Release);
     sys::futex_wake(&DETACHED);
     // The manager only ever takes the trigger signal (so a process-directed request

@@ -5,12 +5,17 @@
 
 use crate::log::log;
 use crate::rawfs;
-use crate::signals::{REAL_PID, TRIGGER_FD};
+use crate::identity::REAL_PID;
 use ckpt::control::socket_name;
 use ckpt::sys;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 pub static TRIG_R: AtomicI32 = AtomicI32::new(-1);
+/// write end of the manager's wake-up pipe (the trigger handler writes it)
+pub static TRIGGER_FD: AtomicI32 = AtomicI32::new(-1);
+/// The thread that runs on a private fd table (the manager), if any: remote mode's
+/// handler must reach the application's fds from elsewhere on it.
+pub static MANAGER_OWN_TABLE_TID: AtomicI32 = AtomicI32::new(0);
 pub static LISTEN: AtomicI32 = AtomicI32::new(-1);
 /// the control connection being served, if any
 pub static CONN: AtomicI32 = AtomicI32::new(-1);
@@ -87,14 +92,14 @@ fn listen_socket(pid: i32) -> i32 {
     }
 }
 
-pub fn internal_fds() -> Vec<i32> {
-    let mut v: Vec<i32> = [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN, &CONTROL, &STUB_CONN]
+/// The shim's own fds held here (the remote mode's connections are listed by
+/// `remote::shim_fds`, which adds them to these).
+pub fn own_fds() -> Vec<i32> {
+    [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN, &CONTROL, &STUB_CONN]
         .iter()
         .map(|a| a.load(Ordering::Relaxed))
         .filter(|&fd| fd >= 0)
-        .collect();
-    v.extend(crate::remote::internal_fds());
-    v
+        .collect()
 }
 
 /// The manager keeps its own fd table (unshare(CLONE_FILES)) holding only the shim's own
@@ -103,14 +108,14 @@ pub fn internal_fds() -> Vec<i32> {
 /// system call of the application (see `make bench`). It also means the application
 /// closing every fd cannot take the control socket away. The manager reaches application
 /// fds through /proc/self (the thread group leader's table) and [`app_fd`].
-pub fn detach_fd_table() {
+/// `keep`: the shim's own fds (`remote::shim_fds()`), which stay open in it.
+pub fn detach_fd_table(keep: &[i32]) {
     // SAFETY: unshare of our own fd table.
     if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
         log(&format!("cannot unshare the fd table: {}", std::io::Error::last_os_error()));
         return;
     }
-    crate::remote::MANAGER_OWN_TABLE_TID.store(sys::gettid(), Ordering::Relaxed);
-    let keep = internal_fds();
+    MANAGER_OWN_TABLE_TID.store(sys::gettid(), Ordering::Relaxed);
     if let Ok(fds) = rawfs::list_dir_numbers("/proc/thread-self/fd") {
         for fd in fds.into_iter().map(|f| f as i32).filter(|f| !keep.contains(f)) {
             // SAFETY: closing our copy of an application fd (the application keeps its own).

@@ -8,7 +8,7 @@ use super::raw;
 use super::call::Home;
 use super::transport::Io;
 use super::PLACEHOLDER;
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use proto::rsys::op;
 
 pub(super) const MAXFD: usize = 65536;
@@ -65,6 +65,14 @@ pub(super) fn may_block(h: &impl Home, fd: i64, m: u64) -> bool {
 pub(super) fn is_internal(fd: i64) -> bool {
     bit_get(&FD_INTERNAL, fd)
 }
+/// Every descriptor of the shim's own (never saved in an image, kept in the manager's
+/// table): the process's ([`crate::process::fds::own_fds`]) and remote mode's.
+pub fn shim_fds() -> Vec<i32> {
+    let mut v = crate::process::fds::own_fds();
+    v.extend(internal_fds());
+    v
+}
+
 /// The descriptors remote mode uses for itself (never saved in an image).
 pub fn internal_fds() -> Vec<i32> {
     let mut v = Vec::new();
@@ -97,9 +105,7 @@ pub fn internal_high_pub(fd: i64) -> i64 {
     internal_high(fd)
 }
 
-/// The manager thread's kernel tid while it has a table of its own (0: it shares the
-/// application's).
-pub static MANAGER_OWN_TABLE_TID: AtomicI32 = AtomicI32::new(0);
+pub use crate::process::fds::MANAGER_OWN_TABLE_TID;
 
 /// Move an fd of ours high and mark it internal: the application must not see or close
 /// it. An fd the manager opens in its own table is not the application's business at all.

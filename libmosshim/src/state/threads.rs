@@ -1,5 +1,5 @@
 //! The application's threads. At checkpoint each thread captures its own context and
-//! kernel state in the freeze handler ([`capture_thread_state`]: a signal handler, so
+//! kernel state in the freeze handler (`process::slots::capture_thread_state`: a signal handler, so
 //! atomics and raw system calls only: no allocation, no locks), and the manager turns the
 //! parked slots into the image's thread records ([`capture_threads`]). The restorer
 //! recreates the threads (`ckpt/src/restore/threads.rs`); each one first runs
@@ -9,6 +9,7 @@
 
 use super::StateKind;
 use crate::process::ctx::MANAGER_CTX;
+use crate::process::slots::capture_thread_state;
 use crate::signals::*;
 use ckpt::ctx::ThreadCtx;
 use ckpt::image::{ImageMeta, ThreadRec};
@@ -20,68 +21,6 @@ pub struct Threads;
 
 impl StateKind for Threads {}
 
-/// Fill the per-thread kernel state a restart must re-establish.
-pub fn capture_thread_state(ctx: &mut ThreadCtx) {
-    let mut fs: u64 = 0;
-    // SAFETY: ARCH_GET_FS stores the fs base in fs.
-    unsafe { ckpt::sc!(libc::SYS_arch_prctl, 0x1003, &mut fs as *mut u64) };
-    ctx.fs_base = fs;
-    let mut tid_addr: u64 = 0;
-    // SAFETY: PR_GET_TID_ADDRESS stores the clear_child_tid pointer.
-    if unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut tid_addr as *mut u64) } != 0 {
-        tid_addr = 0;
-    }
-    ctx.tid_addr = tid_addr;
-    let mut head: u64 = 0;
-    let mut len: u64 = 0;
-    // SAFETY: get_robust_list(0) for the calling thread, valid out-pointers.
-    if unsafe {
-        ckpt::sc!(
-            libc::SYS_get_robust_list,
-            0,
-            &mut head as *mut u64,
-            &mut len as *mut u64,
-        )
-    } == 0
-    {
-        ctx.robust_head = head;
-        ctx.robust_len = len;
-    }
-    if RSEQ_SIZE.load(Ordering::Relaxed) > 0 {
-        ctx.rseq_addr = fs.wrapping_add(RSEQ_OFFSET.load(Ordering::Relaxed));
-        ctx.rseq_len = 32;
-        ctx.rseq_sig = 0x5305_3053;
-    } else {
-        ctx.rseq_addr = 0;
-    }
-    let mut ss = libc::stack_t {
-        ss_sp: core::ptr::null_mut(),
-        ss_flags: 0,
-        ss_size: 0,
-    };
-    // SAFETY: query only.
-    unsafe { libc::sigaltstack(core::ptr::null(), &mut ss) };
-    ctx.altstack_sp = ss.ss_sp as u64;
-    ctx.altstack_flags = (ss.ss_flags & !libc::SS_ONSTACK) as u64;
-    ctx.altstack_size = ss.ss_size as u64;
-    let mut mask = 0u64;
-    sys::rt_sigprocmask(libc::SIG_BLOCK, None, Some(&mut mask));
-    ctx.mask = mask;
-    let mut pend = 0u64;
-    // SAFETY: rt_sigpending into an 8-byte set.
-    unsafe { ckpt::sc!(libc::SYS_rt_sigpending, &mut pend as *mut u64, 8) };
-    ctx.pending = pend;
-    // SAFETY: PR_GET_NAME writes at most 16 bytes into ctx.name.
-    unsafe { libc::prctl(libc::PR_GET_NAME, ctx.name.as_mut_ptr()) };
-    ctx.tid = sys::gettid();
-    ctx.vtid = if tid_addr != 0 {
-        // SAFETY: glibc's pthread->tid of this thread, an aligned i32.
-        unsafe { core::ptr::read_volatile(tid_addr as *const i32) }
-    } else {
-        ctx.tid
-    };
-    ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
-}
 
 /// The image's thread records: every parked thread's slot, then the manager (`me`),
 /// whose context is captured here. Manager thread, application threads parked.
