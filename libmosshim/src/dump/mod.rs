@@ -43,7 +43,6 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         .map(String::from)
         .collect();
     let status = read_str("/proc/self/status")?;
-    let shared_pending = state::signals::shared_pending(&status);
     let umask = status
         .lines()
         .find_map(|l| l.strip_prefix("Umask:"))
@@ -64,8 +63,6 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
             });
         }
     }
-    let sigactions = state::signals::capture_dispositions();
-    let itimers = state::timers::capture_itimers();
     let stat = read_str("/proc/self/stat")?;
     let f: Vec<u64> = stat
         .rsplit_once(')')
@@ -92,8 +89,7 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         env_start: fld(50),
         env_end: fld(51),
     };
-    let fds = state::fds::capture_fds(internal_fds)?;
-    Ok(ImageMeta {
+    let mut meta = ImageMeta {
         created_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -116,17 +112,20 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         },
         umask,
         rlimits,
-        sigactions,
-        itimers,
-        shared_pending,
+        sigactions: Vec::new(),
+        itimers: Vec::new(),
+        shared_pending: 0,
         mm,
         special: Vec::new(),
         vdso_hash: 0,
         regions: Vec::new(),
-        fds,
+        fds: Vec::new(),
         threads: Vec::new(),
-        timers: state::timers::capture_timers()?,
+        timers: Vec::new(),
         resume_entry: 0,
         restart_info: 0,
-    })
+    };
+    // then each kind of state its own part (state::KINDS)
+    state::capture(&mut meta, &state::CaptureCx { internal_fds, status: &status })?;
+    Ok(meta)
 }

@@ -234,7 +234,8 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
             release_threads();
         }
     });
-    let _free_copies = Defer(|| crate::state::memory::free_shared(&plan.shared));
+    // the process runs on: each kind lets go of what its capture held (state::KINDS)
+    let _resumed = Defer(|| crate::state::resumed(&crate::state::ResumeCx { shared: &plan.shared }));
     // SAFETY: closing the write end we gave the child.
     unsafe { libc::close(plan.result_fd) };
     if child < 0 {

@@ -5,8 +5,8 @@
 //! frozen; allocates freely (never in the writer child).
 //!
 //! At restart the restorer reopens them (`ckpt/src/restore/fds.rs`); a migrated body's
-//! forwarded fds are the remote mode's (`migrate::enter_remote`). Nothing to do here on
-//! resume, restart or fork: [`Fds`] keeps the lifecycle's defaults.
+//! forwarded fds are the remote mode's (`migrate::enter_remote`). [`Fds`] captures in the
+//! lifecycle's capture phase; nothing to do on resume, restart or fork.
 
 use super::{link, read_str, StateKind};
 use crate::rawfs;
@@ -251,8 +251,13 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
     Ok(out)
 }
 
-/// File descriptors in the lifecycle of [`StateKind`]: captured directly by
-/// `dump::capture_process`, restored by the restorer.
+/// File descriptors in the lifecycle of [`StateKind`]: captured in its capture phase,
+/// restored by the restorer.
 pub struct Fds;
 
-impl StateKind for Fds {}
+impl StateKind for Fds {
+    fn capture(&self, meta: &mut ImageMeta, cx: &super::CaptureCx<'_>) -> Result<(), String> {
+        meta.fds = capture_fds(cx.internal_fds)?;
+        Ok(())
+    }
+}

@@ -1,18 +1,23 @@
 //! What a checkpoint saves of memory besides the snapshot itself: MAP_SHARED anonymous
 //! regions are not copy-on-write, so the manager copies them while the threads are frozen
-//! ([`copy_shared`]) and frees the copies once the writer child is done ([`free_shared`]).
+//! ([`copy_shared`]) and frees the copies once the writer child is done ([`free_shared`],
+//! the lifecycle's resumed phase).
 //! The writer child's scan of the regions (kinds, present extents from pagemap) stays in
 //! `dump/writer.rs` with the rest of the code that runs in that child; the restorer maps
-//! the regions back (`ckpt/src/restore/memory.rs`). Nothing to do on restart or fork:
-//! [`Memory`] keeps the lifecycle's defaults (the restorer's leftovers are unmapped by
-//! `restart::restarted` before the shim's channels reopen).
+//! the regions back (`ckpt/src/restore/memory.rs`). Nothing to do on restart or fork (the
+//! restorer's leftovers are unmapped by `restart::restarted` before the shim's channels
+//! reopen).
 
 use super::{read_str, StateKind};
 
 /// Memory in the lifecycle of [`StateKind`].
 pub struct Memory;
 
-impl StateKind for Memory {}
+impl StateKind for Memory {
+    fn resumed(&self, cx: &super::ResumeCx<'_>) {
+        free_shared(cx.shared);
+    }
+}
 
 pub fn is_shared_anon(m: &ckpt::maps::MapEntry) -> bool {
     m.shared && (m.path == "/dev/zero (deleted)" || m.path == "[anon_shmem]" || m.path.is_empty() || m.path.starts_with("[anon_shmem:"))

@@ -7,19 +7,15 @@
 //! signals), `timers.rs` (itimers, POSIX timers), `memory.rs` (the shared-anonymous
 //! copies; the writer child's scan of regions and extents stays in `dump/writer.rs`).
 //!
-//! Every kind implements [`StateKind`], and the phases that the code runs as one sequence
-//! iterate [`KINDS`]: `restarted` (after a restart, in the manager: pending signals, then
-//! POSIX timers, as before) and `atfork_child` (in a forked child: the trigger pipe is
-//! the parent's). Two phases stay direct calls, because a loop over the kinds would change
-//! their order:
-//! - capture: `dump::capture_process` reads each kind's state in between the process-wide
-//!   fields (dispositions and itimers before /proc/self/stat, fds before and POSIX timers
-//!   after the cwd check), so which error a checkpoint reports when two things fail
-//!   depends on that order; thread contexts are captured in the freeze handler, thread
-//!   records and the shared-memory copies later in `manager::prepare`.
-//! - resume (the checkpointed process running on): the only per-kind work is freeing the
-//!   shared-memory copies, a scope guard in `manager::checkpoint_frozen` that runs after
-//!   the writer's report is read; a phase call would move it.
+//! Every kind implements [`StateKind`], and the manager runs each phase over [`KINDS`]:
+//! - `capture` (threads frozen, in the manager): each kind writes its part of the image's
+//!   metadata ([`capture`]; the process-wide fields come first, in `dump::capture_process`).
+//!   Thread contexts are taken earlier, by each thread in the freeze handler
+//!   (`process::slots::capture_thread_state`), and memory later, by the writer child.
+//! - `resumed` (the checkpointed process running on, its image written or given up):
+//!   memory frees the copies of shared-anonymous memory made for the writer.
+//! - `restarted` (after a restart, in the manager: pending signals, then POSIX timers).
+//! - `atfork_child` (in a forked child: the trigger pipe is the parent's).
 //!
 //! Nothing here imports `manager`. Code called from a signal handler or by a restored
 //! thread before it is released (`threads::capture_thread_state`,
@@ -38,6 +34,14 @@ pub mod timers;
 /// One kind of state in the lifecycle of a checkpointed process (DMTCP's plugin events).
 /// Every method defaults to doing nothing.
 pub trait StateKind: Sync {
+    /// Threads frozen, in the manager: this kind's part of the image's metadata. An error
+    /// names what cannot be checkpointed, and the checkpoint fails with it.
+    fn capture(&self, _meta: &mut ImageMeta, _cx: &CaptureCx<'_>) -> Result<(), String> {
+        Ok(())
+    }
+    /// The checkpointed process runs on (its image written, or the checkpoint given up):
+    /// release what the capture held.
+    fn resumed(&self, _cx: &ResumeCx<'_>) {}
     /// After a restart, in the manager, once every restored thread has resumed and before
     /// they are released. An error is logged; the restart goes on.
     fn restarted(&self, _meta: &ImageMeta) -> Result<(), String> {
@@ -50,6 +54,33 @@ pub trait StateKind: Sync {
 
 /// Every kind, in the order the phases run them.
 pub static KINDS: [&dyn StateKind; 5] = [&threads::Threads, &fds::Fds, &memory::Memory, &signals::Signals, &timers::Timers];
+
+/// What a capture may need that the manager has: the shim's own fds (not the
+/// application's), `/proc/self/status` as read for this checkpoint.
+pub struct CaptureCx<'a> {
+    /// The shim's own descriptors.
+    pub internal_fds: &'a [i32],
+    /// `/proc/self/status`.
+    pub status: &'a str,
+}
+
+/// What the resumed phase gets: the shared-anonymous copies made for the writer.
+pub struct ResumeCx<'a> {
+    /// (start, end, copy) of each shared-anonymous region.
+    pub shared: &'a [(u64, u64, u64)],
+}
+
+/// The capture phase of every kind, in [`KINDS`] order; the first error ends it.
+pub fn capture(meta: &mut ImageMeta, cx: &CaptureCx<'_>) -> Result<(), String> {
+    KINDS.iter().try_for_each(|k| k.capture(meta, cx))
+}
+
+/// The resumed phase of every kind, in [`KINDS`] order.
+pub fn resumed(cx: &ResumeCx<'_>) {
+    for k in KINDS {
+        k.resumed(cx);
+    }
+}
 
 /// The restart phase of every kind, in [`KINDS`] order.
 pub fn restarted(meta: &ImageMeta) {

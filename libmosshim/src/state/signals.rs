@@ -20,6 +20,12 @@ use core::sync::atomic::Ordering;
 pub struct Signals;
 
 impl StateKind for Signals {
+    fn capture(&self, meta: &mut ImageMeta, cx: &super::CaptureCx<'_>) -> Result<(), String> {
+        meta.shared_pending = shared_pending(cx.status);
+        meta.sigactions = capture_dispositions();
+        Ok(())
+    }
+
     fn restarted(&self, meta: &ImageMeta) -> Result<(), String> {
         raise_pending(meta);
         Ok(())

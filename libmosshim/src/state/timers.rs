@@ -14,6 +14,12 @@ use ckpt::image::*;
 pub struct Timers;
 
 impl StateKind for Timers {
+    fn capture(&self, meta: &mut ImageMeta, _cx: &super::CaptureCx<'_>) -> Result<(), String> {
+        meta.itimers = capture_itimers();
+        meta.timers = capture_timers()?;
+        Ok(())
+    }
+
     fn restarted(&self, meta: &ImageMeta) -> Result<(), String> {
         restore_timers(meta)
     }
