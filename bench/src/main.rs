@@ -42,19 +42,7 @@ impl Drop for App {
     }
 }
 
-fn close_extra_fds(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: close_range in the child between fork and exec is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-}
-
 fn start(cmd: &mut Command) -> App {
-    close_extra_fds(cmd);
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
     let out = BufReader::new(child.stdout.take().unwrap());
     App { child, out }

@@ -18,7 +18,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::{bin, close_extra_fds, compile, compile_threaded};
+use crate::{bin, compile, compile_threaded};
 
 /// Rounds of (baseline pass, forwarded pass).
 const ROUNDS: usize = 7;
@@ -53,7 +53,6 @@ impl Cluster {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("mos"));
         cmd.args(args).env("MOS_HOME", &self.home).env_remove("MOS_HOME_NODE").stdin(Stdio::null());
-        close_extra_fds(&mut cmd);
         cmd
     }
 
@@ -88,7 +87,6 @@ impl Subject {
         std::fs::create_dir_all(cwd).unwrap();
         let mut cmd = Command::new(exe);
         cmd.arg(data).arg(PREADS.to_string()).current_dir(cwd).envs(env.iter().map(|(k, v)| (*k, v.as_os_str())));
-        close_extra_fds(&mut cmd);
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn subject");
         let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().unwrap());
@@ -428,7 +426,6 @@ fn forwarded_reads(dir: &Path) {
 fn loop_ns(exe: &Path, iters: u32, args: &[&str], env: &[(&str, PathBuf)]) -> f64 {
     let mut c = Command::new(exe);
     c.arg(iters.to_string()).args(args).envs(env.iter().map(|(k, v)| (*k, v.as_os_str())));
-    close_extra_fds(&mut c);
     let out = c.stdin(Stdio::null()).output().expect("syscall_loop");
     assert!(out.status.success(), "syscall_loop: {}", String::from_utf8_lossy(&out.stderr));
     let s = String::from_utf8_lossy(&out.stdout);

@@ -24,6 +24,10 @@ pub struct CkptRequest {
     /// process runs on where it was. See [`request_streamed`].
     #[serde(default)]
     pub stream: bool,
+    /// Refuse what the program inherited and mos cannot reopen (a pipe or socket its
+    /// parent left open), instead of recording it as inherited (rebound at restart).
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// The byte a streamed checkpoint's requester sends once the image is safe.

@@ -26,6 +26,10 @@ enum Cmd {
         /// also print frozen and total time
         #[arg(long)]
         stats: bool,
+        /// refuse a pipe or socket the program inherited from its parent (by default it is
+        /// recorded as inherited and rebound at restart, like stdin/stdout/stderr)
+        #[arg(long)]
+        strict: bool,
     },
     /// Become the process saved in IMAGE and continue it (exit status is the app's)
     Restart {
@@ -220,7 +224,7 @@ fn condor_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::
 fn main() {
     let cli = Cli::parse_from(condor_spellings(std::env::args_os()));
     let r = match cli.cmd {
-        Cmd::Ckpt { pid, exit, output, stats } => mos::ckpt_cmd(pid, exit, output, stats),
+        Cmd::Ckpt { pid, exit, output, stats, strict } => mos::ckpt_cmd(pid, exit, output, stats, strict),
         Cmd::Restart { image, eager, no_verify, unlink } => mos::restart_cmd(&image, eager, no_verify, unlink),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
         Cmd::Run { no_migrate, node, argv } => cluster::register_here(no_migrate)

@@ -225,6 +225,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         exit: true,
         migrate: Some(ctx.state_dir.join("shadow.sock").to_string_lossy().into_owned()),
         stream: true,
+        strict: false,
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');

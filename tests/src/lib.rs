@@ -286,7 +286,6 @@ impl Proc {
         cmd.stdin(Stdio::piped())
             .stdout(stdout)
             .stderr(Stdio::piped());
-        no_inherited_fds(&mut cmd);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{label}: cannot spawn {cmd:?}: {e}"));
@@ -451,26 +450,6 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Makes every fd >= 3 close-on-exec in the child, so programs start with
-/// exactly fds 0-2 even if the test runner inherited stray descriptors from
-/// its parent (shells, CI, IDEs leak them; std::process does not close them).
-pub fn no_inherited_fds(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: close_range is a single async-signal-safe syscall.
-    unsafe {
-        cmd.pre_exec(|| {
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            libc::syscall(
-                libc::SYS_close_range,
-                3 as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            );
-            Ok(())
-        });
     }
 }
 
@@ -1057,7 +1036,6 @@ impl Cluster {
     pub fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(release_dir().join(prog));
         c.env("MOS_HOME", self.home.path()).env_remove("LD_PRELOAD");
-        no_inherited_fds(&mut c);
         c
     }
     pub fn mos(&self, args: &[&str]) -> RunOutput {

@@ -104,15 +104,22 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
         let status = (f.flags as i32) & STATUS_FLAGS;
         match &f.kind {
             FdKind::Inherit => {
+                // Rebound like a std stream: the restarting command's fd of that number if
+                // it has one, else a placeholder of the same access mode (/dev/null), so
+                // the number stays valid for the program.
                 // SAFETY: F_GETFD/F_SETFD on an fd number only inspect or change its flags.
-                unsafe {
-                    if libc::fcntl(f.fd, libc::F_GETFD) >= 0 {
-                        libc::fcntl(
-                            f.fd,
-                            libc::F_SETFD,
-                            if cloexec { libc::FD_CLOEXEC } else { 0 },
-                        );
+                let open = unsafe { libc::fcntl(f.fd, libc::F_GETFD) } >= 0;
+                if open {
+                    // SAFETY: as above.
+                    unsafe { libc::fcntl(f.fd, libc::F_SETFD, if cloexec { libc::FD_CLOEXEC } else { 0 }) };
+                } else {
+                    let acc = (f.flags as i32) & libc::O_ACCMODE;
+                    // SAFETY: a constant path; O_CLOEXEC so the temporary fd never leaks.
+                    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), acc | libc::O_CLOEXEC) };
+                    if fd < 0 {
+                        return Err(os_err(&format!("cannot open a placeholder for inherited fd {}", f.fd)));
                     }
+                    place(fd, f.fd, cloexec)?;
                 }
             }
             FdKind::File | FdKind::Dir | FdKind::CharDev => {

@@ -114,7 +114,10 @@ pub(super) fn serve(c: i32) {
     let migrating = req.migrate.is_some();
     let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
     let exit = req.exit || migrating || req.stream;
-    match checkpoint(req.out, exit, req.migrate, sink) {
+    crate::state::fds::STRICT.store(req.strict, Ordering::Relaxed);
+    let outcome = checkpoint(req.out, exit, req.migrate, sink);
+    crate::state::fds::STRICT.store(false, Ordering::Relaxed);
+    match outcome {
         // The connection belongs to the process that took the image; in the restored
         // process that fd number means nothing: forget it.
         Outcome::Restarted => {}

@@ -10,7 +10,47 @@
 
 use super::{link, read_str, StateKind};
 use crate::rawfs;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ckpt::image::*;
+
+/// File descriptors below this number can be noted as inherited.
+const MAX_NOTED: usize = 4096;
+
+/// The descriptors open when the program started (its parent's: a make jobserver's pipe,
+/// a CI runner's socket...), by number: (st_dev, st_ino + 1), 0 when not inherited.
+/// Noted once at start-up and again for what a restart rebound them to; read by the
+/// capture. Atomics only.
+static INHERITED: [(AtomicU64, AtomicU64); MAX_NOTED] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_NOTED];
+
+/// `mos ckpt --strict`: an inherited descriptor that could not be reopened is refused, as
+/// any other, instead of being recorded as inherited.
+pub static STRICT: AtomicBool = AtomicBool::new(false);
+
+fn note(fd: i32) {
+    let Some(slot) = usize::try_from(fd).ok().and_then(|i| INHERITED.get(i)) else { return };
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fstat of a descriptor number into our struct (EBADF if it is closed).
+    if unsafe { libc::fstat(fd, &mut st) } == 0 {
+        slot.0.store(st.st_dev, Ordering::Relaxed);
+        slot.1.store(st.st_ino.wrapping_add(1), Ordering::Release);
+    }
+}
+
+/// Note every descriptor open now as inherited: at start-up, before the shim opens any of
+/// its own (the program's own fds are not open yet either).
+pub fn note_inherited() {
+    if let Ok(fds) = rawfs::list_dir_numbers("/proc/self/fd") {
+        for fd in fds {
+            note(fd as i32);
+        }
+    }
+}
+
+/// Was `fd` open when the program started, on the same file (`dev`, `ino`)?
+fn inherited(fd: i32, dev: u64, ino: u64) -> bool {
+    usize::try_from(fd).ok().and_then(|i| INHERITED.get(i)).is_some_and(|s| s.1.load(Ordering::Acquire) == ino.wrapping_add(1) && s.0.load(Ordering::Relaxed) == dev)
+}
 
 struct FdInfo {
     fd: i32,
@@ -130,6 +170,7 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
         });
     }
     let acc = |f: &FdInfo| f.flags & libc::O_ACCMODE as u32;
+    let strict = STRICT.load(Ordering::Relaxed);
     let mut out = Vec::new();
     for (i, f) in infos.iter().enumerate() {
         let fd = f.fd;
@@ -176,7 +217,12 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
             out.push(entry(FdKind::Dup { of: p.fd }));
             continue;
         }
-        let kind = if target.starts_with("anon_inode:") {
+        // what the program's parent left open and mos cannot reopen is rebound at restart
+        // like a std stream (to the restarting command's fd, else a placeholder)
+        let from_parent = !strict && inherited(fd, f.dev, f.ino);
+        let kind = if from_parent && (f.fmt == libc::S_IFIFO || f.fmt == libc::S_IFSOCK || target.starts_with("anon_inode:")) && !internal_pipe {
+            FdKind::Inherit
+        } else if target.starts_with("anon_inode:") {
             match target.as_str() {
                 "anon_inode:[eventfd]" => FdKind::EventFd {
                     count: field(&f.info, "eventfd-count:")
@@ -258,6 +304,18 @@ pub struct Fds;
 impl StateKind for Fds {
     fn capture(&self, meta: &mut ImageMeta, cx: &super::CaptureCx<'_>) -> Result<(), String> {
         meta.fds = capture_fds(cx.internal_fds)?;
+        Ok(())
+    }
+
+    /// The inherited descriptors now stand for what the restart rebound them to (so a
+    /// later checkpoint records them as inherited again); the log says what each became.
+    fn restarted(&self, meta: &ImageMeta) -> Result<(), String> {
+        for f in meta.fds.iter().filter(|f| f.kind == FdKind::Inherit) {
+            note(f.fd);
+            if f.fd > 2 {
+                crate::log::log(&format!("restart: fd {} was inherited ({}); it is now {}", f.fd, f.target, link(&format!("/proc/self/fd/{}", f.fd))));
+            }
+        }
         Ok(())
     }
 }
