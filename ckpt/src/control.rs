@@ -28,6 +28,10 @@ pub struct CkptRequest {
     /// parent left open), instead of recording it as inherited (rebound at restart).
     #[serde(default)]
     pub strict: bool,
+    /// The status the process exits with after `exit` (HTCondor's checkpoint_exit_code,
+    /// Slurm requeue wrappers); 0 by default.
+    #[serde(default)]
+    pub exit_code: i32,
 }
 
 /// The byte a streamed checkpoint's requester sends once the image is safe.

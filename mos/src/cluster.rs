@@ -652,6 +652,61 @@ pub fn migrate(id: &str, node: &str) -> Result<()> {
     Ok(())
 }
 
+/// `mos rm|hold|release|vacate IDS... [-all]`: each of CLUSTER.PROC, CLUSTER or an owner
+/// (all their queued jobs), or every queued job. Each is asked for on its own; one that
+/// fails is said and the others go on; the status is an error if any failed.
+pub fn commands(ids: &[String], all: bool, cmd: JobCommand) -> Result<()> {
+    let is_id = |s: &str| s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) && s.split('.').count() <= 2;
+    let needs_queue = all || ids.iter().any(|i| !is_id(i));
+    let rows: Vec<proto::msg::JobRow> = if needs_queue {
+        match ask(&Msg::QueryQueue { history: false })? {
+            Msg::JobTable { rows } => rows,
+            m => bail!("unexpected answer {}", m.name()),
+        }
+    } else {
+        Vec::new()
+    };
+    // a whole set (-all, an owner's) takes the jobs the command applies to, as condor_release
+    // -all releases the held ones
+    let applies = |r: &proto::msg::JobRow| match cmd {
+        JobCommand::Remove => true,
+        JobCommand::Hold => r.state != "H",
+        JobCommand::Release => r.state == "H",
+        JobCommand::Vacate => r.state == "R",
+    };
+    let mut targets: Vec<String> = Vec::new();
+    if all {
+        targets.extend(rows.iter().filter(|r| applies(r)).map(|r| r.id.clone()));
+    }
+    for i in ids {
+        if is_id(i) {
+            targets.push(i.clone());
+        } else {
+            if !rows.iter().any(|r| &r.owner == i) {
+                bail!("no job of owner {i:?} is queued (give CLUSTER, CLUSTER.PROC, an owner or -all)");
+            }
+            let theirs: Vec<String> = rows.iter().filter(|r| &r.owner == i && applies(r)).map(|r| r.id.clone()).collect();
+            targets.extend(theirs);
+        }
+    }
+    targets.dedup();
+    if targets.is_empty() {
+        println!("no jobs to which this applies");
+        return Ok(());
+    }
+    let mut failed = 0;
+    for t in &targets {
+        if let Err(e) = command(t, cmd) {
+            eprintln!("mos: job {t}: {e:#}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} request(s) failed", targets.len());
+    }
+    Ok(())
+}
+
 pub fn command(id: &str, cmd: JobCommand) -> Result<()> {
     ask(&Msg::Command { id: id.to_string(), cmd })?;
     let verb = match cmd {

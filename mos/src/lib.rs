@@ -9,13 +9,13 @@ use ckpt::control::{self, CkptReply, CkptRequest};
 use ckpt::image::{ImageFile, PAGE};
 use std::path::{Path, PathBuf};
 
-pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool, strict: bool) -> Result<()> {
+pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool, strict: bool, exit_code: i32) -> Result<()> {
     let out = match output {
         Some(p) if p.is_absolute() => Some(p),
         Some(p) => Some(std::env::current_dir()?.join(p)),
         None => None,
     };
-    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict };
+    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code };
     match control::request(pid, &req) {
         Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us }) => {
             println!("{path}");

@@ -30,6 +30,10 @@ enum Cmd {
         /// recorded as inherited and rebound at restart, like stdin/stdout/stderr)
         #[arg(long)]
         strict: bool,
+        /// with --exit: the status the process exits with once its image is safe (as
+        /// HTCondor's checkpoint_exit_code expects, e.g. 85); default 0
+        #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=255), requires = "exit")]
+        exit_code: i32,
     },
     /// Become the process saved in IMAGE and continue it (exit status is the app's)
     Restart {
@@ -102,6 +106,8 @@ enum Cmd {
     /// The job queue: ID OWNER SUBMITTED RUN_TIME ST NODE CKPTS CMD (and HOLD_REASON);
     /// `-analyze ID` / `-better-analyze ID` (as condor_q): why job ID is idle
     Q {
+        /// only these: CLUSTER, CLUSTER.PROC or an owner (as condor_q)
+        which: Vec<String>,
         #[arg(long)]
         json: bool,
         /// why job ID (CLUSTER.PROC) is idle: requirement by requirement
@@ -130,14 +136,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a job (CLUSTER.PROC, or CLUSTER for all its jobs)
-    Rm { id: String },
-    /// Hold a job: stop it and keep it queued until released
-    Hold { id: String },
-    /// Release a held job
-    Release { id: String },
-    /// Checkpoint a running job and put it back in the queue
-    Vacate { id: String },
+    /// Remove jobs: CLUSTER.PROC, CLUSTER (all its jobs), an owner's, or -all
+    Rm(Targets),
+    /// Hold jobs (stop them, keep them queued until released): as rm
+    Hold(Targets),
+    /// Release held jobs: as rm
+    Release(Targets),
+    /// Checkpoint running jobs and put them back in the queue: as rm
+    Vacate(Targets),
     /// Move a process (PID, running under the shim) or a batch job (CLUSTER.PROC) to
     /// NODE (a node name or a shadowd address)
     Migrate {
@@ -154,6 +160,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which jobs a command is for, as condor_rm takes them.
+#[derive(clap::Args)]
+struct Targets {
+    /// CLUSTER.PROC, CLUSTER (all its jobs) or an owner (all theirs)
+    #[arg(required_unless_present = "all")]
+    ids: Vec<String>,
+    /// every job in the queue
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Subcommand)]
@@ -211,9 +228,9 @@ fn condor_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::
             }
         }
     }
-    if v.get(1).is_some_and(|a| a == "q") {
+    if v.get(1).is_some_and(|a| ["q", "rm", "hold", "release", "vacate"].iter().any(|c| a == c)) {
         for a in v.iter_mut().skip(2) {
-            if a == "-analyze" || a == "-better-analyze" {
+            if a == "-analyze" || a == "-better-analyze" || a == "-all" {
                 *a = format!("-{}", a.to_string_lossy()).into();
             }
         }
@@ -224,7 +241,7 @@ fn condor_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::
 fn main() {
     let cli = Cli::parse_from(condor_spellings(std::env::args_os()));
     let r = match cli.cmd {
-        Cmd::Ckpt { pid, exit, output, stats, strict } => mos::ckpt_cmd(pid, exit, output, stats, strict),
+        Cmd::Ckpt { pid, exit, output, stats, strict, exit_code } => mos::ckpt_cmd(pid, exit, output, stats, strict, exit_code),
         Cmd::Restart { image, eager, no_verify, unlink } => mos::restart_cmd(&image, eager, no_verify, unlink),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
         Cmd::Run { no_migrate, node, argv } => cluster::register_here(no_migrate)
@@ -240,7 +257,7 @@ fn main() {
         Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),
         Cmd::Q { analyze: Some(id), .. } => cluster::analyze(&id, false),
         Cmd::Q { better_analyze: Some(id), .. } => cluster::analyze(&id, true),
-        Cmd::Q { json, .. } => cluster::queue(false, json),
+        Cmd::Q { json, which, .. } => mos::report::queue_of(false, json, &which),
         Cmd::Wait { log, job, wait } => match mos::wait_cmd(&log, job.as_deref(), wait.map(std::time::Duration::from_secs)) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
@@ -248,10 +265,10 @@ fn main() {
         },
         Cmd::History { json } => cluster::queue(true, json),
         Cmd::Status { json } => cluster::status(json),
-        Cmd::Rm { id } => cluster::command(&id, JobCommand::Remove),
-        Cmd::Hold { id } => cluster::command(&id, JobCommand::Hold),
-        Cmd::Release { id } => cluster::command(&id, JobCommand::Release),
-        Cmd::Vacate { id } => cluster::command(&id, JobCommand::Vacate),
+        Cmd::Rm(t) => cluster::commands(&t.ids, t.all, JobCommand::Remove),
+        Cmd::Hold(t) => cluster::commands(&t.ids, t.all, JobCommand::Hold),
+        Cmd::Release(t) => cluster::commands(&t.ids, t.all, JobCommand::Release),
+        Cmd::Vacate(t) => cluster::commands(&t.ids, t.all, JobCommand::Vacate),
         Cmd::Migrate { id, node, home, stats, json } => match id.parse::<u32>() {
             Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref(), cluster::Report { stats, json }),
             _ => cluster::migrate(&id, &node),

@@ -65,9 +65,16 @@ fn hms(ms: u64) -> String {
     format!("{}+{:02}:{:02}:{:02}", s / 86400, (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
 
+/// As condor_q shows SUBMITTED: `12/2 19:29`, local time.
 fn when(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+    // SAFETY: tm is plain data; localtime_r fills it from a valid time_t.
+    let mut tm: libc::tm = unsafe { core::mem::zeroed() };
+    let t = (ms / 1000) as libc::time_t;
+    // SAFETY: both pointers are valid for the call; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return "-".into();
+    }
+    format!("{}/{} {:02}:{:02}", tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min)
 }
 
 /// `mos q -analyze ID`: the placer's account of why job ID is where it is.
@@ -84,10 +91,18 @@ pub fn analyze(id: &str, better: bool) -> Result<()> {
 }
 
 pub fn queue(history: bool, json: bool) -> Result<()> {
-    let rows: Vec<JobRow> = match ask(&Msg::QueryQueue { history })? {
+    queue_of(history, json, &[])
+}
+
+/// `mos q [WHICH...]`: only the jobs named (CLUSTER, CLUSTER.PROC or an owner), as condor_q.
+pub fn queue_of(history: bool, json: bool, which: &[String]) -> Result<()> {
+    let mut rows: Vec<JobRow> = match ask(&Msg::QueryQueue { history })? {
         Msg::JobTable { rows } => rows,
         m => bail!("unexpected answer {}", m.name()),
     };
+    if !which.is_empty() {
+        rows.retain(|r| which.iter().any(|w| *w == r.id || *w == r.owner || r.id.split('.').next() == Some(w.as_str())));
+    }
     if json {
         let v: Vec<_> = rows
             .iter()

@@ -226,6 +226,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         migrate: Some(ctx.state_dir.join("shadow.sock").to_string_lossy().into_owned()),
         stream: true,
         strict: false,
+        exit_code: 0,
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');

@@ -526,3 +526,30 @@ fn htcondor_submit_files_run() {
     let q = c.json(&["q", "--json"]);
     assert!(q.as_array().unwrap().is_empty(), "nothing more queued: {q}");
 }
+
+/// condor_rm's ways of naming jobs: several IDs at once, an owner, `-all`; `mos q` takes
+/// the same names to show only those jobs, and shows SUBMITTED as condor_q does.
+#[test]
+fn jobs_are_named_as_condor_names_them() {
+    let (c, work, _exe) = two_node_cluster();
+    std::fs::write(work.join("idle.toml"), "executable = \"job\"\narguments = \"0 3\"\nrequest_cpus = 64\nqueue = 3\n").unwrap();
+    let mut s = c.cmd("mossubmit");
+    s.arg("idle.toml").current_dir(&work);
+    run("mossubmit", s, b"").assert_code(0, "mossubmit");
+    let states = |c: &Cluster| -> Vec<(String, String)> {
+        c.json(&["q", "--json"]).as_array().unwrap().iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["state"].as_str().unwrap().to_string())).collect()
+    };
+    c.mos(&["hold", "1.0", "1.2"]).assert_code(0, "mos hold 1.0 1.2");
+    assert_eq!(states(&c), [("1.0".into(), "H".into()), ("1.1".into(), "I".into()), ("1.2".into(), "H".into())]);
+    c.mos(&["release", "-all"]).assert_code(0, "mos release -all");
+    assert!(states(&c).iter().all(|(_, s)| s == "I"), "{:?}", states(&c));
+    let q = c.mos(&["q", "1.1"]).stdout_str();
+    assert!(q.lines().any(|l| l.starts_with("1.1 ")) && !q.lines().any(|l| l.starts_with("1.0 ") || l.starts_with("1.2 ")), "{q}");
+    let submitted = q.lines().find(|l| l.starts_with("1.1 ")).unwrap().split_whitespace().nth(2).unwrap().to_string();
+    assert!(submitted.contains('/') && submitted.split('/').all(|p| p.parse::<u32>().is_ok()), "SUBMITTED as M/D HH:MM: {q}");
+    let owner = c.json(&["q", "--json"])[0]["owner"].as_str().unwrap().to_string();
+    let bad = c.mos(&["rm", "nobody-here"]);
+    assert_one_line_error("mos rm of an owner with no jobs", &bad, 2, Some("nobody-here"));
+    c.mos(&["rm", &owner]).assert_code(0, "mos rm OWNER");
+    assert!(states(&c).is_empty(), "{:?}", states(&c));
+}

@@ -176,3 +176,26 @@ fn restart_no_verify_on_good_image() {
         &reference.stdout,
     );
 }
+
+/// `mos ckpt --exit --exit-code 85` (HTCondor's checkpoint_exit_code): the process exits
+/// with 85 once its image is safe, and restarts from it as usual.
+#[test]
+fn ckpt_exit_code_sets_the_status() {
+    let prog = compile_c("counter");
+    let args = ["1", "300", "0"];
+    let (reference, _r) = Env::reference(&prog, &args, &[], b"");
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, &args, &[]);
+    env.wait_ready(&mut app, 1);
+    let img = env.ckpt_dir.join("c85.img");
+    let out = env.mos_ckpt_raw(app.pid(), &["--exit", "--exit-code", "85", "-o", img.to_str().unwrap()]);
+    out.assert_code(0, "mos ckpt --exit --exit-code 85");
+    let orig = app.wait();
+    orig.assert_code(85, "the checkpointed process's status");
+    env.go(1);
+    let rest = env.restart(&img, &[], b"");
+    rest.assert_code(0, "mos restart");
+    assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    let bad = env.mos_ckpt_raw(1, &["--exit-code", "85"]);
+    assert_eq!(bad.code(), Some(2), "--exit-code needs --exit: {}", bad.describe());
+}

@@ -148,7 +148,7 @@ pub(super) fn serve(c: i32) {
                 }
                 if exit {
                     reap(true); // no zombie writer left to init
-                    ckpt::sc!(libc::SYS_exit_group, 0);
+                    ckpt::sc!(libc::SYS_exit_group, req.exit_code & 0xff);
                 }
             }
         }
