@@ -694,6 +694,9 @@ pub fn commands(ids: &[String], all: bool, cmd: JobCommand) -> Result<()> {
         println!("no jobs to which this applies");
         return Ok(());
     }
+    if let [one] = targets.as_slice() {
+        return command(one, cmd);
+    }
     let mut failed = 0;
     for t in &targets {
         if let Err(e) = command(t, cmd) {
