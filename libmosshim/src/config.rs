@@ -30,6 +30,8 @@ pub const NODE_ADDR: &str = "MOS_NODE_ADDR";
 pub const SERIAL_HASH: &str = "MOS_SERIAL_HASH";
 /// Set (with `MOS_LOG_FILE`): log how long the image writer's phases took.
 pub const DEBUG_TIMING: &str = "MOS_DEBUG_TIMING";
+/// The largest deleted-but-open file a checkpoint saves, in bytes (default 64 MiB).
+pub const DELETED_MAX: &str = "MOS_DELETED_MAX";
 
 /// glibc's internal cancellation signal (SIGCANCEL): never the shim's, never forwarded.
 pub const SIG_CANCEL: i32 = 32;

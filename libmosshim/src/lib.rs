@@ -149,6 +149,7 @@ extern "C" fn mos_init() {
     let _ = config::CONFIG.set(config::Config { ckpt_dir, log_file });
     // what the program's parent left open, before the shim opens anything of its own
     state::fds::note_inherited();
+    state::fds::read_deleted_max();
     if let Ok(s) = std::env::var(config::CKPT_SIGNAL) {
         match signals::parse_signal(&s) {
             Some(sig) if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != config::SIG_CANCEL && sig != config::SIG_SETXID => {

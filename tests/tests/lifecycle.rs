@@ -199,3 +199,25 @@ fn ckpt_exit_code_sets_the_status() {
     let bad = env.mos_ckpt_raw(1, &["--exit-code", "85"]);
     assert_eq!(bad.code(), Some(2), "--exit-code needs --exit: {}", bad.describe());
 }
+
+/// A file deleted while open is saved in the image and recreated unlinked at restart: the
+/// same contents, offsets (shared by a dup), flags (O_APPEND) and "(deleted)" name; over
+/// the size limit (MOS_DELETED_MAX) `mos ckpt` refuses naming the limit, and the program
+/// runs on.
+#[test]
+fn deleted_open_files_come_back() {
+    let prog = compile_c("deleted");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart");
+    assert_same_bytes("stdout", &cat(&orig.stdout, &rest.stdout), &reference.stdout);
+    let env = Env::new();
+    let mut app = env.spawn_app(&prog, NOARGS, &[("MOS_DELETED_MAX", "10")]);
+    env.wait_ready(&mut app, 1);
+    let out = env.mos_ckpt_raw(app.pid(), &[]);
+    assert_one_line_error("mos ckpt of a deleted file over the limit", &out, 2, Some("MOS_DELETED_MAX"));
+    env.go(1);
+    app.wait().assert_code(0, "the program after the refusal");
+}

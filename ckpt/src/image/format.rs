@@ -171,6 +171,14 @@ pub enum FdKind {
     /// a file that lives at the process's home node (handed to its shadow): locally only
     /// a placeholder keeps the number; every call on it is forwarded
     Remote,
+    /// a regular file deleted while open: its contents are in the image; the restorer
+    /// recreates it unlinked (in its old directory when it can), with flags and offset
+    Deleted {
+        /// the file (its inode): every fd of it shares one recreated file
+        id: u64,
+        /// its contents (on the first fd of the file only)
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

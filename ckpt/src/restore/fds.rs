@@ -76,6 +76,49 @@ fn place(fd: i32, target: i32, cloexec: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// A deleted file's contents as a new unlinked file (O_TMPFILE in its old directory, else
+/// in /tmp): its read-write fd (close-on-exec), from which each fd of it is reopened.
+fn recreate_deleted(path: &str, data: &[u8]) -> Result<i32, String> {
+    let old = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let dir = std::path::Path::new(old).parent().filter(|d| d.is_dir()).map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "/tmp".into());
+    let c = cstr(&dir)?;
+    // SAFETY: valid directory path; a new anonymous file, ours.
+    let mut tmp = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
+    if tmp < 0 {
+        // SAFETY: as above, in /tmp.
+        tmp = unsafe { libc::open(c"/tmp".as_ptr(), libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
+    }
+    if tmp < 0 {
+        return Err(os_err(&format!("cannot recreate the deleted file {old}")));
+    }
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writing our buffer to our fd.
+        let n = unsafe { libc::write(tmp, data[off..].as_ptr().cast(), data.len() - off) };
+        if n <= 0 {
+            // SAFETY: closing our fd.
+            unsafe { libc::close(tmp) };
+            return Err(os_err(&format!("cannot write the recreated deleted file {old}")));
+        }
+        off += n as usize;
+    }
+    Ok(tmp)
+}
+
+/// One fd of a recreated deleted file, with its saved open flags (access mode,
+/// O_APPEND...): a description of its own, through /proc.
+fn reopen_deleted(tmp: i32, path: &str, flags: i32) -> Result<i32, String> {
+    let old = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let keep = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_TMPFILE);
+    let via = cstr(&format!("/proc/self/fd/{tmp}"))?;
+    // SAFETY: reopening our own fd through /proc with valid flags.
+    let fd = unsafe { libc::open(via.as_ptr(), keep | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(os_err(&format!("cannot reopen the recreated deleted file {old}")));
+    }
+    Ok(fd)
+}
+
 /// Move a freshly created fd above every fd number the application uses, so that it
 /// cannot be clobbered while the other fds are being placed.
 fn park_fd(fd: i32, above: i32) -> Result<i32, String> {
@@ -98,6 +141,8 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
     use std::collections::HashMap;
     let mut pipes: HashMap<u64, (i32, i32)> = HashMap::new();
     let mut pipe_data: Vec<(u64, u32, &[u8])> = Vec::new();
+    // recreated deleted files by id, their temporary fds (closed at the end)
+    let mut deleted: HashMap<u64, i32> = HashMap::new();
     // 1: everything that is created or opened
     for f in &meta.fds {
         let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
@@ -145,6 +190,24 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                             f.fd, f.path, f.offset
                         )));
                     }
+                }
+            }
+            FdKind::Deleted { id, data } => {
+                let tmp = match deleted.get(id) {
+                    Some(&t) => t,
+                    None => {
+                        // above every number the application uses: placing its fds must
+                        // not land on it
+                        let t = park_fd(recreate_deleted(&f.path, data)?, above)?;
+                        deleted.insert(*id, t);
+                        t
+                    }
+                };
+                let fd = reopen_deleted(tmp, &f.path, f.flags as i32)?;
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: lseek on the fd we just placed.
+                if unsafe { libc::lseek(f.fd, f.offset, libc::SEEK_SET) } < 0 {
+                    return Err(os_err(&format!("cannot seek the recreated deleted file on fd {} to {}", f.fd, f.offset)));
                 }
             }
             FdKind::PipeRead { id, .. } | FdKind::PipeWrite { id } => {
@@ -237,6 +300,11 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
             }
             FdKind::Dup { .. } | FdKind::Epoll { .. } => {}
         }
+    }
+    for (_, t) in deleted {
+        // SAFETY: closing the temporary fds of recreated deleted files (each fd placed has
+        // its own description of the file).
+        unsafe { libc::close(t) };
     }
     // 2: bytes that were buffered in pipes
     for (id, size, data) in pipe_data {

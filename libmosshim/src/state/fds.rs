@@ -47,6 +47,40 @@ pub fn note_inherited() {
     }
 }
 
+/// The largest deleted-but-open file a checkpoint saves (`MOS_DELETED_MAX` bytes, default
+/// 64 MiB): its contents go into the image's metadata.
+pub static DELETED_MAX_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
+
+/// Read the limit from the environment, at start-up.
+pub fn read_deleted_max() {
+    if let Some(v) = std::env::var(crate::config::DELETED_MAX).ok().and_then(|v| v.trim().parse().ok()) {
+        DELETED_MAX_BYTES.store(v, Ordering::Relaxed);
+    }
+}
+
+fn deleted_max() -> u64 {
+    DELETED_MAX_BYTES.load(Ordering::Relaxed)
+}
+
+/// The whole contents of the deleted file open as the application's `fd`, within the limit.
+fn deleted_contents(fd: i32, target: &str) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::FileExt;
+    // a new read-only open of it (the application's own may be write-only), through the
+    // thread group leader's table
+    let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).map_err(|e| format!("opening the deleted file on fd {fd} ({target}): {e}"))?;
+    let len = f.metadata().map_err(|e| format!("fd {fd} ({target}): {e}"))?.len();
+    let max = deleted_max();
+    if len > max {
+        return Err(format!(
+            "fd {fd} refers to a deleted file ({target}) of {len} bytes, above the {max}-byte limit for saving deleted files (raise {} or close it)",
+            crate::config::DELETED_MAX
+        ));
+    }
+    let mut data = vec![0u8; len as usize];
+    f.read_exact_at(&mut data, 0).map_err(|e| format!("reading the deleted file on fd {fd} ({target}): {e}"))?;
+    Ok(data)
+}
+
 /// Was `fd` open when the program started, on the same file (`dev`, `ino`)?
 fn inherited(fd: i32, dev: u64, ino: u64) -> bool {
     usize::try_from(fd).ok().and_then(|i| INHERITED.get(i)).is_some_and(|s| s.1.load(Ordering::Acquire) == ino.wrapping_add(1) && s.0.load(Ordering::Relaxed) == dev)
@@ -266,7 +300,9 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
                     return Err(format!("fd {fd} is a memfd ({target}); memfds cannot be restored yet"))
                 }
                 libc::S_IFREG if target.ends_with(" (deleted)") => {
-                    return Err(format!("fd {fd} refers to a deleted file ({target}); deleted files cannot be restored yet"))
+                    // the contents go with the first fd of the file; the others share them
+                    let first = !infos[..i].iter().any(|p| p.ino == f.ino && p.dev == f.dev);
+                    FdKind::Deleted { id: f.ino, data: if first { deleted_contents(fd, target)? } else { Vec::new() } }
                 }
                 libc::S_IFREG => FdKind::File,
                 libc::S_IFDIR => FdKind::Dir,
