@@ -553,3 +553,25 @@ fn jobs_are_named_as_condor_names_them() {
     c.mos(&["rm", &owner]).assert_code(0, "mos rm OWNER");
     assert!(states(&c).is_empty(), "{:?}", states(&c));
 }
+
+/// Jobs that end at once: a node may report the exit before the placer has recorded the
+/// start. None is lost: all 30 complete with their status, the event log has every
+/// termination, and `mos wait` returns.
+#[test]
+fn jobs_that_end_at_once_are_not_lost() {
+    let (c, work, _exe) = two_node_cluster();
+    std::fs::copy(compile_c("quick"), work.join("quick")).unwrap();
+    std::fs::write(work.join("quick.toml"), "executable = \"quick\"\narguments = \"$(Process)\"\noutput = \"q.$(Process)\"\nlog = \"quick.log\"\nqueue = 30\n").unwrap();
+    let mut s = c.cmd("mossubmit");
+    s.arg("quick.toml").current_dir(&work);
+    run("mossubmit", s, b"").assert_code(0, "mossubmit");
+    let w = c.mos(&["wait", work.join("quick.log").to_str().unwrap(), "-wait", "60"]);
+    w.assert_code(0, &format!("mos wait (queue: {:#})", c.json(&["q", "--json"])));
+    let hist = c.json(&["history", "--json"]);
+    let rows = hist.as_array().unwrap();
+    assert_eq!(rows.len(), 30, "{hist:#}");
+    for r in rows {
+        let p: i64 = r["id"].as_str().unwrap().split('.').nth(1).unwrap().parse().unwrap();
+        assert!(r["state"] == "C" && r["exit"] == p % 7, "{r}");
+    }
+}

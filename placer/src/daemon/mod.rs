@@ -49,6 +49,9 @@ struct State {
     pinned: HashMap<u64, String>,
     /// idle jobs that fit no node at the last round, with why (logged once per reason)
     unplaceable: HashMap<u64, String>,
+    /// jobs whose PlaceJob is on its way: a status the node reports before the placer has
+    /// recorded the start (a job that ends at once) waits here, then is applied
+    placing: HashMap<u64, Vec<proto::msg::JobStatus>>,
     /// automatic migrations ordered and not finished yet (by [`Who::key`])
     in_flight: std::collections::HashSet<String>,
     /// processes a migration of failed for: never tried again, with the reason
@@ -113,6 +116,7 @@ impl Placer {
                 stopping: HashMap::new(),
                 pinned: HashMap::new(),
                 unplaceable: HashMap::new(),
+                placing: HashMap::new(),
                 in_flight: Default::default(),
                 failed: HashMap::new(),
                 moves: HashMap::new(),
@@ -411,6 +415,14 @@ impl Placer {
     }
 
     fn job_status(&self, js: proto::msg::JobStatus) {
+        {
+            let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(early) = st.placing.get_mut(&js.job.0) {
+                // the start is not recorded yet: applied right after it is
+                early.push(js);
+                return;
+            }
+        }
         let id = placer_id(js.job);
         let Ok(Some(rec)) = self.db.get(id) else { return };
         let intent = self.st.lock().unwrap_or_else(|e| e.into_inner()).stopping.remove(&js.job.0);
@@ -550,9 +562,16 @@ impl Placer {
                 }
                 None => {}
             }
-            match self.order(&addr, &Msg::PlaceJob { job: wire_id(r.id), spec }) {
+            self.st.lock().unwrap_or_else(|e| e.into_inner()).placing.insert(wire_id(r.id).0, Vec::new());
+            let ordered = self.order(&addr, &Msg::PlaceJob { job: wire_id(r.id), spec });
+            let early = |p: &Placer| p.st.lock().unwrap_or_else(|e| e.into_inner()).placing.remove(&wire_id(r.id).0).unwrap_or_default();
+            match ordered {
                 Ok(()) => {
-                    self.db.set_state(r.id, StateChange::Start { node: node.clone() })?;
+                    let started = self.db.set_state(r.id, StateChange::Start { node: node.clone() });
+                    if let Err(e) = started {
+                        early(self);
+                        return Err(e.into());
+                    }
                     let how = match &r.last_checkpoint {
                         Some(p) => format!("restarted on {node} from {}", p.display()),
                         None => format!("placed on {node}"),
@@ -562,8 +581,13 @@ impl Placer {
                     user_log(&r.spec, r.id, crate::ulog::Event::Executing { host: &host });
                     snapshot.nodes[i].run_queue += 1;
                     snapshot.nodes[i].guests += 1;
+                    // what the node reported while the start was being recorded
+                    for js in early(self) {
+                        self.job_status(js);
+                    }
                 }
                 Err(e) => {
+                    early(self);
                     log(&format!("placing {} on {node}: {e}", r.id));
                     snapshot.nodes[i].up = false;
                 }
