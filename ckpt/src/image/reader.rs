@@ -265,9 +265,9 @@ impl FileView {
     fn bytes(&self, off: u64, n: usize) -> Option<&[u8]> {
         let off = usize::try_from(off).ok()?;
         let end = off.checked_add(n).filter(|&e| e <= self.len)?;
-        // SAFETY: [off, end) lies inside the mapping, which lives as long as self. An
-        // image file is not changed while it is checked (it is written under a temp name
+        // An image file is not changed while it is checked (it is written under a temp name
         // and renamed whole); one truncated under us would fault, as a read would fail.
+        // SAFETY: [off, end) lies inside the mapping, which lives as long as self.
         Some(unsafe { core::slice::from_raw_parts(self.at.add(off), end - off) })
     }
 }
