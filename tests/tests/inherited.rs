@@ -25,7 +25,9 @@ fn give_fd(cmd: &mut Command, from: &OwnedFd, at: i32) {
     // SAFETY: dup2 is async-signal-safe; nothing else runs in the forked child.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, at) < 0 {
+            // dup2 onto its own number does nothing, close-on-exec included: clear the flag
+            let r = if raw == at { libc::fcntl(at, libc::F_SETFD, 0) } else { libc::dup2(raw, at) };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
