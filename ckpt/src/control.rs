@@ -32,6 +32,10 @@ pub struct CkptRequest {
     /// Slurm requeue wrappers); 0 by default.
     #[serde(default)]
     pub exit_code: i32,
+    /// Live migration (pre-copy, with `stream`): memory is copied into the stream in
+    /// rounds while the process runs, then the rest frozen (`ckpt::image::live`).
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// The byte a streamed checkpoint's requester sends once the image is safe.
@@ -53,6 +57,11 @@ pub enum CkptReply {
         /// threads saved (application threads + the manager)
         threads: u32,
         total_us: u64,
+        /// Live migration: page bytes sent in each copy round while the process ran
+        /// (empty: stop-and-copy).
+        round_bytes: Vec<u64>,
+        /// Live migration: how long the copy rounds ran before the freeze.
+        copy_us: u64,
     },
     Failed(String),
 }

@@ -69,6 +69,7 @@ mod identity;
 mod log;
 mod manager;
 mod migrate;
+mod precopy;
 mod process;
 mod rawfs;
 mod register;

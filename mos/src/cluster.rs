@@ -408,7 +408,7 @@ fn move_when_ready(pid: u32, home: &str, to: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string() })? {
+    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string(), mode: proto::msg::MoveMode::Auto })? {
         Msg::Migrated { .. } => Ok(()),
         m => bail!("unexpected answer {}", m.name()),
     }
@@ -581,7 +581,7 @@ pub struct Report {
     pub json: bool,
 }
 
-pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, report: Report) -> Result<()> {
+pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, live: bool, report: Report) -> Result<()> {
     let t0 = Instant::now();
     let to = node_addr(node)?;
     let home = match home.map(str::to_string).or_else(|| std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty())) {
@@ -601,7 +601,8 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, report: Report)
     if at == to {
         bail!("process {pid} already runs on {node}");
     }
-    match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone() })? {
+    let mode = if live { proto::msg::MoveMode::Live } else { proto::msg::MoveMode::StopAndCopy };
+    match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone(), mode })? {
         Msg::Migrated { pid: there, stats } => {
             // done when the new body has reported home
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -614,12 +615,12 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, report: Report)
             }
             let all_ms = t0.elapsed().as_millis() as u64;
             if report.json {
-                let s = stats.unwrap_or(proto::msg::MoveStats { bytes: 0, rounds: 0, frozen_ms: 0, total_ms: 0 });
+                let s = stats.unwrap_or_default();
                 println!(
                     "{}",
                     serde_json::json!({
                         "pid": pid, "node": node, "body_pid": there, "bytes": s.bytes, "rounds": s.rounds,
-                        "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
+                        "round_bytes": s.round_bytes, "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
                     })
                 );
                 return Ok(());
@@ -627,14 +628,22 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, report: Report)
             println!("process {pid} migrated to {node} (pid {there} there); its home stub keeps pid {pid}");
             if report.stats {
                 match stats {
-                    Some(s) => println!(
-                        "{} bytes ({:.1} MiB), {} copy rounds (stop-and-copy), frozen {} ms, total {all_ms} ms ({:.2} GiB/s)",
-                        s.bytes,
-                        s.bytes as f64 / f64::from(1u32 << 20),
-                        s.rounds,
-                        s.frozen_ms,
-                        s.bytes as f64 / (all_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30)
-                    ),
+                    Some(s) => {
+                        let how = if s.rounds == 0 {
+                            "(stop-and-copy)".to_string()
+                        } else {
+                            let mib: Vec<String> = s.round_bytes.iter().map(|b| format!("{:.1}", *b as f64 / f64::from(1u32 << 20))).collect();
+                            format!("while it ran (MiB per round: {})", mib.join(", "))
+                        };
+                        println!(
+                            "{} bytes ({:.1} MiB), {} copy rounds {how}, frozen {} ms, total {all_ms} ms ({:.2} GiB/s)",
+                            s.bytes,
+                            s.bytes as f64 / f64::from(1u32 << 20),
+                            s.rounds,
+                            s.frozen_ms,
+                            s.bytes as f64 / (all_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30)
+                        )
+                    }
                     None => println!("total {all_ms} ms (the source shadowd sent no figures)"),
                 }
             }

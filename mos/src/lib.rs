@@ -15,9 +15,9 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool, stri
         Some(p) => Some(std::env::current_dir()?.join(p)),
         None => None,
     };
-    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code };
+    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code, live: false };
     match control::request(pid, &req) {
-        Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us }) => {
+        Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us, .. }) => {
             println!("{path}");
             if stats {
                 eprintln!("{bytes} bytes, {threads} threads, stopped in {stop_us} us, frozen {frozen_us} us, total {total_us} us");

@@ -156,9 +156,17 @@ enum Cmd {
         /// also print how the move went: bytes, copy rounds, frozen and total time
         #[arg(long)]
         stats: bool,
-        /// print the result as JSON (pid, node, body_pid, bytes, rounds, frozen_ms, total_ms)
+        /// print the result as JSON (pid, node, body_pid, bytes, rounds, round_bytes,
+        /// frozen_ms, total_ms)
         #[arg(long)]
         json: bool,
+        /// live migration (pre-copy): copy memory in rounds while the process runs, then
+        /// freeze it only for what is left (the rounds stop after 8, or when the process
+        /// writes faster than the link carries, and the rest goes stop-and-copy); without
+        /// it the process is frozen for the whole transfer. Automatic migrations go live
+        /// for processes of MOS_LIVE_MIN_MIB (256) MiB or more
+        #[arg(long)]
+        live: bool,
     },
 }
 
@@ -269,8 +277,8 @@ fn main() {
         Cmd::Hold(t) => cluster::commands(&t.ids, t.all, JobCommand::Hold),
         Cmd::Release(t) => cluster::commands(&t.ids, t.all, JobCommand::Release),
         Cmd::Vacate(t) => cluster::commands(&t.ids, t.all, JobCommand::Vacate),
-        Cmd::Migrate { id, node, home, stats, json } => match id.parse::<u32>() {
-            Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref(), cluster::Report { stats, json }),
+        Cmd::Migrate { id, node, home, stats, json, live } => match id.parse::<u32>() {
+            Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref(), live, cluster::Report { stats, json }),
             _ => cluster::migrate(&id, &node),
         },
     };

@@ -579,6 +579,8 @@ pub enum Msg {
         pid: u32,
         /// Target shadowd address.
         to: String,
+        /// Stop-and-copy, live, or by size.
+        mode: MoveMode,
     },
     /// shadowd -> CLI: the process now runs on the target as `pid`.
     Migrated {
@@ -686,10 +688,31 @@ pub enum Msg {
         /// Image bytes sent.
         bytes: u64,
     },
+    /// source shadowd -> target shadowd: a live migration's stream follows (pre-copy:
+    /// records of a sparse image, `ckpt::image::live`, sent while the process runs and
+    /// then frozen), in [`Msg::ImageChunk`]s and then [`Msg::ImageSealed`]; answered
+    /// with [`Msg::ImageReceived`].
+    LiveMigrationImage {
+        /// The process, as a job id (`PROCESS_JOB_BIT | pid`).
+        job: JobId,
+        /// Its home node.
+        home: NodeName,
+    },
+}
+
+/// How `MigrateProcess` moves a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveMode {
+    /// Frozen for the whole transfer.
+    StopAndCopy,
+    /// Pre-copy: memory in rounds while it runs, then frozen for the rest.
+    Live,
+    /// Live above the source's size threshold (`MOS_LIVE_MIN_MIB`), else stop-and-copy.
+    Auto,
 }
 
 /// One migration's figures, as the source measured them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct MoveStats {
     /// Image bytes sent.
     pub bytes: u64,
@@ -700,6 +723,8 @@ pub struct MoveStats {
     pub frozen_ms: u64,
     /// The move at the source, request to commit.
     pub total_ms: u64,
+    /// Page bytes of each copy round while the process ran (live migration).
+    pub round_bytes: Vec<u64>,
 }
 
 /// One row of `mos ps`.
@@ -759,6 +784,7 @@ impl Msg {
             Msg::AnalyzeJob { .. } => "AnalyzeJob",
             Msg::Analysis { .. } => "Analysis",
             Msg::MigrationImage { .. } => "MigrationImage",
+            Msg::LiveMigrationImage { .. } => "LiveMigrationImage",
             Msg::ImageSealed { .. } => "ImageSealed",
         }
     }

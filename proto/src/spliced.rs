@@ -29,7 +29,8 @@ pub fn image_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-fn splice_exact(from: BorrowedFd<'_>, to: BorrowedFd<'_>, mut n: usize, more: bool) -> io::Result<()> {
+/// Move exactly `n` bytes from `from` to `to`.
+pub fn splice_exact(from: BorrowedFd<'_>, to: BorrowedFd<'_>, mut n: usize, more: bool) -> io::Result<()> {
     while n > 0 {
         n -= splice_some(from, to, n, more)?;
     }
@@ -37,7 +38,7 @@ fn splice_exact(from: BorrowedFd<'_>, to: BorrowedFd<'_>, mut n: usize, more: bo
 }
 
 /// Move up to `n` bytes (at least one) from `from` to `to`.
-fn splice_some(from: BorrowedFd<'_>, to: BorrowedFd<'_>, n: usize, more: bool) -> io::Result<usize> {
+pub fn splice_some(from: BorrowedFd<'_>, to: BorrowedFd<'_>, n: usize, more: bool) -> io::Result<usize> {
     use rustix::pipe::SpliceFlags;
     let flags = if more { SpliceFlags::MOVE | SpliceFlags::MORE } else { SpliceFlags::MOVE };
     loop {
@@ -75,9 +76,15 @@ fn pipe_ready(pipe: BorrowedFd<'_>) -> io::Result<usize> {
 /// [`Msg::MigrationImage`] and chunks (the caller seals it with [`seal`] once it knows the
 /// image is whole). Returns the bytes moved.
 pub fn send_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, job: JobId, home: &str) -> Result<u64, StreamError> {
+    send_stream_from_pipe(sock, pipe, &Msg::MigrationImage { job, home: home.to_string() })
+}
+
+/// [`send_from_pipe`] of a stream announced by `first` ([`Msg::MigrationImage`] or
+/// [`Msg::LiveMigrationImage`]).
+pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: &Msg) -> Result<u64, StreamError> {
     let limits = Limits::default();
     let mut head = Vec::new();
-    encode_header(&Msg::MigrationImage { job, home: home.to_string() }, &mut head, &limits)?;
+    encode_header(first, &mut head, &limits)?;
     sock.write_all(&head).map_err(conn)?;
     let mut total = 0u64;
     loop {
@@ -101,7 +108,8 @@ pub fn seal<S: Write>(sock: &mut S, bytes: u64) -> Result<(), StreamError> {
     sock.flush().map_err(conn)
 }
 
-fn conn(e: io::Error) -> StreamError {
+/// A connection error as a stream error.
+pub fn conn(e: io::Error) -> StreamError {
     StreamError::Frame(crate::frame::FrameError::Io(e))
 }
 

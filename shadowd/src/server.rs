@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use proto::msg::MoveMode;
 use proto::msg::OsBytes;
 use proto::{auth, ClusterKey, FrameReader, FrameWriter, Hello, Msg, NoSigPipe, Role};
 
@@ -115,6 +116,22 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: migration image of job {job}: {e}", ctx.node) },
             }
         }
+        // a live migration's stream: pages while the process runs, then the rest
+        Msg::LiveMigrationImage { job, .. } => {
+            // on disk where memory is a cgroup limit, as a stop-and-copy image (sparse
+            // there too: a live image's offsets stay below ext4's 16 TiB)
+            let dir = if crate::load::memory_limited() { &ctx.received_dir } else { &ctx.migration_dir };
+            let dest = dir.join(format!("job{job}.mosimg"));
+            let t0 = std::time::Instant::now();
+            match crate::live::recv_live_to_file(&mut r, &dest) {
+                Ok(n) => {
+                    log!(ctx.node, "job {job}: live migration stream of {n} bytes received in {} ms", t0.elapsed().as_millis());
+                    // the size is what the stream carried (the sparse file's is larger)
+                    Msg::ImageReceived { job, size: n, path: OsBytes::from(dest.as_path()) }
+                }
+                Err(e) => Msg::Error { msg: format!("shadowd {}: live migration image of job {job}: {e}", ctx.node) },
+            }
+        }
         request => handle_request(ctx, request),
     };
     if let Msg::Error { msg } = &answer {
@@ -152,8 +169,8 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) },
             };
         }
-        Msg::MigrateProcess { pid, to } => {
-            return match migrate_process(ctx, pid, &to) {
+        Msg::MigrateProcess { pid, to, mode } => {
+            return match migrate_process(ctx, pid, &to, mode) {
                 Ok((pid, stats)) => Msg::Migrated { pid, stats: Some(stats) },
                 Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
             }
@@ -194,11 +211,16 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// is written, and restart it there as a guest; its pid there. The process stays frozen
 /// until it runs there, and runs on here if anything fails before (no image is written
 /// on this node).
-pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<(u32, proto::msg::MoveStats), String> {
+pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode) -> Result<(u32, proto::msg::MoveStats), String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
-    let r = migrate_process_now(ctx, pid, real, to);
+    let live = match mode {
+        MoveMode::Live => true,
+        MoveMode::StopAndCopy => false,
+        MoveMode::Auto => crate::candidates::stat_of(pid).is_some_and(|s| s.rss_pages * 4096 >= live_min_bytes()),
+    };
+    let r = migrate_process_now(ctx, pid, real, to, live);
     let mut all = crate::lock(&ctx.migrations);
     // forgotten once nobody else waits for it (the map's reference and ours)
     if Arc::strong_count(&one) == 2 {
@@ -207,7 +229,14 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str) -> Result<(u3
     r
 }
 
-fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<(u32, proto::msg::MoveStats), String> {
+/// Automatic migrations of processes this big (resident) go live (pre-copy):
+/// `MOS_LIVE_MIN_MIB`, 256 MiB by default. Below it a stop-and-copy freeze is short
+/// anyway, and the copy rounds would only add work.
+fn live_min_bytes() -> u64 {
+    std::env::var("MOS_LIVE_MIN_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(256) << 20
+}
+
+fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool) -> Result<(u32, proto::msg::MoveStats), String> {
     // a migration that came first may have moved it already
     if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
@@ -227,25 +256,27 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
         stream: true,
         strict: false,
         exit_code: 0,
+        live,
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');
-    log!(ctx.node, "pid {pid}: streaming its image to {to}");
+    log!(ctx.node, "pid {pid}: streaming its image to {to}{}", if live { " (live: copy rounds while it runs)" } else { "" });
     let t0 = std::time::Instant::now();
     // The shim writes the image into the pipe while a second thread moves it on to the
     // target (splice: no copy through here, no file on this node).
     let (reply, sent) = std::thread::scope(|sc| {
         let sock = w.get_mut();
         let node = ctx.node.as_str();
-        let pump = sc.spawn(move || proto::spliced::send_from_pipe(sock, pipe_r.as_fd(), job, node));
+        let first = if live { Msg::LiveMigrationImage { job, home: node.to_string() } } else { Msg::MigrationImage { job, home: node.to_string() } };
+        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(sock, pipe_r.as_fd(), &first));
         let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd());
         // our copy of the write end: the pump sees the image end when the writer is done
         drop(pipe_w);
         let sent = pump.join().unwrap_or_else(|_| Err(proto::stream::StreamError::Corrupt("the streaming thread panicked".into())));
         (reply, sent)
     });
-    let (done, verdict) = match reply {
-        Ok((ckpt::control::CkptReply::Done { bytes, .. }, v)) => (bytes, v),
+    let (done, round_bytes, copy_us, verdict) = match reply {
+        Ok((ckpt::control::CkptReply::Done { bytes, round_bytes, copy_us, .. }, v)) => (bytes, round_bytes, copy_us, v),
         Ok(_) | Err(_) if gone() => return Err(format!("process {pid} {ENDED_BEFORE_MOVE}")),
         Ok((ckpt::control::CkptReply::Failed(e), _)) => return Err(format!("checkpoint failed: {e} (the process keeps running)")),
         Err(e) => return Err(format!("checkpoint: {e}")),
@@ -270,15 +301,28 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result
     let stored = t0.elapsed();
     let body = place_restart(ctx, job, there, to).map_err(keep)?;
     verdict.commit().map_err(|e| format!("process {pid} restarted at {to} as pid {body}, but could not be told to leave here: {e}"))?;
-    log!(
-        ctx.node,
-        "pid {pid}: migrated to {to} (pid {body}): {n} bytes; image written and streamed in {} ms, stored there at {} ms, running there at {} ms (frozen throughout)",
-        written.as_millis(),
-        stored.as_millis(),
-        t0.elapsed().as_millis()
-    );
     let ms = t0.elapsed().as_millis() as u64;
-    Ok((body, proto::msg::MoveStats { bytes: n, rounds: 0, frozen_ms: ms, total_ms: ms }))
+    // frozen from the end of the copy rounds (all of it for stop-and-copy)
+    let frozen_ms = ms.saturating_sub(copy_us / 1000);
+    if live {
+        log!(
+            ctx.node,
+            "pid {pid}: migrated to {to} (pid {body}): {n} bytes; live: copy rounds {round_bytes:?} bytes in {} ms while it ran, then frozen; image whole there at {} ms, running there at {} ms (frozen {frozen_ms} ms)",
+            copy_us / 1000,
+            stored.as_millis(),
+            ms
+        );
+    } else {
+        log!(
+            ctx.node,
+            "pid {pid}: migrated to {to} (pid {body}): {n} bytes; image written and streamed in {} ms, stored there at {} ms, running there at {} ms (frozen throughout)",
+            written.as_millis(),
+            stored.as_millis(),
+            ms
+        );
+    }
+    let rounds = round_bytes.len() as u32;
+    Ok((body, proto::msg::MoveStats { bytes: n, rounds, frozen_ms, total_ms: ms, round_bytes }))
 }
 
 /// How long a target may stop taking a streamed image before the migration gives up.

@@ -83,6 +83,17 @@ fn a_big_process_arrives_whole() {
 /// unmoved run's.
 #[test]
 fn a_target_dying_mid_transfer_leaves_the_process_running() {
+    target_dies_mid_transfer(false);
+}
+
+/// The same during a live migration's copy rounds: the process, which ran all along,
+/// runs on at home with all its memory, no longer tracked.
+#[test]
+fn a_target_dying_mid_live_transfer_leaves_the_process_running() {
+    target_dies_mid_transfer(true);
+}
+
+fn target_dies_mid_transfer(live: bool) {
     if !is_root() {
         eprintln!("skipped: the capped test bed needs root (cgroups)");
         return;
@@ -93,6 +104,9 @@ fn a_target_dying_mid_transfer_leaves_the_process_running() {
     let target = daemon_pid(&c, "node2");
     let mut cmd = c.cmd("mos");
     cmd.args(["migrate", &p.pid().to_string(), "node2"]);
+    if live {
+        cmd.arg("--live");
+    }
     let mut mig = Proc::spawn("mos migrate", cmd);
     let line = format!("pid {}: streaming its image to ", p.pid());
     poll_until(|| node_log(&c, "node1").contains(&line) || !mig.is_running(), || format!("the stream to start\n{}", node_log(&c, "node1")));
@@ -109,4 +123,72 @@ fn a_target_dying_mid_transfer_leaves_the_process_running() {
     let done = p.wait();
     done.assert_code(0, "bigheap after the failed migration");
     assert_same_bytes("bigheap's checksum after the failed migration", &done.stdout, &unmoved(mib));
+}
+
+/// `mos run -- dirtier MIB PER` at node1 (it writes PER pages a millisecond), once ready.
+fn dirtier(c: &Cluster, mib: u32, per: u32) -> Proc {
+    let mut cmd = c.cmd("mos");
+    cmd.args(["run", "--"]).arg(compile_c("dirtier")).args([mib.to_string(), per.to_string()]).env("MOS_HOME_NODE", "node1");
+    let mut p = Proc::spawn("dirtier", cmd);
+    p.wait_stdout("ready");
+    p
+}
+
+/// Stop a dirtier and check its last line against a run that never moved and did the
+/// same number of steps.
+fn dirtier_matches_unmoved(mut p: Proc, mib: u32, per: u32, what: &str) {
+    std::thread::sleep(Duration::from_millis(200));
+    p.write_stdin(b"go\n");
+    let out = p.wait();
+    out.assert_code(0, what);
+    let line = out.stdout_str().lines().last().unwrap_or_default().to_string();
+    let steps = line.split_whitespace().nth(1).unwrap_or("0").to_string();
+    assert!(line.starts_with("steps ") && steps != "0", "{what}: {}", out.describe());
+    let mut cmd = std::process::Command::new(compile_c("dirtier"));
+    cmd.args([mib.to_string(), per.to_string(), "--replay".into(), steps]);
+    let want = run("dirtier replayed", cmd, b"").stdout;
+    assert_same_bytes(what, format!("{line}\n").as_bytes(), &want);
+}
+
+/// Live migration: a process that keeps writing its memory is copied in rounds while it
+/// runs, then frozen for the rest; it goes there and back, its memory equals a run that
+/// never moved (the same steps replayed), and --json reports the rounds.
+#[test]
+fn a_live_migrated_process_equals_an_unmoved_run() {
+    let c = cluster(2, None);
+    let (mib, per) = (256, 64);
+    let p = dirtier(&c, mib, per);
+    let pid = p.pid().to_string();
+    let there = c.json(&["migrate", &pid, "node2", "--live", "--json"]);
+    assert_eq!(there["node"].as_str(), Some("node2"), "{there}");
+    let rounds = there["rounds"].as_u64().unwrap_or(0);
+    let per_round = there["round_bytes"].as_array().map(|a| a.len() as u64);
+    assert!(rounds >= 1 && per_round == Some(rounds), "{there}");
+    // round 0 carried the heap, while the process ran
+    assert!(there["round_bytes"][0].as_u64().unwrap_or(0) >= u64::from(mib) << 20, "{there}");
+    assert!(there["frozen_ms"].as_u64() < there["total_ms"].as_u64(), "{there}");
+    let out = c.mos(&["migrate", &pid, "node1", "--live", "--stats"]);
+    out.assert_code(0, "mos migrate --live back to node1");
+    assert!(out.stdout_str().contains("copy rounds while it ran (MiB per round: "), "{}", out.describe());
+    let log = node_log(&c, "node1") + &node_log(&c, "node2");
+    assert!(log.contains("live migration stream of "), "{log}");
+    dirtier_matches_unmoved(p, mib, per, "dirtier after two live migrations");
+    for node in ["node1", "node2"] {
+        let shm = std::path::PathBuf::from(format!("/dev/shm/mos-{node}-{}", daemon_pid(&c, node)));
+        let left: Vec<_> = std::fs::read_dir(&shm).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "images left in {}: {left:?}", shm.display());
+    }
+}
+
+/// A process that writes faster than the rounds can carry: the rounds stop (bounded, the
+/// rest goes frozen) and the process still arrives whole.
+#[test]
+fn live_migration_of_a_fast_writer_stops_its_rounds_and_arrives_whole() {
+    let c = cluster(2, None);
+    let (mib, per) = (128, 8192);
+    let p = dirtier(&c, mib, per);
+    let there = c.json(&["migrate", &p.pid().to_string(), "node2", "--live", "--json"]);
+    let rounds = there["rounds"].as_u64().unwrap_or(0);
+    assert!((1..=9).contains(&rounds), "{there}");
+    dirtier_matches_unmoved(p, mib, per, "fast dirtier after a live migration");
 }

@@ -1,9 +1,10 @@
 //! Image format (format.rs), the streaming writer and the validating reader.
 
 pub mod format;
+pub mod live;
 mod reader;
 mod writer;
 
 pub use format::*;
 pub use reader::{ImageError, ImageFile};
-pub use writer::{layout, region_hash, ImageWriter};
+pub use writer::{layout, live_head, region_hash, trailer_bytes, ImageWriter};

@@ -177,14 +177,67 @@ impl ImageWriter {
     }
 
     pub fn write_trailer(&mut self) -> Result<(), i32> {
-        let mut t = Vec::with_capacity(self.hashes.len() * 8 + 24);
-        for h in &self.hashes {
-            t.extend_from_slice(&h.to_le_bytes());
-        }
-        t.extend_from_slice(&(self.hashes.len() as u64).to_le_bytes());
-        let th = xxhash_rust::xxh3::xxh3_64(&t);
-        t.extend_from_slice(&th.to_le_bytes());
-        t.extend_from_slice(TAIL_MAGIC);
+        let t = trailer_bytes(&self.hashes);
         self.write_all(&t)
     }
+
+    /// One record of a live stream (`live.rs`): its header, then `data` (by reference
+    /// into a pipe when the writer was made so, else copied).
+    pub fn write_record(&mut self, file_off: u64, data: &[u8]) -> Result<(), i32> {
+        self.write_all(&super::live::record_header(file_off, data.len() as u64))?;
+        if self.by_reference {
+            self.vmsplice_all(data)
+        } else {
+            self.write_all(data)
+        }
+    }
+
+    /// One record of a live stream whose bytes are copied (memory that may be reused
+    /// before the reader takes it).
+    pub fn write_record_copied(&mut self, file_off: u64, data: &[u8]) -> Result<(), i32> {
+        self.write_all(&super::live::record_header(file_off, data.len() as u64))?;
+        self.write_all(data)
+    }
+
+    /// A live stream's first bytes.
+    pub fn write_live_magic(&mut self) -> Result<(), i32> {
+        self.write_all(super::live::STREAM_MAGIC)
+    }
+
+    /// The record that ends a live stream.
+    pub fn write_live_end(&mut self) -> Result<(), i32> {
+        self.write_all(&super::live::record_header(super::live::END, 0))
+    }
+}
+
+/// The trailer for these region checksums.
+pub fn trailer_bytes(hashes: &[u64]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(hashes.len() * 8 + 24);
+    for h in hashes {
+        t.extend_from_slice(&h.to_le_bytes());
+    }
+    t.extend_from_slice(&(hashes.len() as u64).to_le_bytes());
+    let th = xxhash_rust::xxh3::xxh3_64(&t);
+    t.extend_from_slice(&th.to_le_bytes());
+    t.extend_from_slice(TAIL_MAGIC);
+    t
+}
+
+/// Header and metadata of a live image whose page data lies where `meta`'s extents say
+/// (from [`super::live::LIVE_DATA_OFF`] up to `data_end`).
+pub fn live_head(meta: &ImageMeta, data_end: u64) -> Result<(Header, Vec<u8>), String> {
+    let bytes = postcard::to_allocvec(meta).map_err(|e| e.to_string())?;
+    if HEADER_LEN as u64 + bytes.len() as u64 > super::live::LIVE_DATA_OFF {
+        return Err(format!("metadata of {} bytes does not fit a live image", bytes.len()));
+    }
+    let hdr = Header {
+        version: VERSION,
+        arch: ARCH_X86_64,
+        meta_len: bytes.len() as u64,
+        meta_hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+        data_off: super::live::LIVE_DATA_OFF,
+        data_len: data_end - super::live::LIVE_DATA_OFF,
+        page_size: PAGE as u32,
+    };
+    Ok((hdr, bytes))
 }

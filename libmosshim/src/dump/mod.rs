@@ -14,6 +14,7 @@ use ckpt::image::*;
 use core::sync::atomic::AtomicPtr;
 use std::ffi::CString;
 
+pub mod live;
 mod writer;
 
 pub use writer::writer_child_main;
@@ -30,6 +31,8 @@ pub struct Plan {
     pub scratch: (u64, u64),
     /// MAP_SHARED anonymous regions: (start, end, private copy taken while frozen)
     pub shared: Vec<(u64, u64, u64)>,
+    /// The final round of a live migration (the copy rounds' layout), else None.
+    pub live: Option<live::LivePlan>,
 }
 
 pub static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());

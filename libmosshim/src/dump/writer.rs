@@ -297,7 +297,8 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         } else if matches!(
             kind,
             RegionKind::Anon | RegionKind::Stack | RegionKind::Heap
-        ) {
+        ) && plan.live.is_none()
+        {
             extents = present_extents(&pm, m.start, m.end)?;
         }
         meta.regions.push(Region {
@@ -311,6 +312,10 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         });
     }
     let t_scan = t0.elapsed();
+    if let Some(live) = &plan.live {
+        // a live migration's final round (its extents are found there)
+        return super::live::stream_live_image(plan, live, &mut meta);
+    }
     let (hdr, mbytes) = layout(&mut meta).map_err(|e| format!("encoding metadata: {e}"))?;
     if plan.sink >= 0 {
         return stream_image(plan, &meta, &hdr, &mbytes);

@@ -115,15 +115,18 @@ pub(super) fn serve(c: i32) {
     let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
     let exit = req.exit || migrating || req.stream;
     crate::state::fds::STRICT.store(req.strict, Ordering::Relaxed);
-    let outcome = checkpoint(req.out, exit, req.migrate, sink);
+    let outcome = checkpoint(req.out, exit, req.migrate, sink, req.live && req.stream);
     crate::state::fds::STRICT.store(false, Ordering::Relaxed);
     match outcome {
         // The connection belongs to the process that took the image; in the restored
         // process that fd number means nothing: forget it.
         Outcome::Restarted => {}
-        Outcome::Done { path, bytes, stop_us, frozen_us, threads, total_us } => {
-            reply(c, &CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us });
-            if req.stream && !committed(c) {
+        Outcome::Done { path, bytes, stop_us, frozen_us, threads, total_us, round_bytes, copy_us } => {
+            reply(c, &CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us, round_bytes, copy_us });
+            let verdict = !req.stream || committed(c);
+            // write tracking of a live migration ends here either way
+            crate::state::dirty::close_tracker();
+            if !verdict {
                 // The image did not arrive, or not whole, where it went: undo, run on.
                 log("streamed checkpoint not committed by the requester: the process runs on here");
                 if migrating && !was_remote {

@@ -85,7 +85,7 @@ pub fn run() {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
-            match checkpoint(None, false, None, -1) {
+            match checkpoint(None, false, None, -1, false) {
                 Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
@@ -121,6 +121,8 @@ enum Outcome {
         frozen_us: u64,
         threads: u32,
         total_us: u64,
+        round_bytes: Vec<u64>,
+        copy_us: u64,
     },
     Failed(String),
     Restarted,
@@ -156,8 +158,43 @@ fn reap(block: bool) {
 }
 
 /// `sink`: the descriptor a streamed image goes into (-1: a file). It is closed here.
-fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32) -> Outcome {
+/// `live`: copy memory into `sink` in rounds while the process runs first (pre-copy).
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, live: bool) -> Outcome {
     reap(true);
+    let tc = Instant::now();
+    let rounds = if live {
+        let scratch = crate::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
+        match crate::precopy::copy_rounds(sink, (scratch, scratch + crate::alloc::SCRATCH_SIZE as u64)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                close_sink(sink);
+                return Outcome::Failed(format!("live migration's copy rounds: {e}"));
+            }
+        }
+    } else {
+        None
+    };
+    let copy_us = tc.elapsed().as_micros() as u64;
+    let outcome = checkpoint_now(out, exit, migrate, sink, rounds.as_ref());
+    if !matches!(outcome, Outcome::Done { .. }) {
+        crate::state::dirty::close_tracker();
+    }
+    match (outcome, rounds) {
+        (Outcome::Done { path, bytes, stop_us, frozen_us, threads, total_us, .. }, Some(r)) => Outcome::Done {
+            path,
+            bytes: bytes + r.stream_bytes,
+            stop_us,
+            frozen_us,
+            threads,
+            total_us,
+            round_bytes: r.round_bytes,
+            copy_us,
+        },
+        (o, _) => o,
+    }
+}
+
+fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>) -> Outcome {
     let t0 = Instant::now();
     let me = sys::gettid();
     let slots = match freeze(me) {
@@ -177,7 +214,7 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i3
             return Outcome::Failed(e);
         }
     }
-    let outcome = checkpoint_frozen(t0, me, slots, out, exit, sink);
+    let outcome = checkpoint_frozen(t0, me, slots, out, exit, sink, rounds);
     if handed && matches!(outcome, Outcome::Failed(_)) {
         crate::migrate::undo_hand_off();
     }
@@ -195,10 +232,10 @@ fn close_sink(sink: i32) {
 
 /// `sink` is closed here, in the process that took the image (a restored process has no
 /// such descriptor: the number means nothing there).
-fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32) -> Outcome {
+fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32, rounds: Option<&crate::precopy::Rounds>) -> Outcome {
     let n = slots.len() as u32;
     let stop_us = t0.elapsed().as_micros() as u64;
-    let result = prepare(me, &slots, out, sink);
+    let result = prepare(me, &slots, out, sink, rounds);
     let (plan, rfd) = match result {
         Ok(p) => p,
         Err(e) => {
@@ -215,7 +252,9 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
     if child as u64 == RESUMED {
-        // We are the restored process: `rfd` and the copies belong to the old one.
+        // We are the restored process: `rfd`, the copies and a live migration's write
+        // tracker belong to the old one.
+        crate::state::dirty::UFFD.store(-1, Ordering::Release);
         restarted(&plan.meta);
         core::mem::forget(plan);
         return Outcome::Restarted;
@@ -285,6 +324,8 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
             frozen_us,
             threads: n + 1,
             total_us,
+            round_bytes: Vec::new(),
+            copy_us: 0,
         }
     } else if let Some(e) = msg.strip_prefix("ERR ") {
         Outcome::Failed(e.trim_end().to_string())
@@ -298,7 +339,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
 }
 
 /// Capture everything but memory while threads are frozen, and build the writer's plan.
-fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(Plan, i32), String> {
+fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>) -> Result<(Plan, i32), String> {
     // Child processes are not checkpointed with their parent (yet): refuse.
     // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
     let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
@@ -308,7 +349,9 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
     if r == 0 {
         return Err("the process has child processes; processes with children cannot be checkpointed yet (only single processes, with any number of threads)".into());
     }
-    let mut meta = dump::capture_process(&internal_fds())?;
+    let mut internal = internal_fds();
+    internal.push(crate::state::dirty::UFFD.load(Ordering::Acquire));
+    let mut meta = dump::capture_process(&internal)?;
     meta.vpid = VPID.load(Ordering::Relaxed);
     crate::state::threads::capture_threads(&mut meta, me, slots)?;
     meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
@@ -345,6 +388,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
         sink,
         scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
         shared: crate::state::memory::copy_shared()?,
+        live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: REAL_PID.load(Ordering::Relaxed) }),
     };
     Ok((plan, p[0]))
 }

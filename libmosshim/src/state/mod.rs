@@ -25,6 +25,7 @@ use crate::log::log;
 use crate::rawfs;
 use ckpt::image::ImageMeta;
 
+pub mod dirty;
 pub mod fds;
 pub mod memory;
 pub mod signals;
