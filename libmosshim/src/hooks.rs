@@ -10,6 +10,7 @@
 use crate::signals::{
     self, app_action, app_action_slot, set_app_action, FREEZE_SIG, REAL_PID, VPID,
 };
+use crate::rt::user;
 use ckpt::sys::KSigAction;
 use core::sync::atomic::Ordering;
 
@@ -172,13 +173,16 @@ fn to_kernel(a: &libc::sigaction) -> KSigAction {
     }
 }
 
-fn from_kernel(k: &KSigAction, out: &mut libc::sigaction) {
-    // SAFETY: zeroing a plain C struct, then filling its fields.
-    unsafe { core::ptr::write_bytes(out as *mut libc::sigaction, 0, 1) };
+fn from_kernel(k: &KSigAction) -> libc::sigaction {
+    // SAFETY: an all-zero struct sigaction is a valid value (a plain C struct: no handler,
+    // no flags, an empty mask); its fields are filled below.
+    let mut out: libc::sigaction = unsafe { core::mem::zeroed() };
     out.sa_sigaction = k.handler as usize;
     out.sa_flags = k.flags as i32 & !(ckpt::sys::SA_RESTORER as i32);
-    // SAFETY: the first word of sa_mask holds signals 1..64.
+    // SAFETY: sa_mask is a glibc sigset_t (128 bytes) whose first 64-bit word holds
+    // signals 1..64; this writes that word of our own local struct.
     unsafe { *(&mut out.sa_mask as *mut libc::sigset_t as *mut u64) = k.mask };
+    out
 }
 
 #[no_mangle]
@@ -189,14 +193,13 @@ pub unsafe extern "C" fn sigaction(
 ) -> i32 {
     if let Some(i) = app_action_slot(sig) {
         let old = app_action(i);
-        // SAFETY: act/oact are null or valid per sigaction(2)'s contract.
-        unsafe {
-            if let Some(a) = act.as_ref() {
-                set_app_action(i, to_kernel(a));
-            }
-            if let Some(o) = oact.as_mut() {
-                from_kernel(&old, o);
-            }
+        // sigaction(2)'s contract: act and oact are null or point at a struct sigaction
+        // (oact writable)
+        if !act.is_null() {
+            set_app_action(i, to_kernel(&user::read::<libc::sigaction>(act as u64)));
+        }
+        if !oact.is_null() {
+            user::write::<libc::sigaction>(oact as u64, from_kernel(&old));
         }
         return 0;
     }
@@ -264,15 +267,16 @@ pub unsafe extern "C" fn sysv_signal(sig: i32, handler: libc::sighandler_t) -> l
 
 /// Copy of `set` without the freeze signal, if it contains it.
 fn without_freeze(set: *const libc::sigset_t, tmp: &mut libc::sigset_t) -> *const libc::sigset_t {
-    // SAFETY: set is null or a valid sigset_t.
-    let Some(s) = (unsafe { set.as_ref() }) else {
-        return set;
-    };
-    let bit = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed));
-    if set_word(s) & bit == 0 {
+    if set.is_null() {
         return set;
     }
-    *tmp = *s;
+    // the call's contract: a non-null set points at a sigset_t
+    let s = user::read::<libc::sigset_t>(set as u64);
+    let bit = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed));
+    if set_word(&s) & bit == 0 {
+        return set;
+    }
+    *tmp = s;
     // SAFETY: first word of the sigset.
     unsafe { *(tmp as *mut libc::sigset_t as *mut u64) &= !bit };
     tmp

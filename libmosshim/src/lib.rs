@@ -57,7 +57,6 @@ declare_reals!(
     write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64,
 );
 
-mod alloc;
 mod config;
 mod ctxasm;
 mod dump;
@@ -74,6 +73,7 @@ mod rawfs;
 mod register;
 mod restart;
 mod remote;
+mod rt;
 mod signals;
 mod state;
 mod tids;
@@ -81,7 +81,7 @@ mod tids;
 use core::sync::atomic::Ordering;
 
 #[global_allocator]
-static ALLOC: alloc::ShimAlloc = alloc::ShimAlloc;
+static ALLOC: rt::alloc::ShimAlloc = rt::alloc::ShimAlloc;
 
 #[used]
 #[link_section = ".init_array"]
@@ -176,7 +176,7 @@ extern "C" fn mos_init() {
     let scratch = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
-            alloc::SCRATCH_SIZE,
+            rt::alloc::SCRATCH_SIZE,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
@@ -187,7 +187,7 @@ extern "C" fn mos_init() {
         log::log("cannot reserve the scratch area; checkpointing disabled");
         return;
     }
-    alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
+    rt::alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
     process::fds::open_channels();
     tids::init();
     signals::install();

@@ -1,10 +1,10 @@
 //! The image writer: runs in the raw-forked child on the scratch stack, reads the child's
 //! own (= the snapshot's) mappings and writes or streams the image, optionally hashing in
-//! a second process. It allocates only from the scratch area (`alloc::enter_child_mode`)
+//! a second process. It allocates only from the scratch area (`rt::alloc::enter_child_mode`)
 //! and never writes to memory that is part of the snapshot: keep it that way.
 
 use super::{Plan, PLAN};
-use crate::alloc;
+use crate::rt::alloc;
 use crate::state::memory::is_shared_anon;
 use crate::state::read_str;
 use ckpt::image::*;

@@ -211,7 +211,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     dump::PLAN.store(&*plan as *const Plan as *mut Plan, Ordering::Release);
     NTHREADS.store(n, Ordering::Release);
     RESUMED_COUNT.store(0, Ordering::Release);
-    let top = crate::alloc::SCRATCH.load(Ordering::Relaxed) + crate::alloc::SCRATCH_SIZE;
+    let top = crate::rt::alloc::SCRATCH.load(Ordering::Relaxed) + crate::rt::alloc::SCRATCH_SIZE;
     // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
     if child as u64 == RESUMED {
@@ -335,7 +335,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
-    let base = crate::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
+    let base = crate::rt::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
     let plan = Plan {
         meta,
         tmp: cs(&tmp)?,
@@ -343,7 +343,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
         dir: cs(&dir)?,
         result_fd: p[1],
         sink,
-        scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
+        scratch: (base, base + crate::rt::alloc::SCRATCH_SIZE as u64),
         shared: crate::state::memory::copy_shared()?,
     };
     Ok((plan, p[0]))

@@ -11,7 +11,7 @@
 //! Runs in the SIGSYS handler (but the manager's calls): no allocation, no locks; so
 //! must every [`Home`].
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::channel::{connect_x, my_chan, DEPTHS};
 use super::eintr::eintr_signals;
 use super::homefd::{bit_set, FD_INTERNAL};

@@ -7,7 +7,7 @@
 //! Used from the SIGSYS handler: a fixed table, atomics, raw calls; nothing allocates
 //! (but [`resync_channels`], the manager's, after a restart).
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::call::manager_call;
 use super::homefd::{bit_set, internal_high, FD_INTERNAL};
 use super::transport::{read_all, send_fds, write_all};

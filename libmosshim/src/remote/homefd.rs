@@ -4,7 +4,7 @@
 //! application). Lock-free bitmaps, used from the SIGSYS handler: no allocation (but
 //! [`internal_fds`], the manager's) and no locks.
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::call::Home;
 use super::transport::Io;
 use super::PLACEHOLDER;

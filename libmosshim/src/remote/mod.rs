@@ -18,15 +18,12 @@
 //! still get through; a thread checkpointed while waiting resends its request (same
 //! sequence number) from wherever it is restarted, and the shadow answers it exactly once.
 //!
-//! Nothing here allocates or takes a lock: raw system calls (inline `syscall` from the
-//! shim's text, which SUD allows), atomics, and stack buffers.
+//! Nothing here allocates or takes a lock: raw system calls ([`crate::rt::syscall`]'s
+//! `r!`, from the shim's text, which SUD allows), atomics, and stack buffers.
 //!
 //! Application pointers: a forwarded call reads and writes the buffers its caller passed,
-//! where the kernel would have. That is sound as long as the caller keeps the call's
-//! contract (the argument points at an object of the type and size that call takes), and
-//! the buffer stays valid because the calling thread is held in this handler until the
-//! call is answered; each SAFETY line names the contract it relies on. A pointer that
-//! breaks the contract faults here, where the kernel would have answered EFAULT.
+//! where the kernel would have, through [`crate::rt::user`] only (its header says why
+//! that is sound and what it relies on).
 //!
 //! Layout (one file per part; every file below `mod.rs` runs in the SIGSYS handler
 //! unless its header says otherwise): `sud` (trampolines, the handler's entry),
@@ -36,32 +33,8 @@
 //! bytes), `wait` and `eintr` (waiting for an answer, and which signals end it with
 //! EINTR), `homefd` (the home-fd table).
 
-use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use proto::rsys;
-
-/// A raw system call from the shim's text (allowed by SUD); returns -errno on failure and
-/// leaves errno alone.
-#[inline(always)]
-pub(super) fn raw(nr: i64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
-    let ret: i64;
-    // SAFETY: callers pass arguments valid for `nr`; syscall clobbers rcx and r11 only.
-    unsafe {
-        asm!("syscall", inlateout("rax") nr => ret, in("rdi") a0, in("rsi") a1, in("rdx") a2,
-            in("r10") a3, in("r8") a4, in("r9") a5, lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
-    ret
-}
-macro_rules! r {
-    ($nr:expr) => { raw($nr as i64, 0, 0, 0, 0, 0, 0) };
-    ($nr:expr, $a:expr) => { raw($nr as i64, $a as u64, 0, 0, 0, 0, 0) };
-    ($nr:expr, $a:expr, $b:expr) => { raw($nr as i64, $a as u64, $b as u64, 0, 0, 0, 0) };
-    ($nr:expr, $a:expr, $b:expr, $c:expr) => { raw($nr as i64, $a as u64, $b as u64, $c as u64, 0, 0, 0) };
-    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr) => { raw($nr as i64, $a as u64, $b as u64, $c as u64, $d as u64, 0, 0) };
-    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr) => { raw($nr as i64, $a as u64, $b as u64, $c as u64, $d as u64, $e as u64, 0) };
-    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr, $f:expr) => { raw($nr as i64, $a as u64, $b as u64, $c as u64, $d as u64, $e as u64, $f as u64) };
-}
-
 
 mod call;
 mod channel;

@@ -11,7 +11,8 @@
 use super::call::Channels;
 use super::dispatch::{dispatch, Act};
 use super::homefd::is_remote;
-use super::{raw, report_exit, sigsys_bit, release_chan, ENOSYS, REMOTE, SELFTEST};
+use super::{report_exit, sigsys_bit, release_chan, ENOSYS, REMOTE, SELFTEST};
+use crate::rt::syscall::r;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -262,7 +263,9 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
             Some(t) => g[REG_RIP as usize] = t as i64,
             None => {
                 // table full: run it here (signal mask and restart semantics are ours)
-                g[REG_RAX as usize] = raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+                // SAFETY: the application's own call with its own arguments, as it made it
+                // (a call run natively needs nothing of ours; the kernel checks them).
+                g[REG_RAX as usize] = unsafe { crate::rt::syscall::raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
             }
         }
     };
@@ -287,8 +290,9 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
             let flags = if nr == libc::SYS_clone {
                 a[0]
             } else {
-                // SAFETY: struct clone_args starts with the flags word.
-                unsafe { *(a[0] as *const u64) }
+                // clone3's contract: a[0] points at a struct clone_args, which starts
+                // with the flags word
+                crate::rt::user::read::<u64>(a[0])
             };
             if SELFTEST.load(Ordering::Relaxed) && flags & libc::CLONE_VM as u64 == 0 {
                 // a child process in self-test mode simply runs without SUD

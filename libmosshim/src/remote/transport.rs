@@ -5,7 +5,7 @@
 //!
 //! Used from the SIGSYS handler: stack buffers and raw calls only.
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::wait::mono_ns;
 use core::sync::atomic::AtomicU32;
 use proto::rsys::{self, Req, Resp};
