@@ -7,18 +7,15 @@
 //!   on them are recorded as its view (and the trigger's is chained, see signals.rs);
 //!   masks never block the freeze signal.
 
-use crate::signals::{
-    self, app_action, app_action_slot, set_app_action, FREEZE_SIG, REAL_PID, VPID,
-};
+use crate::signals::{app_action, app_action_slot, set_app_action};
 use crate::rt::user;
 use ckpt::sys::KSigAction;
-use core::sync::atomic::Ordering;
 
 
 fn to_real_pid(pid: libc::pid_t) -> libc::pid_t {
-    let v = VPID.load(Ordering::Relaxed);
+    let v = crate::identity::vpid();
     if v != 0 && pid == v {
-        REAL_PID.load(Ordering::Relaxed)
+        crate::identity::real_pid()
     } else {
         pid
     }
@@ -34,7 +31,7 @@ type Signal = unsafe extern "C" fn(i32, libc::sighandler_t) -> libc::sighandler_
 
 #[no_mangle]
 pub extern "C" fn getpid() -> libc::pid_t {
-    match VPID.load(Ordering::Relaxed) {
+    match crate::identity::vpid() {
         0 => ckpt::sys::getpid_real(),
         v => v,
     }
@@ -64,7 +61,7 @@ pub extern "C" fn raise(sig: i32) -> i32 {
     unsafe {
         ckpt::sc!(
             libc::SYS_tgkill,
-            REAL_PID.load(Ordering::Relaxed),
+            crate::identity::real_pid(),
             ckpt::sys::gettid(),
             sig
         ) as i32
@@ -79,7 +76,7 @@ pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
             let r = unsafe {
                 ckpt::sc!(
                     libc::SYS_tgkill,
-                    REAL_PID.load(Ordering::Relaxed),
+                    crate::identity::real_pid(),
                     rtid,
                     sig
                 )
@@ -112,7 +109,7 @@ pub unsafe extern "C" fn syscall(
     a5: i64,
     a6: i64,
 ) -> i64 {
-    let v = VPID.load(Ordering::Relaxed);
+    let v = crate::identity::vpid();
     match nr {
         libc::SYS_gettid => return crate::tids::self_vtid() as i64,
         libc::SYS_getpid if v != 0 => return v as i64,
@@ -272,7 +269,7 @@ fn without_freeze(set: *const libc::sigset_t, tmp: &mut libc::sigset_t) -> *cons
     }
     // the call's contract: a non-null set points at a sigset_t
     let s = user::read::<libc::sigset_t>(set as u64);
-    let bit = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed));
+    let bit = ckpt::sys::sigbit(crate::signals::freeze_sig());
     if set_word(&s) & bit == 0 {
         return set;
     }
@@ -337,5 +334,3 @@ pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> i32 {
     }
 }
 
-#[allow(dead_code)]
-fn _keep(_: &signals::AppActions) {}

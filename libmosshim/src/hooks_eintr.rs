@@ -8,8 +8,6 @@
 //! the call the thread was blocked in when the image was taken.
 
 use crate::rt::user;
-use crate::signals::FREEZE_GEN;
-use core::sync::atomic::Ordering;
 
 
 type ClockNanosleep =
@@ -38,7 +36,7 @@ type Sleep = unsafe extern "C" fn(u32) -> u32;
 type Usleep = unsafe extern "C" fn(libc::useconds_t) -> i32;
 
 fn gen() -> u32 {
-    FREEZE_GEN.load(Ordering::Acquire)
+    crate::signals::freeze_gen()
 }
 
 fn interrupted_by_freeze(r: i32, g: u32) -> bool {

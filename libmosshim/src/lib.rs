@@ -91,8 +91,7 @@ extern "C" fn atfork_child() {
     // A forked child is a new process without a manager thread: it sees its own pid and
     // cannot be checkpointed (exec'd programs start their own shim).
     let pid = ckpt::sys::getpid_real();
-    signals::REAL_PID.store(pid, Ordering::Relaxed);
-    signals::VPID.store(pid, Ordering::Relaxed);
+    identity::set_pids(pid, pid);
     // the trigger's wake-up pipe is the parent's (see state::signals)
     state::atfork_child();
     for fd in remote::shim_fds() {
@@ -135,8 +134,7 @@ extern "C" fn mos_init() {
         return;
     }
     let pid = ckpt::sys::getpid_real();
-    signals::REAL_PID.store(pid, Ordering::Relaxed);
-    signals::VPID.store(pid, Ordering::Relaxed);
+    identity::set_pids(pid, pid);
     ctxasm::RESUMED_HOOK.store(state::threads::mos_thread_resumed as *const () as usize, Ordering::Release);
     let log_file = std::env::var(config::LOG_FILE).ok();
     let cwd = std::env::current_dir()
@@ -153,23 +151,22 @@ extern "C" fn mos_init() {
     if let Ok(s) = std::env::var(config::CKPT_SIGNAL) {
         match signals::parse_signal(&s) {
             Some(sig) if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != config::SIG_CANCEL && sig != config::SIG_SETXID => {
-                signals::TRIGGER_SIG.store(sig, Ordering::Relaxed)
+                signals::set_trigger_sig(sig)
             }
             _ => log::log(&format!(
                 "MOS_CKPT_SIGNAL={s:?} is not a usable signal; using SIGUSR2"
             )),
         }
     }
-    if signals::TRIGGER_SIG.load(Ordering::Relaxed) == config::FREEZE_SIG_DEFAULT {
-        signals::FREEZE_SIG.store(config::FREEZE_SIG_ALT, Ordering::Relaxed);
+    if crate::signals::trigger_sig() == config::FREEZE_SIG_DEFAULT {
+        signals::set_freeze_sig(config::FREEZE_SIG_ALT);
     }
     // SAFETY: dlsym of glibc's exported rseq variables (absent before glibc 2.35).
     unsafe {
         let off = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
         let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
         if !off.is_null() && !size.is_null() {
-            signals::RSEQ_OFFSET.store(*(off as *const isize) as u64, Ordering::Relaxed);
-            signals::RSEQ_SIZE.store(*(size as *const u32), Ordering::Relaxed);
+            identity::set_rseq(*(off as *const isize) as u64, *(size as *const u32));
         }
     }
     // SAFETY: reserving the scratch area (never saved in an image).

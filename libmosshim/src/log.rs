@@ -3,8 +3,6 @@
 //! handler, the SIGSYS handler or the image-writer child's async-signal-safe paths.
 
 use crate::config::CONFIG;
-use crate::identity::VPID;
-use core::sync::atomic::Ordering;
 
 pub fn log(msg: &str) {
     let Some(f) = CONFIG.get().and_then(|c| c.log_file.as_deref()) else {
@@ -16,6 +14,6 @@ pub fn log(msg: &str) {
         .append(true)
         .open(f)
     {
-        let _ = writeln!(f, "mos[{}]: {msg}", VPID.load(Ordering::Relaxed));
+        let _ = writeln!(f, "mos[{}]: {msg}", crate::identity::vpid());
     }
 }

@@ -15,7 +15,6 @@
 
 use crate::process::fds::{CONTROL, STUB_CONN};
 use crate::remote;
-use crate::signals::{FREEZE_SIG, REAL_PID, TRIGGER_SIG, VPID};
 use core::sync::atomic::Ordering;
 use proto::Msg;
 use std::os::fd::RawFd;
@@ -158,7 +157,7 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     }
     let cwd = std::env::current_dir().map_err(|e| close(format!("cwd: {e}")))?;
     let msg = Msg::OpenSession {
-        pid: VPID.load(Ordering::Relaxed) as u32,
+        pid: crate::identity::vpid() as u32,
         cwd: proto::msg::OsBytes::from(cwd.as_path()),
         fds: fds.clone(),
     };
@@ -374,12 +373,12 @@ fn deliver(sig: i32) {
     }
     let terminates = app.handler == libc::SIG_DFL as u64
         && !matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
-    if terminates && sig != FREEZE_SIG.load(Ordering::Relaxed) && sig != TRIGGER_SIG.load(Ordering::Relaxed) {
+    if terminates && sig != crate::signals::freeze_sig() && sig != crate::signals::trigger_sig() {
         // the stub dies the same death
         remote::report_exit(sig);
     }
     // SAFETY: a signal to our own process.
-    unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), sig) };
+    unsafe { libc::kill(crate::identity::real_pid(), sig) };
 }
 
 /// The home shadow is gone: forwarded calls fail with EIO and the body stops (its files
@@ -396,7 +395,7 @@ fn home_lost() {
     }
     crate::log::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
     // SAFETY: stopping our own process.
-    unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };
+    unsafe { libc::kill(crate::identity::real_pid(), libc::SIGSTOP) };
 }
 
 /// The body leaves this node (its image is safe and will run elsewhere).
@@ -412,11 +411,11 @@ pub fn leaving() {
 /// Become the home stub: never returns. The application's threads stay frozen.
 pub fn run_stub() -> ! {
     let s = STUB_CONN.load(Ordering::Acquire);
-    crate::log::log(&format!("pid {}: body migrated; this process is its home stub", VPID.load(Ordering::Relaxed)));
+    crate::log::log(&format!("pid {}: body migrated; this process is its home stub", crate::identity::vpid()));
     // every signal stays pending for the signalfd (application threads are parked with
     // everything blocked; the manager blocks everything too)
     ckpt::sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!0), None);
-    let mine = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | ckpt::sys::sigbit(libc::SIGKILL) | ckpt::sys::sigbit(libc::SIGSTOP) | ckpt::sys::sigbit(libc::SIGCHLD);
+    let mine = ckpt::sys::sigbit(crate::signals::freeze_sig()) | ckpt::sys::sigbit(libc::SIGKILL) | ckpt::sys::sigbit(libc::SIGSTOP) | ckpt::sys::sigbit(libc::SIGCHLD);
     let set: u64 = !mine;
     // SAFETY: signalfd with an 8-byte mask.
     let sfd = unsafe { ckpt::sc!(libc::SYS_signalfd4, -1i64, &set as *const u64, 8, libc::SFD_CLOEXEC) } as i32;
@@ -452,7 +451,7 @@ pub fn run_stub() -> ! {
                 if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
                     // the shell must see this process stop, as it would have
                     // SAFETY: stopping ourselves.
-                    unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };
+                    unsafe { libc::kill(crate::identity::real_pid(), libc::SIGSTOP) };
                 }
             }
         }
@@ -468,17 +467,17 @@ pub fn run_stub() -> ! {
                             let dfl = ckpt::sys::KSigAction::default();
                             ckpt::sys::rt_sigaction(sig, Some(&dfl), None);
                             ckpt::sys::rt_sigprocmask(libc::SIG_UNBLOCK, Some(ckpt::sys::sigbit(sig)), None);
-                            ckpt::sc!(libc::SYS_tgkill, REAL_PID.load(Ordering::Relaxed), ckpt::sys::gettid(), sig);
+                            ckpt::sc!(libc::SYS_tgkill, crate::identity::real_pid(), ckpt::sys::gettid(), sig);
                         }
                         finish(128 + sig, None);
                     }
                     finish(libc::WEXITSTATUS(status), None);
                 }
-                Ok(Some(Msg::BodyLost { reason })) => finish(255, Some(format!("process {}: {reason}", VPID.load(Ordering::Relaxed)))),
+                Ok(Some(Msg::BodyLost { reason })) => finish(255, Some(format!("process {}: {reason}", crate::identity::vpid()))),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => finish(
                     255,
-                    Some(format!("process {}: the home shadowd went away; its body can no longer be followed", VPID.load(Ordering::Relaxed))),
+                    Some(format!("process {}: the home shadowd went away; its body can no longer be followed", crate::identity::vpid())),
                 ),
             }
         }

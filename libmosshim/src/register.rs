@@ -6,7 +6,6 @@
 //! registers too. Without it, or without a shadowd there, nothing changes: the process
 //! runs as it would, at home.
 
-use crate::signals::REAL_PID;
 use core::sync::atomic::Ordering;
 use proto::Msg;
 
@@ -21,7 +20,7 @@ pub fn with_node() {
         return; // a batch job placed away from home: its home knows where it is
     }
     let no_migrate = crate::config::flag(crate::config::NO_MIGRATE);
-    let pid = REAL_PID.load(Ordering::Relaxed) as u32;
+    let pid = crate::identity::real_pid() as u32;
     match ask(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
         Ok(()) => {}
         Err(e) => crate::log::log(&format!("not registered for load balancing: {e}")),

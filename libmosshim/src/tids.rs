@@ -8,7 +8,6 @@
 //! of the current incarnation (written by the restorer) and the thread still carries the
 //! virtual tid (a new thread reusing the same `struct pthread` does not).
 
-use crate::identity::{REAL_PID, VPID};
 use crate::process::slots::{slot_ptr, MAX_THREADS};
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
@@ -69,8 +68,8 @@ pub fn to_real(vtid: i32) -> i32 {
     if gen == 0 {
         return vtid;
     }
-    if vtid == VPID.load(Ordering::Relaxed) {
-        return REAL_PID.load(Ordering::Relaxed);
+    if vtid == crate::identity::vpid() {
+        return crate::identity::real_pid();
     }
     TABLE
         .iter()

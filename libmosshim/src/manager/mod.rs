@@ -9,7 +9,7 @@
 use crate::config::CONFIG;
 use crate::ctxasm;
 use crate::dump::{self, Plan};
-use crate::freeze::{freeze, release_threads, NTHREADS};
+use crate::freeze::{freeze, release_threads};
 use crate::log::log;
 use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
 use crate::process::fds::{detach_fd_table, high, CONN, LISTEN, TRIG_R};
@@ -39,7 +39,7 @@ pub fn run() {
     sys::futex_wake(&DETACHED);
     // The manager only ever takes the trigger signal (so a process-directed request
     // reaches it even when the application blocks it everywhere).
-    let trig = TRIGGER_SIG.load(Ordering::Relaxed);
+    let trig = crate::signals::trigger_sig();
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!sys::sigbit(trig)), None);
     crate::register::with_node();
     loop {
@@ -131,7 +131,7 @@ fn default_path(comm: &str) -> String {
         .get()
         .map(|c| c.ckpt_dir.clone())
         .unwrap_or_else(|| ".".into());
-    format!("{dir}/{comm}.{}.mosimg", VPID.load(Ordering::Relaxed))
+    format!("{dir}/{comm}.{}.mosimg", crate::identity::vpid())
 }
 
 struct Defer<F: FnMut()>(F);
@@ -209,8 +209,8 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     };
     let plan = Box::new(plan);
     dump::PLAN.store(&*plan as *const Plan as *mut Plan, Ordering::Release);
-    NTHREADS.store(n, Ordering::Release);
-    RESUMED_COUNT.store(0, Ordering::Release);
+    crate::freeze::set_nthreads(n);
+    crate::signals::reset_resumed();
     let top = crate::rt::alloc::SCRATCH.load(Ordering::Relaxed) + crate::rt::alloc::SCRATCH_SIZE;
     // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
@@ -309,7 +309,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
         return Err("the process has child processes; processes with children cannot be checkpointed yet (only single processes, with any number of threads)".into());
     }
     let mut meta = dump::capture_process(&internal_fds())?;
-    meta.vpid = VPID.load(Ordering::Relaxed);
+    meta.vpid = crate::identity::vpid();
     crate::state::threads::capture_threads(&mut meta, me, slots)?;
     meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
     meta.restart_info = RESTART_INFO.0.get() as u64;
@@ -328,7 +328,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
     if name.is_empty() {
         return Err(format!("image path {dest} names a directory"));
     }
-    let tmp = format!("{dir}/.{name}.tmp.{}", REAL_PID.load(Ordering::Relaxed));
+    let tmp = format!("{dir}/.{name}.tmp.{}", crate::identity::real_pid());
     let cs = |s: &str| CString::new(s).map_err(|_| format!("path contains NUL: {s:?}"));
     let mut p = [0i32; 2];
     // SAFETY: pipe2 fills p.

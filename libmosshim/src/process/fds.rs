@@ -5,7 +5,6 @@
 
 use crate::log::log;
 use crate::rawfs;
-use crate::identity::REAL_PID;
 use ckpt::control::socket_name;
 use ckpt::sys;
 use core::sync::atomic::{AtomicI32, Ordering};
@@ -59,7 +58,7 @@ pub fn open_channels() {
         TRIGGER_FD.store(high(p[1]), Ordering::Release);
     }
     LISTEN.store(
-        high(listen_socket(REAL_PID.load(Ordering::Relaxed))),
+        high(listen_socket(crate::identity::real_pid())),
         Ordering::Release,
     );
 }
@@ -129,7 +128,7 @@ pub fn app_fd(fd: i32) -> Result<std::os::fd::OwnedFd, String> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open/pidfd_getfd on our own process; the results are fds we own.
     unsafe {
-        let pidfd = ckpt::sc!(libc::SYS_pidfd_open, REAL_PID.load(Ordering::Relaxed), 0);
+        let pidfd = ckpt::sc!(libc::SYS_pidfd_open, crate::identity::real_pid(), 0);
         if pidfd < 0 {
             return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
         }

@@ -3,11 +3,10 @@
 //! once it parked; the restorer hands each restored thread its slot back. A signal
 //! handler's code: atomics and raw system calls only, no allocation, no locks.
 
-use crate::identity::{REAL_PID, RSEQ_OFFSET, RSEQ_SIZE};
 use ckpt::ctx::ThreadCtx;
 use ckpt::sys;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::AtomicI32;
 
 pub const MAX_THREADS: usize = 1024;
 
@@ -74,8 +73,8 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
         ctx.robust_head = head;
         ctx.robust_len = len;
     }
-    if RSEQ_SIZE.load(Ordering::Relaxed) > 0 {
-        ctx.rseq_addr = fs.wrapping_add(RSEQ_OFFSET.load(Ordering::Relaxed));
+    if crate::identity::rseq_size() > 0 {
+        ctx.rseq_addr = fs.wrapping_add(crate::identity::rseq_offset());
         ctx.rseq_len = 32;
         ctx.rseq_sig = 0x5305_3053;
     } else {
@@ -107,5 +106,5 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     } else {
         ctx.tid
     };
-    ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
+    ctx.is_main = (ctx.tid == crate::identity::real_pid()) as i32;
 }

@@ -128,7 +128,7 @@ fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64,
         // a call that cannot block is simply read back (signals wait for its answer); one
         // that can waits in ppoll with the application's mask, the freeze included; a
         // signal whose handler must end it with EINTR cancels it at home
-        let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+        let frz = ckpt::sys::sigbit(crate::signals::freeze_sig());
         let eintr = if intr { eintr_signals(op) & !frz } else { 0 };
         let (mut cancelled, mut by_also) = (false, false);
         while intr && !stale {

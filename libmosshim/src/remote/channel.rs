@@ -229,8 +229,8 @@ fn hello(fd: i64, kind: u32, flags: u32) -> i64 {
     let h = rsys::Hello {
         token: s.token,
         kind,
-        vpid: crate::signals::VPID.load(Ordering::Relaxed) as u32,
-        body_pid: crate::signals::REAL_PID.load(Ordering::Relaxed) as u32,
+        vpid: crate::identity::vpid() as u32,
+        body_pid: crate::identity::real_pid() as u32,
         flags,
         node: s.node,
     }

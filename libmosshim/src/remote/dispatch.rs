@@ -153,7 +153,7 @@ fn sigprocmask_emul(a: [u64; 6], mask: &mut u64) -> i64 {
         // rt_sigprocmask's contract: a non-null set (checked) points at a sigset; its
         // first word (signals 1..64) is read
         let set = user::read::<u64>(a[1]);
-        let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+        let frz = ckpt::sys::sigbit(crate::signals::freeze_sig());
         let set = set & !sigsys_bit() & !frz;
         match a[0] as i32 {
             libc::SIG_BLOCK => *mask |= set,

@@ -610,7 +610,7 @@ fn sigprocmask_cannot_block_sigsys_or_the_freeze_signal() {
     let mut m = 0u64;
     let a = [libc::SIG_BLOCK as u64, &all as *const u64 as u64, &mut old as *mut u64 as u64, 8, 0, 0];
     assert!(matches!(dispatch(&h, libc::SYS_rt_sigprocmask, a, &mut g, &mut m), Act::Ret(0)));
-    let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+    let frz = ckpt::sys::sigbit(crate::signals::freeze_sig());
     assert_eq!(m, !ckpt::sys::sigbit(libc::SIGSYS) & !frz);
     assert_eq!(old, 0);
     assert!(h.calls().is_empty());

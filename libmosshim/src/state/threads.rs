@@ -104,5 +104,5 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
         crate::remote::REMOTE.store(true, Ordering::Release);
         crate::remote::enable_thread();
     }
-    resumed_wait(RELEASE.load(Ordering::Acquire));
+    resumed_wait(crate::signals::release_gen());
 }
