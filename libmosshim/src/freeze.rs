@@ -5,7 +5,7 @@
 
 use crate::log::log;
 use crate::rawfs;
-use crate::signals::{self, MAX_THREADS, SLOT_TID};
+use crate::signals::{self, MAX_THREADS};
 use ckpt::sys;
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -51,9 +51,7 @@ pub fn release_threads() {
 pub fn freeze(me: i32) -> Result<Vec<usize>, String> {
     let pid = crate::identity::real_pid();
     let sig = signals::freeze_sig();
-    for t in SLOT_TID.iter() {
-        t.store(0, Ordering::Relaxed);
-    }
+    crate::process::slots::clear_slot_tids();
     signals::start_freeze();
     let mut assigned: Vec<i32> = Vec::new();
     let deadline = Instant::now() + FREEZE_TIMEOUT;
@@ -74,7 +72,7 @@ pub fn freeze(me: i32) -> Result<Vec<usize>, String> {
             if assigned.len() >= MAX_THREADS {
                 return Err(format!("more than {MAX_THREADS} threads"));
             }
-            SLOT_TID[assigned.len()].store(t, Ordering::Release);
+            crate::process::slots::set_slot_tid(assigned.len(), t);
             assigned.push(t);
             // SAFETY: tgkill to a thread of our own process (ESRCH if it already exited).
             unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, sig) };

@@ -13,7 +13,6 @@
 //! The body restarted elsewhere finds the session in its memory and enters remote mode
 //! (`crate::remote`); its manager holds the control connection, on which signals arrive.
 
-use crate::process::fds::{CONTROL, STUB_CONN};
 use crate::remote;
 use core::sync::atomic::Ordering;
 use proto::Msg;
@@ -186,7 +185,7 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     for &fd in &fds {
         remote::set_remote(fd as i64, true);
     }
-    STUB_CONN.store(s, Ordering::Release);
+    crate::process::fds::SHIM_FDS.stub_conn.set(s);
     Ok(())
 }
 
@@ -210,7 +209,7 @@ fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
 /// The migration did not happen after all: forget the session (the shadowd drops it when
 /// the connection closes).
 pub fn undo_hand_off() {
-    let s = STUB_CONN.swap(-1, Ordering::AcqRel);
+    let s = crate::process::fds::SHIM_FDS.stub_conn.take();
     if s >= 0 {
         // SAFETY: closing our connection.
         unsafe { libc::close(s) };
@@ -224,8 +223,7 @@ pub fn undo_hand_off() {
 /// The address of the shadowd of the node this body runs on (for `WhereIsBody`): the
 /// starter puts `MOS_NODE_ADDR` in the restorer's environment, which records it.
 fn node_name() -> [u8; 32] {
-    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    let n = unsafe { (*crate::process::ctx::RESTART_INFO.0.get()).node_addr };
+    let n = crate::process::ctx::restart_info().node_addr;
     if n[0] != 0 {
         return n;
     }
@@ -272,7 +270,7 @@ pub fn start_remote(spec: &str) -> Result<(), String> {
     if c < 0 {
         return Err(format!("cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
     }
-    CONTROL.store(c as i32, Ordering::Release);
+    crate::process::fds::SHIM_FDS.control.set(c as i32);
     Ok(())
 }
 
@@ -300,7 +298,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
         crate::log::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
         remote::HOME_LOST.store(true, Ordering::Release);
     } else {
-        CONTROL.store(c as i32, Ordering::Release);
+        crate::process::fds::SHIM_FDS.control.set(c as i32);
     }
     remote::resync_channels();
     // epoll sets built at home: their home entries are the shim's to watch now
@@ -322,7 +320,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
 
 /// The manager saw the control connection readable.
 pub fn on_control() {
-    let c = CONTROL.load(Ordering::Acquire);
+    let c = crate::process::fds::SHIM_FDS.control.get();
     if c < 0 {
         return;
     }
@@ -385,7 +383,7 @@ fn deliver(sig: i32) {
 /// are safe at home; nothing more is written).
 fn home_lost() {
     remote::HOME_LOST.store(true, Ordering::Release);
-    let c = CONTROL.swap(-1, Ordering::AcqRel);
+    let c = crate::process::fds::SHIM_FDS.control.take();
     if c >= 0 {
         // SAFETY: closing our connection.
         unsafe { libc::close(c) };
@@ -400,7 +398,7 @@ fn home_lost() {
 
 /// The body leaves this node (its image is safe and will run elsewhere).
 pub fn leaving() {
-    let c = CONTROL.load(Ordering::Acquire);
+    let c = crate::process::fds::SHIM_FDS.control.get();
     if c >= 0 {
         let b = proto::rsys::Ctl { what: proto::rsys::CTL_LEAVING, arg: 0 }.encode();
         // SAFETY: writing our record to our socket.
@@ -410,7 +408,7 @@ pub fn leaving() {
 
 /// Become the home stub: never returns. The application's threads stay frozen.
 pub fn run_stub() -> ! {
-    let s = STUB_CONN.load(Ordering::Acquire);
+    let s = crate::process::fds::SHIM_FDS.stub_conn.get();
     crate::log::log(&format!("pid {}: body migrated; this process is its home stub", crate::identity::vpid()));
     // every signal stays pending for the signalfd (application threads are parked with
     // everything blocked; the manager blocks everything too)

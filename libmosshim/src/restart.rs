@@ -6,7 +6,6 @@
 
 use crate::freeze::release_threads;
 use crate::log::log;
-use crate::process::ctx::RESTART_INFO;
 use crate::process::fds::{detach_fd_table, open_channels};
 use ckpt::sys;
 use core::sync::atomic::Ordering;
@@ -14,9 +13,8 @@ use core::sync::atomic::Ordering;
 /// Restart path of the manager: every thread is back; clean up and let them go.
 pub fn restarted(meta: &ckpt::image::ImageMeta) {
     // the restorer made this thread share the application's table again (until the end)
-    crate::remote::MANAGER_OWN_TABLE_TID.store(0, Ordering::Relaxed);
-    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    let info = unsafe { *RESTART_INFO.0.get() };
+    crate::process::fds::SHIM_FDS.manager_shares_table();
+    let info = crate::process::ctx::restart_info();
     crate::identity::set_real_pid(if info.pid > 0 { info.pid as i32 } else { sys::getpid_real() });
     let n = crate::freeze::nthreads();
     loop {
@@ -31,8 +29,8 @@ pub fn restarted(meta: &ckpt::image::ImageMeta) {
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
     open_channels();
-    crate::process::fds::CONTROL.store(-1, Ordering::Release);
-    crate::process::fds::STUB_CONN.store(-1, Ordering::Release);
+    crate::process::fds::SHIM_FDS.control.set(-1);
+    crate::process::fds::SHIM_FDS.stub_conn.set(-1);
     if crate::remote::SESSION_SET.load(Ordering::Acquire) {
         crate::migrate::enter_remote(&meta.fds);
     }

@@ -10,8 +10,7 @@
 //! `state/signals.rs`'s.
 
 use crate::ctxasm;
-pub use crate::process::fds::TRIGGER_FD;
-pub use crate::process::slots::{slot_ptr, MAX_THREADS, SLOT_TID};
+pub use crate::process::slots::{slot_ptr, MAX_THREADS};
 use ckpt::ctx::{ThreadCtx, RESUMED};
 use ckpt::sys::{self, KSigAction};
 use core::cell::UnsafeCell;
@@ -195,7 +194,7 @@ extern "C" fn freeze_handler(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut l
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let (code, pid) = unsafe { ((*_info).si_code, (*_info).si_pid()) };
     let ours = PARKING.freezing.load(Ordering::Acquire) && code == libc::SI_TKILL && pid == crate::identity::real_pid();
-    let slot = if ours { SLOT_TID.iter().position(|t| t.load(Ordering::Acquire) == tid) } else { None };
+    let slot = if ours { crate::process::slots::slot_of_tid(tid) } else { None };
     // A freeze signal that arrives late (a thread that was blocking it when a freeze
     // gave up) must neither park nor kill: only a handler the application installed
     // gets signals we did not send during a freeze.
@@ -222,7 +221,7 @@ extern "C" fn trigger_handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut lib
     let external = (code == libc::SI_USER || code == libc::SI_QUEUE)
         && pid != crate::identity::real_pid();
     if external {
-        let fd = TRIGGER_FD.load(Ordering::Relaxed);
+        let fd = crate::process::fds::SHIM_FDS.trigger.get();
         if fd >= 0 {
             let b = 1u8;
             // SAFETY: one-byte write to our non-blocking pipe.

@@ -31,8 +31,7 @@ static TABLE: [Entry; MAX_THREADS + 1] = [E; MAX_THREADS + 1];
 pub static TID_OFF: AtomicI64 = AtomicI64::new(-1);
 
 fn generation() -> i64 {
-    // SAFETY: RESTART_INFO is written by the restorer before any thread runs.
-    unsafe { (*crate::process::ctx::RESTART_INFO.0.get()).pid }
+    crate::process::ctx::restart_pid()
 }
 
 /// Called by each restored thread (see `mos_thread_resumed`).

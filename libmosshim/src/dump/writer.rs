@@ -15,8 +15,8 @@ pub extern "C" fn writer_child_main() -> ! {
     alloc::enter_child_mode();
     // The kernel keeps updating the rseq area (in the snapshot's memory) of the thread
     // that forked us: stop it before reading memory.
-    // SAFETY: MANAGER_CTX was filled by the manager just before the fork.
-    let mc = unsafe { &*crate::process::ctx::MANAGER_CTX.0.get() };
+    // SAFETY: the manager's saved context was filled by the manager just before the fork.
+    let mc = unsafe { &*crate::process::ctx::manager_ctx() };
     if mc.rseq_addr != 0 {
         // SAFETY: unregistering the area inherited from the manager thread (flag 1 = UNREGISTER).
         unsafe { ckpt::sc!(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };

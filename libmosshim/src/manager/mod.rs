@@ -11,11 +11,9 @@ use crate::ctxasm;
 use crate::dump::{self, Plan};
 use crate::freeze::{freeze, release_threads};
 use crate::log::log;
-use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
-use crate::process::fds::{detach_fd_table, high, CONN, LISTEN, TRIG_R};
+use crate::process::fds::{detach_fd_table, high};
 use crate::remote::shim_fds as internal_fds;
 use crate::restart::restarted;
-use crate::signals::*;
 use ckpt::ctx::RESUMED;
 use ckpt::sys;
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -45,17 +43,17 @@ pub fn run() {
     loop {
         let mut pfd = [
             libc::pollfd {
-                fd: TRIG_R.load(Ordering::Acquire),
+                fd: crate::process::fds::SHIM_FDS.trig_r.get(),
                 events: libc::POLLIN,
                 revents: 0,
             },
             libc::pollfd {
-                fd: LISTEN.load(Ordering::Acquire),
+                fd: crate::process::fds::SHIM_FDS.listen.get(),
                 events: libc::POLLIN,
                 revents: 0,
             },
             libc::pollfd {
-                fd: crate::process::fds::CONTROL.load(Ordering::Acquire),
+                fd: crate::process::fds::SHIM_FDS.control.get(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -75,8 +73,8 @@ pub fn run() {
         // The application closed or replaced our descriptors (closefrom-style daemons):
         // stop watching them rather than spin; `mos ckpt` then reports "not under the shim".
         if pfd[0].revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
-            TRIG_R.store(-1, Ordering::Release);
-            TRIGGER_FD.store(-1, Ordering::Release);
+            crate::process::fds::SHIM_FDS.trig_r.set(-1);
+            crate::process::fds::SHIM_FDS.trigger.set(-1);
         }
         if pfd[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             crate::migrate::on_control();
@@ -103,12 +101,12 @@ pub fn run() {
             };
             if c >= 0 {
                 let c = high(c);
-                CONN.store(c, Ordering::Release);
+                crate::process::fds::SHIM_FDS.conn.set(c);
                 serve(c);
-                CONN.store(-1, Ordering::Release);
+                crate::process::fds::SHIM_FDS.conn.set(-1);
             }
         } else if pfd[1].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-            LISTEN.store(-1, Ordering::Release);
+            crate::process::fds::SHIM_FDS.listen.set(-1);
         }
     }
 }
@@ -212,8 +210,8 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     crate::freeze::set_nthreads(n);
     crate::signals::reset_resumed();
     let top = crate::rt::alloc::SCRATCH.load(Ordering::Relaxed) + crate::rt::alloc::SCRATCH_SIZE;
-    // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
-    let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
+    // SAFETY: the manager's saved context is ours; the child runs dump::writer_child_main on the scratch stack.
+    let child = unsafe { ctxasm::mos_ctx_fork(crate::process::ctx::manager_ctx(), dump::writer_child_main, top) };
     if child as u64 == RESUMED {
         // We are the restored process: `rfd` and the copies belong to the old one.
         restarted(&plan.meta);
@@ -312,7 +310,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
     meta.vpid = crate::identity::vpid();
     crate::state::threads::capture_threads(&mut meta, me, slots)?;
     meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
-    meta.restart_info = RESTART_INFO.0.get() as u64;
+    meta.restart_info = crate::process::ctx::restart_info_ptr() as u64;
     let dest = out.unwrap_or_else(|| default_path(&meta.comm));
     let (dir, name) = match dest.rsplit_once('/') {
         Some((d, n)) => (

@@ -105,14 +105,13 @@ pub fn internal_high_pub(fd: i64) -> i64 {
     internal_high(fd)
 }
 
-pub use crate::process::fds::MANAGER_OWN_TABLE_TID;
 
 /// Move an fd of ours high and mark it internal: the application must not see or close
 /// it. An fd the manager opens in its own table is not the application's business at all.
 pub(super) fn internal_high(fd: i64) -> i64 {
     let h = r!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, high_base());
     r!(libc::SYS_close, fd);
-    let own_table = MANAGER_OWN_TABLE_TID.load(Ordering::Relaxed) == r!(libc::SYS_gettid) as i32;
+    let own_table = crate::process::fds::SHIM_FDS.manager_own_table_tid() == r!(libc::SYS_gettid) as i32;
     if h >= 0 && !own_table {
         bit_set(&FD_INTERNAL, h, true);
     }

@@ -55,7 +55,7 @@ mod wait;
 pub use call::{manager_call, remote_offset, report_exit, EXITING};
 pub use channel::{connect, forget_local, resync_channels, LOCAL_OFF};
 pub use eintr::sigactions_changed;
-pub use homefd::{internal_high_pub, is_remote, reset_internal, set_remote, shim_fds, MANAGER_OWN_TABLE_TID};
+pub use homefd::{internal_high_pub, is_remote, reset_internal, set_remote, shim_fds};
 pub use sud::{enable_thread, fast_call, install_handler, learn_text, strip_sigsys_from_handlers};
 pub use transport::SPIN_US;
 use channel::release_chan;

@@ -10,11 +10,9 @@
 //! The shim's own handlers (trigger, freeze) are `crate::signals`, not here.
 
 use super::StateKind;
-use crate::signals::*;
 use ckpt::ctx::ThreadCtx;
 use ckpt::image::*;
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 /// Signals in the lifecycle of [`StateKind`].
 pub struct Signals;
@@ -32,7 +30,7 @@ impl StateKind for Signals {
     }
 
     fn atfork_child(&self) {
-        TRIGGER_FD.store(-1, Ordering::Relaxed);
+        crate::process::fds::SHIM_FDS.trigger.set(-1);
     }
 }
 

@@ -8,7 +8,6 @@
 //! part is `restart::restarted`) or fork: [`Threads`] keeps the lifecycle's defaults.
 
 use super::StateKind;
-use crate::process::ctx::MANAGER_CTX;
 use crate::process::slots::capture_thread_state;
 use crate::signals::*;
 use ckpt::ctx::ThreadCtx;
@@ -37,8 +36,8 @@ pub fn capture_threads(meta: &mut ImageMeta, me: i32, slots: &[usize]) -> Result
             is_manager: false,
         });
     }
-    // SAFETY: only the manager thread touches MANAGER_CTX.
-    let mc = unsafe { &mut *MANAGER_CTX.0.get() };
+    // SAFETY: only the manager thread touches its saved context.
+    let mc = unsafe { &mut *crate::process::ctx::manager_ctx() };
     capture_thread_state(mc);
     meta.threads.push(ThreadRec {
         old_tid: me,
@@ -96,7 +95,7 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
     let remote = crate::remote::SESSION_SET.load(Ordering::Acquire);
     let mask = if remote { c.mask & !sys::sigbit(libc::SIGSYS) } else { c.mask };
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(mask), None);
-    if ctx == MANAGER_CTX.0.get() {
+    if ctx == crate::process::ctx::manager_ctx() {
         return;
     }
     if remote {
