@@ -227,10 +227,10 @@ extern "C" fn mos_init() {
         remote::enable_thread();
     }
     if config::flag(config::RSYS_TCP) {
-        remote::LOCAL_OFF.store(true, Ordering::Relaxed);
+        remote::set_local_off();
     }
     if let Some(n) = std::env::var(config::RSYS_SPIN_US).ok().and_then(|v| v.parse().ok()) {
-        remote::SPIN_US.store(n, Ordering::Relaxed);
+        remote::set_spin_us(n);
     }
     if config::flag(config::SUD_SELFTEST) {
         remote::selftest_enable();

@@ -192,8 +192,9 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
 /// Record the session (token, home shadow address) in memory: every image taken from now
 /// on carries it. Only while no other thread of the application runs.
 fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
-    // SAFETY: the caller guarantees no application thread runs (frozen, or start-up).
-    let sess = unsafe { &mut *remote::SESSION.0.get() };
+    // SAFETY: the caller guarantees no application thread runs (frozen, or start-up), so
+    // nothing reads the session while it is written.
+    let sess = unsafe { &mut *remote::session_mut() };
     sess.token.copy_from_slice(token);
     sess.addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -203,7 +204,7 @@ fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
     };
     sess.node = node_name();
     remote::forget_local();
-    remote::SESSION_SET.store(true, Ordering::Release);
+    remote::set_session_set(true);
 }
 
 /// The migration did not happen after all: forget the session (the shadowd drops it when
@@ -214,7 +215,7 @@ pub fn undo_hand_off() {
         // SAFETY: closing our connection.
         unsafe { libc::close(s) };
     }
-    remote::SESSION_SET.store(false, Ordering::Release);
+    remote::set_session_set(false);
     for fd in 0..65536 {
         remote::set_remote(fd, false);
     }
@@ -261,9 +262,9 @@ pub fn start_remote(spec: &str) -> Result<(), String> {
     // SAFETY: opening /dev/null for placeholders.
     let p = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if p >= 0 {
-        remote::PLACEHOLDER.store(remote::internal_high_pub(p as i64) as i32, Ordering::Release);
+        remote::set_placeholder_src(remote::internal_high_pub(p as i64) as i32);
     }
-    remote::REMOTE.store(true, Ordering::Release);
+    remote::set_away();
     remote::install_handler();
     remote::strip_sigsys_from_handlers();
     let c = remote::connect(proto::rsys::KIND_CONTROL);
@@ -277,26 +278,26 @@ pub fn start_remote(spec: &str) -> Result<(), String> {
 /// Restart of an image taken for migration: become a remote body. Manager thread, all
 /// application threads resumed and waiting (they switched SUD on for themselves).
 pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
-    remote::REMOTE.store(true, Ordering::Release);
+    remote::set_away();
     remote::sigactions_changed();
-    remote::HOME_LOST.store(false, Ordering::Release);
-    remote::GEN.fetch_add(1, Ordering::AcqRel);
+    remote::set_home_lost(false);
+    remote::new_gen();
     remote::reset_internal();
     remote::forget_local();
     // SAFETY: every application thread is waiting; only the manager writes the session.
-    unsafe { (*remote::SESSION.0.get()).node = node_name() };
+    unsafe { (*remote::session_mut()).node = node_name() };
     // SAFETY: opening /dev/null for placeholders.
     let p = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if p >= 0 {
         let h = remote::internal_high_pub(p as i64);
-        remote::PLACEHOLDER.store(h as i32, Ordering::Release);
+        remote::set_placeholder_src(h as i32);
     }
     remote::install_handler();
     remote::strip_sigsys_from_handlers();
     let c = remote::connect(proto::rsys::KIND_CONTROL);
     if c < 0 {
         crate::log::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
-        remote::HOME_LOST.store(true, Ordering::Release);
+        remote::set_home_lost(true);
     } else {
         crate::process::fds::SHIM_FDS.control.set(c as i32);
     }
@@ -382,13 +383,13 @@ fn deliver(sig: i32) {
 /// The home shadow is gone: forwarded calls fail with EIO and the body stops (its files
 /// are safe at home; nothing more is written).
 fn home_lost() {
-    remote::HOME_LOST.store(true, Ordering::Release);
+    remote::set_home_lost(true);
     let c = crate::process::fds::SHIM_FDS.control.take();
     if c >= 0 {
         // SAFETY: closing our connection.
         unsafe { libc::close(c) };
     }
-    if remote::EXITING.load(Ordering::Acquire) {
+    if remote::exiting() {
         return; // the stub has our exit status and is gone; we are exiting too
     }
     crate::log::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");

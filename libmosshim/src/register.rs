@@ -6,7 +6,6 @@
 //! registers too. Without it, or without a shadowd there, nothing changes: the process
 //! runs as it would, at home.
 
-use core::sync::atomic::Ordering;
 use proto::Msg;
 
 /// How long the shadowd may take to answer (the manager waits; the program does not).
@@ -16,7 +15,7 @@ const ANSWER_MS: i32 = 2000;
 /// at start-up (a body restarted elsewhere is its home's, and never registers there).
 pub fn with_node() {
     let Some(sock) = std::env::var(crate::config::SHADOW_SOCK).ok().filter(|s| !s.is_empty()) else { return };
-    if crate::remote::REMOTE.load(Ordering::Acquire) {
+    if crate::remote::went_away() {
         return; // a batch job placed away from home: its home knows where it is
     }
     let no_migrate = crate::config::flag(crate::config::NO_MIGRATE);

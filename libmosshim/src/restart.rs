@@ -8,7 +8,6 @@ use crate::freeze::release_threads;
 use crate::log::log;
 use crate::process::fds::{detach_fd_table, open_channels};
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 /// Restart path of the manager: every thread is back; clean up and let them go.
 pub fn restarted(meta: &ckpt::image::ImageMeta) {
@@ -31,7 +30,7 @@ pub fn restarted(meta: &ckpt::image::ImageMeta) {
     open_channels();
     crate::process::fds::SHIM_FDS.control.set(-1);
     crate::process::fds::SHIM_FDS.stub_conn.set(-1);
-    if crate::remote::SESSION_SET.load(Ordering::Acquire) {
+    if crate::remote::session_set() {
         crate::migrate::enter_remote(&meta.fds);
     }
     // pending signals raised again, then POSIX timers recreated (see crate::state)

@@ -112,7 +112,7 @@ pub(super) fn serve(c: i32) {
         sink = -1;
     }
     let migrating = req.migrate.is_some();
-    let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
+    let was_remote = crate::remote::went_away();
     let exit = req.exit || migrating || req.stream;
     crate::state::fds::STRICT.store(req.strict, Ordering::Relaxed);
     let outcome = checkpoint(req.out, exit, req.migrate, sink);

@@ -167,7 +167,7 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i3
         }
     };
     // a migration from home: the files go home first (the image marks them remote)
-    let handed = migrate.is_some() && !crate::remote::REMOTE.load(Ordering::Acquire);
+    let handed = migrate.is_some() && !crate::remote::went_away();
     if let Some(sock) = migrate.as_deref().filter(|_| handed) {
         if let Err(e) = crate::migrate::hand_off(sock, &internal_fds()) {
             release_threads();

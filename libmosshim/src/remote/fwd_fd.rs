@@ -8,10 +8,9 @@ use super::call::Home;
 use super::dispatch::Act;
 use super::homefd::{drop_placeholder, is_internal, is_remote, may_block, placeholder, set_remote, MAXFD};
 use super::transport::{Io, NOIO};
-use super::{epoll, EINVAL, PLACEHOLDER};
+use super::{epoll, EINVAL};
 use crate::rt::syscall::r;
 use crate::rt::user;
-use core::sync::atomic::Ordering;
 use proto::rsys::{self, op};
 
 pub(super) fn bind_new(h: &impl Home, op: u32, mut args: [u64; 6], slot: usize, bulk: &[Io], out: &[Io], mask: u64) -> i64 {
@@ -287,7 +286,7 @@ pub(super) fn dup3_fwd(h: &impl Home, nr: i64, a: [u64; 6], rem: bool, m: u64) -
     if !rem {
         return Act::Ret(r!(nr, a[0], a[1], a[2]));
     }
-    let src = PLACEHOLDER.load(Ordering::Relaxed);
+    let src = super::placeholder_src();
     let p = r!(libc::SYS_dup3, src, new, flags);
     if p < 0 {
         return Act::Ret(p);

@@ -220,7 +220,7 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
         if crate::remote::is_remote(fd as i64) {
             // a home file: only its number lives here (and its offset, for a restart)
             let mut e = entry(FdKind::Remote);
-            if crate::remote::REMOTE.load(core::sync::atomic::Ordering::Acquire) {
+            if crate::remote::went_away() {
                 e.offset = crate::remote::remote_offset(fd);
             }
             out.push(e);

@@ -13,7 +13,6 @@ use crate::signals::*;
 use ckpt::ctx::ThreadCtx;
 use ckpt::image::{ImageMeta, ThreadRec};
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 /// Threads in the lifecycle of [`StateKind`].
 pub struct Threads;
@@ -92,7 +91,7 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
         // SAFETY: the saved name is NUL-terminated within 16 bytes (PR_GET_NAME wrote it).
         unsafe { libc::prctl(libc::PR_SET_NAME, c.name.as_ptr()) };
     }
-    let remote = crate::remote::SESSION_SET.load(Ordering::Acquire);
+    let remote = crate::remote::session_set();
     let mask = if remote { c.mask & !sys::sigbit(libc::SIGSYS) } else { c.mask };
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(mask), None);
     if ctx == crate::process::ctx::manager_ctx() {
@@ -100,7 +99,7 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
     }
     if remote {
         // every system call of this thread outside the shim now traps (see crate::remote)
-        crate::remote::REMOTE.store(true, Ordering::Release);
+        crate::remote::set_away();
         crate::remote::enable_thread();
     }
     resumed_wait(crate::signals::release_gen());
