@@ -78,7 +78,6 @@ mod signals;
 mod state;
 mod tids;
 
-use core::sync::atomic::Ordering;
 
 #[global_allocator]
 static ALLOC: rt::alloc::ShimAlloc = rt::alloc::ShimAlloc;
@@ -135,7 +134,7 @@ extern "C" fn mos_init() {
     }
     let pid = ckpt::sys::getpid_real();
     identity::set_pids(pid, pid);
-    ctxasm::RESUMED_HOOK.store(state::threads::mos_thread_resumed as *const () as usize, Ordering::Release);
+    ctxasm::set_resumed_hook(state::threads::mos_thread_resumed);
     let log_file = std::env::var(config::LOG_FILE).ok();
     let cwd = std::env::current_dir()
         .map(|p| p.to_string_lossy().into_owned())
@@ -144,7 +143,7 @@ extern "C" fn mos_init() {
         .ok()
         .filter(|d| !d.is_empty())
         .unwrap_or(cwd);
-    let _ = config::CONFIG.set(config::Config { ckpt_dir, log_file });
+    config::set(config::Config { ckpt_dir, log_file });
     // what the program's parent left open, before the shim opens anything of its own
     state::fds::note_inherited();
     state::fds::read_deleted_max();
@@ -184,7 +183,7 @@ extern "C" fn mos_init() {
         log::log("cannot reserve the scratch area; checkpointing disabled");
         return;
     }
-    rt::alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
+    rt::alloc::set_scratch_base(scratch as usize);
     process::fds::open_channels();
     tids::init();
     signals::install();
@@ -216,8 +215,8 @@ extern "C" fn mos_init() {
         Ok(_) => {
             // the program starts once the manager holds its own copies of the shim's fds
             let t0 = std::time::Instant::now();
-            while manager::DETACHED.load(Ordering::Acquire) == 0 && t0.elapsed() < std::time::Duration::from_secs(2) {
-                ckpt::sys::futex_wait(&manager::DETACHED, 0, Some(10));
+            while !manager::detached() && t0.elapsed() < std::time::Duration::from_secs(2) {
+                manager::wait_detached(10);
             }
             single_threaded_again();
         }

@@ -28,7 +28,7 @@ const E: Entry = Entry {
 static TABLE: [Entry; MAX_THREADS + 1] = [E; MAX_THREADS + 1];
 
 /// Offset of glibc's `pthread->tid` from `pthread_self()`, learned at start-up.
-pub static TID_OFF: AtomicI64 = AtomicI64::new(-1);
+static TID_OFF: AtomicI64 = AtomicI64::new(-1);
 
 fn generation() -> i64 {
     crate::process::ctx::restart_pid()

@@ -3,12 +3,11 @@
 //! a second process. It allocates only from the scratch area (`rt::alloc::enter_child_mode`)
 //! and never writes to memory that is part of the snapshot: keep it that way.
 
-use super::{Plan, PLAN};
+use super::Plan;
 use crate::rt::alloc;
 use crate::state::memory::is_shared_anon;
 use crate::state::read_str;
 use ckpt::image::*;
-use core::sync::atomic::Ordering;
 
 /// Entry point of the writer child (on the scratch stack). Never returns.
 pub extern "C" fn writer_child_main() -> ! {
@@ -21,7 +20,7 @@ pub extern "C" fn writer_child_main() -> ! {
         // SAFETY: unregistering the area inherited from the manager thread (flag 1 = UNREGISTER).
         unsafe { ckpt::sc!(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };
     }
-    let plan = PLAN.load(Ordering::Acquire);
+    let plan = super::plan();
     // SAFETY: the manager set PLAN to a live Plan before forking; the child has a copy.
     let plan = unsafe { &*plan };
     let (code, msg) = match write_image(plan) {

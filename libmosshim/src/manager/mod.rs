@@ -6,7 +6,6 @@
 //! fds and the restorer's hand-over `process/`; nothing imports this module but `lib.rs`.
 //! Here: the manager's loop and taking a checkpoint; `control.rs` serves the control socket.
 
-use crate::config::CONFIG;
 use crate::ctxasm;
 use crate::dump::{self, Plan};
 use crate::freeze::{freeze, release_threads};
@@ -29,7 +28,17 @@ static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
 
 /// Set once the manager has its own fd table (start-up waits for it, so that the
 /// application cannot close the shim's descriptors before the manager holds copies).
-pub static DETACHED: AtomicU32 = AtomicU32::new(0);
+static DETACHED: AtomicU32 = AtomicU32::new(0);
+
+/// Does the manager hold its own fd table yet?
+pub fn detached() -> bool {
+    DETACHED.load(Ordering::Acquire) != 0
+}
+
+/// Wait (at most `ms`) for the manager to hold its own fd table.
+pub fn wait_detached(ms: u64) {
+    sys::futex_wait(&DETACHED, 0, Some(ms));
+}
 
 pub fn run() {
     detach_fd_table(&crate::remote::shim_fds());
@@ -125,8 +134,7 @@ enum Outcome {
 }
 
 fn default_path(comm: &str) -> String {
-    let dir = CONFIG
-        .get()
+    let dir = crate::config::get()
         .map(|c| c.ckpt_dir.clone())
         .unwrap_or_else(|| ".".into());
     format!("{dir}/{comm}.{}.mosimg", crate::identity::vpid())
@@ -206,10 +214,10 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
         }
     };
     let plan = Box::new(plan);
-    dump::PLAN.store(&*plan as *const Plan as *mut Plan, Ordering::Release);
+    dump::set_plan(&*plan as *const Plan as *mut Plan);
     crate::freeze::set_nthreads(n);
     crate::signals::reset_resumed();
-    let top = crate::rt::alloc::SCRATCH.load(Ordering::Relaxed) + crate::rt::alloc::SCRATCH_SIZE;
+    let top = crate::rt::alloc::scratch_base() + crate::rt::alloc::SCRATCH_SIZE;
     // SAFETY: the manager's saved context is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(crate::process::ctx::manager_ctx(), dump::writer_child_main, top) };
     if child as u64 == RESUMED {
@@ -333,7 +341,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32) -> Result<(
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
-    let base = crate::rt::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
+    let base = crate::rt::alloc::scratch_base() as u64;
     let plan = Plan {
         meta,
         tmp: cs(&tmp)?,
