@@ -2,7 +2,7 @@
 //! SA_RESTART-able calls by itself (read, write, wait, ...), but sleeps, poll/select,
 //! epoll_wait, sem_wait, pause and sigsuspend return EINTR whenever any handler ran. A
 //! checkpoint must not be visible to the application, so when such a call fails with
-//! EINTR and a freeze happened meanwhile (`FREEZE_GEN` moved), it is resumed with what is
+//! EINTR and a freeze happened meanwhile (`signals::freeze_gen` moved), it is resumed with what is
 //! left of its timeout. (If an application signal arrived in the same instant, its EINTR
 //! is absorbed too: documented limitation.) In a restarted process the same path resumes
 //! the call the thread was blocked in when the image was taken.
