@@ -47,7 +47,17 @@ pub struct Config {
     pub ckpt_dir: String,
     pub log_file: Option<String>,
 }
-pub static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+/// What start-up read (None before, or when the shim is disabled).
+pub fn get() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+/// Start-up: what it read (only the first call counts).
+pub fn set(c: Config) {
+    let _ = CONFIG.set(c);
+}
 
 /// Whether `name` is set to exactly `1`.
 pub fn flag(name: &str) -> bool {

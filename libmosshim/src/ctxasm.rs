@@ -16,7 +16,12 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a restored thread runs first, on its saved stack, before it "returns" from its
 /// park: an `extern "C" fn(*mut ThreadCtx)`, set once at start-up (the image carries it).
-pub static RESUMED_HOOK: AtomicUsize = AtomicUsize::new(0);
+static RESUMED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Start-up: what a restored thread runs first (`state::threads::mos_thread_resumed`).
+pub fn set_resumed_hook(f: extern "C" fn(*mut ckpt::ctx::ThreadCtx)) {
+    RESUMED_HOOK.store(f as *const () as usize, Ordering::Release);
+}
 
 /// The resume entry's call: through [`RESUMED_HOOK`] (atomics only: a restored thread
 /// runs it before anything else).

@@ -5,13 +5,23 @@
 
 use crate::log::log;
 use crate::rawfs;
-use crate::signals::{FREEZE_GEN, FREEZE_SIG, FREEZING, MAX_THREADS, PARKED, REAL_PID, RELEASE, SLOT_PARKED, SLOT_TID};
+use crate::signals::{self, MAX_THREADS};
 use ckpt::sys;
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// number of application threads frozen in the last checkpoint
-pub static NTHREADS: AtomicU32 = AtomicU32::new(0);
+static NTHREADS: AtomicU32 = AtomicU32::new(0);
+
+/// How many application threads the last checkpoint froze.
+pub fn nthreads() -> u32 {
+    NTHREADS.load(Ordering::Acquire)
+}
+
+/// The manager froze `n` application threads for the image it writes.
+pub fn set_nthreads(n: u32) {
+    NTHREADS.store(n, Ordering::Release);
+}
 
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -33,23 +43,16 @@ pub fn resume_app() {
 }
 
 pub fn release_threads() {
-    FREEZING.store(false, Ordering::Release);
-    RELEASE.fetch_add(1, Ordering::AcqRel);
-    sys::futex_wake(&RELEASE);
+    signals::release_parked();
 }
 
 /// Stop every thread but this one; returns how many parked.
 /// Stop every thread but this one; returns the slots of the threads that parked.
 pub fn freeze(me: i32) -> Result<Vec<usize>, String> {
-    let pid = REAL_PID.load(Ordering::Relaxed);
-    let sig = FREEZE_SIG.load(Ordering::Relaxed);
-    for (t, p) in SLOT_TID.iter().zip(SLOT_PARKED.iter()) {
-        t.store(0, Ordering::Relaxed);
-        p.store(0, Ordering::Relaxed);
-    }
-    PARKED.store(0, Ordering::Release);
-    FREEZE_GEN.fetch_add(1, Ordering::AcqRel);
-    FREEZING.store(true, Ordering::Release);
+    let pid = crate::identity::real_pid();
+    let sig = signals::freeze_sig();
+    crate::process::slots::clear_slot_tids();
+    signals::start_freeze();
     let mut assigned: Vec<i32> = Vec::new();
     let deadline = Instant::now() + FREEZE_TIMEOUT;
     loop {
@@ -62,21 +65,21 @@ pub fn freeze(me: i32) -> Result<Vec<usize>, String> {
             .collect();
         if new.is_empty() {
             // Threads that exited while we were freezing simply are not in the image.
-            return Ok((0..MAX_THREADS).filter(|&i| SLOT_PARKED[i].load(Ordering::Acquire) == 1).collect());
+            return Ok((0..MAX_THREADS).filter(|&i| signals::slot_parked(i)).collect());
         }
         for t in new {
             // slot = position in `assigned`; a thread gone before the signal keeps its slot
             if assigned.len() >= MAX_THREADS {
                 return Err(format!("more than {MAX_THREADS} threads"));
             }
-            SLOT_TID[assigned.len()].store(t, Ordering::Release);
+            crate::process::slots::set_slot_tid(assigned.len(), t);
             assigned.push(t);
             // SAFETY: tgkill to a thread of our own process (ESRCH if it already exited).
             unsafe { ckpt::sc!(libc::SYS_tgkill, pid, t, sig) };
         }
         // Wait until every signalled thread parked (threads that exited meanwhile drop out).
         loop {
-            let parked = PARKED.load(Ordering::Acquire);
+            let parked = signals::parked_count();
             let alive: Vec<i32> = assigned
                 .iter()
                 .copied()
@@ -94,7 +97,7 @@ pub fn freeze(me: i32) -> Result<Vec<usize>, String> {
                     FREEZE_TIMEOUT
                 ));
             }
-            sys::futex_wait(&PARKED, parked, Some(10));
+            signals::wait_parked(parked, 10);
         }
     }
 }

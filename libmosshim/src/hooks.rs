@@ -7,17 +7,15 @@
 //!   on them are recorded as its view (and the trigger's is chained, see signals.rs);
 //!   masks never block the freeze signal.
 
-use crate::signals::{
-    self, app_action, app_action_slot, set_app_action, FREEZE_SIG, REAL_PID, VPID,
-};
+use crate::signals::{app_action, app_action_slot, set_app_action};
+use crate::rt::user;
 use ckpt::sys::KSigAction;
-use core::sync::atomic::Ordering;
 
 
 fn to_real_pid(pid: libc::pid_t) -> libc::pid_t {
-    let v = VPID.load(Ordering::Relaxed);
+    let v = crate::identity::vpid();
     if v != 0 && pid == v {
-        REAL_PID.load(Ordering::Relaxed)
+        crate::identity::real_pid()
     } else {
         pid
     }
@@ -33,7 +31,7 @@ type Signal = unsafe extern "C" fn(i32, libc::sighandler_t) -> libc::sighandler_
 
 #[no_mangle]
 pub extern "C" fn getpid() -> libc::pid_t {
-    match VPID.load(Ordering::Relaxed) {
+    match crate::identity::vpid() {
         0 => ckpt::sys::getpid_real(),
         v => v,
     }
@@ -63,7 +61,7 @@ pub extern "C" fn raise(sig: i32) -> i32 {
     unsafe {
         ckpt::sc!(
             libc::SYS_tgkill,
-            REAL_PID.load(Ordering::Relaxed),
+            crate::identity::real_pid(),
             ckpt::sys::gettid(),
             sig
         ) as i32
@@ -78,7 +76,7 @@ pub unsafe extern "C" fn pthread_kill(th: libc::pthread_t, sig: i32) -> i32 {
             let r = unsafe {
                 ckpt::sc!(
                     libc::SYS_tgkill,
-                    REAL_PID.load(Ordering::Relaxed),
+                    crate::identity::real_pid(),
                     rtid,
                     sig
                 )
@@ -111,7 +109,7 @@ pub unsafe extern "C" fn syscall(
     a5: i64,
     a6: i64,
 ) -> i64 {
-    let v = VPID.load(Ordering::Relaxed);
+    let v = crate::identity::vpid();
     match nr {
         libc::SYS_gettid => return crate::tids::self_vtid() as i64,
         libc::SYS_getpid if v != 0 => return v as i64,
@@ -172,13 +170,16 @@ fn to_kernel(a: &libc::sigaction) -> KSigAction {
     }
 }
 
-fn from_kernel(k: &KSigAction, out: &mut libc::sigaction) {
-    // SAFETY: zeroing a plain C struct, then filling its fields.
-    unsafe { core::ptr::write_bytes(out as *mut libc::sigaction, 0, 1) };
+fn from_kernel(k: &KSigAction) -> libc::sigaction {
+    // SAFETY: an all-zero struct sigaction is a valid value (a plain C struct: no handler,
+    // no flags, an empty mask); its fields are filled below.
+    let mut out: libc::sigaction = unsafe { core::mem::zeroed() };
     out.sa_sigaction = k.handler as usize;
     out.sa_flags = k.flags as i32 & !(ckpt::sys::SA_RESTORER as i32);
-    // SAFETY: the first word of sa_mask holds signals 1..64.
+    // SAFETY: sa_mask is a glibc sigset_t (128 bytes) whose first 64-bit word holds
+    // signals 1..64; this writes that word of our own local struct.
     unsafe { *(&mut out.sa_mask as *mut libc::sigset_t as *mut u64) = k.mask };
+    out
 }
 
 #[no_mangle]
@@ -189,14 +190,13 @@ pub unsafe extern "C" fn sigaction(
 ) -> i32 {
     if let Some(i) = app_action_slot(sig) {
         let old = app_action(i);
-        // SAFETY: act/oact are null or valid per sigaction(2)'s contract.
-        unsafe {
-            if let Some(a) = act.as_ref() {
-                set_app_action(i, to_kernel(a));
-            }
-            if let Some(o) = oact.as_mut() {
-                from_kernel(&old, o);
-            }
+        // sigaction(2)'s contract: act and oact are null or point at a struct sigaction
+        // (oact writable)
+        if !act.is_null() {
+            set_app_action(i, to_kernel(&user::read::<libc::sigaction>(act as u64)));
+        }
+        if !oact.is_null() {
+            user::write::<libc::sigaction>(oact as u64, from_kernel(&old));
         }
         return 0;
     }
@@ -264,15 +264,16 @@ pub unsafe extern "C" fn sysv_signal(sig: i32, handler: libc::sighandler_t) -> l
 
 /// Copy of `set` without the freeze signal, if it contains it.
 fn without_freeze(set: *const libc::sigset_t, tmp: &mut libc::sigset_t) -> *const libc::sigset_t {
-    // SAFETY: set is null or a valid sigset_t.
-    let Some(s) = (unsafe { set.as_ref() }) else {
-        return set;
-    };
-    let bit = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed));
-    if set_word(s) & bit == 0 {
+    if set.is_null() {
         return set;
     }
-    *tmp = *s;
+    // the call's contract: a non-null set points at a sigset_t
+    let s = user::read::<libc::sigset_t>(set as u64);
+    let bit = ckpt::sys::sigbit(crate::signals::freeze_sig());
+    if set_word(&s) & bit == 0 {
+        return set;
+    }
+    *tmp = s;
     // SAFETY: first word of the sigset.
     unsafe { *(tmp as *mut libc::sigset_t as *mut u64) &= !bit };
     tmp
@@ -333,5 +334,3 @@ pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> i32 {
     }
 }
 
-#[allow(dead_code)]
-fn _keep(_: &signals::AppActions) {}

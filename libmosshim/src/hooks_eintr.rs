@@ -2,13 +2,12 @@
 //! SA_RESTART-able calls by itself (read, write, wait, ...), but sleeps, poll/select,
 //! epoll_wait, sem_wait, pause and sigsuspend return EINTR whenever any handler ran. A
 //! checkpoint must not be visible to the application, so when such a call fails with
-//! EINTR and a freeze happened meanwhile (`FREEZE_GEN` moved), it is resumed with what is
+//! EINTR and a freeze happened meanwhile (`signals::freeze_gen` moved), it is resumed with what is
 //! left of its timeout. (If an application signal arrived in the same instant, its EINTR
 //! is absorbed too: documented limitation.) In a restarted process the same path resumes
 //! the call the thread was blocked in when the image was taken.
 
-use crate::signals::FREEZE_GEN;
-use core::sync::atomic::Ordering;
+use crate::rt::user;
 
 
 type ClockNanosleep =
@@ -37,7 +36,7 @@ type Sleep = unsafe extern "C" fn(u32) -> u32;
 type Usleep = unsafe extern "C" fn(libc::useconds_t) -> i32;
 
 fn gen() -> u32 {
-    FREEZE_GEN.load(Ordering::Acquire)
+    crate::signals::freeze_gen()
 }
 
 fn interrupted_by_freeze(r: i32, g: u32) -> bool {
@@ -113,9 +112,9 @@ pub unsafe extern "C" fn clock_nanosleep(
         // clock_nanosleep returns the error number instead of setting errno
         if !(r == libc::EINTR && gen() != g) {
             if !rem.is_null() && r == libc::EINTR {
-                // SAFETY: clock_nanosleep's contract: a non-null rem (checked) points at a
-                // writable struct timespec.
-                unsafe { *rem = left };
+                // clock_nanosleep's contract: a non-null rem (checked) points at a writable
+                // struct timespec
+                user::write::<libc::timespec>(rem as u64, left);
             }
             return r;
         }
@@ -169,8 +168,8 @@ pub unsafe extern "C" fn ppoll(
 ) -> i32 {
     let f = real!(ppoll, Ppoll);
     let start = mono_ms();
-    // SAFETY: ts is null or valid.
-    let total = unsafe { ts.as_ref() }.map(|t| t.tv_sec * 1000 + t.tv_nsec / 1_000_000);
+    // ppoll's contract: ts is null or points at a struct timespec
+    let total = (!ts.is_null()).then(|| user::read::<libc::timespec>(ts as u64)).map(|t| t.tv_sec * 1000 + t.tv_nsec / 1_000_000);
     let mut cur = ts;
     let mut buf = libc::timespec {
         tv_sec: 0,
@@ -205,14 +204,9 @@ pub unsafe extern "C" fn select(
 ) -> i32 {
     let f = real!(select, Select);
     // The sets are in/out: keep the caller's copies to retry with.
-    // SAFETY: each pointer is null or a valid fd_set / timeval of the caller.
-    let (r0, w0, e0) = unsafe {
-        (
-            r.as_ref().copied(),
-            w.as_ref().copied(),
-            e.as_ref().copied(),
-        )
-    };
+    // select's contract: each set is null or points at a writable fd_set
+    let copy = |s: *mut libc::fd_set| (!s.is_null()).then(|| user::read::<libc::fd_set>(s as u64));
+    let (r0, w0, e0) = (copy(r), copy(w), copy(e));
     loop {
         let g = gen();
         // SAFETY: the caller's arguments; Linux updates *tv with the time left.
@@ -220,17 +214,15 @@ pub unsafe extern "C" fn select(
         if !interrupted_by_freeze(ret, g) {
             return ret;
         }
-        // SAFETY: restoring the caller's sets before retrying.
-        unsafe {
-            if let Some(s) = r0 {
-                *r = s;
-            }
-            if let Some(s) = w0 {
-                *w = s;
-            }
-            if let Some(s) = e0 {
-                *e = s;
-            }
+        // restoring the caller's sets before retrying
+        if let Some(s) = r0 {
+            user::write::<libc::fd_set>(r as u64, s);
+        }
+        if let Some(s) = w0 {
+            user::write::<libc::fd_set>(w as u64, s);
+        }
+        if let Some(s) = e0 {
+            user::write::<libc::fd_set>(e as u64, s);
         }
     }
 }

@@ -57,7 +57,6 @@ declare_reals!(
     write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64,
 );
 
-mod alloc;
 mod config;
 mod ctxasm;
 mod dump;
@@ -75,14 +74,14 @@ mod rawfs;
 mod register;
 mod restart;
 mod remote;
+mod rt;
 mod signals;
 mod state;
 mod tids;
 
-use core::sync::atomic::Ordering;
 
 #[global_allocator]
-static ALLOC: alloc::ShimAlloc = alloc::ShimAlloc;
+static ALLOC: rt::alloc::ShimAlloc = rt::alloc::ShimAlloc;
 
 #[used]
 #[link_section = ".init_array"]
@@ -92,8 +91,7 @@ extern "C" fn atfork_child() {
     // A forked child is a new process without a manager thread: it sees its own pid and
     // cannot be checkpointed (exec'd programs start their own shim).
     let pid = ckpt::sys::getpid_real();
-    signals::REAL_PID.store(pid, Ordering::Relaxed);
-    signals::VPID.store(pid, Ordering::Relaxed);
+    identity::set_pids(pid, pid);
     // the trigger's wake-up pipe is the parent's (see state::signals)
     state::atfork_child();
     for fd in remote::shim_fds() {
@@ -136,9 +134,8 @@ extern "C" fn mos_init() {
         return;
     }
     let pid = ckpt::sys::getpid_real();
-    signals::REAL_PID.store(pid, Ordering::Relaxed);
-    signals::VPID.store(pid, Ordering::Relaxed);
-    ctxasm::RESUMED_HOOK.store(state::threads::mos_thread_resumed as *const () as usize, Ordering::Release);
+    identity::set_pids(pid, pid);
+    ctxasm::set_resumed_hook(state::threads::mos_thread_resumed);
     let log_file = std::env::var(config::LOG_FILE).ok();
     let cwd = std::env::current_dir()
         .map(|p| p.to_string_lossy().into_owned())
@@ -147,37 +144,36 @@ extern "C" fn mos_init() {
         .ok()
         .filter(|d| !d.is_empty())
         .unwrap_or(cwd);
-    let _ = config::CONFIG.set(config::Config { ckpt_dir, log_file });
+    config::set(config::Config { ckpt_dir, log_file });
     // what the program's parent left open, before the shim opens anything of its own
     state::fds::note_inherited();
     state::fds::read_deleted_max();
     if let Ok(s) = std::env::var(config::CKPT_SIGNAL) {
         match signals::parse_signal(&s) {
             Some(sig) if sig != libc::SIGKILL && sig != libc::SIGSTOP && sig != config::SIG_CANCEL && sig != config::SIG_SETXID => {
-                signals::TRIGGER_SIG.store(sig, Ordering::Relaxed)
+                signals::set_trigger_sig(sig)
             }
             _ => log::log(&format!(
                 "MOS_CKPT_SIGNAL={s:?} is not a usable signal; using SIGUSR2"
             )),
         }
     }
-    if signals::TRIGGER_SIG.load(Ordering::Relaxed) == config::FREEZE_SIG_DEFAULT {
-        signals::FREEZE_SIG.store(config::FREEZE_SIG_ALT, Ordering::Relaxed);
+    if crate::signals::trigger_sig() == config::FREEZE_SIG_DEFAULT {
+        signals::set_freeze_sig(config::FREEZE_SIG_ALT);
     }
     // SAFETY: dlsym of glibc's exported rseq variables (absent before glibc 2.35).
     unsafe {
         let off = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr());
         let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr());
         if !off.is_null() && !size.is_null() {
-            signals::RSEQ_OFFSET.store(*(off as *const isize) as u64, Ordering::Relaxed);
-            signals::RSEQ_SIZE.store(*(size as *const u32), Ordering::Relaxed);
+            identity::set_rseq(*(off as *const isize) as u64, *(size as *const u32));
         }
     }
     // SAFETY: reserving the scratch area (never saved in an image).
     let scratch = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
-            alloc::SCRATCH_SIZE,
+            rt::alloc::SCRATCH_SIZE,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
@@ -188,7 +184,7 @@ extern "C" fn mos_init() {
         log::log("cannot reserve the scratch area; checkpointing disabled");
         return;
     }
-    alloc::SCRATCH.store(scratch as usize, Ordering::Relaxed);
+    rt::alloc::set_scratch_base(scratch as usize);
     process::fds::open_channels();
     tids::init();
     signals::install();
@@ -220,8 +216,8 @@ extern "C" fn mos_init() {
         Ok(_) => {
             // the program starts once the manager holds its own copies of the shim's fds
             let t0 = std::time::Instant::now();
-            while manager::DETACHED.load(Ordering::Acquire) == 0 && t0.elapsed() < std::time::Duration::from_secs(2) {
-                ckpt::sys::futex_wait(&manager::DETACHED, 0, Some(10));
+            while !manager::detached() && t0.elapsed() < std::time::Duration::from_secs(2) {
+                manager::wait_detached(10);
             }
             single_threaded_again();
         }
@@ -231,10 +227,10 @@ extern "C" fn mos_init() {
         remote::enable_thread();
     }
     if config::flag(config::RSYS_TCP) {
-        remote::LOCAL_OFF.store(true, Ordering::Relaxed);
+        remote::set_local_off();
     }
     if let Some(n) = std::env::var(config::RSYS_SPIN_US).ok().and_then(|v| v.parse().ok()) {
-        remote::SPIN_US.store(n, Ordering::Relaxed);
+        remote::set_spin_us(n);
     }
     if config::flag(config::SUD_SELFTEST) {
         remote::selftest_enable();

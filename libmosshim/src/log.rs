@@ -2,12 +2,9 @@
 //! never the application's stderr. Allocates and opens a file: never call it from a signal
 //! handler, the SIGSYS handler or the image-writer child's async-signal-safe paths.
 
-use crate::config::CONFIG;
-use crate::identity::VPID;
-use core::sync::atomic::Ordering;
 
 pub fn log(msg: &str) {
-    let Some(f) = CONFIG.get().and_then(|c| c.log_file.as_deref()) else {
+    let Some(f) = crate::config::get().and_then(|c| c.log_file.as_deref()) else {
         return;
     };
     use std::io::Write;
@@ -16,6 +13,6 @@ pub fn log(msg: &str) {
         .append(true)
         .open(f)
     {
-        let _ = writeln!(f, "mos[{}]: {msg}", VPID.load(Ordering::Relaxed));
+        let _ = writeln!(f, "mos[{}]: {msg}", crate::identity::vpid());
     }
 }

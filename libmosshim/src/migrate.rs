@@ -13,9 +13,7 @@
 //! The body restarted elsewhere finds the session in its memory and enters remote mode
 //! (`crate::remote`); its manager holds the control connection, on which signals arrive.
 
-use crate::process::fds::{CONTROL, STUB_CONN};
 use crate::remote;
-use crate::signals::{FREEZE_SIG, REAL_PID, TRIGGER_SIG, VPID};
 use core::sync::atomic::Ordering;
 use proto::Msg;
 use std::os::fd::RawFd;
@@ -158,7 +156,7 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     }
     let cwd = std::env::current_dir().map_err(|e| close(format!("cwd: {e}")))?;
     let msg = Msg::OpenSession {
-        pid: VPID.load(Ordering::Relaxed) as u32,
+        pid: crate::identity::vpid() as u32,
         cwd: proto::msg::OsBytes::from(cwd.as_path()),
         fds: fds.clone(),
     };
@@ -187,15 +185,16 @@ pub fn hand_off(sock: &str, internal: &[i32]) -> Result<(), String> {
     for &fd in &fds {
         remote::set_remote(fd as i64, true);
     }
-    STUB_CONN.store(s, Ordering::Release);
+    crate::process::fds::SHIM_FDS.stub_conn.set(s);
     Ok(())
 }
 
 /// Record the session (token, home shadow address) in memory: every image taken from now
 /// on carries it. Only while no other thread of the application runs.
 fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
-    // SAFETY: the caller guarantees no application thread runs (frozen, or start-up).
-    let sess = unsafe { &mut *remote::SESSION.0.get() };
+    // SAFETY: the caller guarantees no application thread runs (frozen, or start-up), so
+    // nothing reads the session while it is written.
+    let sess = unsafe { &mut *remote::session_mut() };
     sess.token.copy_from_slice(token);
     sess.addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -205,18 +204,18 @@ fn set_session(token: &[u8], v4: std::net::SocketAddrV4) {
     };
     sess.node = node_name();
     remote::forget_local();
-    remote::SESSION_SET.store(true, Ordering::Release);
+    remote::set_session_set(true);
 }
 
 /// The migration did not happen after all: forget the session (the shadowd drops it when
 /// the connection closes).
 pub fn undo_hand_off() {
-    let s = STUB_CONN.swap(-1, Ordering::AcqRel);
+    let s = crate::process::fds::SHIM_FDS.stub_conn.take();
     if s >= 0 {
         // SAFETY: closing our connection.
         unsafe { libc::close(s) };
     }
-    remote::SESSION_SET.store(false, Ordering::Release);
+    remote::set_session_set(false);
     for fd in 0..65536 {
         remote::set_remote(fd, false);
     }
@@ -225,8 +224,7 @@ pub fn undo_hand_off() {
 /// The address of the shadowd of the node this body runs on (for `WhereIsBody`): the
 /// starter puts `MOS_NODE_ADDR` in the restorer's environment, which records it.
 fn node_name() -> [u8; 32] {
-    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    let n = unsafe { (*crate::process::ctx::RESTART_INFO.0.get()).node_addr };
+    let n = crate::process::ctx::restart_info().node_addr;
     if n[0] != 0 {
         return n;
     }
@@ -264,44 +262,44 @@ pub fn start_remote(spec: &str) -> Result<(), String> {
     // SAFETY: opening /dev/null for placeholders.
     let p = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if p >= 0 {
-        remote::PLACEHOLDER.store(remote::internal_high_pub(p as i64) as i32, Ordering::Release);
+        remote::set_placeholder_src(remote::internal_high_pub(p as i64) as i32);
     }
-    remote::REMOTE.store(true, Ordering::Release);
+    remote::set_away();
     remote::install_handler();
     remote::strip_sigsys_from_handlers();
     let c = remote::connect(proto::rsys::KIND_CONTROL);
     if c < 0 {
         return Err(format!("cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
     }
-    CONTROL.store(c as i32, Ordering::Release);
+    crate::process::fds::SHIM_FDS.control.set(c as i32);
     Ok(())
 }
 
 /// Restart of an image taken for migration: become a remote body. Manager thread, all
 /// application threads resumed and waiting (they switched SUD on for themselves).
 pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
-    remote::REMOTE.store(true, Ordering::Release);
+    remote::set_away();
     remote::sigactions_changed();
-    remote::HOME_LOST.store(false, Ordering::Release);
-    remote::GEN.fetch_add(1, Ordering::AcqRel);
+    remote::set_home_lost(false);
+    remote::new_gen();
     remote::reset_internal();
     remote::forget_local();
     // SAFETY: every application thread is waiting; only the manager writes the session.
-    unsafe { (*remote::SESSION.0.get()).node = node_name() };
+    unsafe { (*remote::session_mut()).node = node_name() };
     // SAFETY: opening /dev/null for placeholders.
     let p = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if p >= 0 {
         let h = remote::internal_high_pub(p as i64);
-        remote::PLACEHOLDER.store(h as i32, Ordering::Release);
+        remote::set_placeholder_src(h as i32);
     }
     remote::install_handler();
     remote::strip_sigsys_from_handlers();
     let c = remote::connect(proto::rsys::KIND_CONTROL);
     if c < 0 {
         crate::log::log(&format!("remote: cannot reach the home shadow: {}", std::io::Error::from_raw_os_error(-c as i32)));
-        remote::HOME_LOST.store(true, Ordering::Release);
+        remote::set_home_lost(true);
     } else {
-        CONTROL.store(c as i32, Ordering::Release);
+        crate::process::fds::SHIM_FDS.control.set(c as i32);
     }
     remote::resync_channels();
     // epoll sets built at home: their home entries are the shim's to watch now
@@ -323,7 +321,7 @@ pub fn enter_remote(fds: &[ckpt::image::FdEntry]) {
 
 /// The manager saw the control connection readable.
 pub fn on_control() {
-    let c = CONTROL.load(Ordering::Acquire);
+    let c = crate::process::fds::SHIM_FDS.control.get();
     if c < 0 {
         return;
     }
@@ -374,34 +372,34 @@ fn deliver(sig: i32) {
     }
     let terminates = app.handler == libc::SIG_DFL as u64
         && !matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT | libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
-    if terminates && sig != FREEZE_SIG.load(Ordering::Relaxed) && sig != TRIGGER_SIG.load(Ordering::Relaxed) {
+    if terminates && sig != crate::signals::freeze_sig() && sig != crate::signals::trigger_sig() {
         // the stub dies the same death
         remote::report_exit(sig);
     }
     // SAFETY: a signal to our own process.
-    unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), sig) };
+    unsafe { libc::kill(crate::identity::real_pid(), sig) };
 }
 
 /// The home shadow is gone: forwarded calls fail with EIO and the body stops (its files
 /// are safe at home; nothing more is written).
 fn home_lost() {
-    remote::HOME_LOST.store(true, Ordering::Release);
-    let c = CONTROL.swap(-1, Ordering::AcqRel);
+    remote::set_home_lost(true);
+    let c = crate::process::fds::SHIM_FDS.control.take();
     if c >= 0 {
         // SAFETY: closing our connection.
         unsafe { libc::close(c) };
     }
-    if remote::EXITING.load(Ordering::Acquire) {
+    if remote::exiting() {
         return; // the stub has our exit status and is gone; we are exiting too
     }
     crate::log::log("remote: the connection to the home shadow is gone; forwarded calls now fail with EIO; stopping");
     // SAFETY: stopping our own process.
-    unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };
+    unsafe { libc::kill(crate::identity::real_pid(), libc::SIGSTOP) };
 }
 
 /// The body leaves this node (its image is safe and will run elsewhere).
 pub fn leaving() {
-    let c = CONTROL.load(Ordering::Acquire);
+    let c = crate::process::fds::SHIM_FDS.control.get();
     if c >= 0 {
         let b = proto::rsys::Ctl { what: proto::rsys::CTL_LEAVING, arg: 0 }.encode();
         // SAFETY: writing our record to our socket.
@@ -411,12 +409,12 @@ pub fn leaving() {
 
 /// Become the home stub: never returns. The application's threads stay frozen.
 pub fn run_stub() -> ! {
-    let s = STUB_CONN.load(Ordering::Acquire);
-    crate::log::log(&format!("pid {}: body migrated; this process is its home stub", VPID.load(Ordering::Relaxed)));
+    let s = crate::process::fds::SHIM_FDS.stub_conn.get();
+    crate::log::log(&format!("pid {}: body migrated; this process is its home stub", crate::identity::vpid()));
     // every signal stays pending for the signalfd (application threads are parked with
     // everything blocked; the manager blocks everything too)
     ckpt::sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!0), None);
-    let mine = ckpt::sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | ckpt::sys::sigbit(libc::SIGKILL) | ckpt::sys::sigbit(libc::SIGSTOP) | ckpt::sys::sigbit(libc::SIGCHLD);
+    let mine = ckpt::sys::sigbit(crate::signals::freeze_sig()) | ckpt::sys::sigbit(libc::SIGKILL) | ckpt::sys::sigbit(libc::SIGSTOP) | ckpt::sys::sigbit(libc::SIGCHLD);
     let set: u64 = !mine;
     // SAFETY: signalfd with an 8-byte mask.
     let sfd = unsafe { ckpt::sc!(libc::SYS_signalfd4, -1i64, &set as *const u64, 8, libc::SFD_CLOEXEC) } as i32;
@@ -452,7 +450,7 @@ pub fn run_stub() -> ! {
                 if matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
                     // the shell must see this process stop, as it would have
                     // SAFETY: stopping ourselves.
-                    unsafe { libc::kill(REAL_PID.load(Ordering::Relaxed), libc::SIGSTOP) };
+                    unsafe { libc::kill(crate::identity::real_pid(), libc::SIGSTOP) };
                 }
             }
         }
@@ -468,17 +466,17 @@ pub fn run_stub() -> ! {
                             let dfl = ckpt::sys::KSigAction::default();
                             ckpt::sys::rt_sigaction(sig, Some(&dfl), None);
                             ckpt::sys::rt_sigprocmask(libc::SIG_UNBLOCK, Some(ckpt::sys::sigbit(sig)), None);
-                            ckpt::sc!(libc::SYS_tgkill, REAL_PID.load(Ordering::Relaxed), ckpt::sys::gettid(), sig);
+                            ckpt::sc!(libc::SYS_tgkill, crate::identity::real_pid(), ckpt::sys::gettid(), sig);
                         }
                         finish(128 + sig, None);
                     }
                     finish(libc::WEXITSTATUS(status), None);
                 }
-                Ok(Some(Msg::BodyLost { reason })) => finish(255, Some(format!("process {}: {reason}", VPID.load(Ordering::Relaxed)))),
+                Ok(Some(Msg::BodyLost { reason })) => finish(255, Some(format!("process {}: {reason}", crate::identity::vpid()))),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => finish(
                     255,
-                    Some(format!("process {}: the home shadowd went away; its body can no longer be followed", VPID.load(Ordering::Relaxed))),
+                    Some(format!("process {}: the home shadowd went away; its body can no longer be followed", crate::identity::vpid())),
                 ),
             }
         }

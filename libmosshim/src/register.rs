@@ -6,8 +6,6 @@
 //! registers too. Without it, or without a shadowd there, nothing changes: the process
 //! runs as it would, at home.
 
-use crate::signals::REAL_PID;
-use core::sync::atomic::Ordering;
 use proto::Msg;
 
 /// How long the shadowd may take to answer (the manager waits; the program does not).
@@ -17,11 +15,11 @@ const ANSWER_MS: i32 = 2000;
 /// at start-up (a body restarted elsewhere is its home's, and never registers there).
 pub fn with_node() {
     let Some(sock) = std::env::var(crate::config::SHADOW_SOCK).ok().filter(|s| !s.is_empty()) else { return };
-    if crate::remote::REMOTE.load(Ordering::Acquire) {
+    if crate::remote::went_away() {
         return; // a batch job placed away from home: its home knows where it is
     }
     let no_migrate = crate::config::flag(crate::config::NO_MIGRATE);
-    let pid = REAL_PID.load(Ordering::Relaxed) as u32;
+    let pid = crate::identity::real_pid() as u32;
     match ask(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
         Ok(()) => {}
         Err(e) => crate::log::log(&format!("not registered for load balancing: {e}")),

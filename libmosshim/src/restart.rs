@@ -4,44 +4,33 @@
 //! every restored thread first re-establishes its own kernel state in
 //! `state::threads::mos_thread_resumed` (raw system calls only: no allocation, no locks).
 
-use crate::freeze::{release_threads, NTHREADS};
+use crate::freeze::release_threads;
 use crate::log::log;
-use crate::process::ctx::RESTART_INFO;
 use crate::process::fds::{detach_fd_table, open_channels};
-use crate::signals::*;
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 /// Restart path of the manager: every thread is back; clean up and let them go.
 pub fn restarted(meta: &ckpt::image::ImageMeta) {
     // the restorer made this thread share the application's table again (until the end)
-    crate::remote::MANAGER_OWN_TABLE_TID.store(0, Ordering::Relaxed);
-    // SAFETY: the restorer wrote RESTART_INFO before any thread ran.
-    let info = unsafe { *RESTART_INFO.0.get() };
-    REAL_PID.store(
-        if info.pid > 0 {
-            info.pid as i32
-        } else {
-            sys::getpid_real()
-        },
-        Ordering::Release,
-    );
-    let n = NTHREADS.load(Ordering::Acquire);
+    crate::process::fds::SHIM_FDS.manager_shares_table();
+    let info = crate::process::ctx::restart_info();
+    crate::identity::set_real_pid(if info.pid > 0 { info.pid as i32 } else { sys::getpid_real() });
+    let n = crate::freeze::nthreads();
     loop {
-        let k = RESUMED_COUNT.load(Ordering::Acquire);
+        let k = crate::signals::resumed_count();
         if k >= n {
             break;
         }
-        sys::futex_wait(&RESUMED_COUNT, k, Some(10));
+        crate::signals::wait_resumed(k, 10);
     }
     for r in &info.ranges[..info.nranges as usize] {
         // SAFETY: these were the restorer's own mappings; no thread runs there any more.
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
     open_channels();
-    crate::process::fds::CONTROL.store(-1, Ordering::Release);
-    crate::process::fds::STUB_CONN.store(-1, Ordering::Release);
-    if crate::remote::SESSION_SET.load(Ordering::Acquire) {
+    crate::process::fds::SHIM_FDS.control.set(-1);
+    crate::process::fds::SHIM_FDS.stub_conn.set(-1);
+    if crate::remote::session_set() {
         crate::migrate::enter_remote(&meta.fds);
     }
     // pending signals raised again, then POSIX timers recreated (see crate::state)
@@ -50,6 +39,6 @@ pub fn restarted(meta: &ckpt::image::ImageMeta) {
     detach_fd_table(&crate::remote::shim_fds());
     log(&format!(
         "restarted as pid {}",
-        REAL_PID.load(Ordering::Relaxed)
+        crate::identity::real_pid()
     ));
 }

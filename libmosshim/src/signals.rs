@@ -10,24 +10,47 @@
 //! `state/signals.rs`'s.
 
 use crate::ctxasm;
-pub use crate::identity::{REAL_PID, RSEQ_OFFSET, RSEQ_SIZE, VPID};
-pub use crate::process::fds::TRIGGER_FD;
-pub use crate::process::slots::{slot_ptr, MAX_THREADS, SLOT_TID};
+pub use crate::process::slots::{slot_ptr, MAX_THREADS};
 use ckpt::ctx::{ThreadCtx, RESUMED};
 use ckpt::sys::{self, KSigAction};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
-pub static TRIGGER_SIG: AtomicI32 = AtomicI32::new(libc::SIGUSR2);
-pub static FREEZE_SIG: AtomicI32 = AtomicI32::new(crate::config::FREEZE_SIG_DEFAULT);
+/// The shim's two signals: the checkpoint trigger and the private freeze signal (both
+/// set once at start-up, before any handler is installed).
+struct ShimSignals {
+    trigger: AtomicI32,
+    freeze: AtomicI32,
+}
+static SHIM_SIGNALS: ShimSignals =
+    ShimSignals { trigger: AtomicI32::new(libc::SIGUSR2), freeze: AtomicI32::new(crate::config::FREEZE_SIG_DEFAULT) };
 
+/// The checkpoint trigger signal (SIGUSR2, or `MOS_CKPT_SIGNAL`).
+pub fn trigger_sig() -> i32 {
+    SHIM_SIGNALS.trigger.load(Ordering::Relaxed)
+}
+
+/// The private freeze signal that parks a thread for a checkpoint.
+pub fn freeze_sig() -> i32 {
+    SHIM_SIGNALS.freeze.load(Ordering::Relaxed)
+}
+
+/// Start-up: the trigger signal `MOS_CKPT_SIGNAL` names.
+pub fn set_trigger_sig(sig: i32) {
+    SHIM_SIGNALS.trigger.store(sig, Ordering::Relaxed);
+}
+
+/// Start-up: the freeze signal when the trigger took the default one.
+pub fn set_freeze_sig(sig: i32) {
+    SHIM_SIGNALS.freeze.store(sig, Ordering::Relaxed);
+}
 
 /// The application's view of the trigger and freeze signals' dispositions.
-pub struct AppActions(UnsafeCell<[KSigAction; 2]>);
+struct AppActions(UnsafeCell<[KSigAction; 2]>);
 // SAFETY: written only by the sigaction hooks (application code, rare) and read by the
 // trigger handler; a torn read can only mix two dispositions the app itself installed.
 unsafe impl Sync for AppActions {}
-pub static APP_ACTION: AppActions = AppActions(UnsafeCell::new(
+static APP_ACTION: AppActions = AppActions(UnsafeCell::new(
     [KSigAction {
         handler: 0,
         flags: 0,
@@ -37,9 +60,9 @@ pub static APP_ACTION: AppActions = AppActions(UnsafeCell::new(
 ));
 
 pub fn app_action_slot(sig: i32) -> Option<usize> {
-    if sig == TRIGGER_SIG.load(Ordering::Relaxed) {
+    if sig == trigger_sig() {
         Some(0)
-    } else if sig == FREEZE_SIG.load(Ordering::Relaxed) {
+    } else if sig == freeze_sig() {
         Some(1)
     } else {
         None
@@ -58,38 +81,108 @@ pub fn set_app_action(i: usize, a: KSigAction) {
 
 // ---- thread parking ----
 
-/// bumped at the start of every freeze: blocking calls that a freeze interrupted with
-/// EINTR are resumed by the hooks in `hooks_eintr.rs`
-pub static FREEZE_GEN: AtomicU32 = AtomicU32::new(0);
-/// number of threads parked in this checkpoint (manager waits on it)
-pub static PARKED: AtomicU32 = AtomicU32::new(0);
-/// true while the manager is stopping threads (until it releases them)
-pub static FREEZING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-/// bumped by the manager to release parked threads
-pub static RELEASE: AtomicU32 = AtomicU32::new(0);
-/// number of threads that finished `mos_thread_resumed` after a restart
-pub static RESUMED_COUNT: AtomicU32 = AtomicU32::new(0);
+/// The parking of the application's threads for a checkpoint, between the manager (which
+/// starts a freeze, waits for the threads, releases them) and the freeze handler (where
+/// each thread parks), and their resumption after a restart.
+struct Parking {
+    /// bumped at the start of every freeze: blocking calls that a freeze interrupted with
+    /// EINTR are resumed by the hooks in `hooks_eintr.rs`
+    gen: AtomicU32,
+    /// number of threads parked in this checkpoint (manager waits on it)
+    parked: AtomicU32,
+    /// true while the manager is stopping threads (until it releases them)
+    freezing: AtomicBool,
+    /// bumped by the manager to release parked threads
+    release: AtomicU32,
+    /// number of threads that finished `mos_thread_resumed` after a restart
+    resumed: AtomicU32,
+    /// set by a thread when it parked in the current checkpoint
+    slot_parked: [AtomicU32; MAX_THREADS],
+}
+static PARKING: Parking = Parking {
+    gen: AtomicU32::new(0),
+    parked: AtomicU32::new(0),
+    freezing: AtomicBool::new(false),
+    release: AtomicU32::new(0),
+    resumed: AtomicU32::new(0),
+    slot_parked: [const { AtomicU32::new(0) }; MAX_THREADS],
+};
 
-/// set by a thread when it parked in the current checkpoint
-pub static SLOT_PARKED: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(0) }; MAX_THREADS];
+/// The freeze generation (bumped at the start of every freeze).
+pub fn freeze_gen() -> u32 {
+    PARKING.gen.load(Ordering::Acquire)
+}
+
+/// The manager starts a freeze: no slot parked yet, a new generation, and the freeze
+/// signal counts as ours until [`release_parked`].
+pub fn start_freeze() {
+    for p in PARKING.slot_parked.iter() {
+        p.store(0, Ordering::Relaxed);
+    }
+    PARKING.parked.store(0, Ordering::Release);
+    PARKING.gen.fetch_add(1, Ordering::AcqRel);
+    PARKING.freezing.store(true, Ordering::Release);
+}
+
+/// The manager lets the parked threads go on.
+pub fn release_parked() {
+    PARKING.freezing.store(false, Ordering::Release);
+    PARKING.release.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&PARKING.release);
+}
+
+/// The release generation a parked or resumed thread waits to see move.
+pub fn release_gen() -> u32 {
+    PARKING.release.load(Ordering::Acquire)
+}
+
+/// How many threads parked in this freeze.
+pub fn parked_count() -> u32 {
+    PARKING.parked.load(Ordering::Acquire)
+}
+
+/// Wait (at most `ms`) for the parked count to move from `seen`.
+pub fn wait_parked(seen: u32, ms: u64) {
+    sys::futex_wait(&PARKING.parked, seen, Some(ms));
+}
+
+/// Whether the thread of slot `i` parked in this freeze.
+pub fn slot_parked(i: usize) -> bool {
+    PARKING.slot_parked[i].load(Ordering::Acquire) == 1
+}
+
+/// How many threads finished `mos_thread_resumed` since [`reset_resumed`].
+pub fn resumed_count() -> u32 {
+    PARKING.resumed.load(Ordering::Acquire)
+}
+
+/// Wait (at most `ms`) for the resumed count to move from `seen`.
+pub fn wait_resumed(seen: u32, ms: u64) {
+    sys::futex_wait(&PARKING.resumed, seen, Some(ms));
+}
+
+/// Before an image is written: no thread resumed from it yet.
+pub fn reset_resumed() {
+    PARKING.resumed.store(0, Ordering::Release);
+}
 
 extern "C" fn park_wait(ctx: *mut ThreadCtx) {
-    let gen = RELEASE.load(Ordering::Acquire);
+    let gen = PARKING.release.load(Ordering::Acquire);
     let i = (ctx as usize - slot_ptr(0) as usize) / core::mem::size_of::<ThreadCtx>();
-    SLOT_PARKED[i].store(1, Ordering::Release);
-    PARKED.fetch_add(1, Ordering::AcqRel);
-    sys::futex_wake(&PARKED);
-    while RELEASE.load(Ordering::Acquire) == gen {
-        sys::futex_wait(&RELEASE, gen, None);
+    PARKING.slot_parked[i].store(1, Ordering::Release);
+    PARKING.parked.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&PARKING.parked);
+    while PARKING.release.load(Ordering::Acquire) == gen {
+        sys::futex_wait(&PARKING.release, gen, None);
     }
 }
 
 /// Wait for the manager's release after a restart (called from mos_thread_resumed).
 pub fn resumed_wait(gen: u32) {
-    RESUMED_COUNT.fetch_add(1, Ordering::AcqRel);
-    sys::futex_wake(&RESUMED_COUNT);
-    while RELEASE.load(Ordering::Acquire) == gen {
-        sys::futex_wait(&RELEASE, gen, None);
+    PARKING.resumed.fetch_add(1, Ordering::AcqRel);
+    sys::futex_wake(&PARKING.resumed);
+    while PARKING.release.load(Ordering::Acquire) == gen {
+        sys::futex_wait(&PARKING.release, gen, None);
     }
 }
 
@@ -100,12 +193,12 @@ extern "C" fn freeze_handler(_sig: i32, _info: *mut libc::siginfo_t, _uc: *mut l
     // anything else is the application's own use of this signal number.
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let (code, pid) = unsafe { ((*_info).si_code, (*_info).si_pid()) };
-    let ours = FREEZING.load(Ordering::Acquire) && code == libc::SI_TKILL && pid == REAL_PID.load(Ordering::Relaxed);
-    let slot = if ours { SLOT_TID.iter().position(|t| t.load(Ordering::Acquire) == tid) } else { None };
+    let ours = PARKING.freezing.load(Ordering::Acquire) && code == libc::SI_TKILL && pid == crate::identity::real_pid();
+    let slot = if ours { crate::process::slots::slot_of_tid(tid) } else { None };
     // A freeze signal that arrives late (a thread that was blocking it when a freeze
     // gave up) must neither park nor kill: only a handler the application installed
     // gets signals we did not send during a freeze.
-    let late_own = code == libc::SI_TKILL && pid == REAL_PID.load(Ordering::Relaxed);
+    let late_own = code == libc::SI_TKILL && pid == crate::identity::real_pid();
     if slot.is_none() && !(late_own && app_action(1).handler as usize == libc::SIG_DFL) {
         deliver_to_app(1, _sig, _info, _uc);
     }
@@ -126,9 +219,9 @@ extern "C" fn trigger_handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut lib
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
     let external = (code == libc::SI_USER || code == libc::SI_QUEUE)
-        && pid != REAL_PID.load(Ordering::Relaxed);
+        && pid != crate::identity::real_pid();
     if external {
-        let fd = TRIGGER_FD.load(Ordering::Relaxed);
+        let fd = crate::process::fds::SHIM_FDS.trigger.get();
         if fd >= 0 {
             let b = 1u8;
             // SAFETY: one-byte write to our non-blocking pipe.
@@ -196,14 +289,14 @@ pub fn install() {
     };
     let mut old = KSigAction::default();
     sys::rt_sigaction(
-        TRIGGER_SIG.load(Ordering::Relaxed),
+        trigger_sig(),
         Some(&trig),
         Some(&mut old),
     );
     set_app_action(0, old);
     let mut old = KSigAction::default();
     sys::rt_sigaction(
-        FREEZE_SIG.load(Ordering::Relaxed),
+        freeze_sig(),
         Some(&frz),
         Some(&mut old),
     );

@@ -8,7 +8,6 @@
 //! of the current incarnation (written by the restorer) and the thread still carries the
 //! virtual tid (a new thread reusing the same `struct pthread` does not).
 
-use crate::identity::{REAL_PID, VPID};
 use crate::process::slots::{slot_ptr, MAX_THREADS};
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
@@ -29,11 +28,10 @@ const E: Entry = Entry {
 static TABLE: [Entry; MAX_THREADS + 1] = [E; MAX_THREADS + 1];
 
 /// Offset of glibc's `pthread->tid` from `pthread_self()`, learned at start-up.
-pub static TID_OFF: AtomicI64 = AtomicI64::new(-1);
+static TID_OFF: AtomicI64 = AtomicI64::new(-1);
 
 fn generation() -> i64 {
-    // SAFETY: RESTART_INFO is written by the restorer before any thread runs.
-    unsafe { (*crate::process::ctx::RESTART_INFO.0.get()).pid }
+    crate::process::ctx::restart_pid()
 }
 
 /// Called by each restored thread (see `mos_thread_resumed`).
@@ -69,8 +67,8 @@ pub fn to_real(vtid: i32) -> i32 {
     if gen == 0 {
         return vtid;
     }
-    if vtid == VPID.load(Ordering::Relaxed) {
-        return REAL_PID.load(Ordering::Relaxed);
+    if vtid == crate::identity::vpid() {
+        return crate::identity::real_pid();
     }
     TABLE
         .iter()

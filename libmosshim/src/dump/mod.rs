@@ -11,7 +11,7 @@
 
 use crate::state::{self, link, read_str};
 use ckpt::image::*;
-use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 use std::ffi::CString;
 
 pub mod live;
@@ -35,7 +35,18 @@ pub struct Plan {
     pub live: Option<live::LivePlan>,
 }
 
-pub static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());
+/// The plan the manager made for the image writer's child (which reads it after the fork).
+static PLAN: AtomicPtr<Plan> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The manager's plan for the next image writer.
+pub fn set_plan(p: *mut Plan) {
+    PLAN.store(p, Ordering::Release);
+}
+
+/// The plan the manager made (in the writer's child: its copy of the manager's).
+pub fn plan() -> *mut Plan {
+    PLAN.load(Ordering::Acquire)
+}
 
 /// Process-wide kernel state, fds included. Errors name what cannot be checkpointed.
 pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {

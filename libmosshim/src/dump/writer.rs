@@ -1,27 +1,26 @@
 //! The image writer: runs in the raw-forked child on the scratch stack, reads the child's
 //! own (= the snapshot's) mappings and writes or streams the image, optionally hashing in
-//! a second process. It allocates only from the scratch area (`alloc::enter_child_mode`)
+//! a second process. It allocates only from the scratch area (`rt::alloc::enter_child_mode`)
 //! and never writes to memory that is part of the snapshot: keep it that way.
 
-use super::{Plan, PLAN};
-use crate::alloc;
+use super::Plan;
+use crate::rt::alloc;
 use crate::state::memory::is_shared_anon;
 use crate::state::read_str;
 use ckpt::image::*;
-use core::sync::atomic::Ordering;
 
 /// Entry point of the writer child (on the scratch stack). Never returns.
 pub extern "C" fn writer_child_main() -> ! {
     alloc::enter_child_mode();
     // The kernel keeps updating the rseq area (in the snapshot's memory) of the thread
     // that forked us: stop it before reading memory.
-    // SAFETY: MANAGER_CTX was filled by the manager just before the fork.
-    let mc = unsafe { &*crate::process::ctx::MANAGER_CTX.0.get() };
+    // SAFETY: the manager's saved context was filled by the manager just before the fork.
+    let mc = unsafe { &*crate::process::ctx::manager_ctx() };
     if mc.rseq_addr != 0 {
         // SAFETY: unregistering the area inherited from the manager thread (flag 1 = UNREGISTER).
         unsafe { ckpt::sc!(libc::SYS_rseq, mc.rseq_addr, mc.rseq_len, 1, mc.rseq_sig) };
     }
-    let plan = PLAN.load(Ordering::Acquire);
+    let plan = super::plan();
     // SAFETY: the manager set PLAN to a live Plan before forking; the child has a copy.
     let plan = unsafe { &*plan };
     let (code, msg) = match write_image(plan) {

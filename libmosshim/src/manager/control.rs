@@ -9,7 +9,6 @@ use crate::log::log;
 use crate::remote::shim_fds as internal_fds;
 use ckpt::control::{CkptReply, CkptRequest, MAX_MSG};
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 fn peer_uid(c: i32) -> Option<u32> {
     // SAFETY: ucred is plain data; getsockopt fills it.
@@ -112,11 +111,11 @@ pub(super) fn serve(c: i32) {
         sink = -1;
     }
     let migrating = req.migrate.is_some();
-    let was_remote = crate::remote::REMOTE.load(Ordering::Acquire);
+    let was_remote = crate::remote::went_away();
     let exit = req.exit || migrating || req.stream;
-    crate::state::fds::STRICT.store(req.strict, Ordering::Relaxed);
+    crate::state::fds::set_strict(req.strict);
     let outcome = checkpoint(req.out, exit, req.migrate, sink, req.live && req.stream);
-    crate::state::fds::STRICT.store(false, Ordering::Relaxed);
+    crate::state::fds::set_strict(false);
     match outcome {
         // The connection belongs to the process that took the image; in the restored
         // process that fd number means nothing: forget it.

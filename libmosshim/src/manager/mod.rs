@@ -6,16 +6,13 @@
 //! fds and the restorer's hand-over `process/`; nothing imports this module but `lib.rs`.
 //! Here: the manager's loop and taking a checkpoint; `control.rs` serves the control socket.
 
-use crate::config::CONFIG;
 use crate::ctxasm;
 use crate::dump::{self, Plan};
-use crate::freeze::{freeze, release_threads, NTHREADS};
+use crate::freeze::{freeze, release_threads};
 use crate::log::log;
-use crate::process::ctx::{MANAGER_CTX, RESTART_INFO};
-use crate::process::fds::{detach_fd_table, high, CONN, LISTEN, TRIG_R};
+use crate::process::fds::{detach_fd_table, high};
 use crate::remote::shim_fds as internal_fds;
 use crate::restart::restarted;
-use crate::signals::*;
 use ckpt::ctx::RESUMED;
 use ckpt::sys;
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -31,7 +28,17 @@ static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
 
 /// Set once the manager has its own fd table (start-up waits for it, so that the
 /// application cannot close the shim's descriptors before the manager holds copies).
-pub static DETACHED: AtomicU32 = AtomicU32::new(0);
+static DETACHED: AtomicU32 = AtomicU32::new(0);
+
+/// Does the manager hold its own fd table yet?
+pub fn detached() -> bool {
+    DETACHED.load(Ordering::Acquire) != 0
+}
+
+/// Wait (at most `ms`) for the manager to hold its own fd table.
+pub fn wait_detached(ms: u64) {
+    sys::futex_wait(&DETACHED, 0, Some(ms));
+}
 
 pub fn run() {
     detach_fd_table(&crate::remote::shim_fds());
@@ -39,23 +46,23 @@ pub fn run() {
     sys::futex_wake(&DETACHED);
     // The manager only ever takes the trigger signal (so a process-directed request
     // reaches it even when the application blocks it everywhere).
-    let trig = TRIGGER_SIG.load(Ordering::Relaxed);
+    let trig = crate::signals::trigger_sig();
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(!sys::sigbit(trig)), None);
     crate::register::with_node();
     loop {
         let mut pfd = [
             libc::pollfd {
-                fd: TRIG_R.load(Ordering::Acquire),
+                fd: crate::process::fds::SHIM_FDS.trig_r.get(),
                 events: libc::POLLIN,
                 revents: 0,
             },
             libc::pollfd {
-                fd: LISTEN.load(Ordering::Acquire),
+                fd: crate::process::fds::SHIM_FDS.listen.get(),
                 events: libc::POLLIN,
                 revents: 0,
             },
             libc::pollfd {
-                fd: crate::process::fds::CONTROL.load(Ordering::Acquire),
+                fd: crate::process::fds::SHIM_FDS.control.get(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -75,8 +82,8 @@ pub fn run() {
         // The application closed or replaced our descriptors (closefrom-style daemons):
         // stop watching them rather than spin; `mos ckpt` then reports "not under the shim".
         if pfd[0].revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
-            TRIG_R.store(-1, Ordering::Release);
-            TRIGGER_FD.store(-1, Ordering::Release);
+            crate::process::fds::SHIM_FDS.trig_r.set(-1);
+            crate::process::fds::SHIM_FDS.trigger.set(-1);
         }
         if pfd[2].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             crate::migrate::on_control();
@@ -103,12 +110,12 @@ pub fn run() {
             };
             if c >= 0 {
                 let c = high(c);
-                CONN.store(c, Ordering::Release);
+                crate::process::fds::SHIM_FDS.conn.set(c);
                 serve(c);
-                CONN.store(-1, Ordering::Release);
+                crate::process::fds::SHIM_FDS.conn.set(-1);
             }
         } else if pfd[1].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-            LISTEN.store(-1, Ordering::Release);
+            crate::process::fds::SHIM_FDS.listen.set(-1);
         }
     }
 }
@@ -129,11 +136,10 @@ enum Outcome {
 }
 
 fn default_path(comm: &str) -> String {
-    let dir = CONFIG
-        .get()
+    let dir = crate::config::get()
         .map(|c| c.ckpt_dir.clone())
         .unwrap_or_else(|| ".".into());
-    format!("{dir}/{comm}.{}.mosimg", VPID.load(Ordering::Relaxed))
+    format!("{dir}/{comm}.{}.mosimg", crate::identity::vpid())
 }
 
 struct Defer<F: FnMut()>(F);
@@ -163,8 +169,8 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i3
     reap(true);
     let tc = Instant::now();
     let rounds = if live {
-        let scratch = crate::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
-        match crate::precopy::copy_rounds(sink, (scratch, scratch + crate::alloc::SCRATCH_SIZE as u64)) {
+        let scratch = crate::rt::alloc::scratch_base() as u64;
+        match crate::precopy::copy_rounds(sink, (scratch, scratch + crate::rt::alloc::SCRATCH_SIZE as u64)) {
             Ok(r) => Some(r),
             Err(e) => {
                 close_sink(sink);
@@ -206,7 +212,7 @@ fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink
         }
     };
     // a migration from home: the files go home first (the image marks them remote)
-    let handed = migrate.is_some() && !crate::remote::REMOTE.load(Ordering::Acquire);
+    let handed = migrate.is_some() && !crate::remote::went_away();
     if let Some(sock) = migrate.as_deref().filter(|_| handed) {
         if let Err(e) = crate::migrate::hand_off(sock, &internal_fds()) {
             release_threads();
@@ -245,16 +251,16 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
         }
     };
     let plan = Box::new(plan);
-    dump::PLAN.store(&*plan as *const Plan as *mut Plan, Ordering::Release);
-    NTHREADS.store(n, Ordering::Release);
-    RESUMED_COUNT.store(0, Ordering::Release);
-    let top = crate::alloc::SCRATCH.load(Ordering::Relaxed) + crate::alloc::SCRATCH_SIZE;
-    // SAFETY: MANAGER_CTX is ours; the child runs dump::writer_child_main on the scratch stack.
-    let child = unsafe { ctxasm::mos_ctx_fork(MANAGER_CTX.0.get(), dump::writer_child_main, top) };
+    dump::set_plan(&*plan as *const Plan as *mut Plan);
+    crate::freeze::set_nthreads(n);
+    crate::signals::reset_resumed();
+    let top = crate::rt::alloc::scratch_base() + crate::rt::alloc::SCRATCH_SIZE;
+    // SAFETY: the manager's saved context is ours; the child runs dump::writer_child_main on the scratch stack.
+    let child = unsafe { ctxasm::mos_ctx_fork(crate::process::ctx::manager_ctx(), dump::writer_child_main, top) };
     if child as u64 == RESUMED {
         // We are the restored process: `rfd`, the copies and a live migration's write
         // tracker belong to the old one.
-        crate::state::dirty::UFFD.store(-1, Ordering::Release);
+        crate::state::dirty::forget_tracker();
         restarted(&plan.meta);
         core::mem::forget(plan);
         return Outcome::Restarted;
@@ -350,12 +356,12 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
         return Err("the process has child processes; processes with children cannot be checkpointed yet (only single processes, with any number of threads)".into());
     }
     let mut internal = internal_fds();
-    internal.push(crate::state::dirty::UFFD.load(Ordering::Acquire));
+    internal.push(crate::state::dirty::tracker_fd());
     let mut meta = dump::capture_process(&internal)?;
-    meta.vpid = VPID.load(Ordering::Relaxed);
+    meta.vpid = crate::identity::vpid();
     crate::state::threads::capture_threads(&mut meta, me, slots)?;
     meta.resume_entry = ctxasm::mos_ctx_resume_entry as *const () as u64;
-    meta.restart_info = RESTART_INFO.0.get() as u64;
+    meta.restart_info = crate::process::ctx::restart_info_ptr() as u64;
     let dest = out.unwrap_or_else(|| default_path(&meta.comm));
     let (dir, name) = match dest.rsplit_once('/') {
         Some((d, n)) => (
@@ -371,14 +377,14 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
     if name.is_empty() {
         return Err(format!("image path {dest} names a directory"));
     }
-    let tmp = format!("{dir}/.{name}.tmp.{}", REAL_PID.load(Ordering::Relaxed));
+    let tmp = format!("{dir}/.{name}.tmp.{}", crate::identity::real_pid());
     let cs = |s: &str| CString::new(s).map_err(|_| format!("path contains NUL: {s:?}"));
     let mut p = [0i32; 2];
     // SAFETY: pipe2 fills p.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
-    let base = crate::alloc::SCRATCH.load(Ordering::Relaxed) as u64;
+    let base = crate::rt::alloc::scratch_base() as u64;
     let plan = Plan {
         meta,
         tmp: cs(&tmp)?,
@@ -386,9 +392,9 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
         dir: cs(&dir)?,
         result_fd: p[1],
         sink,
-        scratch: (base, base + crate::alloc::SCRATCH_SIZE as u64),
+        scratch: (base, base + crate::rt::alloc::SCRATCH_SIZE as u64),
         shared: crate::state::memory::copy_shared()?,
-        live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: REAL_PID.load(Ordering::Relaxed) }),
+        live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: crate::identity::real_pid() }),
     };
     Ok((plan, p[0]))
 }

@@ -5,24 +5,68 @@
 
 use crate::log::log;
 use crate::rawfs;
-use crate::identity::REAL_PID;
 use ckpt::control::socket_name;
 use ckpt::sys;
 use core::sync::atomic::{AtomicI32, Ordering};
 
-pub static TRIG_R: AtomicI32 = AtomicI32::new(-1);
-/// write end of the manager's wake-up pipe (the trigger handler writes it)
-pub static TRIGGER_FD: AtomicI32 = AtomicI32::new(-1);
-/// The thread that runs on a private fd table (the manager), if any: remote mode's
-/// handler must reach the application's fds from elsewhere on it.
-pub static MANAGER_OWN_TABLE_TID: AtomicI32 = AtomicI32::new(0);
-pub static LISTEN: AtomicI32 = AtomicI32::new(-1);
-/// the control connection being served, if any
-pub static CONN: AtomicI32 = AtomicI32::new(-1);
-/// The body's control connection to the home shadow (remote mode).
-pub static CONTROL: AtomicI32 = AtomicI32::new(-1);
-/// The stub's connection to the home shadowd (home, after its body left).
-pub static STUB_CONN: AtomicI32 = AtomicI32::new(-1);
+/// One of the shim's own descriptors (-1: none).
+pub struct ShimFd(AtomicI32);
+
+impl ShimFd {
+    const fn none() -> Self {
+        ShimFd(AtomicI32::new(-1))
+    }
+    /// The descriptor (-1: none).
+    pub fn get(&self) -> i32 {
+        self.0.load(Ordering::Acquire)
+    }
+    pub fn set(&self, fd: i32) {
+        self.0.store(fd, Ordering::Release)
+    }
+    /// The descriptor, leaving none in its place.
+    pub fn take(&self) -> i32 {
+        self.0.swap(-1, Ordering::AcqRel)
+    }
+}
+
+/// The shim's own descriptors held here (the remote mode's connections are remote's).
+pub struct ShimFds {
+    /// read end of the manager's wake-up pipe
+    pub trig_r: ShimFd,
+    /// write end of the manager's wake-up pipe (the trigger handler writes it)
+    pub trigger: ShimFd,
+    /// the manager's control socket (listening)
+    pub listen: ShimFd,
+    /// the control connection being served, if any
+    pub conn: ShimFd,
+    /// the body's control connection to the home shadow (remote mode)
+    pub control: ShimFd,
+    /// the stub's connection to the home shadowd (home, after its body left)
+    pub stub_conn: ShimFd,
+    /// the thread that runs on a private fd table (the manager), if any: remote mode's
+    /// handler must reach the application's fds from elsewhere on it
+    manager_own_table_tid: AtomicI32,
+}
+pub static SHIM_FDS: ShimFds = ShimFds {
+    trig_r: ShimFd::none(),
+    trigger: ShimFd::none(),
+    listen: ShimFd::none(),
+    conn: ShimFd::none(),
+    control: ShimFd::none(),
+    stub_conn: ShimFd::none(),
+    manager_own_table_tid: AtomicI32::new(0),
+};
+
+impl ShimFds {
+    /// The tid of the thread on a private fd table (the manager), 0 if none.
+    pub fn manager_own_table_tid(&self) -> i32 {
+        self.manager_own_table_tid.load(Ordering::Relaxed)
+    }
+    /// The manager shares the application's fd table again (a restart).
+    pub fn manager_shares_table(&self) {
+        self.manager_own_table_tid.store(0, Ordering::Relaxed)
+    }
+}
 
 /// lowest fd number for the shim's own descriptors, away from the application's
 const HIGH_FD: i32 = 800;
@@ -55,13 +99,10 @@ pub fn open_channels() {
     let mut p = [0i32; 2];
     // SAFETY: pipe2 fills p.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
-        TRIG_R.store(high(p[0]), Ordering::Release);
-        TRIGGER_FD.store(high(p[1]), Ordering::Release);
+        SHIM_FDS.trig_r.set(high(p[0]));
+        SHIM_FDS.trigger.set(high(p[1]));
     }
-    LISTEN.store(
-        high(listen_socket(REAL_PID.load(Ordering::Relaxed))),
-        Ordering::Release,
-    );
+    SHIM_FDS.listen.set(high(listen_socket(crate::identity::real_pid())));
 }
 
 fn listen_socket(pid: i32) -> i32 {
@@ -95,9 +136,10 @@ fn listen_socket(pid: i32) -> i32 {
 /// The shim's own fds held here (the remote mode's connections are listed by
 /// `remote::shim_fds`, which adds them to these).
 pub fn own_fds() -> Vec<i32> {
-    [&TRIG_R, &TRIGGER_FD, &LISTEN, &CONN, &CONTROL, &STUB_CONN]
+    let f = &SHIM_FDS;
+    [&f.trig_r, &f.trigger, &f.listen, &f.conn, &f.control, &f.stub_conn]
         .iter()
-        .map(|a| a.load(Ordering::Relaxed))
+        .map(|a| a.get())
         .filter(|&fd| fd >= 0)
         .collect()
 }
@@ -115,7 +157,7 @@ pub fn detach_fd_table(keep: &[i32]) {
         log(&format!("cannot unshare the fd table: {}", std::io::Error::last_os_error()));
         return;
     }
-    MANAGER_OWN_TABLE_TID.store(sys::gettid(), Ordering::Relaxed);
+    SHIM_FDS.manager_own_table_tid.store(sys::gettid(), Ordering::Relaxed);
     if let Ok(fds) = rawfs::list_dir_numbers("/proc/thread-self/fd") {
         for fd in fds.into_iter().map(|f| f as i32).filter(|f| !keep.contains(f)) {
             // SAFETY: closing our copy of an application fd (the application keeps its own).
@@ -129,7 +171,7 @@ pub fn app_fd(fd: i32) -> Result<std::os::fd::OwnedFd, String> {
     use std::os::fd::FromRawFd;
     // SAFETY: pidfd_open/pidfd_getfd on our own process; the results are fds we own.
     unsafe {
-        let pidfd = ckpt::sc!(libc::SYS_pidfd_open, REAL_PID.load(Ordering::Relaxed), 0);
+        let pidfd = ckpt::sc!(libc::SYS_pidfd_open, crate::identity::real_pid(), 0);
         if pidfd < 0 {
             return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
         }

@@ -3,7 +3,6 @@
 //! once it parked; the restorer hands each restored thread its slot back. A signal
 //! handler's code: atomics and raw system calls only, no allocation, no locks.
 
-use crate::identity::{REAL_PID, RSEQ_OFFSET, RSEQ_SIZE};
 use ckpt::ctx::ThreadCtx;
 use ckpt::sys;
 use core::cell::UnsafeCell;
@@ -11,11 +10,16 @@ use core::sync::atomic::{AtomicI32, Ordering};
 
 pub const MAX_THREADS: usize = 1024;
 
-pub struct Slots(UnsafeCell<[ThreadCtx; MAX_THREADS]>);
-// SAFETY: slot i is written only by the thread whose tid the manager put in SLOT_TID[i],
-// and read by the manager after that thread reported PARKED.
+/// The slots: each one's context, and the tid of the thread the manager gave it.
+struct Slots {
+    ctx: UnsafeCell<[ThreadCtx; MAX_THREADS]>,
+    tid: [AtomicI32; MAX_THREADS],
+}
+// SAFETY: slot i's context is written only by the thread whose tid the manager put in
+// tid[i], and read by the manager after that thread reported it parked.
 unsafe impl Sync for Slots {}
-pub static SLOTS: Slots = Slots(UnsafeCell::new(
+static SLOTS: Slots = Slots {
+    ctx: UnsafeCell::new(
     [ThreadCtx {
         regs: [0; 8],
         fs_base: 0,
@@ -35,17 +39,31 @@ pub static SLOTS: Slots = Slots(UnsafeCell::new(
         _pad: 0,
         name: [0; 16],
         pending: 0,
-    }; MAX_THREADS],
-));
+    }; MAX_THREADS]),
+    tid: [const { AtomicI32::new(0) }; MAX_THREADS],
+};
 
 pub fn slot_ptr(i: usize) -> *mut ThreadCtx {
     // SAFETY: i < MAX_THREADS is checked by callers; pointer into a static array.
-    unsafe { (SLOTS.0.get() as *mut ThreadCtx).add(i) }
+    unsafe { (SLOTS.ctx.get() as *mut ThreadCtx).add(i) }
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicI32 = AtomicI32::new(0);
-pub static SLOT_TID: [AtomicI32; MAX_THREADS] = [ZERO; MAX_THREADS];
+/// A new freeze: no slot is given to a thread yet.
+pub fn clear_slot_tids() {
+    for t in SLOTS.tid.iter() {
+        t.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The manager gives slot `i` to thread `tid`.
+pub fn set_slot_tid(i: usize, tid: i32) {
+    SLOTS.tid[i].store(tid, Ordering::Release);
+}
+
+/// The slot the manager gave thread `tid` in this freeze, if any.
+pub fn slot_of_tid(tid: i32) -> Option<usize> {
+    SLOTS.tid.iter().position(|t| t.load(Ordering::Acquire) == tid)
+}
 
 /// Fill the per-thread kernel state a restart must re-establish.
 pub fn capture_thread_state(ctx: &mut ThreadCtx) {
@@ -74,8 +92,8 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
         ctx.robust_head = head;
         ctx.robust_len = len;
     }
-    if RSEQ_SIZE.load(Ordering::Relaxed) > 0 {
-        ctx.rseq_addr = fs.wrapping_add(RSEQ_OFFSET.load(Ordering::Relaxed));
+    if crate::identity::rseq_size() > 0 {
+        ctx.rseq_addr = fs.wrapping_add(crate::identity::rseq_offset());
         ctx.rseq_len = 32;
         ctx.rseq_sig = 0x5305_3053;
     } else {
@@ -107,5 +125,5 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     } else {
         ctx.tid
     };
-    ctx.is_main = (ctx.tid == REAL_PID.load(Ordering::Relaxed)) as i32;
+    ctx.is_main = (ctx.tid == crate::identity::real_pid()) as i32;
 }

@@ -11,14 +11,14 @@
 //! Runs in the SIGSYS handler (but the manager's calls): no allocation, no locks; so
 //! must every [`Home`].
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::channel::{connect_x, my_chan, DEPTHS};
 use super::eintr::eintr_signals;
-use super::homefd::{bit_set, FD_INTERNAL};
-use super::transport::{cpu_hint, read_resp, send_req, spin_for, Io, HINT_MIN, SPIN_US};
+use super::homefd::set_internal;
+use super::transport::{cpu_hint, read_resp, send_req, spin_for, Io, HINT_MIN, spin_us};
 use super::wait::{wait_answer, Waited};
-use super::{GEN, HOME_LOST, SESSION_SET};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use super::{gen, home_lost, session_set};
+use core::sync::atomic::{AtomicU32, Ordering};
 use proto::rsys::{self, op, Req};
 
 /// Sends one forwarded call home and returns its answer (-errno on failure); `out`
@@ -57,7 +57,7 @@ impl Home for Channels {
 
 /// [`Home::forward_watching`] over the calling thread's channel.
 fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64, intr: bool, also: i64) -> i64 {
-    if HOME_LOST.load(Ordering::Acquire) {
+    if home_lost() {
         return -(libc::EIO as i64);
     }
     let Some(c) = my_chan() else { return -(libc::EIO as i64) };
@@ -85,10 +85,10 @@ fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64,
     };
     let mut failures = 0;
     loop {
-        if HOME_LOST.load(Ordering::Acquire) || failures > 3 {
+        if home_lost() || failures > 3 {
             return -(libc::EIO as i64);
         }
-        let g = GEN.load(Ordering::Acquire);
+        let g = gen();
         let mut fd = c.fd[d].load(Ordering::Acquire) as i64;
         let mut side = [c.ans[d].load(Ordering::Acquire) as i64, c.pipe[d].load(Ordering::Acquire) as i64];
         if fd < 0 || c.gen[d].load(Ordering::Acquire) != g {
@@ -112,7 +112,7 @@ fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64,
             c.ans[d].store(-1, Ordering::Release);
             c.pipe[d].store(-1, Ordering::Release);
             for f in [fd, ans, pipe].into_iter().filter(|&f| f >= 0) {
-                bit_set(&FD_INTERNAL, f, false);
+                set_internal(f, false);
                 r!(libc::SYS_close, f);
             }
         };
@@ -128,14 +128,14 @@ fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64,
         // a call that cannot block is simply read back (signals wait for its answer); one
         // that can waits in ppoll with the application's mask, the freeze included; a
         // signal whose handler must end it with EINTR cancels it at home
-        let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+        let frz = ckpt::sys::sigbit(crate::signals::freeze_sig());
         let eintr = if intr { eintr_signals(op) & !frz } else { 0 };
         let (mut cancelled, mut by_also) = (false, false);
         while intr && !stale {
             let w = wait_answer(afd, mask & !frz, eintr, !cancelled, also);
             match w {
                 Waited::Ready => break,
-                Waited::Interrupted => stale = GEN.load(Ordering::Acquire) != g,
+                Waited::Interrupted => stale = gen() != g,
                 Waited::Cancel | Waited::Also => {
                     let cancel = Req { op: op::CANCEL, flags: 0, chan: req.chan, seq, args: [0; 6], bulk_len: 0, out_len: 0 };
                     if !send_req(fd, &cancel, &[]) {
@@ -152,7 +152,7 @@ fn forward_watching(op: u32, args: [u64; 6], bulk: &[Io], out: &[Io], mask: u64,
             c.pipe[d].store(-1, Ordering::Release);
             continue;
         }
-        let spin = SPIN_US.load(Ordering::Relaxed);
+        let spin = spin_us();
         if !intr && pipe >= 0 && out_len >= HINT_MIN && spin > 0 {
             spin_for(afd, i64::from(spin) * 1000);
         }
@@ -183,14 +183,10 @@ pub fn remote_offset(fd: i32) -> i64 {
     }
 }
 
-/// The process has reported its end and is on its way out: the session closing under it
-/// is no loss of home (it must not stop itself then, or it would stay stopped for ever).
-pub static EXITING: AtomicBool = AtomicBool::new(false);
-
 /// The manager's calls (not under SUD): exit reports.
 pub fn report_exit(status: i32) {
-    EXITING.store(true, Ordering::Release);
-    if SESSION_SET.load(Ordering::Acquire) {
+    super::STATE.exiting.store(true, Ordering::Release);
+    if session_set() {
         Channels.forward_quick(op::EXIT, [status as u32 as u64, 0, 0, 0, 0, 0], &[], &[], !0);
     }
 }

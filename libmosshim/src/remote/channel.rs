@@ -7,11 +7,11 @@
 //! Used from the SIGSYS handler: a fixed table, atomics, raw calls; nothing allocates
 //! (but [`resync_channels`], the manager's, after a restart).
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::call::manager_call;
-use super::homefd::{bit_set, internal_high, FD_INTERNAL};
+use super::homefd::{internal_high, set_internal};
 use super::transport::{read_all, send_fds, write_all};
-use super::{GEN, SESSION, SESSION_SET};
+use super::{gen, session, session_set};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use proto::rsys::{self, op};
 
@@ -68,14 +68,14 @@ pub(super) fn my_chan() -> Option<&'static Chan> {
 pub(super) fn release_chan() {
     let me = crate::tids::self_vtid();
     if let Some(c) = CHANS.iter().find(|c| c.key.load(Ordering::Acquire) == me) {
-        let g = GEN.load(Ordering::Acquire);
+        let g = gen();
         for d in 0..DEPTHS {
             let fd = c.fd[d].swap(-1, Ordering::AcqRel);
             let ans = c.ans[d].swap(-1, Ordering::AcqRel);
             let pipe = c.pipe[d].swap(-1, Ordering::AcqRel);
             if c.gen[d].load(Ordering::Relaxed) == g {
                 for f in [fd, ans, pipe].into_iter().filter(|&f| f >= 0) {
-                    bit_set(&FD_INTERNAL, f as i64, false);
+                    set_internal(f as i64, false);
                     r!(libc::SYS_close, f);
                 }
             }
@@ -92,10 +92,15 @@ struct LocalListener {
     /// 0: no local listener known; 1: known, calls connections try it first; 2: it could
     /// not be reached from here (another host or network namespace): TCP only.
     state: AtomicU32,
+    /// `MOS_RSYS_TCP=1`: never use the local listener (set at start-up, kept in images).
+    off: AtomicBool,
 }
-static LOCAL: LocalListener = LocalListener { name: [const { AtomicU64::new(0) }; 4], state: AtomicU32::new(0) };
-/// `MOS_RSYS_TCP=1`: never use the local listener (set at start-up, kept in images).
-pub static LOCAL_OFF: AtomicBool = AtomicBool::new(false);
+static LOCAL: LocalListener = LocalListener { name: [const { AtomicU64::new(0) }; 4], state: AtomicU32::new(0), off: AtomicBool::new(false) };
+
+/// Start-up, `MOS_RSYS_TCP=1`: never use the local listener.
+pub fn set_local_off() {
+    LOCAL.off.store(true, Ordering::Relaxed);
+}
 
 /// The body may have moved to another host: learn the local listener afresh.
 pub fn forget_local() {
@@ -125,18 +130,17 @@ pub fn connect(kind: u32) -> i64 {
 /// pipe, left in `side` (answer socket, data pipe's read end).
 pub(super) fn connect_x(kind: u32, side: &mut [i64; 2]) -> i64 {
     *side = [-1; 2];
-    if !SESSION_SET.load(Ordering::Acquire) {
+    if !session_set() {
         return -(libc::EIO as i64);
     }
-    if kind == rsys::KIND_CALLS && !LOCAL_OFF.load(Ordering::Relaxed) && LOCAL.state.load(Ordering::Acquire) == 1 {
+    if kind == rsys::KIND_CALLS && !LOCAL.off.load(Ordering::Relaxed) && LOCAL.state.load(Ordering::Acquire) == 1 {
         let fd = connect_local(side);
         if fd >= 0 {
             return fd;
         }
         let _ = LOCAL.state.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Relaxed);
     }
-    // SAFETY: SESSION is written only while the application is frozen.
-    let s = unsafe { &*SESSION.0.get() };
+    let s = session();
     let fd = dial(libc::AF_INET, &s.addr as *const libc::sockaddr_in as u64, core::mem::size_of::<libc::sockaddr_in>());
     if fd < 0 {
         return fd;
@@ -165,7 +169,7 @@ fn dial(domain: i32, addr: u64, len: usize) -> i64 {
 }
 
 fn close_failed(fd: i64, e: i64) -> i64 {
-    bit_set(&FD_INTERNAL, fd, false);
+    set_internal(fd, false);
     r!(libc::SYS_close, fd);
     e
 }
@@ -224,13 +228,12 @@ fn connect_local(side: &mut [i64; 2]) -> i64 {
 
 /// Say hello on a fresh connection; the fd, or -errno (the connection closed).
 fn hello(fd: i64, kind: u32, flags: u32) -> i64 {
-    // SAFETY: SESSION is written only while the application is frozen.
-    let s = unsafe { &*SESSION.0.get() };
+    let s = session();
     let h = rsys::Hello {
         token: s.token,
         kind,
-        vpid: crate::signals::VPID.load(Ordering::Relaxed) as u32,
-        body_pid: crate::signals::REAL_PID.load(Ordering::Relaxed) as u32,
+        vpid: crate::identity::vpid() as u32,
+        body_pid: crate::identity::real_pid() as u32,
         flags,
         node: s.node,
     }

@@ -12,7 +12,9 @@ use super::fwd_poll::{epoll_pwait2_fwd, epoll_pwait_fwd, poll_mixed, ppoll_fwd, 
 use super::fwd_socket::{accept_fwd, getsockopt_fwd, mmsg_fwd, recvfrom_fwd, recvmsg_at, sendmsg_at, sendto_fwd, sockname_fwd};
 use super::homefd::is_remote;
 use super::transport::Io;
-use super::{epoll, raw, sigsys_bit, EBADF, EINVAL, ENOSYS};
+use super::{epoll, sigsys_bit, EBADF, EINVAL, ENOSYS};
+use crate::rt::syscall::r;
+use crate::rt::user;
 use core::sync::atomic::Ordering;
 use proto::rsys::{self, op};
 
@@ -148,10 +150,10 @@ pub(super) fn dispatch(h: &impl Home, nr: i64, a: [u64; 6], g: &mut [i64; 23], m
 fn sigprocmask_emul(a: [u64; 6], mask: &mut u64) -> i64 {
     let old = *mask;
     if a[1] != 0 {
-        // SAFETY: rt_sigprocmask's contract: a non-null set (checked) points at a sigset;
-        // its first word (signals 1..64) is read.
-        let set = unsafe { *(a[1] as *const u64) };
-        let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+        // rt_sigprocmask's contract: a non-null set (checked) points at a sigset; its
+        // first word (signals 1..64) is read
+        let set = user::read::<u64>(a[1]);
+        let frz = ckpt::sys::sigbit(crate::signals::freeze_sig());
         let set = set & !sigsys_bit() & !frz;
         match a[0] as i32 {
             libc::SIG_BLOCK => *mask |= set,
@@ -161,9 +163,9 @@ fn sigprocmask_emul(a: [u64; 6], mask: &mut u64) -> i64 {
         }
     }
     if a[2] != 0 {
-        // SAFETY: rt_sigprocmask's contract: a non-null oldset (checked) points at a
-        // writable sigset; its first word is written.
-        unsafe { *(a[2] as *mut u64) = old };
+        // rt_sigprocmask's contract: a non-null oldset (checked) points at a writable
+        // sigset; its first word is written
+        user::write::<u64>(a[2], old);
     }
     0
 }
@@ -177,9 +179,9 @@ fn sigaction_fwd(a: [u64; 6]) -> Act {
     if a[1] == 0 {
         return Act::Native;
     }
-    // SAFETY: rt_sigaction's contract: a non-null act (checked) points at a kernel struct
-    // sigaction, which KSigAction mirrors.
-    let mut k = unsafe { *(a[1] as *const ckpt::sys::KSigAction) };
+    // rt_sigaction's contract: a non-null act (checked) points at a kernel struct
+    // sigaction, which KSigAction mirrors
+    let mut k = user::read::<ckpt::sys::KSigAction>(a[1]);
     k.mask &= !sigsys_bit();
     let r = r!(libc::SYS_rt_sigaction, a[0], &k as *const ckpt::sys::KSigAction, a[2], a[3]);
     sigactions_changed();
@@ -191,9 +193,9 @@ pub(super) fn strip_mask_arg(g: &mut [i64; 23], reg: usize, p: u64) -> Act {
     if p == 0 {
         return Act::Native;
     }
-    // SAFETY: the contract of the call whose mask argument this is: non-null (checked) points at a
-    // sigset; its first word is read.
-    let v = unsafe { *(p as *const u64) };
+    // the contract of the call whose mask argument this is: non-null (checked) points at
+    // a sigset; its first word is read
+    let v = user::read::<u64>(p);
     if v & sigsys_bit() == 0 {
         return Act::Native;
     }

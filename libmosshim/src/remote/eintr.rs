@@ -4,7 +4,7 @@
 //!
 //! Runs in the SIGSYS handler: atomics and raw calls only.
 
-use super::raw;
+use crate::rt::syscall::r;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use proto::rsys::op;
 

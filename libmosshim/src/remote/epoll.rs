@@ -23,7 +23,9 @@ use super::call::Home;
 use super::homefd::is_remote;
 use super::transport::Io;
 use super::wait::mono_ms;
-use super::{raw, EBADF, EINVAL};
+use super::{EBADF, EINVAL};
+use crate::rt::syscall::r;
+use crate::rt::user;
 use proto::rsys::op;
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -97,9 +99,9 @@ pub fn ctl(ep: i64, op: i32, fd: i64, ev: u64) -> i64 {
         if ev == 0 {
             return None;
         }
-        // SAFETY: epoll_ctl's contract: a non-null event (checked) points at a struct epoll_event
-        // (packed on x86_64: read unaligned).
-        Some(unsafe { core::ptr::read_unaligned(ev as *const libc::epoll_event) })
+        // epoll_ctl's contract: a non-null event (checked) points at a struct epoll_event
+        // (packed on x86_64: read unaligned)
+        Some(user::read::<libc::epoll_event>(ev))
     };
     match op {
         libc::EPOLL_CTL_ADD => match read_ev() {
@@ -165,9 +167,9 @@ pub(super) fn wait(h: &impl Home, ep: i64, evp: u64, max: i64, timeout_ms: i64, 
     let start = mono_ms();
     let put = |i: usize, events: u32, data: u64| {
         let e = libc::epoll_event { events, u64: data };
-        // SAFETY: epoll_wait's contract: evp has room for max struct epoll_event (packed: written
-        // unaligned), and i < max.
-        unsafe { core::ptr::write_unaligned((evp as *mut libc::epoll_event).add(i), e) };
+        // epoll_wait's contract: evp has room for max struct epoll_event (packed: written
+        // unaligned), and i < max
+        user::write_at::<libc::epoll_event>(evp, i, e);
     };
     loop {
         let mut n = r!(libc::SYS_epoll_wait, ep, evp, max, 0);

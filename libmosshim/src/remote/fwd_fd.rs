@@ -8,8 +8,9 @@ use super::call::Home;
 use super::dispatch::Act;
 use super::homefd::{drop_placeholder, is_internal, is_remote, may_block, placeholder, set_remote, MAXFD};
 use super::transport::{Io, NOIO};
-use super::{epoll, raw, EINVAL, PLACEHOLDER};
-use core::sync::atomic::Ordering;
+use super::{epoll, EINVAL};
+use crate::rt::syscall::r;
+use crate::rt::user;
 use proto::rsys::{self, op};
 
 pub(super) fn bind_new(h: &impl Home, op: u32, mut args: [u64; 6], slot: usize, bulk: &[Io], out: &[Io], mask: u64) -> i64 {
@@ -53,9 +54,9 @@ pub(super) fn iovs(iov: u64, cnt: usize, v: &mut [Io; 8]) -> Option<usize> {
         return None;
     }
     for (i, slot) in v.iter_mut().enumerate().take(cnt) {
-        // SAFETY: readv's (and sendmsg's / recvmsg's msg_iov) contract: iov points at cnt
-        // struct iovec, and i < cnt.
-        let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
+        // readv's (and sendmsg's / recvmsg's msg_iov) contract: iov points at cnt struct
+        // iovec, and i < cnt
+        let e = user::read_at::<libc::iovec>(iov, i);
         *slot = Io { p: e.iov_base as u64, n: e.iov_len };
     }
     Some(cnt)
@@ -64,8 +65,8 @@ pub(super) fn iovs(iov: u64, cnt: usize, v: &mut [Io; 8]) -> Option<usize> {
 pub(super) fn writev_fwd(h: &impl Home, fd: i64, iov: u64, cnt: usize, off: Option<i64>, m: u64) -> i64 {
     let mut done = 0i64;
     for i in 0..cnt {
-        // SAFETY: writev's contract: iov points at cnt struct iovec, and i < cnt.
-        let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
+        // writev's contract: iov points at cnt struct iovec, and i < cnt
+        let e = user::read_at::<libc::iovec>(iov, i);
         if e.iov_len == 0 {
             continue;
         }
@@ -98,8 +99,8 @@ pub(super) fn readv_fwd(h: &impl Home, fd: i64, iov: u64, cnt: usize, off: Optio
     // many buffers: one call per buffer, stop at a short read
     let mut done = 0i64;
     for i in 0..cnt {
-        // SAFETY: readv's contract: iov points at cnt struct iovec, and i < cnt.
-        let e = unsafe { &*((iov as *const libc::iovec).add(i)) };
+        // readv's contract: iov points at cnt struct iovec, and i < cnt
+        let e = user::read_at::<libc::iovec>(iov, i);
         let n = e.iov_len.min(rsys::MAX_IO);
         let out = [Io { p: e.iov_base as u64, n }];
         let r = match off {
@@ -285,7 +286,7 @@ pub(super) fn dup3_fwd(h: &impl Home, nr: i64, a: [u64; 6], rem: bool, m: u64) -
     if !rem {
         return Act::Ret(r!(nr, a[0], a[1], a[2]));
     }
-    let src = PLACEHOLDER.load(Ordering::Relaxed);
+    let src = super::placeholder_src();
     let p = r!(libc::SYS_dup3, src, new, flags);
     if p < 0 {
         return Act::Ret(p);

@@ -9,23 +9,15 @@ use super::dispatch::Act;
 use super::fwd_fd::bind_new;
 use super::homefd::is_remote;
 use super::transport::Io;
-use super::{raw, EBADF, EFAULT, EINVAL};
+use super::{EBADF, EFAULT, EINVAL};
+use crate::rt::syscall::r;
+use crate::rt::user;
 use proto::rsys::{self, op};
 
+/// The length of the path at `p` (the call's contract: a non-null path is a
+/// NUL-terminated string), at most 8 KiB.
 fn strlen(p: u64) -> Option<usize> {
-    if p == 0 {
-        return None;
-    }
-    let mut n = 0;
-    // SAFETY: the call's contract: a non-null path (checked) is a NUL-terminated string;
-    // read byte by byte up to its NUL (at most 8 KiB), as the kernel reads it.
-    while unsafe { *((p + n as u64) as *const u8) } != 0 {
-        n += 1;
-        if n > 8192 {
-            return None;
-        }
-    }
-    Some(n)
+    user::cstr_len(p, 8192)
 }
 
 fn path_io(p: u64) -> Option<Io> {
@@ -35,8 +27,8 @@ fn path_io(p: u64) -> Option<Io> {
 /// Paths that name this node's own kernel objects or devices and stay local.
 fn local_path(p: u64) -> bool {
     let Some(n) = strlen(p) else { return false };
-    // SAFETY: n bytes were just read by strlen.
-    let s = unsafe { core::slice::from_raw_parts(p as *const u8, n) };
+    // (the n bytes strlen just read)
+    let s = user::bytes(p, n);
     // the process's name for one of its fds: where that fd is
     if let Some((fd, _)) = rsys::own_fd_path(s) {
         return !is_remote(fd as i64);
@@ -56,8 +48,8 @@ fn local_path(p: u64) -> bool {
 
 fn dir_ok(dirfd: i64, p: u64) -> Result<(), i64> {
     // absolute paths ignore dirfd; otherwise AT_FDCWD or a home directory
-    // SAFETY: p is a NUL-terminated path (checked by the caller).
-    let abs = p != 0 && unsafe { *(p as *const u8) } == b'/';
+    // (p is a NUL-terminated path, checked by the caller)
+    let abs = p != 0 && user::read::<u8>(p) == b'/';
     if abs || dirfd == libc::AT_FDCWD as i64 || is_remote(dirfd) {
         Ok(())
     } else {
@@ -113,17 +105,17 @@ pub(super) fn utime_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64) -> i64 {
     let (dirfd, p, given, flags) = match nr {
         libc::SYS_utimensat => {
             if a[2] != 0 {
-                // SAFETY: utimensat's contract: non-null times (checked) points at struct
-                // timespec[2], 4 i64.
-                unsafe { core::ptr::copy_nonoverlapping(a[2] as *const i64, ts.as_mut_ptr(), 4) };
+                // utimensat's contract: non-null times (checked) points at struct
+                // timespec[2], 4 i64
+                ts = user::read::<[i64; 4]>(a[2]);
             }
             (a[0] as i32 as i64, a[1], a[2] != 0, a[3])
         }
         libc::SYS_utime => {
             if a[1] != 0 {
-                // SAFETY: utime's contract: non-null times (checked) points at struct utimbuf
-                // {actime, modtime}, 2 i64.
-                let u = unsafe { core::slice::from_raw_parts(a[1] as *const i64, 2) };
+                // utime's contract: non-null times (checked) points at struct utimbuf
+                // {actime, modtime}, 2 i64
+                let u = user::read::<[i64; 2]>(a[1]);
                 ts = [u[0], 0, u[1], 0];
             }
             (libc::AT_FDCWD as i64, a[0], a[1] != 0, 0)
@@ -131,9 +123,9 @@ pub(super) fn utime_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64) -> i64 {
         _ => {
             let (d, p, tv) = if nr == libc::SYS_utimes { (libc::AT_FDCWD as i64, a[0], a[1]) } else { (a[0] as i32 as i64, a[1], a[2]) };
             if tv != 0 {
-                // SAFETY: utimes'/futimesat's contract: non-null times (checked) points at struct
-                // timeval[2], 4 i64.
-                let u = unsafe { core::slice::from_raw_parts(tv as *const i64, 4) };
+                // utimes'/futimesat's contract: non-null times (checked) points at struct
+                // timeval[2], 4 i64
+                let u = user::read::<[i64; 4]>(tv);
                 ts = [u[0], u[1] * 1000, u[2], u[3] * 1000];
             }
             (d, p, tv != 0, 0)
@@ -170,9 +162,9 @@ pub(super) fn open_fwd(h: &impl Home, nr: i64, a: [u64; 6], m: u64) -> Act {
         libc::SYS_openat => (a[0] as i32 as i64, a[1], a[2], a[3]),
         _ => {
             // struct open_how { u64 flags, mode, resolve }
-            // SAFETY: openat2's contract: how points at a struct open_how, whose first
-            // three u64 are flags, mode, resolve.
-            let how = unsafe { core::slice::from_raw_parts(a[2] as *const u64, 3) };
+            // openat2's contract: how points at a struct open_how, whose first three u64
+            // are flags, mode, resolve
+            let how = user::read::<[u64; 3]>(a[2]);
             if how[2] != 0 {
                 return Act::Ret(-(libc::EOPNOTSUPP as i64));
             }

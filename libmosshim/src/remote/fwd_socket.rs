@@ -7,6 +7,8 @@ use super::call::Home;
 use super::fwd_fd::{bind_new, iovs};
 use super::transport::{Io, NOIO};
 use super::{EFAULT, EINVAL};
+use crate::rt::user;
+use core::mem::{offset_of, size_of};
 use proto::rsys::{self, op};
 
 pub(super) fn addr_len(ab: &[u8; 128]) -> usize {
@@ -22,14 +24,12 @@ pub(super) fn copy_addr(ab: &[u8], n: usize, addr: u64, lenp: u64) {
     if addr == 0 || lenp == 0 {
         return;
     }
-    // SAFETY: accept's, getsockname's and recvfrom's contract: a non-null addrlen (checked)
-    // points at a writable socklen_t and a non-null addr at *addrlen writable bytes; k <= *addrlen.
-    unsafe {
-        let l = &mut *(lenp as *mut u32);
-        let k = (*l as usize).min(n).min(ab.len());
-        core::ptr::copy_nonoverlapping(ab.as_ptr(), addr as *mut u8, k);
-        *l = n as u32;
-    }
+    // accept's, getsockname's and recvfrom's contract: a non-null addrlen (checked) points
+    // at a writable socklen_t and a non-null addr at *addrlen writable bytes; k <= *addrlen
+    let l = user::read::<u32>(lenp);
+    let k = (l as usize).min(n).min(ab.len());
+    user::put_bytes(addr, &ab[..k]);
+    user::write::<u32>(lenp, n as u32);
 }
 
 pub(super) fn sendto_fwd(h: &impl Home, fd: i64, data: &[Io], flags: u64, addr: u64, alen: usize, m: u64) -> i64 {
@@ -83,13 +83,17 @@ fn sendmsg_fwd(h: &impl Home, fd: i64, msg: &libc::msghdr, flags: u64, m: u64) -
     sendto_fwd(h, fd, &v[..k], flags, msg.msg_name as u64, msg.msg_namelen as usize, m)
 }
 
-fn recvmsg_fwd(h: &impl Home, fd: i64, msg: &mut libc::msghdr, flags: u64, m: u64) -> i64 {
+/// recvmsg with the writable struct msghdr at `msg` (its name length, control length and
+/// flags are written back there).
+fn recvmsg_fwd(h: &impl Home, fd: i64, msg: u64, flags: u64, m: u64) -> i64 {
+    // recvmsg's contract: msg points at a writable struct msghdr
+    let hdr = user::read::<libc::msghdr>(msg);
     let mut v = [NOIO; 8];
-    let Some(k) = iovs(msg.msg_iov as u64, msg.msg_iovlen, &mut v) else { return EINVAL };
-    let nl = &mut msg.msg_namelen as *mut u32 as u64;
-    let r = recvfrom_fwd(h, fd, &v[..k], flags, msg.msg_name as u64, if msg.msg_name.is_null() { 0 } else { nl }, m);
-    msg.msg_controllen = 0;
-    msg.msg_flags = 0;
+    let Some(k) = iovs(hdr.msg_iov as u64, hdr.msg_iovlen, &mut v) else { return EINVAL };
+    let nl = msg + offset_of!(libc::msghdr, msg_namelen) as u64;
+    let r = recvfrom_fwd(h, fd, &v[..k], flags, hdr.msg_name as u64, if hdr.msg_name.is_null() { 0 } else { nl }, m);
+    user::write::<libc::size_t>(msg + offset_of!(libc::msghdr, msg_controllen) as u64, 0);
+    user::write::<libc::c_int>(msg + offset_of!(libc::msghdr, msg_flags) as u64, 0);
     r
 }
 
@@ -101,18 +105,19 @@ pub(super) fn mmsg_fwd(h: &impl Home, fd: i64, vec: u64, n: u32, flags: u64, m: 
     let base = flags & !(libc::MSG_WAITFORONE as u64);
     let mut done = 0i64;
     for i in 0..n.min(1024) as usize {
-        // SAFETY: sendmmsg's/recvmmsg's contract: vec points at n struct mmsghdr, and i < n.
-        let e = unsafe { &mut *(vec as *mut libc::mmsghdr).add(i) };
+        // sendmmsg's/recvmmsg's contract: vec points at n writable struct mmsghdr, and i < n
+        let e = vec + (i * size_of::<libc::mmsghdr>()) as u64;
+        let hdr = e + offset_of!(libc::mmsghdr, msg_hdr) as u64;
         let r = if send {
-            sendmsg_fwd(h, fd, &e.msg_hdr, base, m)
+            sendmsg_fwd(h, fd, &user::read::<libc::msghdr>(hdr), base, m)
         } else {
             let fl = if wait_one && i > 0 { base | libc::MSG_DONTWAIT as u64 } else { base };
-            recvmsg_fwd(h, fd, &mut e.msg_hdr, fl, m)
+            recvmsg_fwd(h, fd, hdr, fl, m)
         };
         if r < 0 {
             return if done > 0 { done } else { r };
         }
-        e.msg_len = r as u32;
+        user::write::<libc::c_uint>(e + offset_of!(libc::mmsghdr, msg_len) as u64, r as u32);
         done += 1;
     }
     done
@@ -147,27 +152,26 @@ pub(super) fn getsockopt_fwd(h: &impl Home, fd: i64, a: [u64; 6], m: u64) -> i64
     if a[4] == 0 {
         return EFAULT;
     }
-    // SAFETY: getsockopt's contract: a non-null optlen (checked) points at a writable socklen_t.
-    let lp = unsafe { &mut *(a[4] as *mut u32) };
+    // getsockopt's contract: a non-null optlen (checked) points at a writable socklen_t
+    let lp = user::read::<u32>(a[4]);
     let mut buf = [0u8; 256];
-    let want = (*lp as usize).min(256);
+    let want = (lp as usize).min(256);
     let r = h.forward_quick(op::GETSOCKOPT, [fd as u64, a[1], a[2], want as u64, 0, 0], &[], &[Io { p: buf.as_mut_ptr() as u64, n: want }], m);
     if r >= 0 {
-        // SAFETY: getsockopt's contract: optval has room for *lp bytes, and want <= *lp.
-        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), a[3] as *mut u8, want) };
-        *lp = want as u32;
+        // getsockopt's contract: optval has room for *optlen bytes, and want <= *optlen
+        user::put_bytes(a[3], &buf[..want]);
+        user::write::<u32>(a[4], want as u32);
     }
     r.min(0)
 }
 
 /// sendmsg with the msghdr at `msg`.
 pub(super) fn sendmsg_at(h: &impl Home, fd: i64, msg: u64, flags: u64, m: u64) -> i64 {
-    // SAFETY: sendmsg's contract: msg points at a struct msghdr (only read).
-    sendmsg_fwd(h, fd, unsafe { &*(msg as *const libc::msghdr) }, flags, m)
+    // sendmsg's contract: msg points at a struct msghdr (only read)
+    sendmsg_fwd(h, fd, &user::read::<libc::msghdr>(msg), flags, m)
 }
 
 /// recvmsg with the msghdr at `msg`.
 pub(super) fn recvmsg_at(h: &impl Home, fd: i64, msg: u64, flags: u64, m: u64) -> i64 {
-    // SAFETY: recvmsg's contract: msg points at a writable struct msghdr.
-    recvmsg_fwd(h, fd, unsafe { &mut *(msg as *mut libc::msghdr) }, flags, m)
+    recvmsg_fwd(h, fd, msg, flags, m)
 }

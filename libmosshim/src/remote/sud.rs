@@ -11,7 +11,8 @@
 use super::call::Channels;
 use super::dispatch::{dispatch, Act};
 use super::homefd::is_remote;
-use super::{raw, report_exit, sigsys_bit, release_chan, ENOSYS, REMOTE, SELFTEST};
+use super::{report_exit, selftest, sigsys_bit, release_chan, went_away, ENOSYS};
+use crate::rt::syscall::r;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -135,7 +136,7 @@ pub fn learn_text() -> bool {
 
 /// Switch SUD on for the calling thread (raw calls only).
 pub fn enable_thread() {
-    if !REMOTE.load(Ordering::Acquire) {
+    if !went_away() {
         return;
     }
     let r = r!(libc::SYS_prctl, PR_SET_SYSCALL_USER_DISPATCH, PR_SYS_DISPATCH_ON, SUD_RANGE.text_start.load(Ordering::Relaxed), SUD_RANGE.text_len.load(Ordering::Relaxed), SUD_RANGE.selector.as_ptr());
@@ -193,7 +194,7 @@ thread_local! {
 /// Callers test [`super::away`] first: at home a hook costs one load and a branch.
 #[inline(never)]
 pub fn fast_call(nr: i64, a: [u64; 6]) -> Option<i64> {
-    if !is_remote(a[0] as i32 as i64) || SELFTEST.load(Ordering::Relaxed) || !SUD_ON.with(|f| f.get()) {
+    if !is_remote(a[0] as i32 as i64) || selftest() || !SUD_ON.with(|f| f.get()) {
         return None;
     }
     let block = !sigsys_bit();
@@ -262,7 +263,9 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
             Some(t) => g[REG_RIP as usize] = t as i64,
             None => {
                 // table full: run it here (signal mask and restart semantics are ours)
-                g[REG_RAX as usize] = raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+                // SAFETY: the application's own call with its own arguments, as it made it
+                // (a call run natively needs nothing of ours; the kernel checks them).
+                g[REG_RAX as usize] = unsafe { crate::rt::syscall::raw(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
             }
         }
     };
@@ -272,7 +275,7 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
             g[REG_RIP as usize] = mos_sud_noret as *const () as i64;
         }
         libc::SYS_exit_group => {
-            if !SELFTEST.load(Ordering::Relaxed) {
+            if !selftest() {
                 report_exit(((a[0] as i32) & 0xff) << 8);
             }
             g[REG_RAX as usize] = nr;
@@ -287,10 +290,11 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
             let flags = if nr == libc::SYS_clone {
                 a[0]
             } else {
-                // SAFETY: struct clone_args starts with the flags word.
-                unsafe { *(a[0] as *const u64) }
+                // clone3's contract: a[0] points at a struct clone_args, which starts
+                // with the flags word
+                crate::rt::user::read::<u64>(a[0])
             };
-            if SELFTEST.load(Ordering::Relaxed) && flags & libc::CLONE_VM as u64 == 0 {
+            if selftest() && flags & libc::CLONE_VM as u64 == 0 {
                 // a child process in self-test mode simply runs without SUD
                 native(g);
                 return;
@@ -309,14 +313,14 @@ pub(super) extern "C" fn sigsys_handler(_sig: i32, info: *mut libc::siginfo_t, u
             }
         }
         libc::SYS_rt_sigprocmask | libc::SYS_rt_sigaction | libc::SYS_rt_sigsuspend | libc::SYS_ppoll
-            if SELFTEST.load(Ordering::Relaxed) =>
+            if selftest() =>
         {
             match dispatch(&Channels, nr, a, g, maskp) {
                 Act::Ret(r) => g[REG_RAX as usize] = r,
                 Act::Native => native(g),
             }
         }
-        _ if SELFTEST.load(Ordering::Relaxed) => native(g),
+        _ if selftest() => native(g),
         _ => match dispatch(&Channels, nr, a, g, maskp) {
             Act::Ret(r) => g[REG_RAX as usize] = r,
             Act::Native => native(g),

@@ -12,10 +12,9 @@
 
 use super::call::Home;
 use super::dispatch::{dispatch, Act};
-use super::homefd::{bit_set, is_remote, set_remote, FD_INTERNAL};
+use super::homefd::{is_remote, set_internal, set_remote};
 use super::transport::Io;
-use super::{epoll, PLACEHOLDER};
-use core::sync::atomic::Ordering;
+use super::epoll;
 use proto::rsys::{self, op};
 use std::cell::RefCell;
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -111,7 +110,7 @@ fn lock() -> MutexGuard<'static, ()> {
         unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) }
     });
     assert!(src >= 0);
-    PLACEHOLDER.store(src, Ordering::Relaxed);
+    super::set_placeholder_src(src);
     g
 }
 
@@ -144,7 +143,7 @@ fn fcntl(fd: i64, cmd: i32) -> i32 {
 /// A local descriptor (a dup of the placeholder source).
 fn local_fd() -> i64 {
     // SAFETY: dup of a descriptor we own.
-    let fd = unsafe { libc::dup(PLACEHOLDER.load(Ordering::Relaxed)) } as i64;
+    let fd = unsafe { libc::dup(super::placeholder_src()) } as i64;
     assert!(fd >= 0);
     fd
 }
@@ -370,11 +369,11 @@ fn dup2_onto_itself_and_onto_an_internal_fd() {
     let f = HomeFd::new(605);
     assert_eq!(ret(run(&h, libc::SYS_dup2, [605, 605, 0, 0, 0, 0])), Some(605));
     assert_eq!(ret(run(&h, libc::SYS_dup3, [605, 605, 0, 0, 0, 0])), Some(EINVAL));
-    bit_set(&FD_INTERNAL, 606, true);
+    set_internal(606, true);
     assert_eq!(ret(run(&h, libc::SYS_dup2, [605, 606, 0, 0, 0, 0])), Some(-(libc::EBUSY as i64)));
     // and one of ours pretends to close
     assert_eq!(ret(run(&h, libc::SYS_close, [606, 0, 0, 0, 0, 0])), Some(0));
-    bit_set(&FD_INTERNAL, 606, false);
+    set_internal(606, false);
     assert!(h.calls().is_empty());
     drop(f);
 }
@@ -610,7 +609,7 @@ fn sigprocmask_cannot_block_sigsys_or_the_freeze_signal() {
     let mut m = 0u64;
     let a = [libc::SIG_BLOCK as u64, &all as *const u64 as u64, &mut old as *mut u64 as u64, 8, 0, 0];
     assert!(matches!(dispatch(&h, libc::SYS_rt_sigprocmask, a, &mut g, &mut m), Act::Ret(0)));
-    let frz = ckpt::sys::sigbit(crate::signals::FREEZE_SIG.load(Ordering::Relaxed));
+    let frz = ckpt::sys::sigbit(crate::signals::freeze_sig());
     assert_eq!(m, !ckpt::sys::sigbit(libc::SIGSYS) & !frz);
     assert_eq!(old, 0);
     assert!(h.calls().is_empty());

@@ -5,9 +5,9 @@
 //!
 //! Used from the SIGSYS handler: stack buffers and raw calls only.
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::wait::mono_ns;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, Ordering};
 use proto::rsys::{self, Req, Resp};
 
 /// Move exactly `n` bytes at address `p` with `op(address, count)`, one system call per
@@ -117,7 +117,17 @@ pub(super) const HINT_MIN: usize = 64 * 1024;
 /// on another CPU, sleeping costs a cross-CPU wake-up per call (tens of us on a VM); the
 /// poll catches the answer instead, and yields the CPU between looks to a serving thread
 /// that shares it. A 1 MiB read's answer comes in 30 to 100 us.
-pub static SPIN_US: AtomicU32 = AtomicU32::new(150);
+static SPIN_US: AtomicU32 = AtomicU32::new(150);
+
+/// Start-up: `MOS_RSYS_SPIN_US`.
+pub fn set_spin_us(us: u32) {
+    SPIN_US.store(us, Ordering::Relaxed);
+}
+
+/// The spin of a large local read, in microseconds (0: never).
+pub(super) fn spin_us() -> u32 {
+    SPIN_US.load(Ordering::Relaxed)
+}
 
 /// Poll `fd` for up to `ns`, yielding the CPU between looks (to a serving thread that
 /// shares it; on an otherwise idle CPU the yield returns at once).

@@ -5,7 +5,7 @@
 //!
 //! Runs in the SIGSYS handler: raw calls and stack buffers only.
 
-use super::raw;
+use crate::rt::syscall::r;
 use super::sigsys_bit;
 
 /// Wait for the answer on `fd` with the application's mask `mask` (signals get through).

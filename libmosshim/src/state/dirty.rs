@@ -77,7 +77,17 @@ struct PmScanArg {
 
 /// The tracking userfaultfd while a live migration copies (-1: none). A shim fd: never
 /// saved in an image, never handed home.
-pub static UFFD: AtomicI32 = AtomicI32::new(-1);
+static UFFD: AtomicI32 = AtomicI32::new(-1);
+
+/// The tracker's fd (-1: none), for the list of the shim's own fds.
+pub fn tracker_fd() -> i32 {
+    UFFD.load(Ordering::Acquire)
+}
+
+/// In a restored process: the tracker belonged to the process that took the image.
+pub fn forget_tracker() {
+    UFFD.store(-1, Ordering::Release);
+}
 
 fn errno() -> std::io::Error {
     std::io::Error::last_os_error()

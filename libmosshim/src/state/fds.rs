@@ -24,7 +24,12 @@ static INHERITED: [(AtomicU64, AtomicU64); MAX_NOTED] = [const { (AtomicU64::new
 
 /// `mos ckpt --strict`: an inherited descriptor that could not be reopened is refused, as
 /// any other, instead of being recorded as inherited.
-pub static STRICT: AtomicBool = AtomicBool::new(false);
+static STRICT: AtomicBool = AtomicBool::new(false);
+
+/// `mos ckpt --strict` for the checkpoint being taken (false again after it).
+pub fn set_strict(on: bool) {
+    STRICT.store(on, Ordering::Relaxed);
+}
 
 fn note(fd: i32) {
     let Some(slot) = usize::try_from(fd).ok().and_then(|i| INHERITED.get(i)) else { return };
@@ -49,7 +54,7 @@ pub fn note_inherited() {
 
 /// The largest deleted-but-open file a checkpoint saves (`MOS_DELETED_MAX` bytes, default
 /// 64 MiB): its contents go into the image's metadata.
-pub static DELETED_MAX_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
+static DELETED_MAX_BYTES: AtomicU64 = AtomicU64::new(64 << 20);
 
 /// Read the limit from the environment, at start-up.
 pub fn read_deleted_max() {
@@ -220,7 +225,7 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
         if crate::remote::is_remote(fd as i64) {
             // a home file: only its number lives here (and its offset, for a restart)
             let mut e = entry(FdKind::Remote);
-            if crate::remote::REMOTE.load(core::sync::atomic::Ordering::Acquire) {
+            if crate::remote::went_away() {
                 e.offset = crate::remote::remote_offset(fd);
             }
             out.push(e);

@@ -10,11 +10,9 @@
 //! The shim's own handlers (trigger, freeze) are `crate::signals`, not here.
 
 use super::StateKind;
-use crate::signals::*;
 use ckpt::ctx::ThreadCtx;
 use ckpt::image::*;
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 /// Signals in the lifecycle of [`StateKind`].
 pub struct Signals;
@@ -32,7 +30,7 @@ impl StateKind for Signals {
     }
 
     fn atfork_child(&self) {
-        TRIGGER_FD.store(-1, Ordering::Relaxed);
+        crate::process::fds::SHIM_FDS.trigger.set(-1);
     }
 }
 
@@ -71,8 +69,8 @@ pub fn capture_dispositions() -> Vec<SigAction> {
 /// Signals that were pending when the image was taken are raised again (once each: the
 /// kernel's queue of real-time signal instances and their siginfo are not saved).
 pub fn raise_pending(meta: &ckpt::image::ImageMeta) {
-    let ours = sys::sigbit(TRIGGER_SIG.load(Ordering::Relaxed)) | sys::sigbit(FREEZE_SIG.load(Ordering::Relaxed)) | sys::sigbit(crate::config::SIG_CANCEL) | sys::sigbit(crate::config::SIG_SETXID);
-    let pid = REAL_PID.load(Ordering::Relaxed);
+    let ours = sys::sigbit(crate::signals::trigger_sig()) | sys::sigbit(crate::signals::freeze_sig()) | sys::sigbit(crate::config::SIG_CANCEL) | sys::sigbit(crate::config::SIG_SETXID);
+    let pid = crate::identity::real_pid();
     for t in meta.threads.iter().filter(|t| !t.is_manager) {
         // SAFETY: the restored thread's context (read only).
         let c = unsafe { &*(t.ctx_addr as *const ThreadCtx) };

@@ -8,13 +8,11 @@
 //! part is `restart::restarted`) or fork: [`Threads`] keeps the lifecycle's defaults.
 
 use super::StateKind;
-use crate::process::ctx::MANAGER_CTX;
 use crate::process::slots::capture_thread_state;
 use crate::signals::*;
 use ckpt::ctx::ThreadCtx;
 use ckpt::image::{ImageMeta, ThreadRec};
 use ckpt::sys;
-use core::sync::atomic::Ordering;
 
 /// Threads in the lifecycle of [`StateKind`].
 pub struct Threads;
@@ -37,8 +35,8 @@ pub fn capture_threads(meta: &mut ImageMeta, me: i32, slots: &[usize]) -> Result
             is_manager: false,
         });
     }
-    // SAFETY: only the manager thread touches MANAGER_CTX.
-    let mc = unsafe { &mut *MANAGER_CTX.0.get() };
+    // SAFETY: only the manager thread touches its saved context.
+    let mc = unsafe { &mut *crate::process::ctx::manager_ctx() };
     capture_thread_state(mc);
     meta.threads.push(ThreadRec {
         old_tid: me,
@@ -93,16 +91,16 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
         // SAFETY: the saved name is NUL-terminated within 16 bytes (PR_GET_NAME wrote it).
         unsafe { libc::prctl(libc::PR_SET_NAME, c.name.as_ptr()) };
     }
-    let remote = crate::remote::SESSION_SET.load(Ordering::Acquire);
+    let remote = crate::remote::session_set();
     let mask = if remote { c.mask & !sys::sigbit(libc::SIGSYS) } else { c.mask };
     sys::rt_sigprocmask(libc::SIG_SETMASK, Some(mask), None);
-    if ctx == MANAGER_CTX.0.get() {
+    if ctx == crate::process::ctx::manager_ctx() {
         return;
     }
     if remote {
         // every system call of this thread outside the shim now traps (see crate::remote)
-        crate::remote::REMOTE.store(true, Ordering::Release);
+        crate::remote::set_away();
         crate::remote::enable_thread();
     }
-    resumed_wait(RELEASE.load(Ordering::Acquire));
+    resumed_wait(crate::signals::release_gen());
 }

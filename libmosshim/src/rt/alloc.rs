@@ -41,7 +41,17 @@ static HEAP: Locked = Locked {
 };
 
 /// Base of the scratch area (0 until the shim is initialised).
-pub static SCRATCH: AtomicUsize = AtomicUsize::new(0);
+static SCRATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// The base of the scratch area (0 until the shim reserved it).
+pub fn scratch_base() -> usize {
+    SCRATCH.load(Ordering::Relaxed)
+}
+
+/// Start-up: the scratch area reserved at `base` (SCRATCH_SIZE bytes).
+pub fn set_scratch_base(base: usize) {
+    SCRATCH.store(base, Ordering::Relaxed);
+}
 pub const SCRATCH_SIZE: usize = 512 << 20;
 pub const SCRATCH_STACK: usize = 1 << 20;
 /// header page: [0] child-mode flag, [8] bump offset
