@@ -36,6 +36,11 @@ pub struct CkptRequest {
     /// rounds while the process runs, then the rest frozen (`ckpt::image::live`).
     #[serde(default)]
     pub live: bool,
+    /// Post-copy (with `stream`): the image carries every region but the private
+    /// anonymous memory, whose pages follow, those the target asks for first (their
+    /// addresses, 8 bytes each, arrive on the second descriptor sent with the request).
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 /// The byte a streamed checkpoint's requester sends once the image is safe.
@@ -86,7 +91,7 @@ pub enum ClientError {
 
 /// Ask the shim in `pid` for a checkpoint and wait for the result.
 pub fn request(pid: i32, req: &CkptRequest) -> Result<CkptReply, ClientError> {
-    let (reply, _conn) = exchange(pid, req, None)?;
+    let (reply, _conn) = exchange(pid, req, None, None)?;
     Ok(reply)
 }
 
@@ -109,7 +114,19 @@ pub fn request_streamed(
     req: &CkptRequest,
     sink: std::os::fd::BorrowedFd<'_>,
 ) -> Result<(CkptReply, Verdict), ClientError> {
-    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, ..req.clone() }, Some(sink))?;
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, ..req.clone() }, Some(sink), None)?;
+    Ok((reply, Verdict(conn)))
+}
+
+/// [`request_streamed`] of a post-copy migration ([`CkptRequest::lazy`]): `requests` is
+/// the read end of the pipe the caller writes the target's page requests into.
+pub fn request_streamed_lazy(
+    pid: i32,
+    req: &CkptRequest,
+    sink: std::os::fd::BorrowedFd<'_>,
+    requests: std::os::fd::BorrowedFd<'_>,
+) -> Result<(CkptReply, Verdict), ClientError> {
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, lazy: true, ..req.clone() }, Some(sink), Some(requests))?;
     Ok((reply, Verdict(conn)))
 }
 
@@ -117,6 +134,7 @@ fn exchange(
     pid: i32,
     req: &CkptRequest,
     sink: Option<std::os::fd::BorrowedFd<'_>>,
+    requests: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> Result<(CkptReply, std::os::unix::net::UnixStream), ClientError> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
@@ -130,7 +148,7 @@ fn exchange(
     let mut s = UnixStream::connect_addr(&addr).map_err(|_| ClientError::NotShimmed)?;
     let bytes = postcard::to_allocvec(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
     match sink {
-        Some(fd) => send_with_fd(&s, &bytes, fd)?,
+        Some(fd) => send_with_fd(&s, &bytes, fd, requests)?,
         None => s.write_all(&bytes)?,
     }
     let reply = if sink.is_some() {
@@ -152,11 +170,13 @@ fn exchange(
 }
 
 /// The request with `fd` attached (SCM_RIGHTS on its first byte), written whole.
-fn send_with_fd(s: &std::os::unix::net::UnixStream, bytes: &[u8], fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
+fn send_with_fd(s: &std::os::unix::net::UnixStream, bytes: &[u8], fd: std::os::fd::BorrowedFd<'_>, fd2: Option<std::os::fd::BorrowedFd<'_>>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let raw = fd.as_raw_fd();
+    let raw = [fd.as_raw_fd(), fd2.map_or(-1, |f| f.as_raw_fd())];
+    let nfd = if fd2.is_some() { 2 } else { 1 };
+    let fds_len = (nfd * core::mem::size_of::<i32>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(core::mem::size_of::<i32>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(fds_len) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
     // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
@@ -165,13 +185,15 @@ fn send_with_fd(s: &std::os::unix::net::UnixStream, bytes: &[u8], fd: std::os::f
     mh.msg_iovlen = 1;
     mh.msg_control = cbuf.as_mut_ptr().cast();
     mh.msg_controllen = space;
-    // SAFETY: the control buffer holds one cmsg with room for one int.
+    // SAFETY: the control buffer holds one cmsg with room for nfd ints.
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&mh);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(core::mem::size_of::<i32>() as u32) as usize;
-        core::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), raw);
+        (*c).cmsg_len = libc::CMSG_LEN(fds_len) as usize;
+        for (i, f) in raw.iter().take(nfd).enumerate() {
+            core::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>().add(i), *f);
+        }
     }
     // SAFETY: sending our message on our socket.
     let n = unsafe { libc::sendmsg(s.as_raw_fd(), &mh, libc::MSG_NOSIGNAL) };

@@ -30,6 +30,9 @@ pub const NODE_ADDR: &str = "MOS_NODE_ADDR";
 pub const SERIAL_HASH: &str = "MOS_SERIAL_HASH";
 /// Set (with `MOS_LOG_FILE`): log how long the image writer's phases took.
 pub const DEBUG_TIMING: &str = "MOS_DEBUG_TIMING";
+/// `MOS_DEBUG_LAZY=1` (with `MOS_LOG_FILE`): a post-copy writer logs each lazy region
+/// and the runs of pages it will push (the target's shadowd logs faults and copies).
+pub const DEBUG_LAZY: &str = "MOS_DEBUG_LAZY";
 /// The largest deleted-but-open file a checkpoint saves, in bytes (default 64 MiB).
 pub const DELETED_MAX: &str = "MOS_DELETED_MAX";
 

@@ -36,8 +36,10 @@ pub struct Rounds {
 
 fn write_all(sink: i32, mut b: &[u8]) -> Result<(), String> {
     while !b.is_empty() {
+        // Raw system call: in a body away from home, libc's write is the shim's, which
+        // forwards a number that is a home fd in the application's table.
         // SAFETY: writing our buffer into the pipe we were given.
-        let n = unsafe { libc::write(sink, b.as_ptr().cast(), b.len()) };
+        let n = unsafe { ckpt::sc!(libc::SYS_write, sink, b.as_ptr(), b.len()) } as isize;
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -60,7 +62,7 @@ fn send_run(sink: i32, file_off: u64, addr: u64, len: u64, sent: &mut u64) -> Re
         let iov = libc::iovec { iov_base: (addr + done) as *mut _, iov_len: (len - done).min(16 << 20) as usize };
         // SAFETY: vmsplice only reads the range (the kernel checks it is mapped and
         // readable, failing with EFAULT otherwise); the pipe references the pages.
-        let n = unsafe { libc::vmsplice(sink, &iov, 1, 0) };
+        let n = unsafe { ckpt::sc!(libc::SYS_vmsplice, sink, &iov as *const libc::iovec, 1usize, 0u32) } as isize;
         if n < 0 {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {

@@ -581,7 +581,7 @@ pub struct Report {
     pub json: bool,
 }
 
-pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, live: bool, report: Report) -> Result<()> {
+pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::msg::MoveMode, report: Report) -> Result<()> {
     let t0 = Instant::now();
     let to = node_addr(node)?;
     let home = match home.map(str::to_string).or_else(|| std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty())) {
@@ -601,7 +601,6 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, live: bool, rep
     if at == to {
         bail!("process {pid} already runs on {node}");
     }
-    let mode = if live { proto::msg::MoveMode::Live } else { proto::msg::MoveMode::StopAndCopy };
     match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone(), mode })? {
         Msg::Migrated { pid: there, stats } => {
             // done when the new body has reported home
@@ -620,7 +619,7 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, live: bool, rep
                     "{}",
                     serde_json::json!({
                         "pid": pid, "node": node, "body_pid": there, "bytes": s.bytes, "rounds": s.rounds,
-                        "round_bytes": s.round_bytes, "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
+                        "round_bytes": s.round_bytes, "resumed_ms": s.resumed_ms, "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
                     })
                 );
                 return Ok(());
@@ -629,7 +628,9 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, live: bool, rep
             if report.stats {
                 match stats {
                     Some(s) => {
-                        let how = if s.rounds == 0 {
+                        let how = if s.resumed_ms > 0 {
+                            format!("(post-copy: image there at {} ms, every page at {} ms)", s.resumed_ms, s.total_ms)
+                        } else if s.rounds == 0 {
                             "(stop-and-copy)".to_string()
                         } else {
                             let mib: Vec<String> = s.round_bytes.iter().map(|b| format!("{:.1}", *b as f64 / f64::from(1u32 << 20))).collect();

@@ -15,7 +15,7 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool, stri
         Some(p) => Some(std::env::current_dir()?.join(p)),
         None => None,
     };
-    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code, live: false };
+    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code, live: false, lazy: false };
     match control::request(pid, &req) {
         Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us, .. }) => {
             println!("{path}");
@@ -56,7 +56,7 @@ pub fn run_cmd(argv: &[std::ffi::OsString]) -> Result<()> {
     bail!("run: cannot execute {}: {err}", argv[0].to_string_lossy())
 }
 
-pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool, unlink: bool) -> Result<()> {
+pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool, unlink: bool, lazy_pages: Option<&Path>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     // Validate here so a bad image fails before anything happens; the restorer checks again.
     let img = ImageFile::open(image).map_err(|e| anyhow!("restart: {}: {e}", image.display()))?;
@@ -73,6 +73,9 @@ pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool, unlink: bool) -> 
     cmd.arg("--no-verify");
     if unlink {
         cmd.arg("--unlink");
+    }
+    if let Some(sock) = lazy_pages {
+        cmd.env(ckpt::restore::LAZY_PAGES_ENV, sock);
     }
     cmd.arg(image);
     let err = cmd.exec();

@@ -47,6 +47,10 @@ enum Cmd {
         /// remove IMAGE once the process runs from it (a migration's image in memory)
         #[arg(long)]
         unlink: bool,
+        /// post-copy: the unix socket of the shadowd that serves the memory still at the
+        /// source (the target node's shadowd passes it)
+        #[arg(long, value_name = "SOCK")]
+        lazy_pages: Option<std::path::PathBuf>,
     },
     /// Run a program under the shim (checkpointable): `mos run -- ./app args`. With a
     /// cluster up it runs at its home node (`$MOS_HOME_NODE`, else the first node), which
@@ -165,8 +169,14 @@ enum Cmd {
         /// writes faster than the link carries, and the rest goes stop-and-copy); without
         /// it the process is frozen for the whole transfer. Automatic migrations go live
         /// for processes of MOS_LIVE_MIN_MIB (256) MiB or more
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lazy")]
         live: bool,
+        /// post-copy: the process runs on NODE at once, without its memory, which follows:
+        /// the pages it touches first, fetched as it faults, then the rest. Until every
+        /// page arrived it depends on both nodes: if the source node (or its shadowd) dies
+        /// meanwhile, the process is lost (a batch job restarts from its last checkpoint)
+        #[arg(long)]
+        lazy: bool,
     },
 }
 
@@ -250,7 +260,7 @@ fn main() {
     let cli = Cli::parse_from(condor_spellings(std::env::args_os()));
     let r = match cli.cmd {
         Cmd::Ckpt { pid, exit, output, stats, strict, exit_code } => mos::ckpt_cmd(pid, exit, output, stats, strict, exit_code),
-        Cmd::Restart { image, eager, no_verify, unlink } => mos::restart_cmd(&image, eager, no_verify, unlink),
+        Cmd::Restart { image, eager, no_verify, unlink, lazy_pages } => mos::restart_cmd(&image, eager, no_verify, unlink, lazy_pages.as_deref()),
         Cmd::Image { cmd: ImageCmd::Inspect { image, json } } => mos::inspect_cmd(&image, json),
         Cmd::Run { no_migrate, node, argv } => cluster::register_here(no_migrate)
             .and_then(|()| node.as_deref().map_or(Ok(()), cluster::start_on))
@@ -277,8 +287,15 @@ fn main() {
         Cmd::Hold(t) => cluster::commands(&t.ids, t.all, JobCommand::Hold),
         Cmd::Release(t) => cluster::commands(&t.ids, t.all, JobCommand::Release),
         Cmd::Vacate(t) => cluster::commands(&t.ids, t.all, JobCommand::Vacate),
-        Cmd::Migrate { id, node, home, stats, json, live } => match id.parse::<u32>() {
-            Ok(pid) if !id.contains('.') => cluster::migrate_process(pid, &node, home.as_deref(), live, cluster::Report { stats, json }),
+        Cmd::Migrate { id, node, home, stats, json, live, lazy } => match id.parse::<u32>() {
+            Ok(pid) if !id.contains('.') => {
+                let mode = match (live, lazy) {
+                    (true, _) => proto::msg::MoveMode::Live,
+                    (_, true) => proto::msg::MoveMode::Lazy,
+                    _ => proto::msg::MoveMode::StopAndCopy,
+                };
+                cluster::migrate_process(pid, &node, home.as_deref(), mode, cluster::Report { stats, json })
+            }
             _ => cluster::migrate(&id, &node),
         },
     };

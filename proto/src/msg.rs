@@ -698,6 +698,22 @@ pub enum Msg {
         /// Its home node.
         home: NodeName,
     },
+    /// source shadowd -> target shadowd: a post-copy migration's stream follows: the
+    /// image without the process's private anonymous memory, then (after the target
+    /// answered [`Msg::ImageReceived`] and the body started) those pages, the ones the
+    /// body faulted on first ([`Msg::PageRequest`] back on the same connection). The
+    /// target answers [`Msg::Ack`] once every page arrived.
+    LazyMigrationImage {
+        /// The process, as a job id (`PROCESS_JOB_BIT | pid`).
+        job: JobId,
+        /// Its home node.
+        home: NodeName,
+    },
+    /// target shadowd -> source shadowd during post-copy: the body faulted at `addr`.
+    PageRequest {
+        /// The faulting address.
+        addr: u64,
+    },
 }
 
 /// How `MigrateProcess` moves a process.
@@ -709,6 +725,9 @@ pub enum MoveMode {
     Live,
     /// Live above the source's size threshold (`MOS_LIVE_MIN_MIB`), else stop-and-copy.
     Auto,
+    /// Post-copy: runs on the target at once, its memory fetched from the source as it
+    /// faults and pushed in the background (lost if the source dies meanwhile).
+    Lazy,
 }
 
 /// One migration's figures, as the source measured them.
@@ -725,6 +744,9 @@ pub struct MoveStats {
     pub total_ms: u64,
     /// Page bytes of each copy round while the process ran (live migration).
     pub round_bytes: Vec<u64>,
+    /// Post-copy: when the image without its memory was whole at the target (the body
+    /// starts right after); 0 otherwise.
+    pub resumed_ms: u64,
 }
 
 /// One row of `mos ps`.
@@ -785,6 +807,8 @@ impl Msg {
             Msg::Analysis { .. } => "Analysis",
             Msg::MigrationImage { .. } => "MigrationImage",
             Msg::LiveMigrationImage { .. } => "LiveMigrationImage",
+            Msg::LazyMigrationImage { .. } => "LazyMigrationImage",
+            Msg::PageRequest { .. } => "PageRequest",
             Msg::ImageSealed { .. } => "ImageSealed",
         }
     }

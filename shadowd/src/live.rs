@@ -125,6 +125,7 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
         match parse_record(&h).map_err(StreamError::Corrupt)? {
             Record::Data { file_off, len } => c.splice_to(len, &f, file_off, &pipe)?,
             Record::End => break,
+            Record::HeadEnd => return Err(StreamError::Corrupt("a head-end record in a live (pre-copy) stream".into())),
         }
     }
     if c.left != 0 {
@@ -140,6 +141,255 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
     ckpt::image::ImageFile::open(tmp).map_err(|e| StreamError::Corrupt(format!("the live image is not valid: {e}")))?;
     std::fs::rename(tmp, dest).map_err(ferr(dest))?;
     Ok(c.total)
+}
+
+/// Where a post-copy image's page faults are served: beside the image.
+pub fn lazy_socket(image: &Path) -> std::path::PathBuf {
+    image.with_extension("lazy")
+}
+
+/// How long a post-copy target waits for the restored body to hand over its faults.
+const BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Post-copy, at the target: receive the image part of the stream whose
+/// [`Msg::LazyMigrationImage`] was read into `dest` (its fault socket listening beside
+/// it before the image is announced), answer [`Msg::ImageReceived`] on `w`, then serve
+/// the body's page faults until every page arrived: each fault becomes a
+/// [`Msg::PageRequest`] to the source, each page record a UFFDIO_COPY. Returns the
+/// stream bytes.
+pub fn recv_lazy<R: Read + AsFd, W: std::io::Write>(
+    r: &mut FrameReader<R>,
+    w: &mut proto::frame::FrameWriter<W>,
+    job: proto::JobId,
+    dest: &Path,
+) -> Result<u64, StreamError> {
+    let sock = lazy_socket(dest);
+    let _ = std::fs::remove_file(&sock);
+    let ferr = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| StreamError::File { path: p, source: e }
+    };
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(ferr(dir))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(ferr(&sock))?;
+    let result = lazy_phases(r, w, job, dest, &listener);
+    let _ = std::fs::remove_file(&sock);
+    result
+}
+
+fn lazy_phases<R: Read + AsFd, W: std::io::Write>(
+    r: &mut FrameReader<R>,
+    w: &mut proto::frame::FrameWriter<W>,
+    job: proto::JobId,
+    dest: &Path,
+    listener: &std::os::unix::net::UnixListener,
+) -> Result<u64, StreamError> {
+    let tmp = dest.with_extension("partial");
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
+    let pipe = image_pipe().map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
+    let mut c = Chunks { r, left: 0, total: 0 };
+    let head = (|| {
+        let mut magic = [0u8; 8];
+        c.read_exact(&mut magic)?;
+        if &magic != STREAM_MAGIC {
+            return Err(StreamError::Corrupt("not a migration stream (bad magic)".into()));
+        }
+        loop {
+            let mut h = [0u8; RECORD_LEN];
+            c.read_exact(&mut h)?;
+            match parse_record(&h).map_err(StreamError::Corrupt)? {
+                Record::Data { file_off, len } => c.splice_to(len, &f, file_off, &pipe)?,
+                Record::HeadEnd => return Ok(()),
+                Record::End => return Err(StreamError::Corrupt("a post-copy stream ended before its image was whole".into())),
+            }
+        }
+    })();
+    drop(f);
+    let head = head.and_then(|()| {
+        ckpt::image::ImageFile::open(&tmp).map_err(|e| StreamError::Corrupt(format!("the post-copy image is not valid: {e}")))?;
+        std::fs::rename(&tmp, dest).map_err(|e| StreamError::File { path: dest.to_path_buf(), source: e })
+    });
+    if let Err(e) = head {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    w.write_msg(&Msg::ImageReceived { job, size: c.total, path: proto::msg::OsBytes::from(dest) }, &[]).map_err(StreamError::Frame)?;
+    // the body, restarted from the image, hands over its page faults
+    let uffd = accept_faults(listener).map_err(|e| StreamError::Corrupt(format!("the restored body did not hand over its page faults: {e}")))?;
+    serve_pages(&mut c, w, &uffd)?;
+    drop(uffd);
+    match c.r.read_header_only::<Msg>()? {
+        Msg::ImageSealed { bytes } if bytes == c.total && c.left == 0 => Ok(c.total),
+        Msg::ImageSealed { bytes } => Err(StreamError::Corrupt(format!("{} bytes received, {bytes} sent", c.total))),
+        other => Err(StreamError::Unexpected { want: "ImageSealed", got: other.name() }),
+    }
+}
+
+/// The userfaultfd the restorer sends on `listener`; it is told we serve its faults.
+fn accept_faults(listener: &std::os::unix::net::UnixListener) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut p = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: polling our listening socket.
+    if unsafe { libc::poll(&mut p, 1, BODY_WAIT.as_millis() as i32) } != 1 {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("nothing within {BODY_WAIT:?}")));
+    }
+    let (conn, _) = listener.accept()?;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain data; its pointers refer to our locals for the call.
+    let mut mh: libc::msghdr = unsafe { core::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = core::mem::size_of_val(&cbuf);
+    // SAFETY: receiving into our buffers.
+    if unsafe { libc::recvmsg(conn.as_raw_fd(), &mut mh, libc::MSG_CMSG_CLOEXEC) } != 1 {
+        return Err(std::io::Error::other("no descriptor came"));
+    }
+    let mut fd = -1;
+    // SAFETY: walking the control messages the kernel wrote into cbuf.
+    unsafe {
+        let cm = libc::CMSG_FIRSTHDR(&mh);
+        if !cm.is_null() && (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
+            fd = core::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<i32>());
+        }
+    }
+    if fd < 0 {
+        return Err(std::io::Error::other("no descriptor came"));
+    }
+    // SAFETY: the kernel gave us this new descriptor.
+    let uffd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // poll(2) on a userfaultfd reports faults only when it is non-blocking
+    // SAFETY: setting the status flags of the descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    (&conn).write_all_ack()?;
+    Ok(uffd)
+}
+
+trait Ack {
+    fn write_all_ack(self) -> std::io::Result<()>;
+}
+
+impl Ack for &std::os::unix::net::UnixStream {
+    fn write_all_ack(self) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut s = self;
+        s.write_all(b"S")
+    }
+}
+
+const UFFDIO_COPY: u64 = 0xC028_AA03;
+const UFFDIO_ZEROPAGE: u64 = 0xC020_AA04;
+const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+
+/// Put `len` bytes at `addr` of the body (pages already there are left as they are).
+fn copy_in(uffd: i32, addr: u64, data: &[u8]) {
+    let page = ckpt::image::PAGE as usize;
+    let mut at = 0usize;
+    while at < data.len() {
+        let mut a = [addr + at as u64, data[at..].as_ptr() as u64, (data.len() - at) as u64, 0u64, 0u64];
+        // SAFETY: UFFDIO_COPY with its five-word struct; src is our buffer.
+        let r = unsafe { libc::ioctl(uffd, UFFDIO_COPY as _, a.as_mut_ptr()) };
+        if r == 0 {
+            return;
+        }
+        let copied = a[4] as i64;
+        match std::io::Error::last_os_error().raw_os_error() {
+            // a page that is there already (faulted and served first): skip it
+            Some(libc::EEXIST) => at += copied.max(0) as usize + page,
+            Some(libc::EAGAIN) | Some(libc::EINTR) => at += copied.max(0) as usize,
+            // the range spans two mappings (one call fills one): page by page
+            Some(libc::ENOENT) if data.len() - at > page => {
+                for p in (at..data.len()).step_by(page) {
+                    copy_in(uffd, addr + p as u64, &data[p..(p + page).min(data.len())]);
+                }
+                return;
+            }
+            // the body is gone, or unmapped the range: nothing to do
+            e => {
+                if std::env::var_os("MOS_DEBUG_LAZY").is_some() {
+                    eprintln!("post-copy: UFFDIO_COPY {:#x}+{:#x}: errno {e:?}", addr + at as u64, data.len() - at);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn zero_in(uffd: i32, addr: u64, len: u64) {
+    let mut a = [addr, len, 0u64, 0u64];
+    // SAFETY: UFFDIO_ZEROPAGE with its four-word struct.
+    unsafe { libc::ioctl(uffd, UFFDIO_ZEROPAGE as _, a.as_mut_ptr()) };
+}
+
+/// Serve the body's faults and put the pushed pages in until the end record.
+fn serve_pages<R: Read + AsFd, W: std::io::Write>(c: &mut Chunks<'_, R>, w: &mut proto::frame::FrameWriter<W>, uffd: &std::os::fd::OwnedFd) -> Result<(), StreamError> {
+    let t0 = std::time::Instant::now();
+    let mut faults = 0u32;
+    let mut last = 0u128;
+    use ckpt::image::live::{parse_page_record, PageRecord};
+    use std::os::fd::AsRawFd;
+    let u = uffd.as_raw_fd();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut p = [
+            libc::pollfd { fd: u, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: c.r.get_ref().as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: polling two descriptors we hold.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(conn(std::io::Error::last_os_error()));
+        }
+        if p[0].revents & libc::POLLIN != 0 {
+            let mut msg = [0u8; 32 * 16];
+            // SAFETY: reading uffd messages into our buffer.
+            let k = unsafe { libc::read(u, msg.as_mut_ptr().cast(), msg.len()) };
+            for m in msg[..k.max(0) as usize].chunks_exact(32) {
+                if m[0] == UFFD_EVENT_PAGEFAULT {
+                    faults += 1;
+                    last = t0.elapsed().as_millis();
+                    let addr = u64::from_le_bytes(m[16..24].try_into().unwrap_or_default());
+                    if std::env::var_os("MOS_DEBUG_LAZY").is_some() {
+                        eprintln!("post-copy: fault at {addr:#x} ({} ms)", t0.elapsed().as_millis());
+                    }
+                    w.write_msg(&Msg::PageRequest { addr }, &[]).map_err(StreamError::Frame)?;
+                }
+            }
+        }
+        if p[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            let mut h = [0u8; RECORD_LEN];
+            c.read_exact(&mut h)?;
+            match parse_page_record(&h).map_err(StreamError::Corrupt)? {
+                PageRecord::End => {
+                    if std::env::var_os("MOS_DEBUG_LAZY").is_some() {
+                        eprintln!("post-copy: {faults} faults, the last at {last} ms, all pages at {} ms", t0.elapsed().as_millis());
+                    }
+                    return Ok(());
+                }
+                PageRecord::Pages { addr, len, zero: true } => {
+                    if std::env::var_os("MOS_DEBUG_LAZY").is_some() {
+                        eprintln!("post-copy: zero {addr:#x}+{len:#x}");
+                    }
+                    zero_in(u, addr, len)
+                }
+                PageRecord::Pages { addr, len, zero: false } => {
+                    let mut done = 0u64;
+                    while done < len {
+                        let n = (len - done).min(buf.len() as u64) as usize;
+                        c.read_exact(&mut buf[..n])?;
+                        copy_in(u, addr + done, &buf[..n]);
+                        done += n as u64;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,19 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
             }
         }
         // a live migration's stream: pages while the process runs, then the rest
+        // post-copy: the image, then (the body running) its pages
+        Msg::LazyMigrationImage { job, .. } => {
+            set_buffer(r.get_ref(), libc::SO_RCVBUF, LAZY_QUEUE);
+            let dest = ctx.migration_dir.join(format!("job{job}.mosimg"));
+            let t0 = std::time::Instant::now();
+            match crate::live::recv_lazy(&mut r, &mut w, job, &dest) {
+                Ok(n) => {
+                    log!(ctx.node, "job {job}: post-copy stream of {n} bytes: every page in at {} ms", t0.elapsed().as_millis());
+                    Msg::Ack
+                }
+                Err(e) => Msg::Error { msg: format!("shadowd {}: post-copy image of job {job}: {e}", ctx.node) },
+            }
+        }
         Msg::LiveMigrationImage { job, .. } => {
             // on disk where memory is a cgroup limit, as a stop-and-copy image (sparse
             // there too: a live image's offsets stay below ext4's 16 TiB)
@@ -216,6 +229,14 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
     let live = match mode {
+        MoveMode::Lazy => {
+            let r = migrate_lazy(ctx, pid, real, to);
+            let mut all = crate::lock(&ctx.migrations);
+            if Arc::strong_count(&one) == 2 {
+                all.remove(&pid);
+            }
+            return r;
+        }
         MoveMode::Live => true,
         MoveMode::StopAndCopy => false,
         MoveMode::Auto => crate::candidates::stat_of(pid).is_some_and(|s| s.rss_pages * 4096 >= live_min_bytes()),
@@ -257,6 +278,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         strict: false,
         exit_code: 0,
         live,
+        lazy: false,
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');
@@ -322,7 +344,153 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         );
     }
     let rounds = round_bytes.len() as u32;
-    Ok((body, proto::msg::MoveStats { bytes: n, rounds, frozen_ms, total_ms: ms, round_bytes }))
+    Ok((body, proto::msg::MoveStats { bytes: n, rounds, frozen_ms, total_ms: ms, round_bytes, resumed_ms: 0 }))
+}
+
+/// Post-copy: checkpoint local process `pid` for migration and stream the image without
+/// its private anonymous memory to `to`, restart it there at once, then send that memory
+/// (the pages it faults on first, relayed from the target, then the rest in order).
+/// Until the body runs there the process runs on here if anything fails; from then on
+/// it lives there, and a failure (either node dying) loses it.
+fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<(u32, proto::msg::MoveStats), String> {
+    use std::io::Write;
+    if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
+        return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("process {pid} {ENDED_BEFORE_MOVE} (no such process here)"));
+    }
+    let (mut r, w) = connect_shadowd(ctx, to)?;
+    let _ = w.get_ref().get_ref().set_write_timeout(Some(STREAM_STALL));
+    let tcp = w.get_ref().get_ref().try_clone().map_err(|e| e.to_string())?;
+    // Little in flight: a page the body faults on waits behind what is queued before it.
+    let (pipe_r, pipe_w) = proto::spliced::image_pipe().map_err(|e| format!("cannot make the image pipe: {e}"))?;
+    let _ = rustix_free_pipe_size(&pipe_r, LAZY_QUEUE);
+    set_buffer(&tcp, libc::SO_SNDBUF, LAZY_QUEUE);
+    let (req_r, req_w) = proto::spliced::image_pipe().map_err(|e| format!("cannot make the request pipe: {e}"))?;
+    let req = ckpt::control::CkptRequest {
+        out: None,
+        exit: true,
+        migrate: Some(ctx.state_dir.join("shadow.sock").to_string_lossy().into_owned()),
+        stream: true,
+        strict: false,
+        exit_code: 0,
+        live: false,
+        lazy: true,
+    };
+    let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
+    log!(ctx.node, "pid {pid}: post-copy to {to}: image first, memory after it runs there");
+    let t0 = std::time::Instant::now();
+    let node = ctx.node.clone();
+    std::thread::scope(|sc| {
+        let mut sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
+        let mut seal_sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
+        let first = Msg::LazyMigrationImage { job, home: node.clone() };
+        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(&mut sock, pipe_r.as_fd(), &first));
+        let ckpt = sc.spawn(|| {
+            let r = ckpt::control::request_streamed_lazy(real, &req, pipe_w.as_fd(), req_r.as_fd());
+            drop(pipe_w);
+            drop(req_r);
+            r
+        });
+        let cut = || {
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
+        };
+        // the image is whole there: start the body
+        let there = match r.read_msg::<Msg>() {
+            Ok((Msg::ImageReceived { path, .. }, _)) => path,
+            Ok((Msg::Error { msg }, _)) => {
+                cut();
+                return Err(format!("{msg} (the process keeps running here)"));
+            }
+            Ok((m, _)) => {
+                cut();
+                return Err(format!("unexpected answer {} to the image (the process keeps running here)", m.name()));
+            }
+            Err(e) => {
+                cut();
+                let why = match ckpt.join() {
+                    Ok(Ok((ckpt::control::CkptReply::Failed(f), _))) => format!("checkpoint failed: {f}"),
+                    _ => format!("{to}: {e}"),
+                };
+                return Err(format!("{why} (the process keeps running here)"));
+            }
+        };
+        let resumed_ms = t0.elapsed().as_millis() as u64;
+        let body = match place_restart(ctx, job, there, to) {
+            Ok(b) => b,
+            Err(e) => {
+                cut();
+                return Err(format!("{e} (the process keeps running here)"));
+            }
+        };
+        let running_ms = t0.elapsed().as_millis() as u64;
+        log!(ctx.node, "pid {pid}: post-copy: running at {to} (pid {body}) {running_ms} ms after the request; its memory follows");
+        // relay the body's faults to the writer while its pages stream
+        let relay = sc.spawn(move || -> Result<(), String> {
+            let mut req_w = std::fs::File::from(req_w);
+            loop {
+                match r.read_msg::<Msg>() {
+                    Ok((Msg::PageRequest { addr }, _)) => {
+                        // the writer may be done: a request it no longer reads is moot
+                        let _ = req_w.write_all(&addr.to_le_bytes());
+                    }
+                    Ok((Msg::Ack, _)) => return Ok(()),
+                    Ok((Msg::Error { msg }, _)) => return Err(msg),
+                    Ok((m, _)) => return Err(format!("unexpected {} during post-copy", m.name())),
+                    Err(e) => return Err(format!("{to}: {e}")),
+                }
+            }
+        });
+        let done = ckpt.join().map_err(|_| "the checkpoint thread panicked".to_string())?;
+        let sent = pump.join().map_err(|_| "the streaming thread panicked".to_string())?;
+        // From here the process lives at the target, whatever happens: leave.
+        let (bytes, verdict) = match done {
+            Ok((ckpt::control::CkptReply::Done { bytes, .. }, v)) => (bytes, Some(v)),
+            _ => (0, None),
+        };
+        let outcome = match sent {
+            Ok(n) if n == bytes => proto::spliced::seal(&mut seal_sock, n).map_err(|e| e.to_string()).and_then(|()| relay.join().unwrap_or_else(|_| Err("the relay thread panicked".into()))),
+            Ok(n) => Err(format!("the image was {bytes} bytes but {n} reached the stream")),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Some(v) = verdict {
+            let _ = v.commit();
+        }
+        let ms = t0.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(()) => {
+                log!(ctx.node, "pid {pid}: migrated to {to} (pid {body}) by post-copy: {bytes} bytes; running there at {running_ms} ms, every page there at {ms} ms");
+                Ok((body, proto::msg::MoveStats { bytes, rounds: 0, frozen_ms: running_ms, total_ms: ms, round_bytes: Vec::new(), resumed_ms }))
+            }
+            Err(e) => {
+                log!(ctx.node, "pid {pid}: post-copy to {to} failed after the body started there (pid {body}): {e}; the process is lost");
+                cut();
+                Err(format!("post-copy failed after the process started at {to}: {e}; the process is lost"))
+            }
+        }
+    })
+}
+
+/// Post-copy: bytes queued at most in each of the pipe and the socket buffers on either
+/// side, so that a requested page overtakes little of the background push.
+pub(crate) const LAZY_QUEUE: usize = 256 << 10;
+
+fn rustix_free_pipe_size(p: &std::os::fd::OwnedFd, n: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETPIPE_SZ on our pipe.
+    if unsafe { libc::fcntl(p.as_raw_fd(), libc::F_SETPIPE_SZ, n as i32) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set a socket buffer size (SO_SNDBUF / SO_RCVBUF); best effort.
+pub(crate) fn set_buffer(s: &TcpStream, which: i32, n: usize) {
+    use std::os::fd::AsRawFd;
+    let v = n as i32;
+    // SAFETY: setsockopt with an int on our socket.
+    unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, which, (&v as *const i32).cast(), 4) };
 }
 
 /// How long a target may stop taking a streamed image before the migration gives up.

@@ -192,3 +192,31 @@ fn live_migration_of_a_fast_writer_stops_its_rounds_and_arrives_whole() {
     assert!((1..=9).contains(&rounds), "{there}");
     dirtier_matches_unmoved(p, mib, per, "fast dirtier after a live migration");
 }
+
+/// Post-copy: the body runs on the target as soon as the image without its memory is
+/// there, and faults its pages from the source while the rest streams; a process writing
+/// its memory all along goes there and back that way and equals a run that never moved.
+#[test]
+fn a_post_copied_process_equals_an_unmoved_run() {
+    let c = cluster(2, None);
+    let (mib, per) = (256, 64);
+    let p = dirtier(&c, mib, per);
+    let pid = p.pid().to_string();
+    let there = c.json(&["migrate", &pid, "node2", "--lazy", "--json"]);
+    assert_eq!(there["node"].as_str(), Some("node2"), "{there}");
+    let resumed = there["resumed_ms"].as_u64().unwrap_or(0);
+    // it runs there before every page has arrived
+    assert!(resumed > 0 && resumed <= there["source_ms"].as_u64().unwrap_or(0), "{there}");
+    assert!(there["bytes"].as_u64().unwrap_or(0) > u64::from(mib) << 20, "{there}");
+    let out = c.mos(&["migrate", &pid, "node1", "--lazy", "--stats"]);
+    out.assert_code(0, "mos migrate --lazy back to node1");
+    assert!(out.stdout_str().contains("(post-copy: image there at "), "{}", out.describe());
+    let log = node_log(&c, "node1") + &node_log(&c, "node2");
+    assert!(log.contains("post-copy stream of ") && log.contains("--lazy-pages"), "{log}");
+    dirtier_matches_unmoved(p, mib, per, "dirtier after two post-copy migrations");
+    for node in ["node1", "node2"] {
+        let shm = std::path::PathBuf::from(format!("/dev/shm/mos-{node}-{}", daemon_pid(&c, node)));
+        let left: Vec<_> = std::fs::read_dir(&shm).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "files left in {}: {left:?}", shm.display());
+    }
+}

@@ -27,6 +27,18 @@ pub const LIVE_DATA_OFF: u64 = 1 << 30;
 pub const LIVE_MAX_FILE: u64 = 1 << 44;
 /// A region checksum in the trailer that means "not checksummed" (CRC-32s fit in u32).
 pub const UNCHECKED: u64 = u64::MAX;
+/// A region checksum that means "its pages come after the restart" (post-copy: the
+/// region is in the image without data; a restorer maps it empty and hands its page
+/// faults to the node's shadowd, which fetches them from the source). Such an image
+/// cannot be restarted without that.
+pub const LAZY: u64 = u64::MAX - 1;
+
+/// Post-copy (`mos migrate --lazy`): the record after which the image file is whole
+/// (head, trailer and every eager region) and the body may start; what follows are page
+/// records whose `file_off` is the address of the pages, and zero records.
+pub const LAZY_HEAD_END: u64 = u64::MAX - 1;
+/// In a post-copy page record's length: the pages are zeros, no bytes follow.
+pub const ZERO_PAGES: u64 = 1 << 63;
 
 pub fn record_header(file_off: u64, len: u64) -> [u8; RECORD_LEN] {
     let mut b = [0u8; RECORD_LEN];
@@ -40,6 +52,31 @@ pub fn record_header(file_off: u64, len: u64) -> [u8; RECORD_LEN] {
 pub enum Record {
     Data { file_off: u64, len: u64 },
     End,
+    /// Post-copy: the image file is whole; pages follow.
+    HeadEnd,
+}
+
+/// A post-copy page record: `len` bytes for address `addr` follow, or (`zero`) the
+/// pages are zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageRecord {
+    Pages { addr: u64, len: u64, zero: bool },
+    End,
+}
+
+/// Decode a post-copy page record, refusing one outside user space or not page aligned.
+pub fn parse_page_record(b: &[u8; RECORD_LEN]) -> Result<PageRecord, String> {
+    let addr = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let raw = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+    if addr == END {
+        return if raw == 0 { Ok(PageRecord::End) } else { Err(format!("end record with length {raw}")) };
+    }
+    let (zero, len) = (raw & ZERO_PAGES != 0, raw & !ZERO_PAGES);
+    let ok = addr.is_multiple_of(PAGE) && len.is_multiple_of(PAGE) && len > 0 && len <= 1 << 30 && addr.checked_add(len).is_some_and(|e| e <= 1 << 47);
+    if !ok {
+        return Err(format!("page record {addr:#x} of {len} bytes is not page aligned user memory"));
+    }
+    Ok(PageRecord::Pages { addr, len, zero })
 }
 
 /// Decode a record header, refusing one that would write outside a live image.
@@ -48,6 +85,9 @@ pub fn parse_record(b: &[u8; RECORD_LEN]) -> Result<Record, String> {
     let len = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
     if file_off == END {
         return if len == 0 { Ok(Record::End) } else { Err(format!("end record with length {len}")) };
+    }
+    if file_off == LAZY_HEAD_END {
+        return if len == 0 { Ok(Record::HeadEnd) } else { Err(format!("head-end record with length {len}")) };
     }
     match file_off.checked_add(len) {
         Some(e) if e <= LIVE_MAX_FILE => Ok(Record::Data { file_off, len }),
@@ -101,7 +141,13 @@ mod tests {
         assert_eq!(parse_record(&record_header(END, 0)), Ok(Record::End));
         assert!(parse_record(&record_header(END, 1)).is_err());
         assert!(parse_record(&record_header(LIVE_MAX_FILE, 1)).is_err());
-        assert!(parse_record(&record_header(u64::MAX - 1, 4)).is_err());
+        assert!(parse_record(&record_header(u64::MAX - 2, 4)).is_err());
+        assert_eq!(parse_record(&record_header(LAZY_HEAD_END, 0)), Ok(Record::HeadEnd));
+        assert_eq!(parse_page_record(&record_header(0x7000, 4096 | ZERO_PAGES)), Ok(PageRecord::Pages { addr: 0x7000, len: 4096, zero: true }));
+        assert_eq!(parse_page_record(&record_header(0x7000, 8192)), Ok(PageRecord::Pages { addr: 0x7000, len: 8192, zero: false }));
+        assert!(parse_page_record(&record_header(0x7001, 4096)).is_err());
+        assert!(parse_page_record(&record_header(1 << 47, 4096)).is_err());
+        assert!(parse_page_record(&record_header(0x7000, 0)).is_err());
     }
 
     #[test]

@@ -199,6 +199,11 @@ impl ImageWriter {
         self.write_all(data)
     }
 
+    /// Raw bytes into the stream (a record header made elsewhere).
+    pub fn write_all_raw(&mut self, b: &[u8]) -> Result<(), i32> {
+        self.write_all(b)
+    }
+
     /// A live stream's first bytes.
     pub fn write_live_magic(&mut self) -> Result<(), i32> {
         self.write_all(super::live::STREAM_MAGIC)

@@ -336,3 +336,87 @@ pub(super) fn set_mm(meta: &crate::image::ImageMeta) {
         );
     }
 }
+
+/// The address of the unix socket at `path`, made before the address space changes.
+pub(super) fn unix_addr(path: &std::ffi::OsStr) -> Result<libc::sockaddr_un, String> {
+    // SAFETY: sockaddr_un is plain data.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as u16;
+    let b = path.as_encoded_bytes();
+    if b.is_empty() || b.len() >= a.sun_path.len() {
+        return Err(format!("bad lazy-pages socket path {path:?}"));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    Ok(a)
+}
+
+/// Post-copy: register the regions whose pages come after the restart (their checksum
+/// says [`crate::image::live::LAZY`]) with a new userfaultfd for missing pages, hand it to
+/// the shadowd listening at `addr`, and wait until it serves their faults: from then on
+/// a touch of a page that has not arrived waits for it. Runs after the address space
+/// changed: no allocation, and any failure ends the process.
+pub(super) fn hand_over_lazy(meta: &crate::image::ImageMeta, hashes: &[u64], addr: &libc::sockaddr_un) {
+    const UFFDIO_API: u64 = 0xC018_AA3F;
+    const UFFDIO_REGISTER: u64 = 0xC020_AA00;
+    const MODE_MISSING: u64 = 1;
+    // SAFETY: userfaultfd(2) with flags only.
+    let uffd = unsafe { crate::sc!(libc::SYS_userfaultfd, libc::O_CLOEXEC) } as i32;
+    if uffd < 0 {
+        die("post-copy: userfaultfd (root, or vm.unprivileged_userfaultfd=1)");
+    }
+    let mut api = [0xAAu64, 0, 0];
+    // SAFETY: UFFDIO_API with its three-word struct.
+    if unsafe { libc::ioctl(uffd, UFFDIO_API as _, api.as_mut_ptr()) } != 0 {
+        die("post-copy: UFFDIO_API");
+    }
+    for (r, h) in meta.regions.iter().zip(hashes) {
+        if *h != crate::image::live::LAZY || r.prot == 0 {
+            continue;
+        }
+        let mut reg = [r.start, r.end - r.start, MODE_MISSING, 0];
+        // SAFETY: UFFDIO_REGISTER of a region we just mapped, with its four-word struct.
+        if unsafe { libc::ioctl(uffd, UFFDIO_REGISTER as _, reg.as_mut_ptr()) } != 0 {
+            die("post-copy: registering a region for its pages");
+        }
+    }
+    // SAFETY: a new unix stream socket.
+    let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: connecting our socket to an address made before.
+    if s < 0 || unsafe { libc::connect(s, (addr as *const libc::sockaddr_un).cast(), core::mem::size_of::<libc::sockaddr_un>() as u32) } != 0 {
+        die("post-copy: cannot reach the shadowd serving the pages");
+    }
+    let mut byte = [b'U'];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain data; its pointers refer to our locals for the call.
+    let mut mh: libc::msghdr = unsafe { core::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    mh.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: the control buffer has room for one cmsg carrying one fd.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&mh);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        core::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), uffd);
+    }
+    // SAFETY: sending a fully initialised msghdr on our socket.
+    if unsafe { libc::sendmsg(s, &mh, libc::MSG_NOSIGNAL) } != 1 {
+        die("post-copy: handing the page faults to the shadowd");
+    }
+    // the shadowd says it serves the faults
+    // SAFETY: reading one byte into our buffer.
+    if unsafe { libc::read(s, byte.as_mut_ptr().cast(), 1) } != 1 {
+        die("post-copy: the shadowd serving the pages did not answer");
+    }
+    // SAFETY: closing our fds; the shadowd holds the userfaultfd now.
+    unsafe {
+        libc::close(s);
+        libc::close(uffd);
+    }
+}

@@ -39,6 +39,9 @@ pub struct Options {
 }
 
 pub const RETRY_ENV: &str = "MOS_RESTORE_TRY";
+/// Post-copy: the unix socket of the shadowd that serves the restored process's page
+/// faults (set by `mos restart --lazy-pages`).
+pub const LAZY_PAGES_ENV: &str = "MOS_LAZY_PAGES";
 const MAX_TRIES: u32 = 32;
 
 fn os_err(what: &str) -> String {
@@ -72,6 +75,14 @@ fn reexec_or_fail(why: String) -> Result<std::convert::Infallible, String> {
 /// Restore the image at `path` into this process. Returns only on error.
 pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, String> {
     let img = ImageFile::open(path).map_err(|e| e.to_string())?;
+    // post-copy: where the node's shadowd serves the page faults of the lazy regions
+    let lazy_pages = match std::env::var_os(LAZY_PAGES_ENV) {
+        Some(p) => Some(memory::unix_addr(&p)?),
+        None => None,
+    };
+    if lazy_pages.is_none() && img.region_hashes.contains(&crate::image::live::LAZY) {
+        return Err("this image is a post-copy migration's: its memory comes from the source node after the restart, so it cannot be restarted on its own".into());
+    }
     if opts.verify {
         img.verify_data().map_err(|e| e.to_string())?;
     }
@@ -173,6 +184,9 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
     // ---- point of no return: the address space changes ----
     memory::move_specials(meta, &own_special, &targets)?;
     memory::map_regions(meta, imgfd, &shared_fds, opts.lazy)?;
+    if let Some(addr) = &lazy_pages {
+        memory::hand_over_lazy(meta, &img.region_hashes, addr);
+    }
 
     // SAFETY: restart_info points into the restored shim's writable data (validated as
     // inside a mapped region by the image's consistency check is not possible here; the

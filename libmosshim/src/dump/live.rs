@@ -133,7 +133,119 @@ pub(super) fn stream_live_image(plan: &Plan, live: &LivePlan, meta: &mut ImageMe
     w.write_record_copied(next, &trailer).map_err(ioerr)?;
     w.write_live_end().map_err(ioerr)?;
     // SAFETY: closing our copy of the sink: the reader sees the end of the stream.
-    unsafe { libc::close(plan.sink) };
+    unsafe { ckpt::sc!(libc::SYS_close, plan.sink) };
+    Ok(w.bytes_written())
+}
+
+/// Post-copy (`mos migrate --lazy`): the image with every region but the private
+/// anonymous ones (their checksum says [`LAZY`], their pages follow), the head-end
+/// record, then those pages as page records in address order, the target's requests
+/// (addresses on `plan.lazy_requests`) served first: a requested page that is not
+/// present goes as a zero record. Returns the stream bytes.
+pub(super) fn stream_lazy_image(plan: &Plan, meta: &mut ImageMeta) -> Result<u64, String> {
+    use ckpt::image::live::{LIVE_DATA_OFF, LAZY, LAZY_HEAD_END, ZERO_PAGES};
+    let ioerr = |e: i32| format!("streaming the image: {}", std::io::Error::from_raw_os_error(e));
+    let pm = dirty::open_pagemap(0)?;
+    for r in &meta.regions {
+        if r.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: changes only this child's mapping so its bytes can be read.
+            unsafe { libc::mprotect(r.start as *mut _, (r.end - r.start) as usize, libc::PROT_READ) };
+        }
+    }
+    let mem = |a: u64, n: usize| -> &[u8] {
+        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
+            Some(c) => c.2 + (a - c.0),
+            None => a,
+        };
+        // SAFETY: the range lies inside a readable mapping of this child (made readable
+        // above), or inside the frozen copy of a shared region.
+        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
+    };
+    let mut w = ImageWriter::into_pipe_by_reference(plan.sink);
+    w.write_live_magic().map_err(ioerr)?;
+    let mut next = LIVE_DATA_OFF;
+    // every page to push after the head, in address order
+    let mut lazy_runs: Vec<(u64, u64)> = Vec::new();
+    let mut hashes = Vec::with_capacity(meta.regions.len());
+    for r in meta.regions.iter_mut() {
+        if is_sparse(r.kind) {
+            let before = lazy_runs.len();
+            dirty::scan(&pm, r.start, r.end, false, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, PAGE_IS_PFNZERO, &mut lazy_runs)?;
+            if std::env::var_os(crate::config::DEBUG_LAZY).is_some() {
+                crate::log::log(&format!("lazy region {:#x}-{:#x} {:?} {}: runs {:x?}", r.start, r.end, r.kind, r.path, &lazy_runs[before.saturating_sub(1)..]));
+            }
+            r.extents.clear();
+            hashes.push(LAZY);
+            continue;
+        }
+        for e in r.extents.iter_mut() {
+            e.file_off = next;
+            let mut done = 0;
+            while done < e.len {
+                let n = (e.len - done).min(16 << 20);
+                w.write_record(next + done, mem(r.start + e.off + done, n as usize)).map_err(ioerr)?;
+                done += n;
+            }
+            next += e.len;
+        }
+        hashes.push(UNCHECKED);
+    }
+    let (hdr, mbytes) = live_head(meta, next)?;
+    let mut head = hdr.encode().to_vec();
+    head.extend_from_slice(&mbytes);
+    w.write_record_copied(0, &head).map_err(ioerr)?;
+    w.write_record_copied(next, &trailer_bytes(&hashes)).map_err(ioerr)?;
+    w.write_record_copied(LAZY_HEAD_END, &[]).map_err(ioerr)?;
+    // the pages: requests first, then in order
+    let req = plan.lazy_requests;
+    // SAFETY: making our copy of the request pipe non-blocking.
+    unsafe { ckpt::sc!(libc::SYS_fcntl, req, libc::F_SETFL, libc::O_NONBLOCK) };
+    let page_of = |a: u64| -> Option<(u64, u64)> {
+        let i = lazy_runs.partition_point(|r| r.1 <= a);
+        lazy_runs.get(i).copied().filter(|r| r.0 <= a)
+    };
+    let serve = |w: &mut ImageWriter| -> Result<(), String> {
+        let mut b = [0u8; 8 * 64];
+        loop {
+            // Raw system call, as every call here: libc's read is the shim's in a body
+            // away from home, and forwards numbers that are home fds of the application.
+            // SAFETY: reading into our buffer from our non-blocking pipe.
+            let n = unsafe { ckpt::sc!(libc::SYS_read, req, b.as_mut_ptr(), b.len()) } as isize;
+            if n <= 0 {
+                return Ok(());
+            }
+            for c in b[..n as usize].chunks_exact(8) {
+                let a = u64::from_le_bytes(c.try_into().unwrap_or_default()) & !(PAGE - 1);
+                match page_of(a) {
+                    // the faulting page and a few after it
+                    Some((_, e)) => {
+                        let len = (e - a).min(64 << 10);
+                        w.write_record(a, mem(a, len as usize)).map_err(ioerr)?;
+                    }
+                    None => {
+                        w.write_all_raw(&ckpt::image::live::record_header(a, PAGE | ZERO_PAGES)).map_err(ioerr)?;
+                    }
+                }
+            }
+        }
+    };
+    const PIECE: u64 = 64 << 10;
+    for &(s, e) in &lazy_runs {
+        let mut a = s;
+        while a < e {
+            serve(&mut w)?;
+            let n = (e - a).min(PIECE);
+            w.write_record(a, mem(a, n as usize)).map_err(ioerr)?;
+            a += n;
+        }
+    }
+    serve(&mut w)?;
+    w.write_live_end().map_err(ioerr)?;
+    // SAFETY: closing our copies: the reader sees the end of the stream.
+    unsafe {
+        ckpt::sc!(libc::SYS_close, plan.sink);
+        ckpt::sc!(libc::SYS_close, req);
+    }
     Ok(w.bytes_written())
 }
 

@@ -33,6 +33,8 @@ pub struct Plan {
     pub shared: Vec<(u64, u64, u64)>,
     /// The final round of a live migration (the copy rounds' layout), else None.
     pub live: Option<live::LivePlan>,
+    /// Post-copy: the pipe of the target's page requests (-1: not post-copy).
+    pub lazy_requests: i32,
 }
 
 /// The plan the manager made for the image writer's child (which reads it after the fork).

@@ -297,6 +297,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             kind,
             RegionKind::Anon | RegionKind::Stack | RegionKind::Heap
         ) && plan.live.is_none()
+            && plan.lazy_requests < 0
         {
             extents = present_extents(&pm, m.start, m.end)?;
         }
@@ -311,6 +312,10 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         });
     }
     let t_scan = t0.elapsed();
+    if plan.lazy_requests >= 0 {
+        // post-copy: the image without private anonymous memory, then its pages
+        return super::live::stream_lazy_image(plan, &mut meta);
+    }
     if let Some(live) = &plan.live {
         // a live migration's final round (its extents are found there)
         return super::live::stream_live_image(plan, live, &mut meta);

@@ -67,14 +67,23 @@ pub(super) fn serve(c: i32) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut sink = -1;
+    // post-copy: the pipe on which the requester relays the target's page requests
+    let mut requests = -1;
     let parsed = loop {
-        let (n, fd) = recv_with_fd(c, &mut chunk);
+        let (n, fd, fd2) = recv_with_fd(c, &mut chunk);
         if fd >= 0 {
             if sink >= 0 {
                 // SAFETY: closing a second descriptor we were sent and do not use.
                 unsafe { libc::close(sink) };
             }
             sink = fd;
+        }
+        if fd2 >= 0 {
+            if requests >= 0 {
+                // SAFETY: as above.
+                unsafe { libc::close(requests) };
+            }
+            requests = fd2;
         }
         if n <= 0 || buf.len() > MAX_MSG {
             break postcard::from_bytes::<CkptRequest>(&buf);
@@ -110,11 +119,25 @@ pub(super) fn serve(c: i32) {
         close_sink();
         sink = -1;
     }
+    if !(req.lazy && req.stream) && requests >= 0 {
+        // SAFETY: closing a descriptor we were sent and do not use.
+        unsafe { libc::close(requests) };
+        requests = -1;
+    }
+    if req.lazy && req.stream && requests < 0 {
+        reply(c, &CkptReply::Failed("a post-copy migration needs a second descriptor for page requests; none came with the request".into()));
+        // SAFETY: closing the sink we were sent and our connection.
+        unsafe {
+            libc::close(sink);
+            libc::close(c);
+        }
+        return;
+    }
     let migrating = req.migrate.is_some();
     let was_remote = crate::remote::went_away();
     let exit = req.exit || migrating || req.stream;
     crate::state::fds::set_strict(req.strict);
-    let outcome = checkpoint(req.out, exit, req.migrate, sink, req.live && req.stream);
+    let outcome = checkpoint(req.out, exit, req.migrate, sink, req.live && req.stream, requests);
     crate::state::fds::set_strict(false);
     match outcome {
         // The connection belongs to the process that took the image; in the restored
@@ -166,9 +189,10 @@ pub(super) fn serve(c: i32) {
     }
 }
 
-/// One read of the control connection into `buf`, with a descriptor if one came along
-/// (close-on-exec). Returns the byte count (<= 0: end or error) and the fd or -1.
-fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32) {
+/// One read of the control connection into `buf`, with up to two descriptors if they
+/// came along (close-on-exec; more are closed). Returns the byte count (<= 0: end or
+/// error) and the fds or -1.
+fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32, i32) {
     let mut cbuf = [0u64; 8];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; its pointers refer to our locals for the call.
@@ -179,7 +203,7 @@ fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32) {
     mh.msg_controllen = core::mem::size_of_val(&cbuf);
     // SAFETY: receiving into our buffers.
     let n = unsafe { libc::recvmsg(c, &mut mh, libc::MSG_CMSG_CLOEXEC) };
-    let mut fd = -1;
+    let (mut fd, mut fd2) = (-1, -1);
     if n >= 0 {
         // SAFETY: walking the control messages the kernel wrote into cbuf.
         unsafe {
@@ -192,6 +216,8 @@ fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32) {
                         let f = core::ptr::read_unaligned(data.add(i));
                         if fd < 0 {
                             fd = f;
+                        } else if fd2 < 0 {
+                            fd2 = f;
                         } else {
                             libc::close(f);
                         }
@@ -201,7 +227,7 @@ fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32) {
             }
         }
     }
-    (n as isize, fd)
+    (n as isize, fd, fd2)
 }
 
 /// Wait (frozen) for the requester's verdict on a streamed image: true on

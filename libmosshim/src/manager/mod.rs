@@ -92,7 +92,7 @@ pub fn run() {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
-            match checkpoint(None, false, None, -1, false) {
+            match checkpoint(None, false, None, -1, false, -1) {
                 Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
@@ -165,7 +165,8 @@ fn reap(block: bool) {
 
 /// `sink`: the descriptor a streamed image goes into (-1: a file). It is closed here.
 /// `live`: copy memory into `sink` in rounds while the process runs first (pre-copy).
-fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, live: bool) -> Outcome {
+/// `requests`: post-copy, the pipe of the target's page requests (-1: not post-copy).
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, live: bool, requests: i32) -> Outcome {
     reap(true);
     let tc = Instant::now();
     let rounds = if live {
@@ -181,7 +182,11 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i3
         None
     };
     let copy_us = tc.elapsed().as_micros() as u64;
-    let outcome = checkpoint_now(out, exit, migrate, sink, rounds.as_ref());
+    let outcome = checkpoint_now(out, exit, migrate, sink, rounds.as_ref(), requests);
+    if requests >= 0 {
+        // SAFETY: closing our copy of the request pipe (the writer child has its own).
+        unsafe { libc::close(requests) };
+    }
     if !matches!(outcome, Outcome::Done { .. }) {
         crate::state::dirty::close_tracker();
     }
@@ -200,7 +205,7 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i3
     }
 }
 
-fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>) -> Outcome {
+fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Outcome {
     let t0 = Instant::now();
     let me = sys::gettid();
     let slots = match freeze(me) {
@@ -220,7 +225,7 @@ fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink
             return Outcome::Failed(e);
         }
     }
-    let outcome = checkpoint_frozen(t0, me, slots, out, exit, sink, rounds);
+    let outcome = checkpoint_frozen(t0, me, slots, out, exit, sink, rounds, requests);
     if handed && matches!(outcome, Outcome::Failed(_)) {
         crate::migrate::undo_hand_off();
     }
@@ -238,10 +243,11 @@ fn close_sink(sink: i32) {
 
 /// `sink` is closed here, in the process that took the image (a restored process has no
 /// such descriptor: the number means nothing there).
-fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32, rounds: Option<&crate::precopy::Rounds>) -> Outcome {
+#[allow(clippy::too_many_arguments)]
+fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Outcome {
     let n = slots.len() as u32;
     let stop_us = t0.elapsed().as_micros() as u64;
-    let result = prepare(me, &slots, out, sink, rounds);
+    let result = prepare(me, &slots, out, sink, rounds, requests);
     let (plan, rfd) = match result {
         Ok(p) => p,
         Err(e) => {
@@ -345,7 +351,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
 }
 
 /// Capture everything but memory while threads are frozen, and build the writer's plan.
-fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>) -> Result<(Plan, i32), String> {
+fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Result<(Plan, i32), String> {
     // Child processes are not checkpointed with their parent (yet): refuse.
     // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
     let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
@@ -357,6 +363,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
     }
     let mut internal = internal_fds();
     internal.push(crate::state::dirty::tracker_fd());
+    internal.push(requests);
     let mut meta = dump::capture_process(&internal)?;
     meta.vpid = crate::identity::vpid();
     crate::state::threads::capture_threads(&mut meta, me, slots)?;
@@ -395,6 +402,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
         scratch: (base, base + crate::rt::alloc::SCRATCH_SIZE as u64),
         shared: crate::state::memory::copy_shared()?,
         live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: crate::identity::real_pid() }),
+        lazy_requests: requests,
     };
     Ok((plan, p[0]))
 }

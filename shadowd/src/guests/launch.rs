@@ -132,6 +132,12 @@ impl LaunchPlan {
             let mut args: Vec<std::ffi::OsString> = vec!["restart".into()];
             if job.0 & crate::rsys::PROCESS_JOB_BIT != 0 && cfg.migration_dirs.iter().any(|d| from.starts_with(d)) {
                 args.push("--unlink".into());
+                // post-copy: this node's shadowd serves the rest of its memory there
+                let sock = crate::live::lazy_socket(&from);
+                if sock.exists() {
+                    args.push("--lazy-pages".into());
+                    args.push(sock.into_os_string());
+                }
             }
             args.push(from.into_os_string());
             return Ok(LaunchPlan {
