@@ -220,3 +220,42 @@ fn a_post_copied_process_equals_an_unmoved_run() {
         assert!(left.is_empty(), "files left in {}: {left:?}", shm.display());
     }
 }
+
+/// A real threaded program (python3, four threads each writing and hashing its own
+/// buffers) moved live to one node and by post-copy to another, and the other way round:
+/// its output equals a run that never moved.
+#[test]
+fn threaded_python_moves_live_and_post_copy() {
+    const PROG: &str = r#"
+import threading, time, hashlib
+data = [bytearray(b'x' * (1 << 20)) for _ in range(64)]
+res = {}
+def work(k):
+    h = hashlib.sha256()
+    for i in range(300):
+        data[k * 16 + (i * 7) % 16][i % 4096] = (k + i) % 256
+        h.update(bytes(data[k * 16 + i % 16][:4096]))
+        time.sleep(0.005)
+    res[k] = h.hexdigest()
+ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+print("ready", flush=True)
+[t.start() for t in ts]; [t.join() for t in ts]
+print(sorted(res.items()), flush=True)
+"#;
+    let mut plain = std::process::Command::new("python3");
+    plain.args(["-c", PROG]);
+    let want = run("python3 unmoved", plain, b"").stdout;
+    for (first, second) in [("--live", "--lazy"), ("--lazy", "--live")] {
+        let c = cluster(3, None);
+        let mut cmd = c.cmd("mos");
+        cmd.args(["run", "--", "python3", "-c", PROG]).env("MOS_HOME_NODE", "node1");
+        let mut p = Proc::spawn("python3 threads", cmd);
+        p.wait_stdout("ready");
+        let pid = p.pid().to_string();
+        c.mos(&["migrate", &pid, "node2", first]).assert_code(0, &format!("mos migrate {first}"));
+        c.mos(&["migrate", &pid, "node3", second]).assert_code(0, &format!("mos migrate {second}"));
+        let out = p.wait();
+        out.assert_code(0, "python3 after two moves");
+        assert_same_bytes(&format!("python3 threads moved {first} then {second}"), &out.stdout, &want);
+    }
+}
