@@ -408,7 +408,7 @@ fn move_when_ready(pid: u32, home: &str, to: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string(), mode: proto::msg::MoveMode::Auto })? {
+    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string(), mode: proto::msg::MoveMode::Auto, progress: false })? {
         Msg::Migrated { .. } => Ok(()),
         m => bail!("unexpected answer {}", m.name()),
     }
@@ -475,6 +475,50 @@ pub fn ask(msg: &Msg) -> Result<Msg> {
 }
 
 /// One request to the daemon at `addr` (placer or shadowd), one answer.
+/// [`ask_at`] of a `MigrateProcess` asking for progress: a bar on the terminal (bytes,
+/// rate; shown once the move has taken a second), then the answer.
+fn ask_with_progress(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
+    let key = auth::load_key(&key_path()).with_context(|| format!("cluster key {}", key_path().display()))?;
+    let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad address {addr}"))?, Duration::from_secs(3))
+        .with_context(|| format!("cannot reach {what} at {addr} (is the cluster up?)"))?;
+    let mut s = NoSigPipe::new(c);
+    auth::client_handshake(&mut s, &key, &Hello::new("cli", Role::Cli))?;
+    let c = s.into_inner();
+    c.set_read_timeout(Some(Duration::from_secs(120)))?;
+    FrameWriter::new(NoSigPipe::new(c.try_clone()?)).write_msg(msg, &[])?;
+    let mut r = FrameReader::new(c);
+    let t0 = Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    loop {
+        let (reply, _): (Msg, Vec<u8>) = r.read_msg()?;
+        match reply {
+            Msg::MigrationProgress { bytes } => {
+                if bar.is_none() && t0.elapsed() >= Duration::from_secs(1) {
+                    let b = indicatif::ProgressBar::new_spinner();
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} migrating: {bytes} sent, {bytes_per_sec}, {elapsed}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    bar = Some(b);
+                }
+                if let Some(b) = &bar {
+                    b.set_position(bytes);
+                    b.tick();
+                }
+            }
+            other => {
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+                return match other {
+                    Msg::Error { msg } => bail!("{msg}"),
+                    m => Ok(m),
+                };
+            }
+        }
+    }
+}
+
 pub fn ask_at(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     let key = auth::load_key(&key_path()).with_context(|| format!("cluster key {}", key_path().display()))?;
     let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad address {addr}"))?, Duration::from_secs(3))
@@ -601,7 +645,12 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::ms
     if at == to {
         bail!("process {pid} already runs on {node}");
     }
-    match ask_at(&at, "the shadowd", &Msg::MigrateProcess { pid: body_pid, to: to.clone(), mode })? {
+    // progress on a terminal only (indicatif draws nothing elsewhere either)
+    use std::io::IsTerminal;
+    let progress = !report.json && std::io::stderr().is_terminal();
+    let ask = Msg::MigrateProcess { pid: body_pid, to: to.clone(), mode, progress };
+    let answer = if progress { ask_with_progress(&at, "the shadowd", &ask)? } else { ask_at(&at, "the shadowd", &ask)? };
+    match answer {
         Msg::Migrated { pid: there, stats } => {
             // done when the new body has reported home
             let deadline = Instant::now() + Duration::from_secs(20);

@@ -581,6 +581,8 @@ pub enum Msg {
         to: String,
         /// Stop-and-copy, live, or by size.
         mode: MoveMode,
+        /// Send [`Msg::MigrationProgress`] while it moves (before the answer).
+        progress: bool,
     },
     /// shadowd -> CLI: the process now runs on the target as `pid`.
     Migrated {
@@ -714,6 +716,12 @@ pub enum Msg {
         /// The faulting address.
         addr: u64,
     },
+    /// source shadowd -> CLI, about every quarter second of a `MigrateProcess` that asked
+    /// for it: the image bytes on the wire so far.
+    MigrationProgress {
+        /// Bytes sent.
+        bytes: u64,
+    },
 }
 
 /// How `MigrateProcess` moves a process.
@@ -809,6 +817,7 @@ impl Msg {
             Msg::LiveMigrationImage { .. } => "LiveMigrationImage",
             Msg::LazyMigrationImage { .. } => "LazyMigrationImage",
             Msg::PageRequest { .. } => "PageRequest",
+            Msg::MigrationProgress { .. } => "MigrationProgress",
             Msg::ImageSealed { .. } => "ImageSealed",
         }
     }

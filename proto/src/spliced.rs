@@ -76,12 +76,12 @@ fn pipe_ready(pipe: BorrowedFd<'_>) -> io::Result<usize> {
 /// [`Msg::MigrationImage`] and chunks (the caller seals it with [`seal`] once it knows the
 /// image is whole). Returns the bytes moved.
 pub fn send_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, job: JobId, home: &str) -> Result<u64, StreamError> {
-    send_stream_from_pipe(sock, pipe, &Msg::MigrationImage { job, home: home.to_string() })
+    send_stream_from_pipe(sock, pipe, &Msg::MigrationImage { job, home: home.to_string() }, None)
 }
 
 /// [`send_from_pipe`] of a stream announced by `first` ([`Msg::MigrationImage`] or
-/// [`Msg::LiveMigrationImage`]).
-pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: &Msg) -> Result<u64, StreamError> {
+/// [`Msg::LiveMigrationImage`]); `sent`, if given, counts the bytes as they go.
+pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: &Msg, sent: Option<&std::sync::atomic::AtomicU64>) -> Result<u64, StreamError> {
     let limits = Limits::default();
     let mut head = Vec::new();
     encode_header(first, &mut head, &limits)?;
@@ -97,6 +97,9 @@ pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>
         sock.write_all(&head).map_err(conn)?;
         splice_exact(pipe, sock.as_fd(), n, true).map_err(conn)?;
         total += n as u64;
+        if let Some(s) = sent {
+            s.store(total, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

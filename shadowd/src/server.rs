@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,6 +146,34 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: live migration image of job {job}: {e}", ctx.node) },
             }
         }
+        // a migration whose requester follows its progress
+        Msg::MigrateProcess { pid, to, mode, progress: true } => {
+            let sent = AtomicU64::new(0);
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let w = std::sync::Mutex::new(&mut w);
+            let r = std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    let mut last = u64::MAX;
+                    while !done.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_millis(250));
+                        let b = sent.load(Ordering::Relaxed);
+                        if b != last && !done.load(Ordering::Acquire) {
+                            last = b;
+                            if crate::lock(&w).write_msg(&Msg::MigrationProgress { bytes: b }, &[]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+                let r = migrate_process(ctx, pid, &to, mode, Some(&sent));
+                done.store(true, Ordering::Release);
+                r
+            });
+            match r {
+                Ok((pid, stats)) => Msg::Migrated { pid, stats: Some(stats) },
+                Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
+            }
+        }
         request => handle_request(ctx, request),
     };
     if let Msg::Error { msg } = &answer {
@@ -182,8 +211,8 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) },
             };
         }
-        Msg::MigrateProcess { pid, to, mode } => {
-            return match migrate_process(ctx, pid, &to, mode) {
+        Msg::MigrateProcess { pid, to, mode, .. } => {
+            return match migrate_process(ctx, pid, &to, mode, None) {
                 Ok((pid, stats)) => Msg::Migrated { pid, stats: Some(stats) },
                 Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
             }
@@ -224,13 +253,13 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// is written, and restart it there as a guest; its pid there. The process stays frozen
 /// until it runs there, and runs on here if anything fails before (no image is written
 /// on this node).
-pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode) -> Result<(u32, proto::msg::MoveStats), String> {
+pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
     let live = match mode {
         MoveMode::Lazy => {
-            let r = migrate_lazy(ctx, pid, real, to);
+            let r = migrate_lazy(ctx, pid, real, to, sent);
             let mut all = crate::lock(&ctx.migrations);
             if Arc::strong_count(&one) == 2 {
                 all.remove(&pid);
@@ -241,7 +270,7 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
         MoveMode::StopAndCopy => false,
         MoveMode::Auto => crate::candidates::stat_of(pid).is_some_and(|s| s.rss_pages * 4096 >= live_min_bytes()),
     };
-    let r = migrate_process_now(ctx, pid, real, to, live);
+    let r = migrate_process_now(ctx, pid, real, to, live, sent);
     let mut all = crate::lock(&ctx.migrations);
     // forgotten once nobody else waits for it (the map's reference and ours)
     if Arc::strong_count(&one) == 2 {
@@ -257,7 +286,7 @@ fn live_min_bytes() -> u64 {
     std::env::var("MOS_LIVE_MIN_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(256) << 20
 }
 
-fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool) -> Result<(u32, proto::msg::MoveStats), String> {
+fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
     // a migration that came first may have moved it already
     if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
@@ -290,7 +319,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         let sock = w.get_mut();
         let node = ctx.node.as_str();
         let first = if live { Msg::LiveMigrationImage { job, home: node.to_string() } } else { Msg::MigrationImage { job, home: node.to_string() } };
-        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(sock, pipe_r.as_fd(), &first));
+        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(sock, pipe_r.as_fd(), &first, sent));
         let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd());
         // our copy of the write end: the pump sees the image end when the writer is done
         drop(pipe_w);
@@ -352,7 +381,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
 /// (the pages it faults on first, relayed from the target, then the rest in order).
 /// Until the body runs there the process runs on here if anything fails; from then on
 /// it lives there, and a failure (either node dying) loses it.
-fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<(u32, proto::msg::MoveStats), String> {
+fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
     use std::io::Write;
     if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
@@ -386,7 +415,7 @@ fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str) -> Result<(u32, 
         let mut sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
         let mut seal_sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
         let first = Msg::LazyMigrationImage { job, home: node.clone() };
-        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(&mut sock, pipe_r.as_fd(), &first));
+        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(&mut sock, pipe_r.as_fd(), &first, sent));
         let ckpt = sc.spawn(|| {
             let r = ckpt::control::request_streamed_lazy(real, &req, pipe_w.as_fd(), req_r.as_fd());
             drop(pipe_w);

@@ -259,3 +259,30 @@ print(sorted(res.items()), flush=True)
         assert_same_bytes(&format!("python3 threads moved {first} then {second}"), &out.stdout, &want);
     }
 }
+
+/// A move that takes more than a second shows its progress on a terminal (bytes, rate),
+/// and nothing of it when not on one.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    if !is_root() {
+        eprintln!("skipped: the capped test bed needs root (cgroups)");
+        return;
+    }
+    let c = cluster(3, Some("0.1"));
+    let mut p = bigheap(&c, 256);
+    let pid = p.pid().to_string();
+    // a terminal: script(1) gives mos one
+    let mos = release_dir().join("mos");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} migrate {pid} node2", mos.display()), "/dev/null"]).env("MOS_HOME", c.home.path()).env("MOS_HOME_NODE", "node1");
+    let out = run("mos migrate on a terminal", cmd, b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.code() == Some(0) && text.contains("migrating: ") && text.contains(" sent, "), "{text}");
+    let plain = c.mos(&["migrate", &pid, "node3"]);
+    plain.assert_code(0, "mos migrate not on a terminal");
+    assert!(!plain.stdout_str().contains("migrating") && !plain.stderr_str().contains("migrating"), "{}", plain.describe());
+    p.write_stdin(b"go\n");
+    let done = p.wait();
+    done.assert_code(0, "bigheap after two moves");
+    assert_same_bytes("bigheap after two moves", &done.stdout, &unmoved(256));
+}
