@@ -268,7 +268,13 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
         }
         MoveMode::Live => true,
         MoveMode::StopAndCopy => false,
-        MoveMode::Auto => crate::candidates::stat_of(pid).is_some_and(|s| s.rss_pages * 4096 >= live_min_bytes()),
+        MoveMode::Auto => {
+            // Live only with room to spare: while the rounds run the process keeps
+            // running (and growing), and every page it writes after it was queued is
+            // copied for it. A node short of memory (ushering) moves it frozen, at once.
+            let rss = crate::candidates::stat_of(pid).map_or(0, |s| s.rss_pages * 4096);
+            rss >= live_min_bytes() && crate::load::memory().free_mib << 20 >= rss
+        }
     };
     let r = migrate_process_now(ctx, pid, real, to, live, sent);
     let mut all = crate::lock(&ctx.migrations);
@@ -279,9 +285,9 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
     r
 }
 
-/// Automatic migrations of processes this big (resident) go live (pre-copy):
-/// `MOS_LIVE_MIN_MIB`, 256 MiB by default. Below it a stop-and-copy freeze is short
-/// anyway, and the copy rounds would only add work.
+/// Automatic migrations of processes this big (resident) go live (pre-copy) when the
+/// node has at least as much memory free: `MOS_LIVE_MIN_MIB`, 256 MiB by default. Below
+/// it a stop-and-copy freeze is short anyway, and the copy rounds would only add work.
 fn live_min_bytes() -> u64 {
     std::env::var("MOS_LIVE_MIN_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(256) << 20
 }

@@ -416,3 +416,29 @@ fn a_scripts_children_are_balanced() {
     assert_eq!((shell["node"].as_str(), shell["migratable"].as_bool()), (Some("node1"), Some(false)), "{shell}");
     assert!(shell["why_not"].as_str().unwrap_or("").contains("child"), "{shell}");
 }
+
+/// Automatic migrations of processes above `MOS_LIVE_MIN_MIB` go live (pre-copy): with
+/// the threshold at 1 MiB every balanced crunch moves by copy rounds while it runs, and
+/// each output equals an uninterrupted run's.
+#[test]
+fn automatic_migrations_of_big_processes_go_live() {
+    if !privileged() {
+        return;
+    }
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    let mut up = c.cmd("mos");
+    up.args(["cluster", "up", "--nodes", "3", "--interval-ms", "200", "--cpu-limit", "0.4", "--min-age-ms", "600"]).env("MOS_LIVE_MIN_MIB", "1");
+    run("mos cluster up (live threshold 1 MiB)", up, b"").assert_code(0, "mos cluster up");
+    let units = 100;
+    let mut procs: Vec<Proc> = (1..=4).map(|i| crunch(&c, "node1", &[], i, units)).collect();
+    for (i, p) in procs.iter_mut().enumerate() {
+        let out = p.wait_timeout(Duration::from_secs(120));
+        out.assert_code(0, &format!("crunch {}", i + 1));
+        assert_same_bytes(&format!("crunch {} output", i + 1), &out.stdout, &uninterrupted(i as u32 + 1, units));
+    }
+    let logs: String = ["node1", "node2", "node3"].iter().map(|n| std::fs::read_to_string(c.home.path().join(format!("{n}.log"))).unwrap_or_default()).collect();
+    let live = logs.lines().filter(|l| l.contains("migrated to ") && l.contains("live: copy rounds")).count();
+    assert!(live >= 1, "no automatic live migration:\n{logs}\n{:#?}", events(&c));
+    assert!(!logs.lines().any(|l| l.contains("migrated to ") && l.contains("(frozen throughout)")), "a stop-and-copy move:\n{logs}");
+}
