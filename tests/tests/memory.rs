@@ -53,3 +53,33 @@ fn memory_regions_survive_lazy_restart() {
 fn memory_regions_survive_eager_restart() {
     check(&["--eager"]);
 }
+
+/// One case of `mapflags`: the restarted run prints `want`, and the original plus the
+/// restarted output equals an uninterrupted run's.
+fn mapflags(case: &str, want: &str) {
+    let prog = compile_c("mapflags");
+    let (reference, _r) = Env::reference(&prog, &[case], &[], b"");
+    reference.assert_code(0, "reference run");
+    assert!(contains(&reference.stdout, want.as_bytes()), "reference lacks {want:?}\n{}", reference.describe());
+    for opts in [&[][..], &["--eager"][..]] {
+        let env = Env::new();
+        let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, &[case], &[], opts, b"");
+        rest.assert_code(0, &format!("mos restart {opts:?} of mapflags {case}"));
+        assert_restart_output(&orig, &rest, &reference, &[want]);
+    }
+}
+
+/// A read-only shared file mapping comes back while the program holds files of other
+/// modes at low fd numbers (the restorer's own descriptor of the mapped file used to be
+/// replaced by one of them: "cannot map ... gconv-modules.cache: Permission denied").
+#[test]
+fn read_only_shared_file_mappings_come_back() {
+    mapflags("sharedro", "shared ro mapping ok (0 bad), perms r--s\n");
+}
+
+/// A 2 TiB MAP_NORESERVE reservation and a 1 TiB read-write one come back as
+/// reservations (VmFlags nr), their touched pages whole, and the rest still usable.
+#[test]
+fn noreserve_reservations_come_back() {
+    mapflags("noreserve", "noreserve ok (0 bad), reservation ---p nr=1, rw rw-p nr=1\n");
+}

@@ -143,6 +143,36 @@ fn sha256sum_of_a_large_file() {
     );
 }
 
+/// xz 5.4 maps glibc's gconv-modules.cache read-only and shared, and writes its output
+/// to a file of its own: checkpointed mid-compression, restarted, its output equals an
+/// uninterrupted run's (the restart used to fail: "cannot map ... Permission denied").
+#[test]
+fn xz_with_its_shared_read_only_mapping() {
+    let xz = Path::new("/usr/bin/xz");
+    if !xz.exists() {
+        eprintln!("skipped: no /usr/bin/xz");
+        return;
+    }
+    let env = Env::new();
+    let file = env.subdir("data").join("in.bin");
+    let mut data = vec![0u8; 8 << 20];
+    let mut x: u64 = 11;
+    for (i, c) in data.chunks_mut(8).enumerate() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // half compressible, so xz works a while
+        let v = if i % 2 == 0 { x } else { i as u64 & 0xff };
+        c.copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&file, &data).unwrap();
+    drop(data);
+    let f = file.display().to_string();
+    let args = ["-9", "-T1", "-c", f.as_str()];
+    let reference = reference_of(xz, &args);
+    cycle(&env, xz, &args, None, Duration::from_millis(300), &reference);
+}
+
 /// A shell loop runs its commands as children: mos ckpt refuses with the reason and
 /// the loop finishes unharmed; in the rare instant without a child the image must
 /// restart correctly instead.

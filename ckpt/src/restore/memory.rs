@@ -18,8 +18,12 @@ use crate::sys;
 /// Extents at least this long are mapped from the image in lazy mode; shorter ones copied.
 const LAZY_MIN: u64 = 64 * 1024;
 
-/// Files that must exist: open them now so a missing one fails before any damage.
+/// Files that must exist: open them now so a missing one fails before any damage. Each
+/// descriptor is moved above every fd number the application will have: the files of
+/// the image are put at their numbers next, and one of them (a file opened write-only,
+/// say) must not take the place of the mapped file ("cannot map ...: Permission denied").
 pub(super) fn open_shared_files(meta: &crate::image::ImageMeta) -> Result<Vec<i32>, String> {
+    let above = meta.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2) + 1;
     let mut shared_fds = Vec::new();
     for r in meta
         .regions
@@ -32,7 +36,14 @@ pub(super) fn open_shared_files(meta: &crate::image::ImageMeta) -> Result<Vec<i3
         if fd < 0 {
             return Err(os_err(&format!("cannot reopen shared mapping {}", r.path)));
         }
-        shared_fds.push(fd);
+        // SAFETY: duplicating our own fd above the application's numbers, then closing it.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+        if high < 0 {
+            return Err(os_err(&format!("cannot reopen shared mapping {}", r.path)));
+        }
+        shared_fds.push(high);
     }
     Ok(shared_fds)
 }
