@@ -26,7 +26,10 @@ static void perms_of(void *p, char out[5])
     if (f) fclose(f);
 }
 
-static int nr_flag(void *p)
+static int has_flag(void *p, const char *flag);
+static int nr_flag(void *p) { return has_flag(p, " nr"); }
+
+static int has_flag(void *p, const char *flag)
 {
     FILE *f = fopen("/proc/self/smaps", "r");
     char l[512];
@@ -36,7 +39,7 @@ static int nr_flag(void *p)
         if (sscanf(l, "%lx-%lx ", &a, &b) == 2 && strchr(l, '-') == l + strcspn(l, "-"))
             in = (unsigned long)p >= a && (unsigned long)p < b;
         else if (in && !strncmp(l, "VmFlags:", 8)) {
-            nr = strstr(l, " nr") != NULL;
+            nr = strstr(l, flag) != NULL;
             break;
         }
     }
@@ -95,6 +98,27 @@ int main(int argc, char **argv)
         perms_of(res + (512u << 20), p1);
         perms_of(wr, p2);
         printf("noreserve %s (%d bad), reservation %s nr=%d, rw %s nr=%d\n", bad ? "WRONG" : "ok", bad, p1, nr_flag(res + (512u << 20)), p2, nr_flag(wr));
+        return 0;
+    }
+    if (!strcmp(argv[1], "advised")) {
+        const char *names[] = { " dc", " dd", " wf", " hg", " lo" };
+        int adv[] = { MADV_DONTFORK, MADV_DONTDUMP, MADV_WIPEONFORK, MADV_HUGEPAGE, -1 };
+        unsigned char *r[5];
+        for (int i = 0; i < 5; i++) {
+            r[i] = mmap(0, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (r[i] == MAP_FAILED) return 66;
+            if (adv[i] >= 0 ? madvise(r[i], 4 << 20, adv[i]) : mlock(r[i], 4096 * 4)) { printf("advice %d refused\n", i); return 67; }
+            memset(r[i], i + 1, 4096 * 4);
+        }
+        printf("advised\n");
+        fflush(stdout);
+        mos_sync(1);
+        int bad = 0;
+        for (int i = 0; i < 5; i++)
+            for (int k = 0; k < 4096 * 4; k++) bad += r[i][k] != i + 1;
+        printf("advised %s (%d bad), flags", bad ? "WRONG" : "ok", bad);
+        for (int i = 0; i < 5; i++) printf("%s=%d", names[i], has_flag(r[i], names[i]));
+        printf("\n");
         return 0;
     }
     return 64;

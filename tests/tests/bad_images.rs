@@ -22,7 +22,7 @@ fn valid_image(env: &Env) -> PathBuf {
     assert_eq!(&b[..8], MAGIC, "image magic");
     assert_eq!(
         u32::from_le_bytes(b[8..12].try_into().unwrap()),
-        1,
+        2,
         "format version"
     );
     assert_eq!(

@@ -71,7 +71,7 @@ fn inspect_json() {
     ] {
         assert!(o.contains_key(k), "missing key {k:?} in {v}");
     }
-    assert_eq!(num(&o["version"]), Some(1), "version");
+    assert_eq!(num(&o["version"]), Some(2), "version");
     assert_eq!(num(&o["pid"]), Some(pid as u64), "pid");
     assert_eq!(o["comm"].as_str(), Some("counter"), "comm");
 

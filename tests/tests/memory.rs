@@ -83,3 +83,10 @@ fn read_only_shared_file_mappings_come_back() {
 fn noreserve_reservations_come_back() {
     mapflags("noreserve", "noreserve ok (0 bad), reservation ---p nr=1, rw rw-p nr=1\n");
 }
+
+/// Mappings given advice (MADV_DONTFORK, MADV_DONTDUMP, MADV_WIPEONFORK, MADV_HUGEPAGE)
+/// or locked (mlock) come back with it, as their smaps VmFlags show.
+#[test]
+fn advised_and_locked_mappings_keep_their_flags() {
+    mapflags("advised", "advised ok (0 bad), flags dc=1 dd=1 wf=1 hg=1 lo=1\n");
+}

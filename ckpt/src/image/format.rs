@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"MOSIMAGE";
 pub const TAIL_MAGIC: &[u8; 8] = b"MOSTAIL!";
-pub const VERSION: u32 = 1;
+/// 2: regions carry their kernel flags (`Region::vm_flags`).
+pub const VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 64;
 pub const PAGE: u64 = 4096;
 /// ELF machine number of the architecture images are taken on.
@@ -110,6 +111,71 @@ pub struct Region {
     pub path: String,
     pub file_off: u64,
     pub extents: Vec<Extent>,
+    /// What the kernel knew of the mapping beyond its protection ([`vmflag`] bits, from
+    /// `VmFlags` in /proc/PID/smaps), given back at restart.
+    pub vm_flags: u32,
+}
+
+/// [`Region::vm_flags`] bits.
+pub mod vmflag {
+    /// MAP_NORESERVE (`nr`): no swap space accounted (reservations of JITs, Go, sanitizers).
+    pub const NORESERVE: u32 = 1;
+    /// MADV_DONTFORK (`dc`).
+    pub const DONTFORK: u32 = 2;
+    /// MADV_DONTDUMP (`dd`).
+    pub const DONTDUMP: u32 = 4;
+    /// MADV_WIPEONFORK (`wf`).
+    pub const WIPEONFORK: u32 = 8;
+    /// mlock (`lo`).
+    pub const LOCKED: u32 = 16;
+    /// MADV_HUGEPAGE (`hg`).
+    pub const HUGEPAGE: u32 = 32;
+    /// MADV_NOHUGEPAGE (`nh`).
+    pub const NOHUGEPAGE: u32 = 64;
+
+    /// The bits of one `VmFlags:` line's two-letter names.
+    pub fn from_smaps(line: &str) -> u32 {
+        line.split_whitespace()
+            .map(|f| match f {
+                "nr" => NORESERVE,
+                "dc" => DONTFORK,
+                "dd" => DONTDUMP,
+                "wf" => WIPEONFORK,
+                "lo" => LOCKED,
+                "hg" => HUGEPAGE,
+                "nh" => NOHUGEPAGE,
+                _ => 0,
+            })
+            .fold(0, |a, b| a | b)
+    }
+
+    /// (start address, flags) of every mapping of an smaps text.
+    pub fn of_smaps(text: &str) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("VmFlags:") {
+                if let Some(s) = start.take() {
+                    out.push((s, from_smaps(rest)));
+                }
+            } else if let Some((a, _)) = l.split_once('-') {
+                if !a.is_empty() && a.len() <= 16 && a.bytes().all(|b| b.is_ascii_hexdigit()) && l.contains(' ') {
+                    start = u64::from_str_radix(a, 16).ok();
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn flags_are_read_from_smaps() {
+            let t = "7f00-8000 rw-p 00000000 00:00 0 \nSize: 4 kB\nVmFlags: rd wr mr mw me nr dd \n\
+                     9000-a000 ---p 00000000 00:00 0 \nAnonymous: 0 kB\nVmFlags: mr mw me dc wf lo hg \n";
+            assert_eq!(super::of_smaps(t), vec![(0x7f00, super::NORESERVE | super::DONTDUMP), (0x9000, super::DONTFORK | super::WIPEONFORK | super::LOCKED | super::HUGEPAGE)]);
+        }
+    }
 }
 
 impl Region {

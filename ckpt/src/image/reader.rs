@@ -331,8 +331,9 @@ mod tests {
             path: String::new(),
             file_off: 0,
             extents: vec![Extent { off: 0, len: 30 << 20, file_off: 0 }, Extent { off: 40 << 20, len: 50 << 20, file_off: 0 }],
+            vm_flags: 0,
         };
-        let r2 = Region { start: base + (200 << 20), end: base + (200 << 20) + 8192, prot: 3, kind: RegionKind::Anon, path: String::new(), file_off: 0, extents: vec![Extent { off: 0, len: 8192, file_off: 0 }] };
+        let r2 = Region { start: base + (200 << 20), end: base + (200 << 20) + 8192, prot: 3, kind: RegionKind::Anon, path: String::new(), file_off: 0, extents: vec![Extent { off: 0, len: 8192, file_off: 0 }], vm_flags: 0 };
         let mut meta = meta_with(vec![r1, r2]);
         let (hdr, mb) = layout(&mut meta).unwrap();
         let dir = std::env::temp_dir().join(format!("mos-reader-test-{}", std::process::id()));

@@ -11,7 +11,7 @@
 
 use super::{cstr, die, os_err};
 use crate::ctx::RestartInfo;
-use crate::image::{RegionKind, PAGE};
+use crate::image::{vmflag, RegionKind, PAGE};
 use crate::maps::MapEntry;
 use crate::sys;
 
@@ -237,6 +237,16 @@ pub(super) fn map_regions(
                 if r.kind == RegionKind::Stack {
                     flags |= libc::MAP_GROWSDOWN;
                 }
+                if r.vm_flags & vmflag::NORESERVE != 0 {
+                    flags |= libc::MAP_NORESERVE;
+                }
+                if r.extents.is_empty() {
+                    // nothing to copy in: mapped as it was (a PROT_NONE reservation is
+                    // not charged as writable memory)
+                    map(r.start, len, prot, flags, -1, 0);
+                    advise(r);
+                    continue;
+                }
                 map(
                     r.start,
                     len,
@@ -268,11 +278,35 @@ pub(super) fn map_regions(
                 if unsafe { libc::mprotect(r.start as *mut _, len, prot) } != 0 {
                     die(&format!("mprotect {:#x}", r.start));
                 }
+                advise(r);
             }
         }
     }
     let _ = PAGE;
     Ok(())
+}
+
+/// The kernel's flags the region had (madvise, mlock), given back; best effort: a lock
+/// beyond RLIMIT_MEMLOCK is not taken, and nothing else here can fail on a mapping we
+/// just made.
+fn advise(r: &crate::image::Region) {
+    let (a, n) = (r.start as *mut libc::c_void, (r.end - r.start) as usize);
+    for (bit, advice) in [
+        (vmflag::DONTFORK, libc::MADV_DONTFORK),
+        (vmflag::DONTDUMP, libc::MADV_DONTDUMP),
+        (vmflag::WIPEONFORK, libc::MADV_WIPEONFORK),
+        (vmflag::HUGEPAGE, libc::MADV_HUGEPAGE),
+        (vmflag::NOHUGEPAGE, libc::MADV_NOHUGEPAGE),
+    ] {
+        if r.vm_flags & bit != 0 {
+            // SAFETY: advice on a mapping we made at this address.
+            unsafe { libc::madvise(a, n, advice) };
+        }
+    }
+    if r.vm_flags & vmflag::LOCKED != 0 {
+        // SAFETY: locking a mapping we made; refused beyond the limit, which is fine.
+        unsafe { libc::mlock(a, n) };
+    }
 }
 
 fn read_into(fd: i32, addr: u64, len: u64, off: u64) {

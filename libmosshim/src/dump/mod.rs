@@ -35,6 +35,9 @@ pub struct Plan {
     pub live: Option<live::LivePlan>,
     /// Post-copy: the pipe of the target's page requests (-1: not post-copy).
     pub lazy_requests: i32,
+    /// Mappings advised DONTFORK or WIPEONFORK, or locked: (start, end, vmflag bits), the
+    /// advice lifted for the writer's fork; all recorded in the image from here.
+    pub fork_advice: Vec<(u64, u64, u32)>,
 }
 
 /// The plan the manager made for the image writer's child (which reads it after the fork).

@@ -253,6 +253,8 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
     let t0 = std::time::Instant::now();
     let mut meta = plan.meta.clone();
     let maps = ckpt::maps::parse(&read_str("/proc/self/maps")?);
+    // the kernel's flags of each mapping (NORESERVE, madvise, mlock); none if unreadable
+    let flags = ckpt::image::vmflag::of_smaps(&read_str("/proc/self/smaps").unwrap_or_default());
     let pm =
         std::fs::File::open("/proc/self/pagemap").map_err(|e| format!("opening pagemap: {e}"))?;
     for m in &maps {
@@ -309,6 +311,8 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
             path: m.path.clone(),
             file_off: m.offset,
             extents,
+            vm_flags: flags.iter().find(|f| f.0 == m.start).map_or(0, |f| f.1)
+                | plan.fork_advice.iter().filter(|a| a.0 <= m.start && m.end <= a.1).fold(0, |x, a| x | a.2),
         });
     }
     let t_scan = t0.elapsed();

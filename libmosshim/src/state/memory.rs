@@ -56,3 +56,33 @@ pub fn free_shared(copies: &[(u64, u64, u64)]) {
         unsafe { libc::munmap(*c as *mut _, (e - s) as usize) };
     }
 }
+
+/// Mappings advised MADV_DONTFORK or MADV_WIPEONFORK, or locked, as (start, end, vmflag
+/// bits): the image writer is a fork, which would not see the first, would see the second
+/// zero, and inherits no locks.
+pub fn fork_advised() -> Result<Vec<(u64, u64, u32)>, String> {
+    use ckpt::image::vmflag::{DONTFORK, LOCKED, WIPEONFORK};
+    let text = crate::state::read_str("/proc/self/smaps")?;
+    let flags = ckpt::image::vmflag::of_smaps(&text);
+    let maps = ckpt::maps::parse(&text);
+    Ok(maps
+        .iter()
+        .filter_map(|m| {
+            let f = flags.iter().find(|f| f.0 == m.start)?.1 & (DONTFORK | WIPEONFORK | LOCKED);
+            (f != 0).then_some((m.start, m.end, f))
+        })
+        .collect())
+}
+
+/// Lift (`back` false) or give back (`back` true) the fork advice of [`fork_advised`].
+pub fn fork_advice(advised: &[(u64, u64, u32)], back: bool) {
+    use ckpt::image::vmflag::{DONTFORK, WIPEONFORK};
+    for &(s, e, f) in advised {
+        for (bit, set, clear) in [(DONTFORK, libc::MADV_DONTFORK, libc::MADV_DOFORK), (WIPEONFORK, libc::MADV_WIPEONFORK, libc::MADV_KEEPONFORK)] {
+            if f & bit != 0 {
+                // SAFETY: advice on a mapping of this process, as the program gave it.
+                unsafe { libc::madvise(s as *mut _, (e - s) as usize, if back { set } else { clear }) };
+            }
+        }
+    }
+}
