@@ -261,11 +261,11 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     crate::freeze::set_nthreads(n);
     crate::signals::reset_resumed();
     let top = crate::rt::alloc::scratch_base() + crate::rt::alloc::SCRATCH_SIZE;
-    // SAFETY: the manager's saved context is ours; the child runs dump::writer_child_main on the scratch stack.
     // The writer is a fork: memory advised DONTFORK would be missing from its snapshot,
     // and WIPEONFORK memory zero. Lifted for the fork, given back right after it (the
     // writer records them from the plan).
     crate::state::memory::fork_advice(&plan.fork_advice, false);
+    // SAFETY: the manager's saved context is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(crate::process::ctx::manager_ctx(), dump::writer_child_main, top) };
     crate::state::memory::fork_advice(&plan.fork_advice, true);
     if child as u64 == RESUMED {
