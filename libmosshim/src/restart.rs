@@ -27,6 +27,7 @@ pub fn restarted(meta: &ckpt::image::ImageMeta) {
         // SAFETY: these were the restorer's own mappings; no thread runs there any more.
         unsafe { libc::munmap(r[0] as *mut _, (r[1] - r[0]) as usize) };
     }
+    exe_back(&meta.exe);
     open_channels();
     crate::process::fds::SHIM_FDS.control.set(-1);
     crate::process::fds::SHIM_FDS.stub_conn.set(-1);
@@ -41,4 +42,25 @@ pub fn restarted(meta: &ckpt::image::ImageMeta) {
         "restarted as pid {}",
         crate::identity::real_pid()
     ));
+}
+
+/// `/proc/self/exe` names the program again, not the restorer: possible once no mapping
+/// of the restorer is left (just unmapped) and with CAP_SYS_RESOURCE; else it keeps
+/// naming `mosrestart`, and the log says why.
+fn exe_back(exe: &str) {
+    let path = exe.strip_suffix(" (deleted)").unwrap_or(exe);
+    let Ok(c) = std::ffi::CString::new(path) else { return };
+    // SAFETY: opening a NUL-terminated path read-only.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        log(&format!("/proc/self/exe still names the restorer: cannot open {path}: {}", std::io::Error::last_os_error()));
+        return;
+    }
+    // SAFETY: PR_SET_MM_EXE_FILE with our fd of the program.
+    let r = unsafe { libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_EXE_FILE, fd as libc::c_ulong, 0, 0) };
+    if r != 0 {
+        log(&format!("/proc/self/exe still names the restorer: PR_SET_MM_EXE_FILE: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: closing our fd; the mm holds the file now.
+    unsafe { libc::close(fd) };
 }

@@ -358,6 +358,24 @@ pub struct ImageMeta {
     pub resume_entry: u64,
     /// address of the shim's `RestartInfo`, filled by the restorer
     pub restart_info: u64,
+    /// Process attributes the kernel keeps outside memory (prctl, oom_score_adj).
+    pub attrs: ProcAttrs,
+}
+
+/// What `prctl` and `/proc/PID/oom_score_adj` said of the process, given back by the
+/// restorer (before its threads are recreated: no_new_privs is per thread, inherited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProcAttrs {
+    /// PR_SET_CHILD_SUBREAPER
+    pub child_subreaper: bool,
+    /// PR_SET_THP_DISABLE
+    pub thp_disable: bool,
+    /// PR_SET_NO_NEW_PRIVS
+    pub no_new_privs: bool,
+    /// PR_SET_DUMPABLE (0, 1; 2 is not settable)
+    pub dumpable: i32,
+    /// /proc/PID/oom_score_adj
+    pub oom_score_adj: i32,
 }
 
 impl ImageMeta {

@@ -313,6 +313,7 @@ mod tests {
             timers: vec![],
             resume_entry: 0,
             restart_info: 0,
+            attrs: ProcAttrs::default(),
         }
     }
 

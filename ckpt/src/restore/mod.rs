@@ -179,6 +179,7 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
         .collect();
 
     signals::restore_dispositions(meta);
+    restore_attrs(meta);
 
     let unlink_path = if opts.unlink { Some(cstr(&path.to_string_lossy())?) } else { None };
     // ---- point of no return: the address space changes ----
@@ -209,6 +210,23 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
         }
     }
     threads::start(meta)
+}
+
+/// prctl attributes and oom_score_adj as the image had them, before the threads are
+/// recreated (no_new_privs is per thread and inherited). Best effort: a value this
+/// process may not set (a lower oom_score_adj without CAP_SYS_RESOURCE) stays as it is.
+fn restore_attrs(meta: &crate::image::ImageMeta) {
+    let a = &meta.attrs;
+    // SAFETY: prctl calls with plain integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, a.child_subreaper as libc::c_ulong, 0, 0, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, a.thp_disable as libc::c_ulong, 0, 0, 0);
+        if a.no_new_privs {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        }
+        libc::prctl(libc::PR_SET_DUMPABLE, a.dumpable as libc::c_ulong, 0, 0, 0);
+    }
+    let _ = std::fs::write("/proc/self/oom_score_adj", a.oom_score_adj.to_string());
 }
 
 /// After the address space was changed nothing can be undone: report and exit.

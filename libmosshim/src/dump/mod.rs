@@ -53,6 +53,27 @@ pub fn plan() -> *mut Plan {
     PLAN.load(Ordering::Acquire)
 }
 
+/// The process attributes prctl and /proc keep. no_new_privs is per thread: the main
+/// thread's (from `status`, /proc/self/status) is taken for all (the manager's own may
+/// predate the program's prctl).
+fn attrs(status: &str) -> ProcAttrs {
+    let get = |op: i32| {
+        let mut v: libc::c_int = 0;
+        // SAFETY: PR_GET_CHILD_SUBREAPER writes an int to the pointer we pass.
+        let r = unsafe { libc::prctl(op, &mut v as *mut libc::c_int, 0, 0, 0) };
+        if op == libc::PR_GET_CHILD_SUBREAPER { if r == 0 { v } else { 0 } } else { r }
+    };
+    // SAFETY: the other PR_GET_* calls here take no pointer and return the value.
+    let plain = |op: i32| unsafe { libc::prctl(op, 0, 0, 0, 0) };
+    ProcAttrs {
+        child_subreaper: get(libc::PR_GET_CHILD_SUBREAPER) == 1,
+        thp_disable: plain(libc::PR_GET_THP_DISABLE) == 1,
+        no_new_privs: status.lines().find_map(|l| l.strip_prefix("NoNewPrivs:")).is_some_and(|v| v.trim() == "1"),
+        dumpable: plain(libc::PR_GET_DUMPABLE).clamp(0, 1),
+        oom_score_adj: read_str("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+    }
+}
+
 /// Process-wide kernel state, fds included. Errors name what cannot be checkpointed.
 pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
     let comm = read_str("/proc/self/comm")?.trim_end().to_string();
@@ -143,6 +164,7 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         timers: Vec::new(),
         resume_entry: 0,
         restart_info: 0,
+        attrs: attrs(&status),
     };
     // then each kind of state its own part (state::KINDS)
     state::capture(&mut meta, &state::CaptureCx { internal_fds, status: &status })?;
