@@ -217,28 +217,7 @@ pub fn run(dir: &Path) {
 /// A 2 GiB process dirtying 50 MB/s moved by `mos migrate --lazy`: when it ran again
 /// (the largest stall it saw), when every page had arrived, its memory checked as above.
 fn post_copy(dir: &Path) -> Result<(), String> {
-    let mib: usize = std::env::var("MOS_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
-    let mbs: u32 = std::env::var("MOS_BENCH_DIRTY_MBS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let exe = dir.join("ticker");
-    compile("ticker.c", &exe);
-    let c = Cluster::up(&dir.join("migration-cluster"))?;
-    let mut cmd = c.command(&["run", "--"]);
-    cmd.arg(&exe).args([mib.to_string(), mbs.to_string()]);
-    let mut s = Subject::start(cmd);
-    s.until("ready")?;
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = s.child.id().to_string();
-    let t0 = Instant::now();
-    let out = c.mos(&["migrate", &pid, "node2", "--lazy", "--json"])?;
-    let took = t0.elapsed();
-    let j: serde_json::Value = serde_json::from_str(out.trim()).map_err(|e| format!("mos migrate --json: {e}: {out}"))?;
-    std::thread::sleep(Duration::from_millis(300));
-    s.say(b"end\n");
-    let (lines, last) = s.until("sum ")?;
-    let stamps: Vec<u64> = lines.iter().filter_map(|l| l.strip_prefix("t ")?.parse().ok()).collect();
-    let gap = stamps.windows(2).map(|w| w[1].saturating_sub(w[0])).max().unwrap_or(0);
-    let ticks = last.split_whitespace().nth(3).unwrap_or("0").to_string();
-    let want = replayed(&exe, mib, mbs, &ticks)?;
+    let Moved { mib, mbs, j, took, gap, ticks, sum, want } = move_writer(dir, "--lazy")?;
     println!(
         "mos migrate --lazy of a {mib} MiB process writing {mbs} MB/s: running on the target {} ms after the request (its image without memory there at {} ms); the application's largest stall {:.0} ms; every page there at {} ms (mos migrate: {:.0} ms); {:.0} MiB sent",
         j["frozen_ms"],
@@ -248,7 +227,6 @@ fn post_copy(dir: &Path) -> Result<(), String> {
         took.as_secs_f64() * 1e3,
         j["bytes"].as_u64().unwrap_or(0) as f64 / f64::from(1u32 << 20)
     );
-    let sum = sum_of(&last);
     println!("  checksum after the move {} a never-moved run's of as many ticks ({ticks})", if sum == want { "equals" } else { "DIFFERS FROM" });
     if sum != want {
         return Err(format!("checksum {sum} after the post-copy move, {want} replayed"));
@@ -256,10 +234,24 @@ fn post_copy(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A 2 GiB process dirtying 50 MB/s (`MOS_BENCH_DIRTY_MBS`) moved by `mos migrate --live`:
-/// the largest stall it saw, total time, bytes and rounds; its memory checked against a
-/// run that never moved and did as many ticks.
-fn live(dir: &Path) -> Result<(), String> {
+/// How a process writing its memory moved.
+struct Moved {
+    mib: usize,
+    mbs: u32,
+    /// `mos migrate --json`
+    j: serde_json::Value,
+    took: Duration,
+    /// The largest gap between two of its clock prints, ns.
+    gap: u64,
+    ticks: String,
+    /// Its checksum after the move, and a never-moved run's of as many ticks.
+    sum: String,
+    want: String,
+}
+
+/// A `MOS_BENCH_MIB` (2048) MiB ticker writing `MOS_BENCH_DIRTY_MBS` (50) MB/s, moved to
+/// node2 with `how` (`--live`, `--lazy`).
+fn move_writer(dir: &Path, how: &str) -> Result<Moved, String> {
     let mib: usize = std::env::var("MOS_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
     let mbs: u32 = std::env::var("MOS_BENCH_DIRTY_MBS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let exe = dir.join("ticker");
@@ -272,7 +264,7 @@ fn live(dir: &Path) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     let pid = s.child.id().to_string();
     let t0 = Instant::now();
-    let out = c.mos(&["migrate", &pid, "node2", "--live", "--json"])?;
+    let out = c.mos(&["migrate", &pid, "node2", how, "--json"])?;
     let took = t0.elapsed();
     let j: serde_json::Value = serde_json::from_str(out.trim()).map_err(|e| format!("mos migrate --json: {e}: {out}"))?;
     std::thread::sleep(Duration::from_millis(300));
@@ -282,6 +274,14 @@ fn live(dir: &Path) -> Result<(), String> {
     let gap = stamps.windows(2).map(|w| w[1].saturating_sub(w[0])).max().unwrap_or(0);
     let ticks = last.split_whitespace().nth(3).unwrap_or("0").to_string();
     let want = replayed(&exe, mib, mbs, &ticks)?;
+    Ok(Moved { mib, mbs, j, took, gap, ticks, sum: sum_of(&last), want })
+}
+
+/// A 2 GiB process dirtying 50 MB/s (`MOS_BENCH_DIRTY_MBS`) moved by `mos migrate --live`:
+/// the largest stall it saw, total time, bytes and rounds; its memory checked against a
+/// run that never moved and did as many ticks.
+fn live(dir: &Path) -> Result<(), String> {
+    let Moved { mib, mbs, j, took, gap, ticks, sum, want } = move_writer(dir, "--live")?;
     let mib_of = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64 / f64::from(1u32 << 20);
     let rounds: Vec<String> = j["round_bytes"].as_array().map(|a| a.iter().map(|b| format!("{:.0}", mib_of(b))).collect()).unwrap_or_default();
     println!(
@@ -293,7 +293,6 @@ fn live(dir: &Path) -> Result<(), String> {
         rounds.join(", ")
     );
     println!("  the source's figures: frozen {} ms, source total {} ms", j["frozen_ms"], j["source_ms"]);
-    let sum = sum_of(&last);
     println!("  checksum after the move {} a never-moved run's of as many ticks ({ticks})", if sum == want { "equals" } else { "DIFFERS FROM" });
     println!("  anchor (published): CRIU pre-copy moved a 24 GB process with 8 s of downtime (280 s without pre-copy)");
     if sum != want {

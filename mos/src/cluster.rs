@@ -478,15 +478,7 @@ pub fn ask(msg: &Msg) -> Result<Msg> {
 /// [`ask_at`] of a `MigrateProcess` asking for progress: a bar on the terminal (bytes,
 /// rate; shown once the move has taken a second), then the answer.
 fn ask_with_progress(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
-    let key = auth::load_key(&key_path()).with_context(|| format!("cluster key {}", key_path().display()))?;
-    let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad address {addr}"))?, Duration::from_secs(3))
-        .with_context(|| format!("cannot reach {what} at {addr} (is the cluster up?)"))?;
-    let mut s = NoSigPipe::new(c);
-    auth::client_handshake(&mut s, &key, &Hello::new("cli", Role::Cli))?;
-    let c = s.into_inner();
-    c.set_read_timeout(Some(Duration::from_secs(120)))?;
-    FrameWriter::new(NoSigPipe::new(c.try_clone()?)).write_msg(msg, &[])?;
-    let mut r = FrameReader::new(c);
+    let mut r = FrameReader::new(send_to(addr, what, msg)?);
     let t0 = Instant::now();
     let mut bar: Option<indicatif::ProgressBar> = None;
     loop {
@@ -519,7 +511,9 @@ fn ask_with_progress(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     }
 }
 
-pub fn ask_at(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
+/// An authenticated connection to the daemon at `addr` (named `what` in errors) on which
+/// `msg` was sent; the answers are read from it.
+fn send_to(addr: &str, what: &str, msg: &Msg) -> Result<TcpStream> {
     let key = auth::load_key(&key_path()).with_context(|| format!("cluster key {}", key_path().display()))?;
     let c = TcpStream::connect_timeout(&addr.parse().with_context(|| format!("bad address {addr}"))?, Duration::from_secs(3))
         .with_context(|| format!("cannot reach {what} at {addr} (is the cluster up?)"))?;
@@ -528,7 +522,11 @@ pub fn ask_at(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     let c = s.into_inner();
     c.set_read_timeout(Some(Duration::from_secs(120)))?;
     FrameWriter::new(NoSigPipe::new(c.try_clone()?)).write_msg(msg, &[])?;
-    let (reply, _): (Msg, Vec<u8>) = FrameReader::new(c).read_msg()?;
+    Ok(c)
+}
+
+pub fn ask_at(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
+    let (reply, _): (Msg, Vec<u8>) = FrameReader::new(send_to(addr, what, msg)?).read_msg()?;
     match reply {
         Msg::Error { msg } => bail!("{msg}"),
         m => Ok(m),

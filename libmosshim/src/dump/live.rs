@@ -49,6 +49,29 @@ fn split_by(a: u64, b: u64, written: &[(u64, u64)], mut f: impl FnMut(u64, u64, 
     Ok(())
 }
 
+/// Every region of this child readable (its own mappings only: the snapshot's).
+fn make_readable(meta: &ImageMeta) {
+    for r in &meta.regions {
+        if r.prot & libc::PROT_READ as u32 == 0 {
+            // SAFETY: changes only this child's mapping so its bytes can be read.
+            unsafe { libc::mprotect(r.start as *mut _, (r.end - r.start) as usize, libc::PROT_READ) };
+        }
+    }
+}
+
+/// The snapshot's `n` bytes at `a` (a shared region's from its frozen copy). Only for
+/// ranges inside the regions [`make_readable`] made readable.
+fn snapshot(plan: &Plan, a: u64, n: usize) -> &'static [u8] {
+    let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
+        Some(c) => c.2 + (a - c.0),
+        None => a,
+    };
+    // SAFETY: the range lies inside a readable mapping of this child (made readable by
+    // make_readable), or inside the frozen copy of a shared region; the child never
+    // unmaps them before it exits.
+    unsafe { core::slice::from_raw_parts(a as *const u8, n) }
+}
+
 /// Write the final round into the plan's sink; returns the stream bytes of this round.
 pub(super) fn stream_live_image(plan: &Plan, live: &LivePlan, meta: &mut ImageMeta) -> Result<u64, String> {
     let ioerr = |e: i32| format!("streaming the image: {}", std::io::Error::from_raw_os_error(e));
@@ -64,21 +87,8 @@ pub(super) fn stream_live_image(plan: &Plan, live: &LivePlan, meta: &mut ImageMe
         Err(_) => written = layout.ranges.iter().map(|r| (r.0, r.1)).collect(),
     }
     let pm = dirty::open_pagemap(0)?;
-    for r in &meta.regions {
-        if r.prot & libc::PROT_READ as u32 == 0 {
-            // SAFETY: changes only this child's mapping so its bytes can be read.
-            unsafe { libc::mprotect(r.start as *mut _, (r.end - r.start) as usize, libc::PROT_READ) };
-        }
-    }
-    let mem = |a: u64, n: usize| -> &[u8] {
-        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
-            Some(c) => c.2 + (a - c.0),
-            None => a,
-        };
-        // SAFETY: the range lies inside a readable mapping of this child (made readable
-        // above), or inside the frozen copy of a shared region.
-        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
-    };
+    make_readable(meta);
+    let mem = |a: u64, n: usize| snapshot(plan, a, n);
     let mut w = ImageWriter::into_pipe_by_reference(plan.sink);
     let mut next = layout.next;
     let send = |w: &mut ImageWriter, file_off: u64, a: u64, len: u64| -> Result<(), String> {
@@ -146,21 +156,8 @@ pub(super) fn stream_lazy_image(plan: &Plan, meta: &mut ImageMeta) -> Result<u64
     use ckpt::image::live::{LIVE_DATA_OFF, LAZY, LAZY_HEAD_END, ZERO_PAGES};
     let ioerr = |e: i32| format!("streaming the image: {}", std::io::Error::from_raw_os_error(e));
     let pm = dirty::open_pagemap(0)?;
-    for r in &meta.regions {
-        if r.prot & libc::PROT_READ as u32 == 0 {
-            // SAFETY: changes only this child's mapping so its bytes can be read.
-            unsafe { libc::mprotect(r.start as *mut _, (r.end - r.start) as usize, libc::PROT_READ) };
-        }
-    }
-    let mem = |a: u64, n: usize| -> &[u8] {
-        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
-            Some(c) => c.2 + (a - c.0),
-            None => a,
-        };
-        // SAFETY: the range lies inside a readable mapping of this child (made readable
-        // above), or inside the frozen copy of a shared region.
-        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
-    };
+    make_readable(meta);
+    let mem = |a: u64, n: usize| snapshot(plan, a, n);
     let mut w = ImageWriter::into_pipe_by_reference(plan.sink);
     w.write_live_magic().map_err(ioerr)?;
     let mut next = LIVE_DATA_OFF;
