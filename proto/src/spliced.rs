@@ -120,8 +120,17 @@ pub fn conn(e: io::Error) -> StreamError {
 /// `dest` (written under a temp name, renamed once sealed with the right size). Returns
 /// the size.
 pub fn recv_to_file<R: Read + AsFd>(r: &mut FrameReader<R>, dest: &Path) -> Result<u64, StreamError> {
+    via_partial(dest, |tmp| recv_into(r, tmp, dest))
+}
+
+/// Receive into `dest`'s temp name (`.partial` beside it, its directory made): `fill`
+/// writes it and renames it to `dest` once whole; on an error the temp file is removed.
+pub fn via_partial<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T, StreamError>) -> Result<T, StreamError> {
     let tmp = dest.with_extension("partial");
-    let result = recv_into(r, &tmp, dest);
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StreamError::File { path: dir.to_path_buf(), source: e })?;
+    }
+    let result = fill(&tmp);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -133,9 +142,6 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
         let p = p.to_path_buf();
         move |e| StreamError::File { path: p, source: e }
     };
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(ferr(dir))?;
-    }
     let f = File::create(tmp).map_err(ferr(tmp))?;
     let (pr, pw) = image_pipe().map_err(ferr(tmp))?;
     let mut total = 0u64;

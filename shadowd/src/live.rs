@@ -95,12 +95,7 @@ fn rustix_splice_at(pipe: std::os::fd::BorrowedFd<'_>, file: &File, off: u64, n:
 /// `dest` (written under a temp name, renamed once whole and valid). Returns the stream
 /// bytes and the image's size.
 pub fn recv_live_to_file<R: Read + AsFd>(r: &mut FrameReader<R>, dest: &Path) -> Result<u64, StreamError> {
-    let tmp = dest.with_extension("partial");
-    let result = recv_into(r, &tmp, dest);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    proto::spliced::via_partial(dest, |tmp| recv_into(r, tmp, dest))
 }
 
 fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) -> Result<u64, StreamError> {
@@ -108,9 +103,6 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
         let p = p.to_path_buf();
         move |e| StreamError::File { path: p, source: e }
     };
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(ferr(dir))?;
-    }
     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp).map_err(ferr(tmp))?;
     let pipe = image_pipe().map_err(ferr(tmp))?;
     let mut c = Chunks { r, left: 0, total: 0 };

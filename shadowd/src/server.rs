@@ -95,6 +95,7 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     let name = request.name();
+    let live_stream = matches!(request, Msg::LiveMigrationImage { .. });
     let answer = match request {
         // an image for a job that will be restarted here (no shared disk needed)
         Msg::ImageBegin { job, size, .. } => {
@@ -104,20 +105,24 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: image of job {job}: {e}", ctx.node) },
             }
         }
-        // a migrating process's image, streamed while it is written
-        Msg::MigrationImage { job, .. } => {
+        // a migrating process's image, streamed while it is written (stop-and-copy), or a
+        // live migration's (pages while it runs, then the rest); on disk where memory is
+        // a cgroup limit (a live image is sparse there too: its offsets stay below ext4's
+        // 16 TiB)
+        Msg::MigrationImage { job, .. } | Msg::LiveMigrationImage { job, .. } => {
             let dir = if crate::load::memory_limited() { &ctx.received_dir } else { &ctx.migration_dir };
             let dest = dir.join(format!("job{job}.mosimg"));
             let t0 = std::time::Instant::now();
-            match proto::spliced::recv_to_file(&mut r, &dest) {
+            let (what, got) = if live_stream { ("live migration stream", crate::live::recv_live_to_file(&mut r, &dest)) } else { ("migration image", proto::spliced::recv_to_file(&mut r, &dest)) };
+            match got {
+                // the size is what the stream carried (a sparse live image's file is larger)
                 Ok(size) => {
-                    log!(ctx.node, "job {job}: migration image of {size} bytes received in {} ms", t0.elapsed().as_millis());
+                    log!(ctx.node, "job {job}: {what} of {size} bytes received in {} ms", t0.elapsed().as_millis());
                     Msg::ImageReceived { job, size, path: OsBytes::from(dest.as_path()) }
                 }
-                Err(e) => Msg::Error { msg: format!("shadowd {}: migration image of job {job}: {e}", ctx.node) },
+                Err(e) => Msg::Error { msg: format!("shadowd {}: {what} of job {job}: {e}", ctx.node) },
             }
         }
-        // a live migration's stream: pages while the process runs, then the rest
         // post-copy: the image, then (the body running) its pages
         Msg::LazyMigrationImage { job, .. } => {
             set_buffer(r.get_ref(), libc::SO_RCVBUF, LAZY_QUEUE);
@@ -129,21 +134,6 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                     Msg::Ack
                 }
                 Err(e) => Msg::Error { msg: format!("shadowd {}: post-copy image of job {job}: {e}", ctx.node) },
-            }
-        }
-        Msg::LiveMigrationImage { job, .. } => {
-            // on disk where memory is a cgroup limit, as a stop-and-copy image (sparse
-            // there too: a live image's offsets stay below ext4's 16 TiB)
-            let dir = if crate::load::memory_limited() { &ctx.received_dir } else { &ctx.migration_dir };
-            let dest = dir.join(format!("job{job}.mosimg"));
-            let t0 = std::time::Instant::now();
-            match crate::live::recv_live_to_file(&mut r, &dest) {
-                Ok(n) => {
-                    log!(ctx.node, "job {job}: live migration stream of {n} bytes received in {} ms", t0.elapsed().as_millis());
-                    // the size is what the stream carried (the sparse file's is larger)
-                    Msg::ImageReceived { job, size: n, path: OsBytes::from(dest.as_path()) }
-                }
-                Err(e) => Msg::Error { msg: format!("shadowd {}: live migration image of job {job}: {e}", ctx.node) },
             }
         }
         // a migration whose requester follows its progress
