@@ -90,3 +90,16 @@ fn noreserve_reservations_come_back() {
 fn advised_and_locked_mappings_keep_their_flags() {
     mapflags("advised", "advised ok (0 bad), flags dc=1 dd=1 wf=1 hg=1 lo=1\n");
 }
+
+/// 30,000 separate mappings: the checkpoint succeeds (its image writer used to die of
+/// SIGABRT, out of scratch memory) and every page comes back.
+#[test]
+fn thousands_of_small_mappings_checkpoint() {
+    let prog = compile_c("manymaps");
+    let (reference, _r) = Env::reference(&prog, &["30000"], &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, &["30000"], &[], &[], b"");
+    rest.assert_code(0, "mos restart of manymaps");
+    assert_restart_output(&orig, &rest, &reference, &["mappings ok? yes (0 bad)\n"]);
+}

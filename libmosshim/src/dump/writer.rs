@@ -80,11 +80,12 @@ fn file_size(path: &str) -> Option<u64> {
 }
 
 /// Present pages of [start, end) from /proc/self/pagemap, as merged extents.
-fn present_extents(pm: &std::fs::File, start: u64, end: u64) -> Result<Vec<Extent>, String> {
+/// `buf`: the pagemap buffer, one for every call (the child's allocator never frees: a
+/// new one per region ran a process of 30,000 mappings out of scratch space, SIGABRT).
+fn present_extents(pm: &std::fs::File, start: u64, end: u64, buf: &mut [u8]) -> Result<Vec<Extent>, String> {
     use std::os::unix::fs::FileExt;
     let npages = (end - start) / PAGE;
     let mut out: Vec<Extent> = Vec::new();
-    let mut buf = vec![0u8; 8 * 8192];
     let mut i = 0u64;
     while i < npages {
         let n = (npages - i).min(8192);
@@ -249,12 +250,39 @@ fn collect_hashes(pid: i32, rfd: i32, n: usize) -> Result<Vec<u64>, String> {
         .collect())
 }
 
+/// (start, vmflag bits) of every mapping, from /proc/self/smaps read line by line into
+/// one buffer (a process with many mappings has tens of MiB of smaps, and this child's
+/// allocator never frees).
+fn smaps_flags() -> Vec<(u64, u32)> {
+    use std::io::BufRead;
+    let Ok(f) = std::fs::File::open("/proc/self/smaps") else { return Vec::new() };
+    let mut r = std::io::BufReader::with_capacity(64 << 10, f);
+    let mut line = String::with_capacity(4096);
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return out,
+            Ok(_) => {}
+        }
+        if let Some(rest) = line.strip_prefix("VmFlags:") {
+            if let Some(s) = start.take() {
+                out.push((s, ckpt::image::vmflag::from_smaps(rest)));
+            }
+        } else if let Some(e) = ckpt::maps::parse_line(line.trim_end()) {
+            start = Some(e.start);
+        }
+    }
+}
+
 fn write_image(plan: &Plan) -> Result<u64, String> {
     let t0 = std::time::Instant::now();
     let mut meta = plan.meta.clone();
     let maps = ckpt::maps::parse(&read_str("/proc/self/maps")?);
     // the kernel's flags of each mapping (NORESERVE, madvise, mlock); none if unreadable
-    let flags = ckpt::image::vmflag::of_smaps(&read_str("/proc/self/smaps").unwrap_or_default());
+    let flags = smaps_flags();
+    let mut pm_buf = vec![0u8; 8 * 8192];
     let pm =
         std::fs::File::open("/proc/self/pagemap").map_err(|e| format!("opening pagemap: {e}"))?;
     for m in &maps {
@@ -301,7 +329,7 @@ fn write_image(plan: &Plan) -> Result<u64, String> {
         ) && plan.live.is_none()
             && plan.lazy_requests < 0
         {
-            extents = present_extents(&pm, m.start, m.end)?;
+            extents = present_extents(&pm, m.start, m.end, &mut pm_buf)?;
         }
         meta.regions.push(Region {
             start: m.start,
