@@ -157,3 +157,16 @@ fn simultaneous_checkpoint_requests() {
         );
     }
 }
+
+/// Each thread's alternate signal stack is set again at restart, and a SA_ONSTACK
+/// handler runs on it.
+#[test]
+fn alternate_signal_stacks_survive_a_restart() {
+    let prog = compile_c("altstack");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of altstack");
+    assert_restart_output(&orig, &rest, &reference, &["main: altstack kept, handler on it yes\n", "thread: altstack kept, handler on it yes\n"]);
+}
