@@ -250,3 +250,16 @@ fn has_cap_sys_resource() -> bool {
     let st = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     st.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok()).is_some_and(|c| c & (1 << 24) != 0)
 }
+
+/// A memfd comes back as a memfd with its name, contents and offset, and a dup of it
+/// still shares that offset.
+#[test]
+fn memfds_come_back() {
+    let prog = compile_c("memfd");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of memfd");
+    assert_restart_output(&orig, &rest, &reference, &["memfd /memfd:mos-test-memfd (deleted) size 8192 read 'wxyzabcde' shared offset 109\n"]);
+}

@@ -80,6 +80,16 @@ fn place(fd: i32, target: i32, cloexec: bool) -> Result<(), String> {
 /// in /tmp): its read-write fd (close-on-exec), from which each fd of it is reopened.
 fn recreate_deleted(path: &str, data: &[u8]) -> Result<i32, String> {
     let old = path.strip_suffix(" (deleted)").unwrap_or(path);
+    if let Some(name) = old.strip_prefix("/memfd:") {
+        // a memfd comes back as one, with its name (its seals do not)
+        let c = cstr(name)?;
+        // SAFETY: memfd_create with a NUL-terminated name; a new fd, ours.
+        let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if fd < 0 {
+            return Err(os_err(&format!("cannot recreate the memfd {name}")));
+        }
+        return write_all_to(fd, data, old);
+    }
     let dir = std::path::Path::new(old).parent().filter(|d| d.is_dir()).map(|d| d.to_string_lossy().into_owned()).unwrap_or_else(|| "/tmp".into());
     let c = cstr(&dir)?;
     // SAFETY: valid directory path; a new anonymous file, ours.
@@ -91,6 +101,11 @@ fn recreate_deleted(path: &str, data: &[u8]) -> Result<i32, String> {
     if tmp < 0 {
         return Err(os_err(&format!("cannot recreate the deleted file {old}")));
     }
+    write_all_to(tmp, data, old)
+}
+
+/// `data` into our new file `tmp` (named `old` in errors); `tmp`, or an error (closed).
+fn write_all_to(tmp: i32, data: &[u8], old: &str) -> Result<i32, String> {
     let mut off = 0;
     while off < data.len() {
         // SAFETY: writing our buffer to our fd.

@@ -301,9 +301,7 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
             }
         } else {
             match f.fmt {
-                libc::S_IFREG if target.starts_with("/memfd:") => {
-                    return Err(format!("fd {fd} is a memfd ({target}); memfds cannot be restored yet"))
-                }
+                // a deleted file, or a memfd (`/memfd:NAME (deleted)`): its contents are saved
                 libc::S_IFREG if target.ends_with(" (deleted)") => {
                     // the contents go with the first fd of the file; the others share them
                     let first = !infos[..i].iter().any(|p| p.ino == f.ino && p.dev == f.dev);
