@@ -26,6 +26,34 @@ type Sigmask = unsafe extern "C" fn(i32, *const libc::sigset_t, *mut libc::sigse
 type Sigsuspend = unsafe extern "C" fn(*const libc::sigset_t) -> i32;
 type Sigqueue = unsafe extern "C" fn(libc::pid_t, i32, libc::sigval) -> i32;
 type PthreadKill = unsafe extern "C" fn(libc::pthread_t, i32) -> i32;
+type InotifyAdd = unsafe extern "C" fn(i32, *const libc::c_char, u32) -> i32;
+type InotifyRm = unsafe extern "C" fn(i32, i32) -> i32;
+
+/// inotify_add_watch: the path of each watch is noted for a checkpoint (`state::inotify`).
+#[no_mangle]
+pub unsafe extern "C" fn inotify_add_watch(fd: i32, path: *const libc::c_char, mask: u32) -> i32 {
+    let f = real!(inotify_add_watch, InotifyAdd);
+    // SAFETY: glibc's own function with the caller's arguments.
+    let wd = unsafe { f(fd, path, mask) };
+    if wd >= 0 && !path.is_null() {
+        // SAFETY: the kernel just read this NUL-terminated path for the call.
+        let p = unsafe { core::ffi::CStr::from_ptr(path) };
+        crate::state::inotify::added(fd, wd, p.to_bytes());
+    }
+    wd
+}
+
+/// inotify_rm_watch: the watch's noted path is forgotten.
+#[no_mangle]
+pub unsafe extern "C" fn inotify_rm_watch(fd: i32, wd: i32) -> i32 {
+    let f = real!(inotify_rm_watch, InotifyRm);
+    // SAFETY: glibc's own function with the caller's arguments.
+    let r = unsafe { f(fd, wd) };
+    if r == 0 {
+        crate::state::inotify::removed(fd, wd);
+    }
+    r
+}
 type Syscall7 = unsafe extern "C" fn(i64, i64, i64, i64, i64, i64, i64) -> i64;
 type Signal = unsafe extern "C" fn(i32, libc::sighandler_t) -> libc::sighandler_t;
 

@@ -263,3 +263,16 @@ fn memfds_come_back() {
     rest.assert_code(0, "mos restart of memfd");
     assert_restart_output(&orig, &rest, &reference, &["memfd /memfd:mos-test-memfd (deleted) size 8192 read 'wxyzabcde' shared offset 109\n"]);
 }
+
+/// An inotify instance comes back with its watches on the same paths and the same watch
+/// descriptors (one removed before the checkpoint leaves a gap), and reports new events.
+#[test]
+fn inotify_watches_come_back() {
+    let prog = compile_c("inotify");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of inotify");
+    assert_restart_output(&orig, &rest, &reference, &["event wd 3 mask 0x2 name ''\n", "event wd 1 mask 0x100 name 'new'\n", "event wd 1 mask 0x200 name 'new'\n"]);
+}

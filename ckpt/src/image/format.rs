@@ -245,6 +245,10 @@ pub enum FdKind {
         /// its contents (on the first fd of the file only)
         data: Vec<u8>,
     },
+    /// an inotify instance: its watches (wd, mask, path), added again with the same wds
+    Inotify {
+        watches: Vec<(i32, u32, String)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -293,6 +293,18 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 // SAFETY: status flags of the app's fd.
                 unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
             }
+            FdKind::Inotify { watches } => {
+                // SAFETY: a new inotify instance, ours.
+                let fd = park_fd(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) }, above)?;
+                let mut sorted = watches.clone();
+                sorted.sort_by_key(|w| w.0);
+                for (wd, mask, path) in &sorted {
+                    add_watch_as(fd, *wd, *mask, path)?;
+                }
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
             FdKind::SignalFd { mask } => {
                 // SAFETY: sigset_t is plain data; its first word holds signals 1..64.
                 let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
@@ -381,4 +393,28 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// Watch `path` with `mask` on inotify `fd` as watch descriptor `wd`: the kernel hands out
+/// wds in increasing order, so a watch that comes back with a smaller one is removed and
+/// added again until it has `wd`. A path that no longer exists is not watched (the kernel
+/// would have removed that watch too, with IN_IGNORED).
+fn add_watch_as(fd: i32, wd: i32, mask: u32, path: &str) -> Result<(), String> {
+    let c = cstr(path)?;
+    for _ in 0..=wd.max(1) + 8 {
+        // SAFETY: adding a watch on a NUL-terminated path to our inotify fd.
+        let w = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), mask) };
+        if w < 0 {
+            return if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(os_err(&format!("cannot watch {path} again")) ) };
+        }
+        if w == wd {
+            return Ok(());
+        }
+        if w > wd {
+            return Err(format!("cannot give the inotify watch on {path} its descriptor {wd} again (got {w})"));
+        }
+        // SAFETY: removing the watch we just added.
+        unsafe { libc::inotify_rm_watch(fd, w) };
+    }
+    Err(format!("cannot give the inotify watch on {path} its descriptor {wd} again"))
 }

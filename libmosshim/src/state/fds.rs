@@ -294,6 +294,17 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0),
                 },
+                "anon_inode:inotify" => {
+                    let mut watches = Vec::new();
+                    for (wd, ino, mask) in super::inotify::watches_of(&f.info) {
+                        let path = super::inotify::path_of(fd, wd)?.ok_or_else(|| format!("fd {fd} is an inotify instance whose watch {wd} was not added through the shim (its path is unknown)"))?;
+                        match std::fs::metadata(&path) {
+                            Ok(m) if std::os::unix::fs::MetadataExt::ino(&m) == ino => watches.push((wd, mask, path)),
+                            _ => return Err(format!("fd {fd}: inotify watch {wd} was on {path}, which is no longer that file")),
+                        }
+                    }
+                    FdKind::Inotify { watches }
+                }
                 "anon_inode:[signalfd]" => FdKind::SignalFd {
                     mask: hex(field(&f.info, "sigmask:")),
                 },

@@ -27,6 +27,7 @@ use ckpt::image::ImageMeta;
 
 pub mod dirty;
 pub mod fds;
+pub mod inotify;
 pub mod memory;
 pub mod signals;
 pub mod threads;
