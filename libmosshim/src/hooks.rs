@@ -36,9 +36,11 @@ pub unsafe extern "C" fn inotify_add_watch(fd: i32, path: *const libc::c_char, m
     // SAFETY: glibc's own function with the caller's arguments.
     let wd = unsafe { f(fd, path, mask) };
     if wd >= 0 && !path.is_null() {
-        // SAFETY: the kernel just read this NUL-terminated path for the call.
-        let p = unsafe { core::ffi::CStr::from_ptr(path) };
-        crate::state::inotify::added(fd, wd, p.to_bytes());
+        // the path the kernel just read for the call (through rt::user, as every read of
+        // the application's memory)
+        if let Some(n) = crate::rt::user::cstr_len(path as u64, 4096) {
+            crate::state::inotify::added(fd, wd, crate::rt::user::bytes(path as u64, n));
+        }
     }
     wd
 }

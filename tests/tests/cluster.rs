@@ -360,7 +360,9 @@ fn placer_restart_loses_nothing() {
 #[test]
 fn hold_release_vacate_rm() {
     let (c, work, exe) = two_node_cluster();
-    submit(&c, &work, 2, 60);
+    // long enough to be still running after the migration and the vacate (a job of
+    // 60 steps, ~1.5 s of CPU, sometimes ended before `mos hold`)
+    submit(&c, &work, 2, 200);
     wait_for(
         "job 1.0 running with a checkpoint",
         Duration::from_secs(20),
@@ -430,7 +432,7 @@ fn hold_release_vacate_rm() {
     );
     // vacated, held, released and restarted from checkpoints: still the right output
     let want = Command::new(&exe)
-        .args(["0", "60"])
+        .args(["0", "200"])
         .output()
         .unwrap()
         .stdout;
