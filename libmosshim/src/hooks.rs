@@ -27,6 +27,19 @@ type Sigsuspend = unsafe extern "C" fn(*const libc::sigset_t) -> i32;
 type Sigqueue = unsafe extern "C" fn(libc::pid_t, i32, libc::sigval) -> i32;
 type PthreadKill = unsafe extern "C" fn(libc::pthread_t, i32) -> i32;
 type InotifyAdd = unsafe extern "C" fn(i32, *const libc::c_char, u32) -> i32;
+type Madvise = unsafe extern "C" fn(*mut libc::c_void, usize, i32) -> i32;
+
+/// madvise: DONTFORK and WIPEONFORK advice is noted, so that a checkpoint looks for such
+/// mappings (`state::memory::fork_advised`); every call goes on to glibc's.
+#[no_mangle]
+pub unsafe extern "C" fn madvise(addr: *mut libc::c_void, len: usize, advice: i32) -> i32 {
+    if advice == libc::MADV_DONTFORK || advice == libc::MADV_WIPEONFORK {
+        crate::state::memory::note_fork_advice();
+    }
+    let f = real!(madvise, Madvise);
+    // SAFETY: glibc's own function with the caller's arguments.
+    unsafe { f(addr, len, advice) }
+}
 type InotifyRm = unsafe extern "C" fn(i32, i32) -> i32;
 
 /// inotify_add_watch: the path of each watch is noted for a checkpoint (`state::inotify`).

@@ -52,7 +52,7 @@ macro_rules! declare_reals {
 }
 
 declare_reals!(
-    sigaction, sigprocmask, pthread_sigmask, sigsuspend, sigqueue, signal, bsd_signal, sysv_signal, pthread_kill, inotify_add_watch, inotify_rm_watch,
+    sigaction, sigprocmask, pthread_sigmask, sigsuspend, sigqueue, signal, bsd_signal, sysv_signal, pthread_kill, inotify_add_watch, inotify_rm_watch, madvise,
     syscall, clock_nanosleep, poll, ppoll, select, epoll_wait, epoll_pwait, sem_wait, sem_timedwait, pause, read,
     write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64,
 );

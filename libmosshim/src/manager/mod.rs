@@ -408,7 +408,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
         shared: crate::state::memory::copy_shared()?,
         live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: crate::identity::real_pid() }),
         lazy_requests: requests,
-        fork_advice: crate::state::memory::fork_advised()?,
+        fork_advice: crate::state::memory::fork_advised(&crate::state::read_str("/proc/self/status")?)?,
     };
     Ok((plan, p[0]))
 }

@@ -57,11 +57,26 @@ pub fn free_shared(copies: &[(u64, u64, u64)]) {
     }
 }
 
+/// Set once the program advised DONTFORK or WIPEONFORK through libc (the madvise hook).
+static FORK_ADVICE_SEEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The madvise hook saw DONTFORK or WIPEONFORK given: checkpoints look for such mappings.
+pub fn note_fork_advice() {
+    FORK_ADVICE_SEEN.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Mappings advised MADV_DONTFORK or MADV_WIPEONFORK, or locked, as (start, end, vmflag
 /// bits): the image writer is a fork, which would not see the first, would see the second
-/// zero, and inherits no locks.
-pub fn fork_advised() -> Result<Vec<(u64, u64, u32)>, String> {
+/// zero, and inherits no locks. Read from smaps (the kernel walks every page table for
+/// it: ~10 ms of frozen time for 2 GiB) only when the program gave such advice through
+/// libc or has locked memory (`VmLck` in its status); advice given by raw system call is
+/// not seen, and such a mapping is saved as a fork sees it.
+pub fn fork_advised(status: &str) -> Result<Vec<(u64, u64, u32)>, String> {
     use ckpt::image::vmflag::{DONTFORK, LOCKED, WIPEONFORK};
+    let locked = status.lines().find_map(|l| l.strip_prefix("VmLck:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) > 0;
+    if !locked && !FORK_ADVICE_SEEN.load(core::sync::atomic::Ordering::Relaxed) {
+        return Ok(Vec::new());
+    }
     let text = crate::state::read_str("/proc/self/smaps")?;
     let flags = ckpt::image::vmflag::of_smaps(&text);
     let maps = ckpt::maps::parse(&text);
