@@ -66,9 +66,8 @@ fn snapshot(plan: &Plan, a: u64, n: usize) -> &'static [u8] {
         Some(c) => c.2 + (a - c.0),
         None => a,
     };
-    // SAFETY: the range lies inside a readable mapping of this child (made readable by
-    // make_readable), or inside the frozen copy of a shared region; the child never
-    // unmaps them before it exits.
+    // The child never unmaps these before it exits.
+    // SAFETY: the range lies in a mapping of this child made readable by make_readable, or in the frozen copy of a shared region.
     unsafe { core::slice::from_raw_parts(a as *const u8, n) }
 }
 

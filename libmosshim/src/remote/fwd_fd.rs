@@ -25,6 +25,16 @@ pub(super) fn bind_new(h: &impl Home, op: u32, mut args: [u64; 6], slot: usize, 
         return r;
     }
     set_remote(n, true);
+    // close-on-exec belongs to the fd number, so to the placeholder: O_CLOEXEC of open,
+    // SOCK_CLOEXEC of socket and accept4 (the same bit)
+    let flags = match op {
+        op::OPENAT | op::ACCEPT4 => args[2],
+        op::SOCKET => args[1],
+        _ => 0,
+    };
+    if flags & libc::O_CLOEXEC as u64 != 0 {
+        r!(libc::SYS_fcntl, n, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
     n
 }
 
@@ -280,8 +290,10 @@ pub(super) fn dup3_fwd(h: &impl Home, nr: i64, a: [u64; 6], rem: bool, m: u64) -
         return Act::Native;
     }
     if is_remote(new) {
+        // replaced: closed at home, as close() does, its epoll entries with it
         h.forward_quick(op::CLOSE, [new as u64, 0, 0, 0, 0, 0], &[], &[], m);
         set_remote(new, false);
+        epoll::forget_fd(new);
     }
     if !rem {
         return Act::Ret(r!(nr, a[0], a[1], a[2]));

@@ -131,7 +131,8 @@ pub(super) fn accept_fwd(h: &impl Home, nr: i64, fd: i64, a: [u64; 6], m: u64) -
     let want = a[1] != 0 && a[2] != 0;
     let r = bind_new(h, op::ACCEPT4, [fd as u64, 0, flags, 0, want as u64, 0], 3, &[], &[Io { p: ab.as_mut_ptr() as u64, n: 128 }], m);
     if r >= 0 && want {
-        copy_addr(&ab, 128, a[1], a[2]);
+        // the address's own length, as the kernel reports it (not the room asked for)
+        copy_addr(&ab, addr_len(&ab), a[1], a[2]);
     }
     r
 }

@@ -7,8 +7,8 @@
 //! The home-fd table is process-wide, so the tests take one lock and use descriptor
 //! numbers of their own (600 and up) for home fds.
 //!
-//! Tests marked `#[ignore]` reproduce bugs found while writing these (behaviour is left
-//! as it is; see each test's comment).
+//! The tests under "bugs found" reproduced bugs found while writing these; each now
+//! passes with its fix.
 
 use super::call::Home;
 use super::dispatch::{dispatch, Act};
@@ -621,7 +621,6 @@ fn sigprocmask_cannot_block_sigsys_or_the_freeze_signal() {
 /// home), where the kernel reports the address's own length (16 for AF_INET):
 /// `accept_fwd` calls `copy_addr(&ab, 128, ..)`; getsockname uses `addr_len`.
 #[test]
-#[ignore = "bug: accept reports addrlen 128, not the address's length"]
 fn accept_reports_the_peer_address_length() {
     let _l = lock();
     let h = FakeHome::new(|_, out| {
@@ -644,7 +643,6 @@ fn accept_reports_the_peer_address_length() {
 /// placeholder ("close-on-exec belongs to the fd number"), says it is not close-on-exec,
 /// unlike fcntl(F_DUPFD_CLOEXEC), whose placeholder gets the flag.
 #[test]
-#[ignore = "bug: O_CLOEXEC is not kept on the placeholder of a home fd"]
 fn open_with_o_cloexec_gives_a_close_on_exec_fd() {
     let _l = lock();
     let h = FakeHome::zero();
@@ -659,7 +657,6 @@ fn open_with_o_cloexec_gives_a_close_on_exec_fd() {
 /// in the set (close() drops it: `epoll::forget_fd`); epoll_wait then forwards a poll of
 /// a number that is no longer a home fd.
 #[test]
-#[ignore = "bug: dup2 over a home fd leaves its epoll entry"]
 fn dup2_over_a_watched_home_fd_drops_its_epoll_entry() {
     let _l = lock();
     let h = FakeHome::zero();

@@ -13,6 +13,7 @@ use core::arch::asm;
 /// The arguments must be valid for system call `nr`: every pointer among them points at
 /// memory of the size and access that call reads or writes, for the whole call.
 #[inline(always)]
+// SAFETY: (contract) callers pass arguments valid for `nr`, as the # Safety section says.
 pub unsafe fn raw(nr: i64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
     let ret: i64;
     // SAFETY: the caller vouches for the arguments (see above); the syscall instruction
