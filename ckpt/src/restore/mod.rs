@@ -64,6 +64,16 @@ fn reexec_or_fail(why: String) -> Result<std::convert::Infallible, String> {
         ));
     }
     let args: Vec<String> = std::env::args().collect();
+    // Every other try, the legacy (bottom-up) layout: with an unlimited stack limit the
+    // kernel puts mmaps low instead of just under the stack, away from an image range
+    // that covers the top of the address space (a 2 TiB reservation of a JIT or Go
+    // runtime covers all of mmap_base's random range). The image's own limits are set
+    // again before it runs.
+    if tries % 2 == 1 {
+        let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: setrlimit with a valid struct; refused without the privilege, then no change.
+        unsafe { libc::setrlimit(libc::RLIMIT_STACK, &inf) };
+    }
     let err = std::process::Command::new("/proc/self/exe")
         .arg0(&args[0])
         .args(&args[1..])
