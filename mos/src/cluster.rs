@@ -666,7 +666,7 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::ms
                     "{}",
                     serde_json::json!({
                         "pid": pid, "node": node, "body_pid": there, "bytes": s.bytes, "rounds": s.rounds,
-                        "round_bytes": s.round_bytes, "resumed_ms": s.resumed_ms, "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
+                        "round_bytes": s.round_bytes, "resumed_ms": s.resumed_ms, "ready_ms": s.ready_ms, "frozen_ms": s.frozen_ms, "total_ms": all_ms, "source_ms": s.total_ms,
                     })
                 );
                 return Ok(());
@@ -678,18 +678,19 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::ms
                         let how = if s.resumed_ms > 0 {
                             format!("(post-copy: image there at {} ms, every page at {} ms)", s.resumed_ms, s.total_ms)
                         } else if s.rounds == 0 {
-                            "(stop-and-copy)".to_string()
+                            format!("(stop-and-copy; memory ready at the target in {} ms while it ran)", s.ready_ms)
                         } else {
                             let mib: Vec<String> = s.round_bytes.iter().map(|b| format!("{:.1}", *b as f64 / f64::from(1u32 << 20))).collect();
                             format!("while it ran (MiB per round: {})", mib.join(", "))
                         };
                         println!(
-                            "{} bytes ({:.1} MiB), {} copy rounds {how}, frozen {} ms, total {all_ms} ms ({:.2} GiB/s)",
+                            "{} bytes ({:.1} MiB), {} copy rounds {how}, frozen {} ms, total {all_ms} ms ({:.2} GiB/s; {:.2} GiB/s while frozen)",
                             s.bytes,
                             s.bytes as f64 / f64::from(1u32 << 20),
                             s.rounds,
                             s.frozen_ms,
-                            s.bytes as f64 / (all_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30)
+                            s.bytes as f64 / (all_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30),
+                            s.bytes as f64 / (s.frozen_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30)
                         )
                     }
                     None => println!("total {all_ms} ms (the source shadowd sent no figures)"),

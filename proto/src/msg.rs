@@ -674,9 +674,11 @@ pub enum Msg {
         /// Lines.
         lines: Vec<String>,
     },
-    /// source shadowd -> target shadowd: a migrating process's image follows as it is
-    /// written (its size unknown until the end), in [`Msg::ImageChunk`]s and then
-    /// [`Msg::ImageSealed`]; answered with [`Msg::ImageReceived`]. It lives only until the
+    /// source shadowd -> target shadowd: a migrating process's image will follow as it is
+    /// written (its size unknown until the end). If `reserve` is not 0 the target first
+    /// makes memory ready for that many bytes and answers [`Msg::Ack`] (or [`Msg::Error`]:
+    /// no room, and the process is not frozen); then the image comes in [`Msg::ImageChunk`]s and
+    /// [`Msg::ImageSealed`], answered with [`Msg::ImageReceived`]. It lives only until the
     /// restart, so it is not synced to disk, and it carries no stream checksum: an image
     /// verifies itself at restart (its metadata hash and one CRC per region).
     MigrationImage {
@@ -684,6 +686,9 @@ pub enum Msg {
         job: JobId,
         /// Its home node.
         home: NodeName,
+        /// About how big the image will be (its resident memory): what the target
+        /// allocates before the process is frozen. 0: nothing.
+        reserve: u64,
     },
     /// The end of a [`Msg::MigrationImage`] stream: the source sent `bytes` in all.
     ImageSealed {
@@ -755,6 +760,9 @@ pub struct MoveStats {
     /// Post-copy: when the image without its memory was whole at the target (the body
     /// starts right after); 0 otherwise.
     pub resumed_ms: u64,
+    /// Stop-and-copy: how long the target took to make memory ready for the image,
+    /// while the process still ran (part of `total_ms`, not of `frozen_ms`).
+    pub ready_ms: u64,
 }
 
 /// One row of `mos ps`.

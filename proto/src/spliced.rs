@@ -2,10 +2,15 @@
 //!
 //! The source's shim writes the image into a pipe; the source shadowd moves the bytes from
 //! that pipe to the connection with splice(2), in [`Msg::ImageChunk`] frames of whatever
-//! the pipe holds, and ends with [`Msg::ImageSealed`]. The target moves each chunk from
-//! the connection into the image file the same way, so the bytes never pass through user
-//! space on either side; there is no file on the source and no fsync on the target (the
-//! image lives only until the restart). There is no stream checksum either: an image
+//! the pipe holds, and ends with [`Msg::ImageSealed`], so the bytes never pass through
+//! user space on the source; there is no file on the source and no fsync on the target (the
+//! image lives only until the restart).
+//!
+//! Before the source freezes the process it says about how big the image will be, and
+//! the target makes that much memory ready (shadowd's `landing`): a first touch of
+//! memory can cost more than the wire (on a virtual machine whose freed memory goes back
+//! to its host, each page faults in again), so it is done while the process still runs.
+//! The target receives with [`recv_chunks`]. There is no stream checksum: an image
 //! verifies itself at restart (metadata hash and one CRC per region), and the size sent
 //! is checked here. A broken or short stream leaves no file under the final name.
 
@@ -76,16 +81,19 @@ fn pipe_ready(pipe: BorrowedFd<'_>) -> io::Result<usize> {
 /// [`Msg::MigrationImage`] and chunks (the caller seals it with [`seal`] once it knows the
 /// image is whole). Returns the bytes moved.
 pub fn send_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, job: JobId, home: &str) -> Result<u64, StreamError> {
-    send_stream_from_pipe(sock, pipe, &Msg::MigrationImage { job, home: home.to_string() }, None)
+    send_stream_from_pipe(sock, pipe, Some(&Msg::MigrationImage { job, home: home.to_string(), reserve: 0 }), None)
 }
 
 /// [`send_from_pipe`] of a stream announced by `first` ([`Msg::MigrationImage`] or
-/// [`Msg::LiveMigrationImage`]); `sent`, if given, counts the bytes as they go.
-pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: &Msg, sent: Option<&std::sync::atomic::AtomicU64>) -> Result<u64, StreamError> {
+/// [`Msg::LiveMigrationImage`]; None: the caller sent it); `sent`, if given, counts the
+/// bytes as they go.
+pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: Option<&Msg>, sent: Option<&std::sync::atomic::AtomicU64>) -> Result<u64, StreamError> {
     let limits = Limits::default();
     let mut head = Vec::new();
-    encode_header(first, &mut head, &limits)?;
-    sock.write_all(&head).map_err(conn)?;
+    if let Some(first) = first {
+        encode_header(first, &mut head, &limits)?;
+        sock.write_all(&head).map_err(conn)?;
+    }
     let mut total = 0u64;
     loop {
         let n = pipe_ready(pipe).map_err(|e| StreamError::File { path: "image pipe".into(), source: e })?;
@@ -120,7 +128,14 @@ pub fn conn(e: io::Error) -> StreamError {
 /// `dest` (written under a temp name, renamed once sealed with the right size). Returns
 /// the size.
 pub fn recv_to_file<R: Read + AsFd>(r: &mut FrameReader<R>, dest: &Path) -> Result<u64, StreamError> {
-    via_partial(dest, |tmp| recv_into(r, tmp, dest))
+    via_partial(dest, |tmp| {
+        let f = File::create(tmp).map_err(|e| StreamError::File { path: tmp.to_path_buf(), source: e })?;
+        let mut buf = Vec::new();
+        let total = recv_chunks(r, put_through_buffer(&f, tmp, &mut buf))?;
+        drop(f);
+        std::fs::rename(tmp, dest).map_err(|e| StreamError::File { path: dest.to_path_buf(), source: e })?;
+        Ok(total)
+    })
 }
 
 /// Receive into `dest`'s temp name (`.partial` beside it, its directory made): `fill`
@@ -137,40 +152,58 @@ pub fn via_partial<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T, StreamE
     result
 }
 
-fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) -> Result<u64, StreamError> {
-    let ferr = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| StreamError::File { path: p, source: e }
-    };
-    let f = File::create(tmp).map_err(ferr(tmp))?;
-    let (pr, pw) = image_pipe().map_err(ferr(tmp))?;
+/// Receive a stream's chunks until it is sealed, checking the size sealed against what
+/// came: `put(sock, at, left)` takes at least one and at most `left` bytes of the current
+/// chunk from the connection, for image offset `at`, and says how many. Returns the size.
+pub fn recv_chunks<R: Read + AsFd>(r: &mut FrameReader<R>, mut put: impl FnMut(BorrowedFd<'_>, u64, usize) -> Result<usize, StreamError>) -> Result<u64, StreamError> {
     let mut total = 0u64;
     loop {
         let m: Msg = r.read_header_only()?;
         match m {
             Msg::ImageChunk { len } => {
-                // the connection's bytes go through our pipe into the file, in pieces the
-                // pipe can hold
                 let mut left = len as usize;
                 while left > 0 {
-                    let step = left.min(PIPE_BYTES);
-                    let moved = splice_some(r.get_ref().as_fd(), pw.as_fd(), step, false).map_err(conn)?;
-                    splice_exact(pr.as_fd(), f.as_fd(), moved, false).map_err(ferr(tmp))?;
-                    left -= moved;
+                    let got = put(r.get_ref().as_fd(), total, left)?;
+                    left -= got;
+                    total += got as u64;
                 }
-                total += u64::from(len);
             }
-            Msg::ImageSealed { bytes } => {
-                if bytes != total {
-                    return Err(StreamError::Corrupt(format!("{total} bytes received, {bytes} sent")));
-                }
-                drop(f);
-                std::fs::rename(tmp, dest).map_err(ferr(dest))?;
-                return Ok(total);
-            }
+            Msg::ImageSealed { bytes } if bytes == total => return Ok(total),
+            Msg::ImageSealed { bytes } => return Err(StreamError::Corrupt(format!("{total} bytes received, {bytes} sent"))),
             other => return Err(StreamError::Unexpected { want: "ImageChunk or ImageSealed", got: other.name() }),
         }
     }
+}
+
+/// A `put` for [`recv_chunks`] that writes into `file` through a buffer (`buf`, grown to
+/// [`PIPE_BYTES`] on first use); `path` names the file in errors.
+pub fn put_through_buffer<'a>(file: &'a File, path: &'a Path, buf: &'a mut Vec<u8>) -> impl FnMut(BorrowedFd<'_>, u64, usize) -> Result<usize, StreamError> + 'a {
+    move |sock, at, left| {
+        if buf.is_empty() {
+            buf.resize(PIPE_BYTES, 0);
+        }
+        let n = left.min(buf.len());
+        let got = recv_some(sock, &mut buf[..n]).map_err(conn)?;
+        write_all_at(file, &buf[..got], at).map_err(|e| StreamError::File { path: path.to_path_buf(), source: e })?;
+        Ok(got)
+    }
+}
+
+/// Receive at least one byte (fewer than asked if that is what came) into `dst`.
+pub fn recv_some(sock: BorrowedFd<'_>, dst: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(sock, &mut *dst, rustix::net::RecvFlags::empty()) {
+            Ok((0, _)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ended inside a chunk")),
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn write_all_at(f: &File, b: &[u8], off: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b, off)
 }
 
 #[cfg(test)]
@@ -212,7 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = FrameReader::new(c);
         let first: Msg = r.read_header_only().unwrap();
-        assert_eq!(first, Msg::MigrationImage { job: JobId(7), home: "n1".into() });
+        assert_eq!(first, Msg::MigrationImage { job: JobId(7), home: "n1".into(), reserve: 0 });
         let got = recv_to_file(&mut r, &dir.path().join("img"));
         replay.join().unwrap();
         (got, dir)

@@ -24,6 +24,7 @@ pub mod candidates;
 pub mod gossip;
 pub mod guests;
 pub mod handoff;
+pub mod landing;
 pub mod live;
 pub mod load;
 pub mod reporter;

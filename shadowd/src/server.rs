@@ -95,7 +95,6 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     let name = request.name();
-    let live_stream = matches!(request, Msg::LiveMigrationImage { .. });
     let answer = match request {
         // an image for a job that will be restarted here (no shared disk needed)
         Msg::ImageBegin { job, size, .. } => {
@@ -109,20 +108,14 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         // live migration's (pages while it runs, then the rest); on disk where memory is
         // a cgroup limit (a live image is sparse there too: its offsets stay below ext4's
         // 16 TiB)
-        Msg::MigrationImage { job, .. } | Msg::LiveMigrationImage { job, .. } => {
-            let dir = if crate::load::memory_limited() { &ctx.received_dir } else { &ctx.migration_dir };
-            let dest = dir.join(format!("job{job}.mosimg"));
-            let t0 = std::time::Instant::now();
-            let (what, got) = if live_stream { ("live migration stream", crate::live::recv_live_to_file(&mut r, &dest)) } else { ("migration image", proto::spliced::recv_to_file(&mut r, &dest)) };
-            match got {
-                // the size is what the stream carried (a sparse live image's file is larger)
-                Ok(size) => {
-                    log!(ctx.node, "job {job}: {what} of {size} bytes received in {} ms", t0.elapsed().as_millis());
-                    Msg::ImageReceived { job, size, path: OsBytes::from(dest.as_path()) }
-                }
-                Err(e) => Msg::Error { msg: format!("shadowd {}: {what} of job {job}: {e}", ctx.node) },
-            }
-        }
+        Msg::MigrationImage { job, reserve, .. } => match receive_image(ctx, &mut r, &mut w, job, Some(reserve)) {
+            Some(m) => m,
+            None => return,
+        },
+        Msg::LiveMigrationImage { job, .. } => match receive_image(ctx, &mut r, &mut w, job, None) {
+            Some(m) => m,
+            None => return,
+        },
         // post-copy: the image, then (the body running) its pages
         Msg::LazyMigrationImage { job, .. } => {
             set_buffer(r.get_ref(), libc::SO_RCVBUF, LAZY_QUEUE);
@@ -172,6 +165,71 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = w.write_msg(&answer, &[]) {
         log!(ctx.node, "cannot answer {name} to {peer}: {e}");
     }
+}
+
+/// Receive a migrating process's image (`reserve`: stop-and-copy, with that much memory
+/// made ready first; None: a live migration's stream); the answer, or None when the
+/// source was already told why not.
+fn receive_image<R: std::io::Read + AsFd, W: std::io::Write>(ctx: &ServerCtx, r: &mut FrameReader<R>, w: &mut FrameWriter<W>, job: proto::JobId, reserve: Option<u64>) -> Option<Msg> {
+    let in_memory = !crate::load::memory_limited();
+    let dir = if in_memory { &ctx.migration_dir } else { &ctx.received_dir };
+    let dest = dir.join(format!("job{job}.mosimg"));
+    let what = if reserve.is_some() { "migration image" } else { "live migration stream" };
+    let got = match reserve {
+        None => {
+            let t0 = std::time::Instant::now();
+            crate::live::recv_live_to_file(r, &dest).map(|n| (n, t0))
+        }
+        Some(reserve) => {
+            let landing = match ready_landing(ctx, w, job, &dest, reserve, in_memory) {
+                Ok(l) => l,
+                Err(Some(msg)) => return Some(Msg::Error { msg }),
+                Err(None) => return None,
+            };
+            let t0 = std::time::Instant::now();
+            landing.receive(r).map(|n| (n, t0))
+        }
+    };
+    Some(match got {
+        // the size is what the stream carried (a sparse live image's file is larger)
+        Ok((size, t0)) => {
+            log!(ctx.node, "job {job}: {what} of {size} bytes received in {} ms", t0.elapsed().as_millis());
+            Msg::ImageReceived { job, size, path: OsBytes::from(dest.as_path()) }
+        }
+        Err(e) => Msg::Error { msg: format!("shadowd {}: {what} of job {job}: {e}", ctx.node) },
+    })
+}
+
+/// Make memory ready for `reserve` bytes of the image coming to `dest` (none for 0), and
+/// tell the source (for 0 it expects no answer). If it could not be done: the answer
+/// still to give, or None when the source was told why (this node has not that much
+/// memory free, or no room).
+fn ready_landing<W: std::io::Write>(ctx: &ServerCtx, w: &mut FrameWriter<W>, job: proto::JobId, dest: &std::path::Path, reserve: u64, in_memory: bool) -> Result<crate::landing::Landing, Option<String>> {
+    let t0 = std::time::Instant::now();
+    let free = crate::load::memory().free_mib << 20;
+    let landing = if in_memory && reserve > free {
+        Err(format!("no room for its image: about {} MiB, and this node has {} MiB of memory free", reserve >> 20, free >> 20))
+    } else {
+        crate::landing::Landing::prepare(dest, reserve, in_memory).map_err(|e| format!("cannot make room for its image ({} MiB): {e}", reserve >> 20))
+    };
+    if reserve == 0 {
+        return landing.map_err(|e| Some(format!("shadowd {}: job {job}: {e}", ctx.node)));
+    }
+    let answer = match &landing {
+        Ok(_) => {
+            log!(ctx.node, "job {job}: memory for a {} MiB image ready in {} ms", reserve >> 20, t0.elapsed().as_millis());
+            Msg::Ack
+        }
+        Err(e) => Msg::Error { msg: format!("shadowd {}: job {job}: {e}", ctx.node) },
+    };
+    if let Err(e) = w.write_msg(&answer, &[]) {
+        log!(ctx.node, "job {job}: cannot answer the image's announcement: {e}");
+        return Err(None);
+    }
+    landing.map_err(|e| {
+        log!(ctx.node, "job {job}: refused: {e}");
+        None
+    })
 }
 
 /// One request, one answer.
@@ -307,15 +365,32 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');
-    log!(ctx.node, "pid {pid}: streaming its image to {to}{}", if live { " (live: copy rounds while it runs)" } else { "" });
+    // Stop-and-copy: the target makes memory ready for the image while the process still
+    // runs (its resident size and a little for the image's own records), so the frozen
+    // stream lands in memory already there; a target without room says so now.
+    let t_ready = std::time::Instant::now();
+    if !live {
+        let rss = crate::candidates::stat_of(pid).map_or(0, |s| s.rss_pages * 4096);
+        let reserve = rss + rss / 64 + (1 << 20);
+        w.write_msg(&Msg::MigrationImage { job, home: ctx.node.clone(), reserve }, &[]).map_err(|e| format!("{to}: {e}"))?;
+        match r.read_msg::<Msg>() {
+            Ok((Msg::Ack, _)) => {}
+            Ok((Msg::Error { msg }, _)) => return Err(format!("{msg} (the process keeps running here)")),
+            Ok((m, _)) => return Err(format!("unexpected answer {} to the image's announcement (the process keeps running here)", m.name())),
+            Err(e) => return Err(format!("{to}: {e} (the process keeps running here)")),
+        }
+    }
+    let ready_ms = t_ready.elapsed().as_millis() as u64;
+    log!(ctx.node, "pid {pid}: streaming its image to {to}{}", if live { " (live: copy rounds while it runs)".to_string() } else { format!(" (memory ready there in {ready_ms} ms)") });
     let t0 = std::time::Instant::now();
     // The shim writes the image into the pipe while a second thread moves it on to the
     // target (splice: no copy through here, no file on this node).
     let (reply, sent) = std::thread::scope(|sc| {
         let sock = w.get_mut();
         let node = ctx.node.as_str();
-        let first = if live { Msg::LiveMigrationImage { job, home: node.to_string() } } else { Msg::MigrationImage { job, home: node.to_string() } };
-        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(sock, pipe_r.as_fd(), &first, sent));
+        // (a stop-and-copy image was announced above)
+        let first = live.then(|| Msg::LiveMigrationImage { job, home: node.to_string() });
+        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(sock, pipe_r.as_fd(), first.as_ref(), sent));
         let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd());
         // our copy of the write end: the pump sees the image end when the writer is done
         drop(pipe_w);
@@ -362,14 +437,14 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
     } else {
         log!(
             ctx.node,
-            "pid {pid}: migrated to {to} (pid {body}): {n} bytes; image written and streamed in {} ms, stored there at {} ms, running there at {} ms (frozen throughout)",
+            "pid {pid}: migrated to {to} (pid {body}): {n} bytes; memory ready there in {ready_ms} ms while it ran, then frozen: image written and streamed in {} ms, stored there at {} ms, running there at {} ms",
             written.as_millis(),
             stored.as_millis(),
             ms
         );
     }
     let rounds = round_bytes.len() as u32;
-    Ok((body, proto::msg::MoveStats { bytes: n, rounds, frozen_ms, total_ms: ms, round_bytes, resumed_ms: 0 }))
+    Ok((body, proto::msg::MoveStats { bytes: n, rounds, frozen_ms, total_ms: ready_ms + ms, round_bytes, resumed_ms: 0, ready_ms }))
 }
 
 /// Post-copy: checkpoint local process `pid` for migration and stream the image without
@@ -411,7 +486,7 @@ fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str, sent: Option<&At
         let mut sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
         let mut seal_sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
         let first = Msg::LazyMigrationImage { job, home: node.clone() };
-        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(&mut sock, pipe_r.as_fd(), &first, sent));
+        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(&mut sock, pipe_r.as_fd(), Some(&first), sent));
         let ckpt = sc.spawn(|| {
             let r = ckpt::control::request_streamed_lazy(real, &req, pipe_w.as_fd(), req_r.as_fd());
             drop(pipe_w);
@@ -486,7 +561,7 @@ fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str, sent: Option<&At
         match outcome {
             Ok(()) => {
                 log!(ctx.node, "pid {pid}: migrated to {to} (pid {body}) by post-copy: {bytes} bytes; running there at {running_ms} ms, every page there at {ms} ms");
-                Ok((body, proto::msg::MoveStats { bytes, rounds: 0, frozen_ms: running_ms, total_ms: ms, round_bytes: Vec::new(), resumed_ms }))
+                Ok((body, proto::msg::MoveStats { bytes, rounds: 0, frozen_ms: running_ms, total_ms: ms, round_bytes: Vec::new(), resumed_ms, ready_ms: 0 }))
             }
             Err(e) => {
                 log!(ctx.node, "pid {pid}: post-copy to {to} failed after the body started there (pid {body}): {e}; the process is lost");

@@ -60,7 +60,7 @@ fn a_big_process_arrives_whole() {
     assert!(there["frozen_ms"].as_u64().unwrap_or(0) > 0 && there["total_ms"].as_u64() >= there["frozen_ms"].as_u64(), "{there}");
     let out = c.mos(&["migrate", &p.pid().to_string(), "node1", "--stats"]);
     out.assert_code(0, "mos migrate back to node1");
-    assert!(out.stdout_str().contains("copy rounds (stop-and-copy), frozen "), "{}", out.describe());
+    assert!(out.stdout_str().contains("copy rounds (stop-and-copy; memory ready at the target in "), "{}", out.describe());
     p.write_stdin(b"go\n");
     let out = p.wait();
     out.assert_code(0, "bigheap after two migrations");
