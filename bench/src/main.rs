@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod balance;
 mod migration;
 mod remote;
+mod wire;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -269,7 +270,7 @@ fn main() {
         }
     }
     let _scratch = Scratch(dir.clone());
-    // MOS_BENCH_ONLY=ckpt, =remote, =migration or =balance runs one section
+    // MOS_BENCH_ONLY=ckpt, =remote, =migration, =wire or =balance runs one section
     let only = std::env::var("MOS_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "ckpt" {
         let exe = dir.join("heap");
@@ -285,6 +286,9 @@ fn main() {
     }
     if only.is_empty() || only == "migration" {
         migration::run(&dir);
+    }
+    if only.is_empty() || only == "wire" {
+        wire::run(&dir);
     }
     if only.is_empty() || only == "balance" {
         balance::run(&dir);

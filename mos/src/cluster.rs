@@ -408,7 +408,7 @@ fn move_when_ready(pid: u32, home: &str, to: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string(), mode: proto::msg::MoveMode::Auto, progress: false })? {
+    match ask_at(home, "the home shadowd", &Msg::MigrateProcess { pid, to: to.to_string(), mode: proto::msg::MoveMode::Auto, progress: false, compress: None })? {
         Msg::Migrated { .. } => Ok(()),
         m => bail!("unexpected answer {}", m.name()),
     }
@@ -623,7 +623,7 @@ pub struct Report {
     pub json: bool,
 }
 
-pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::msg::MoveMode, report: Report) -> Result<()> {
+pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::msg::MoveMode, compress: Option<bool>, report: Report) -> Result<()> {
     let t0 = Instant::now();
     let to = node_addr(node)?;
     let home = match home.map(str::to_string).or_else(|| std::env::var("MOS_HOME_NODE").ok().filter(|s| !s.is_empty())) {
@@ -646,7 +646,7 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::ms
     // progress on a terminal only (indicatif draws nothing elsewhere either)
     use std::io::IsTerminal;
     let progress = !report.json && std::io::stderr().is_terminal();
-    let ask = Msg::MigrateProcess { pid: body_pid, to: to.clone(), mode, progress };
+    let ask = Msg::MigrateProcess { pid: body_pid, to: to.clone(), mode, progress, compress };
     let answer = if progress { ask_with_progress(&at, "the shadowd", &ask)? } else { ask_at(&at, "the shadowd", &ask)? };
     match answer {
         Msg::Migrated { pid: there, stats } => {

@@ -177,6 +177,10 @@ enum Cmd {
         /// meanwhile, the process is lost (a batch job restarts from its last checkpoint)
         #[arg(long)]
         lazy: bool,
+        /// compress a stop-and-copy image on the wire with lz4: auto (when NODE is on
+        /// another machine: on loopback the wire is faster than lz4), on or off
+        #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
+        compress: String,
     },
 }
 
@@ -287,14 +291,19 @@ fn main() {
         Cmd::Hold(t) => cluster::commands(&t.ids, t.all, JobCommand::Hold),
         Cmd::Release(t) => cluster::commands(&t.ids, t.all, JobCommand::Release),
         Cmd::Vacate(t) => cluster::commands(&t.ids, t.all, JobCommand::Vacate),
-        Cmd::Migrate { id, node, home, stats, json, live, lazy } => match id.parse::<u32>() {
+        Cmd::Migrate { id, node, home, stats, json, live, lazy, compress } => match id.parse::<u32>() {
             Ok(pid) if !id.contains('.') => {
                 let mode = match (live, lazy) {
                     (true, _) => proto::msg::MoveMode::Live,
                     (_, true) => proto::msg::MoveMode::Lazy,
                     _ => proto::msg::MoveMode::StopAndCopy,
                 };
-                cluster::migrate_process(pid, &node, home.as_deref(), mode, cluster::Report { stats, json })
+                let compress = match compress.as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                };
+                cluster::migrate_process(pid, &node, home.as_deref(), mode, compress, cluster::Report { stats, json })
             }
             _ => cluster::migrate(&id, &node),
         },

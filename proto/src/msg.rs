@@ -583,6 +583,10 @@ pub enum Msg {
         mode: MoveMode,
         /// Send [`Msg::MigrationProgress`] while it moves (before the answer).
         progress: bool,
+        /// Compress a stop-and-copy image on the wire (lz4): Some(yes/no), or None to
+        /// decide by the target's address (yes unless it is on this machine, where the
+        /// wire is faster than lz4).
+        compress: Option<bool>,
     },
     /// shadowd -> CLI: the process now runs on the target as `pid`.
     Migrated {
@@ -727,6 +731,15 @@ pub enum Msg {
         /// Bytes sent.
         bytes: u64,
     },
+    /// Part of a [`Msg::MigrationImage`] stream, like [`Msg::ImageChunk`], compressed:
+    /// `len` bytes of an lz4 block follow as bulk, `raw` bytes of the image once
+    /// decompressed.
+    ImageChunkLz4 {
+        /// Bulk (compressed) bytes.
+        len: u32,
+        /// Image bytes they stand for.
+        raw: u32,
+    },
 }
 
 /// How `MigrateProcess` moves a process.
@@ -826,6 +839,7 @@ impl Msg {
             Msg::LazyMigrationImage { .. } => "LazyMigrationImage",
             Msg::PageRequest { .. } => "PageRequest",
             Msg::MigrationProgress { .. } => "MigrationProgress",
+            Msg::ImageChunkLz4 { .. } => "ImageChunkLz4",
             Msg::ImageSealed { .. } => "ImageSealed",
         }
     }
@@ -834,7 +848,7 @@ impl Msg {
 impl WireHeader for Msg {
     fn bulk_len(&self) -> u64 {
         match self {
-            Msg::ImageChunk { len } => u64::from(*len),
+            Msg::ImageChunk { len } | Msg::ImageChunkLz4 { len, .. } => u64::from(*len),
             _ => 0,
         }
     }

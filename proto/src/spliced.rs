@@ -86,13 +86,28 @@ pub fn send_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, job: 
 
 /// [`send_from_pipe`] of a stream announced by `first` ([`Msg::MigrationImage`] or
 /// [`Msg::LiveMigrationImage`]; None: the caller sent it); `sent`, if given, counts the
-/// bytes as they go.
+/// bytes as they go (image bytes, before compression).
 pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: Option<&Msg>, sent: Option<&std::sync::atomic::AtomicU64>) -> Result<u64, StreamError> {
+    send_stream(sock, pipe, first, sent, false)
+}
+
+/// The largest image piece compressed as one lz4 block.
+pub const LZ4_PIECE: usize = 1 << 20;
+
+/// [`send_stream_from_pipe`], compressed with lz4 when `compress` (a stop-and-copy
+/// image: [`Msg::ImageChunkLz4`], or a plain chunk for a piece that does not shrink).
+pub fn send_stream<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: Option<&Msg>, sent: Option<&std::sync::atomic::AtomicU64>, compress: bool) -> Result<u64, StreamError> {
     let limits = Limits::default();
     let mut head = Vec::new();
     if let Some(first) = first {
         encode_header(first, &mut head, &limits)?;
         sock.write_all(&head).map_err(conn)?;
+    }
+    let mut raw = Vec::new();
+    let mut packed = Vec::new();
+    if compress {
+        raw.resize(LZ4_PIECE, 0);
+        packed.resize(lz4_flex::block::get_maximum_output_size(LZ4_PIECE), 0);
     }
     let mut total = 0u64;
     loop {
@@ -101,12 +116,34 @@ pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>
             return Ok(total);
         }
         head.clear();
-        encode_header(&Msg::ImageChunk { len: n as u32 }, &mut head, &limits)?;
-        sock.write_all(&head).map_err(conn)?;
-        splice_exact(pipe, sock.as_fd(), n, true).map_err(conn)?;
-        total += n as u64;
+        if compress {
+            let n = read_pipe(pipe, &mut raw[..n.min(LZ4_PIECE)]).map_err(|e| StreamError::File { path: "image pipe".into(), source: e })?;
+            let c = lz4_flex::block::compress_into(&raw[..n], &mut packed).map_err(|e| StreamError::Corrupt(format!("lz4: {e}")))?;
+            let (msg, body) = if c < n { (Msg::ImageChunkLz4 { len: c as u32, raw: n as u32 }, &packed[..c]) } else { (Msg::ImageChunk { len: n as u32 }, &raw[..n]) };
+            encode_header(&msg, &mut head, &limits)?;
+            sock.write_all(&head).map_err(conn)?;
+            sock.write_all(body).map_err(conn)?;
+            total += n as u64;
+        } else {
+            encode_header(&Msg::ImageChunk { len: n as u32 }, &mut head, &limits)?;
+            sock.write_all(&head).map_err(conn)?;
+            splice_exact(pipe, sock.as_fd(), n, true).map_err(conn)?;
+            total += n as u64;
+        }
         if let Some(s) = sent {
             s.store(total, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Read what is there (at least one byte) from a pipe.
+fn read_pipe(pipe: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::read(pipe, &mut *buf) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the image pipe ended")),
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -130,8 +167,7 @@ pub fn conn(e: io::Error) -> StreamError {
 pub fn recv_to_file<R: Read + AsFd>(r: &mut FrameReader<R>, dest: &Path) -> Result<u64, StreamError> {
     via_partial(dest, |tmp| {
         let f = File::create(tmp).map_err(|e| StreamError::File { path: tmp.to_path_buf(), source: e })?;
-        let mut buf = Vec::new();
-        let total = recv_chunks(r, put_through_buffer(&f, tmp, &mut buf))?;
+        let total = recv_chunks(r, &mut BufferedFile { file: &f, path: tmp, buf: Vec::new() })?;
         drop(f);
         std::fs::rename(tmp, dest).map_err(|e| StreamError::File { path: dest.to_path_buf(), source: e })?;
         Ok(total)
@@ -152,21 +188,45 @@ pub fn via_partial<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T, StreamE
     result
 }
 
-/// Receive a stream's chunks until it is sealed, checking the size sealed against what
-/// came: `put(sock, at, left)` takes at least one and at most `left` bytes of the current
-/// chunk from the connection, for image offset `at`, and says how many. Returns the size.
-pub fn recv_chunks<R: Read + AsFd>(r: &mut FrameReader<R>, mut put: impl FnMut(BorrowedFd<'_>, u64, usize) -> Result<usize, StreamError>) -> Result<u64, StreamError> {
+/// Where [`recv_chunks`] puts a stream's bytes.
+pub trait ChunkSink {
+    /// Take at least one and at most `left` bytes of the current chunk from the
+    /// connection `sock`, for image offset `at`; how many.
+    fn recv(&mut self, sock: BorrowedFd<'_>, at: u64, left: usize) -> Result<usize, StreamError>;
+    /// Put `data` (decompressed) at image offset `at`.
+    fn put(&mut self, at: u64, data: &[u8]) -> Result<(), StreamError>;
+}
+
+/// Receive a stream's chunks (plain or lz4) into `sink` until it is sealed, checking
+/// the size sealed against what came. Returns the size.
+pub fn recv_chunks<R: Read + AsFd>(r: &mut FrameReader<R>, sink: &mut dyn ChunkSink) -> Result<u64, StreamError> {
     let mut total = 0u64;
+    let (mut packed, mut raw) = (Vec::new(), Vec::new());
     loop {
         let m: Msg = r.read_header_only()?;
         match m {
             Msg::ImageChunk { len } => {
                 let mut left = len as usize;
                 while left > 0 {
-                    let got = put(r.get_ref().as_fd(), total, left)?;
+                    let got = sink.recv(r.get_ref().as_fd(), total, left)?;
                     left -= got;
                     total += got as u64;
                 }
+            }
+            Msg::ImageChunkLz4 { len, raw: n } => {
+                let (len, n) = (len as usize, n as usize);
+                if n > LZ4_PIECE || len > lz4_flex::block::get_maximum_output_size(LZ4_PIECE) {
+                    return Err(StreamError::Corrupt(format!("an lz4 chunk of {len} bytes for {n}: pieces are at most {LZ4_PIECE} bytes")));
+                }
+                packed.resize(len, 0);
+                r.get_mut().read_exact(&mut packed).map_err(conn)?;
+                raw.resize(LZ4_PIECE, 0);
+                let got = lz4_flex::block::decompress_into(&packed, &mut raw[..n]).map_err(|e| StreamError::Corrupt(format!("an lz4 chunk does not decompress: {e}")))?;
+                if got != n {
+                    return Err(StreamError::Corrupt(format!("an lz4 chunk gave {got} bytes, {n} announced")));
+                }
+                sink.put(total, &raw[..n])?;
+                total += n as u64;
             }
             Msg::ImageSealed { bytes } if bytes == total => return Ok(total),
             Msg::ImageSealed { bytes } => return Err(StreamError::Corrupt(format!("{total} bytes received, {bytes} sent"))),
@@ -175,17 +235,32 @@ pub fn recv_chunks<R: Read + AsFd>(r: &mut FrameReader<R>, mut put: impl FnMut(B
     }
 }
 
-/// A `put` for [`recv_chunks`] that writes into `file` through a buffer (`buf`, grown to
-/// [`PIPE_BYTES`] on first use); `path` names the file in errors.
-pub fn put_through_buffer<'a>(file: &'a File, path: &'a Path, buf: &'a mut Vec<u8>) -> impl FnMut(BorrowedFd<'_>, u64, usize) -> Result<usize, StreamError> + 'a {
-    move |sock, at, left| {
-        if buf.is_empty() {
-            buf.resize(PIPE_BYTES, 0);
+/// A [`ChunkSink`] that writes into a file through a buffer (grown to [`PIPE_BYTES`] on
+/// first use); `path` names the file in errors.
+pub struct BufferedFile<'a> {
+    /// The file written.
+    pub file: &'a File,
+    /// Its name, for errors.
+    pub path: &'a Path,
+    /// The buffer (empty until first used).
+    pub buf: Vec<u8>,
+}
+
+impl ChunkSink for BufferedFile<'_> {
+    fn recv(&mut self, sock: BorrowedFd<'_>, at: u64, left: usize) -> Result<usize, StreamError> {
+        if self.buf.is_empty() {
+            self.buf.resize(PIPE_BYTES, 0);
         }
-        let n = left.min(buf.len());
-        let got = recv_some(sock, &mut buf[..n]).map_err(conn)?;
-        write_all_at(file, &buf[..got], at).map_err(|e| StreamError::File { path: path.to_path_buf(), source: e })?;
-        Ok(got)
+        let n = left.min(self.buf.len());
+        let got = recv_some(sock, &mut self.buf[..n]).map_err(conn)?;
+        let data = std::mem::take(&mut self.buf);
+        let r = self.put(at, &data[..got]);
+        self.buf = data;
+        r.map(|()| got)
+    }
+
+    fn put(&mut self, at: u64, data: &[u8]) -> Result<(), StreamError> {
+        write_all_at(self.file, data, at).map_err(|e| StreamError::File { path: self.path.to_path_buf(), source: e })
     }
 }
 
@@ -215,6 +290,11 @@ mod tests {
     /// (None: what was sent), the wire cut after `cut_after` bytes (None: whole), into a
     /// receiver; its result and directory.
     fn through(data: &[u8], sealed: Option<u64>, cut_after: Option<usize>) -> (Result<u64, StreamError>, tempfile::TempDir) {
+        through_as(data, sealed, cut_after, false, None)
+    }
+
+    /// [`through`], compressed or not, the wire byte at `flip` (if any) flipped.
+    fn through_as(data: &[u8], sealed: Option<u64>, cut_after: Option<usize>, compress: bool, flip: Option<usize>) -> (Result<u64, StreamError>, tempfile::TempDir) {
         // what the sender puts on the wire, captured first
         let grab = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = grab.local_addr().unwrap();
@@ -228,7 +308,8 @@ mod tests {
         let owned = data.to_vec();
         let writer = std::thread::spawn(move || File::from(pw).write_all(&owned).unwrap());
         let mut t = TcpStream::connect(a).unwrap();
-        let n = send_from_pipe(&mut t, pr.as_fd(), JobId(7), "n1").unwrap();
+        let first = Msg::MigrationImage { job: JobId(7), home: "n1".into(), reserve: 0 };
+        let n = send_stream(&mut t, pr.as_fd(), Some(&first), None, compress).unwrap();
         writer.join().unwrap();
         assert_eq!(n, data.len() as u64);
         seal(&mut t, sealed.unwrap_or(n)).unwrap();
@@ -236,6 +317,9 @@ mod tests {
         let mut wire = capture.join().unwrap();
         if let Some(k) = cut_after {
             wire.truncate(k);
+        }
+        if let Some(k) = flip {
+            wire[k] ^= 0xff;
         }
         // ...then replayed to the receiver
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -258,6 +342,24 @@ mod tests {
         assert_eq!(got.unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(dir.path().join("img")).unwrap(), data);
         assert!(!dir.path().join("img.partial").exists());
+    }
+
+    #[test]
+    fn a_compressed_image_arrives_whole_and_a_bad_lz4_chunk_is_refused() {
+        // compressible, then incompressible (sent as plain chunks inside the stream)
+        let mut data: Vec<u8> = (0..3_000_000u32).map(|i| (i / 1000 % 251) as u8).collect();
+        let mut x = 1u32;
+        data.extend((0..2_000_000).map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        }));
+        let (got, dir) = through_as(&data, None, None, true, None);
+        assert_eq!(got.unwrap(), data.len() as u64);
+        assert_eq!(std::fs::read(dir.path().join("img")).unwrap(), data);
+        // a byte inside the first (compressed) chunk's body flipped
+        let (got, dir) = through_as(&data, None, None, true, Some(200));
+        assert!(got.is_err(), "{got:?}");
+        assert!(!dir.path().join("img").exists() && !dir.path().join("img.partial").exists());
     }
 
     #[test]

@@ -83,25 +83,57 @@ impl Landing {
     /// past it) until it is sealed with the right size; then give the file that size
     /// (what was allocated and not used goes back) and its final name. Returns the size.
     pub fn receive<R: Read + AsFd>(mut self, r: &mut FrameReader<R>) -> Result<u64, StreamError> {
-        let mut buf = Vec::new();
-        let (file, tmp, map) = (&self.file, &self.tmp, &self.map);
-        let mut through = proto::spliced::put_through_buffer(file, tmp, &mut buf);
-        let total = proto::spliced::recv_chunks(r, |sock, at, left| match map {
-            Some(m) if (at as usize) < m.len => {
-                let at = at as usize;
-                let n = left.min(m.len - at);
-                // SAFETY: at + n <= m.len, inside our live mapping; nothing else reads or
-                // writes it while this slice lives (to the end of this call).
-                let dst = unsafe { std::slice::from_raw_parts_mut(m.addr.add(at), n) };
-                proto::spliced::recv_some(sock, dst).map_err(proto::spliced::conn)
-            }
-            _ => through(sock, at, left),
-        })?;
+        let total = {
+            let mut sink = Sink { map: self.map.as_ref(), rest: proto::spliced::BufferedFile { file: &self.file, path: &self.tmp, buf: Vec::new() } };
+            proto::spliced::recv_chunks(r, &mut sink)?
+        };
         self.map = None;
         self.file.set_len(total).map_err(file_err(&self.tmp))?;
         std::fs::rename(&self.tmp, &self.dest).map_err(file_err(&self.dest))?;
         self.done = true;
         Ok(total)
+    }
+}
+
+/// The chunks' bytes into the mapping while they fit, into the file past it.
+struct Sink<'a> {
+    map: Option<&'a Mapped>,
+    rest: proto::spliced::BufferedFile<'a>,
+}
+
+impl Sink<'_> {
+    /// The mapped bytes from `at` on, at most `n` of them (None past the mapping).
+    fn mapped(&mut self, at: u64, n: usize) -> Option<&mut [u8]> {
+        let m = self.map?;
+        let at = usize::try_from(at).ok().filter(|a| *a < m.len)?;
+        let n = n.min(m.len - at);
+        // SAFETY: at + n <= m.len, inside the live mapping (it outlives the Sink, which
+        // borrows it); the slice borrows the Sink mutably, so no other slice of it lives.
+        Some(unsafe { std::slice::from_raw_parts_mut(m.addr.add(at), n) })
+    }
+}
+
+impl proto::spliced::ChunkSink for Sink<'_> {
+    fn recv(&mut self, sock: std::os::fd::BorrowedFd<'_>, at: u64, left: usize) -> Result<usize, StreamError> {
+        match self.mapped(at, left) {
+            // straight into the memory made ready for it
+            Some(dst) => proto::spliced::recv_some(sock, dst).map_err(proto::spliced::conn),
+            None => self.rest.recv(sock, at, left),
+        }
+    }
+
+    fn put(&mut self, at: u64, data: &[u8]) -> Result<(), StreamError> {
+        match self.mapped(at, data.len()) {
+            Some(dst) => {
+                let n = dst.len();
+                dst.copy_from_slice(&data[..n]);
+                if n < data.len() {
+                    self.rest.put(at + n as u64, &data[n..])?;
+                }
+                Ok(())
+            }
+            None => self.rest.put(at, data),
+        }
     }
 }
 

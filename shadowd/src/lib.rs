@@ -211,7 +211,7 @@ pub fn run(cfg: Config) -> Result<()> {
                 Err(e) => Err(e.to_string()),
             }
         };
-        let migrate = move |pid: u32, to: &str| server::migrate_process(&c2, pid, to, proto::msg::MoveMode::Auto, None).map(|(p, _)| p);
+        let migrate = move |pid: u32, to: &str| server::migrate_process(&c2, pid, to, proto::msg::MoveMode::Auto, None, None).map(|(p, _)| p);
         std::thread::Builder::new().name("gossip".into()).spawn(move || g.run(ask, migrate)).context("cannot start the gossip thread")?;
     }
     server::serve(listener, ctx)

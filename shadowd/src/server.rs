@@ -130,7 +130,7 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
             }
         }
         // a migration whose requester follows its progress
-        Msg::MigrateProcess { pid, to, mode, progress: true } => {
+        Msg::MigrateProcess { pid, to, mode, progress: true, compress } => {
             let sent = AtomicU64::new(0);
             let done = std::sync::atomic::AtomicBool::new(false);
             let w = std::sync::Mutex::new(&mut w);
@@ -148,7 +148,7 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                         }
                     }
                 });
-                let r = migrate_process(ctx, pid, &to, mode, Some(&sent));
+                let r = migrate_process(ctx, pid, &to, mode, compress, Some(&sent));
                 done.store(true, Ordering::Release);
                 r
             });
@@ -259,8 +259,8 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
                 Err(e) => Msg::Error { msg: format!("shadowd {}: {e}", ctx.node) },
             };
         }
-        Msg::MigrateProcess { pid, to, mode, .. } => {
-            return match migrate_process(ctx, pid, &to, mode, None) {
+        Msg::MigrateProcess { pid, to, mode, compress, .. } => {
+            return match migrate_process(ctx, pid, &to, mode, compress, None) {
                 Ok((pid, stats)) => Msg::Migrated { pid, stats: Some(stats) },
                 Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
             }
@@ -301,7 +301,7 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// is written, and restart it there as a guest; its pid there. The process stays frozen
 /// until it runs there, and runs on here if anything fails before (no image is written
 /// on this node).
-pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
+pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode, compress: Option<bool>, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
@@ -324,7 +324,8 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
             rss >= live_min_bytes() && crate::load::memory().free_mib << 20 >= rss
         }
     };
-    let r = migrate_process_now(ctx, pid, real, to, live, sent);
+    let compress = compress.unwrap_or_else(|| !on_this_machine(to));
+    let r = migrate_process_now(ctx, pid, real, to, live, compress, sent);
     let mut all = crate::lock(&ctx.migrations);
     // forgotten once nobody else waits for it (the map's reference and ours)
     if Arc::strong_count(&one) == 2 {
@@ -340,7 +341,17 @@ fn live_min_bytes() -> u64 {
     std::env::var("MOS_LIVE_MIN_MIB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(256) << 20
 }
 
-fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
+/// Whether shadowd address `to` is on this machine (loopback, or an address of ours:
+/// one a socket can be bound to). There the wire is faster than lz4 compresses.
+fn on_this_machine(to: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match to.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+        Some(sa) => sa.ip().is_loopback() || std::net::UdpSocket::bind((sa.ip(), 0)).is_ok(),
+        None => true,
+    }
+}
+
+fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool, compress: bool, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
     // a migration that came first may have moved it already
     if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
@@ -381,7 +392,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         }
     }
     let ready_ms = t_ready.elapsed().as_millis() as u64;
-    log!(ctx.node, "pid {pid}: streaming its image to {to}{}", if live { " (live: copy rounds while it runs)".to_string() } else { format!(" (memory ready there in {ready_ms} ms)") });
+    log!(ctx.node, "pid {pid}: streaming its image to {to}{}", if live { " (live: copy rounds while it runs)".to_string() } else { format!(" (memory ready there in {ready_ms} ms{})", if compress { "; lz4 on the wire" } else { "" }) });
     let t0 = std::time::Instant::now();
     // The shim writes the image into the pipe while a second thread moves it on to the
     // target (splice: no copy through here, no file on this node).
@@ -390,7 +401,8 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         let node = ctx.node.as_str();
         // (a stop-and-copy image was announced above)
         let first = live.then(|| Msg::LiveMigrationImage { job, home: node.to_string() });
-        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(sock, pipe_r.as_fd(), first.as_ref(), sent));
+        // (live: its records are not compressed)
+        let pump = sc.spawn(move || proto::spliced::send_stream(sock, pipe_r.as_fd(), first.as_ref(), sent, compress && !live));
         let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd());
         // our copy of the write end: the pump sees the image end when the writer is done
         drop(pipe_w);

@@ -537,7 +537,7 @@ fn migrate_and_where_is_refuse_clearly() {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut r = FrameReader::new(s.try_clone().unwrap());
     let mut w = FrameWriter::new(proto::NoSigPipe::new(s));
-    w.write_msg(&Msg::MigrateProcess { pid: plain.id(), to: d.addr.clone(), mode: proto::msg::MoveMode::StopAndCopy, progress: false }, &[]).unwrap();
+    w.write_msg(&Msg::MigrateProcess { pid: plain.id(), to: d.addr.clone(), mode: proto::msg::MoveMode::StopAndCopy, progress: false, compress: None }, &[]).unwrap();
     let answer = r.read_msg::<Msg>().unwrap().0;
     let alive = plain.try_wait().unwrap().is_none();
     let _ = plain.kill();

@@ -58,7 +58,8 @@ fn a_big_process_arrives_whole() {
     assert!(bytes > u64::from(mib) << 20 && bytes < (u64::from(mib) + 64) << 20, "image bytes: {there}");
     assert_eq!((there["node"].as_str(), there["rounds"].as_u64()), (Some("node2"), Some(0)), "{there}");
     assert!(there["frozen_ms"].as_u64().unwrap_or(0) > 0 && there["total_ms"].as_u64() >= there["frozen_ms"].as_u64(), "{there}");
-    let out = c.mos(&["migrate", &p.pid().to_string(), "node1", "--stats"]);
+    // back compressed on the wire (lz4: off by default on one machine)
+    let out = c.mos(&["migrate", &p.pid().to_string(), "node1", "--stats", "--compress", "on"]);
     out.assert_code(0, "mos migrate back to node1");
     assert!(out.stdout_str().contains("copy rounds (stop-and-copy; memory ready at the target in "), "{}", out.describe());
     p.write_stdin(b"go\n");
@@ -67,6 +68,7 @@ fn a_big_process_arrives_whole() {
     assert_same_bytes("bigheap's checksum after two migrations", &out.stdout, &unmoved(mib));
     let log = node_log(&c, "node1") + &node_log(&c, "node2");
     assert!(log.contains("migration image of "), "{log}");
+    assert_eq!(log.matches("lz4 on the wire").count(), 1, "{log}");
     for node in ["node1", "node2"] {
         let shm = std::path::PathBuf::from(format!("/dev/shm/mos-{node}-{}", daemon_pid(&c, node)));
         let left: Vec<_> = std::fs::read_dir(&shm).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();

@@ -87,7 +87,7 @@ impl Placer {
         let t = std::time::Instant::now();
         let mut there = None;
         let result = match &l.who {
-            Who::Process { pid, .. } => match self.ask_node(from_addr, &Msg::MigrateProcess { pid: *pid, to: to_addr.to_string(), mode: proto::msg::MoveMode::Auto, progress: false }) {
+            Who::Process { pid, .. } => match self.ask_node(from_addr, &Msg::MigrateProcess { pid: *pid, to: to_addr.to_string(), mode: proto::msg::MoveMode::Auto, progress: false, compress: None }) {
                 Ok(Msg::Migrated { pid, .. }) => {
                     there = Some(pid);
                     Ok(())
