@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use proto::stream::StreamError;
 use proto::FrameReader;
 
+/// How long after an image arrived its mapping here is let go (its restart runs first).
+const UNMAP_LATER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// An image's temp file (`.partial` beside its final name), its first `reserve` bytes
 /// allocated and, in memory, mapped. Removed if dropped before [`Landing::receive`]
 /// succeeded.
@@ -87,7 +90,16 @@ impl Landing {
             let mut sink = Sink { map: self.map.as_ref(), rest: proto::spliced::BufferedFile { file: &self.file, path: &self.tmp, buf: Vec::new() } };
             proto::spliced::recv_chunks(r, &mut sink)?
         };
-        self.map = None;
+        // Unmapping 2 GiB (half a million page-table entries) takes ~80 ms of a core,
+        // and the process is frozen until its restart here has run: another thread does
+        // it once the restart is under way. The file's pages stay in the file (the body
+        // maps them); truncating it below unmaps only the unused tail.
+        if let Some(m) = self.map.take() {
+            let _ = std::thread::Builder::new().name("unmap".into()).spawn(move || {
+                std::thread::sleep(UNMAP_LATER);
+                drop(m)
+            });
+        }
         self.file.set_len(total).map_err(file_err(&self.tmp))?;
         std::fs::rename(&self.tmp, &self.dest).map_err(file_err(&self.dest))?;
         self.done = true;
