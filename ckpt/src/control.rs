@@ -73,6 +73,11 @@ pub enum CkptReply {
 
 pub const MAX_MSG: usize = 64 * 1024;
 
+/// Before the reply of a live migration's streamed checkpoint, the shim writes a
+/// two-byte note `[ROUND_NOTE, n]` on the connection as copy round `n` starts (the
+/// last one frozen). A reply never starts with this byte (postcard: its variant index).
+pub const ROUND_NOTE: u8 = 0xff;
+
 pub fn socket_name(real_pid: i32) -> String {
     format!("mos-ckpt.{real_pid}")
 }
@@ -91,7 +96,7 @@ pub enum ClientError {
 
 /// Ask the shim in `pid` for a checkpoint and wait for the result.
 pub fn request(pid: i32, req: &CkptRequest) -> Result<CkptReply, ClientError> {
-    let (reply, _conn) = exchange(pid, req, None, None)?;
+    let (reply, _conn) = exchange(pid, req, None, None, &|_| {})?;
     Ok(reply)
 }
 
@@ -109,12 +114,14 @@ impl Verdict {
 /// Ask the shim in `pid` for a checkpoint written into `sink` (the write end of a pipe
 /// the caller reads on another thread; our copy is not closed here). Returns the reply
 /// and, after `Done`, the connection on which to give the verdict.
+/// `on_round` hears of each copy round of a live migration as it starts.
 pub fn request_streamed(
     pid: i32,
     req: &CkptRequest,
     sink: std::os::fd::BorrowedFd<'_>,
+    on_round: &dyn Fn(u32),
 ) -> Result<(CkptReply, Verdict), ClientError> {
-    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, ..req.clone() }, Some(sink), None)?;
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, ..req.clone() }, Some(sink), None, on_round)?;
     Ok((reply, Verdict(conn)))
 }
 
@@ -126,7 +133,7 @@ pub fn request_streamed_lazy(
     sink: std::os::fd::BorrowedFd<'_>,
     requests: std::os::fd::BorrowedFd<'_>,
 ) -> Result<(CkptReply, Verdict), ClientError> {
-    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, lazy: true, ..req.clone() }, Some(sink), Some(requests))?;
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, lazy: true, ..req.clone() }, Some(sink), Some(requests), &|_| {})?;
     Ok((reply, Verdict(conn)))
 }
 
@@ -135,6 +142,7 @@ fn exchange(
     req: &CkptRequest,
     sink: Option<std::os::fd::BorrowedFd<'_>>,
     requests: Option<std::os::fd::BorrowedFd<'_>>,
+    on_round: &dyn Fn(u32),
 ) -> Result<(CkptReply, std::os::unix::net::UnixStream), ClientError> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
@@ -152,8 +160,19 @@ fn exchange(
         None => s.write_all(&bytes)?,
     }
     let reply = if sink.is_some() {
-        // the connection stays open for the verdict: the reply is one message, read whole
-        read_reply(&mut s)?
+        // the connection stays open for the verdict: the reply is one message, read whole,
+        // after any round notes
+        loop {
+            let mut r = read_reply(&mut s)?;
+            let notes = r.chunks(2).take_while(|c| c.len() == 2 && c[0] == ROUND_NOTE).count();
+            for c in r[..notes * 2].chunks(2) {
+                on_round(u32::from(c[1]));
+            }
+            r.drain(..notes * 2);
+            if !r.is_empty() || notes == 0 {
+                break r;
+            }
+        }
     } else {
         s.shutdown(std::net::Shutdown::Write)?;
         let mut reply = Vec::new();

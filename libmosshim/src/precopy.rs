@@ -102,15 +102,27 @@ fn candidates(scratch: (u64, u64)) -> Result<Vec<(u64, u64)>, String> {
 
 /// Run the copy rounds into `sink` (the stream's pipe). On success the tracker stays
 /// open (`dirty::UFFD`) for the final round; on failure it is closed.
-pub fn copy_rounds(sink: i32, scratch: (u64, u64)) -> Result<Rounds, String> {
-    let r = rounds(sink, scratch);
+/// `notes` (if not -1) hears of each round as it starts (`ckpt::control::ROUND_NOTE`),
+/// the last one the frozen round that follows.
+pub fn copy_rounds(sink: i32, scratch: (u64, u64), notes: i32) -> Result<Rounds, String> {
+    let r = rounds(sink, scratch, notes);
     if r.is_err() {
         dirty::close_tracker();
     }
     r
 }
 
-fn rounds(sink: i32, scratch: (u64, u64)) -> Result<Rounds, String> {
+/// Tell the requester copy round `n` starts (a progress note; a failure is ignored: the
+/// reply will say what happened).
+fn note_round(notes: i32, n: usize) {
+    if notes >= 0 {
+        let b = [ckpt::control::ROUND_NOTE, n.min(255) as u8];
+        // SAFETY: writing our two bytes to the connection we were given.
+        unsafe { ckpt::sc!(libc::SYS_write, notes, b.as_ptr(), 2usize) };
+    }
+}
+
+fn rounds(sink: i32, scratch: (u64, u64), notes: i32) -> Result<Rounds, String> {
     let uffd = dirty::open_tracker()?;
     let mut layout = LiveLayout::new();
     for (s, e) in candidates(scratch)? {
@@ -124,6 +136,7 @@ fn rounds(sink: i32, scratch: (u64, u64)) -> Result<Rounds, String> {
     write_all(sink, STREAM_MAGIC)?;
     stream_bytes += STREAM_MAGIC.len() as u64;
     // round 0: every present page (the zero page excepted: it restores as zero)
+    note_round(notes, 0);
     let t0 = Instant::now();
     let mut sent0 = 0u64;
     for &(s, e, base) in &layout.ranges {
@@ -153,6 +166,7 @@ fn rounds(sink: i32, scratch: (u64, u64)) -> Result<Rounds, String> {
         if round_bytes.len() >= 2 && dirty_now >= *round_bytes.last().unwrap_or(&0) {
             break "the application writes as fast as the link carries (stop-and-copy for the rest)";
         }
+        note_round(notes, round_bytes.len());
         let t = Instant::now();
         let mut sent = 0u64;
         for &(s, e, base) in &layout.ranges {
@@ -166,6 +180,8 @@ fn rounds(sink: i32, scratch: (u64, u64)) -> Result<Rounds, String> {
         round_bytes.push(sent);
         rate = rate.max(sent / (t.elapsed().as_millis() as u64).max(1));
     };
+    // the final round, frozen, comes next
+    note_round(notes, round_bytes.len());
     log(&format!(
         "live migration: {} tracked ranges ({} MiB of address space), rounds {:?} bytes, stopped: {stopped}",
         layout.ranges.len(),

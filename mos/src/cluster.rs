@@ -476,7 +476,8 @@ pub fn ask(msg: &Msg) -> Result<Msg> {
 
 /// One request to the daemon at `addr` (placer or shadowd), one answer.
 /// [`ask_at`] of a `MigrateProcess` asking for progress: a bar on the terminal (bytes,
-/// rate; shown once the move has taken a second), then the answer.
+/// rate, the copy round of a live one; shown once the move has taken a second), then
+/// the answer.
 fn ask_with_progress(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     let mut r = FrameReader::new(send_to(addr, what, msg)?);
     let t0 = Instant::now();
@@ -484,17 +485,25 @@ fn ask_with_progress(addr: &str, what: &str, msg: &Msg) -> Result<Msg> {
     loop {
         let (reply, _): (Msg, Vec<u8>) = r.read_msg()?;
         match reply {
-            Msg::MigrationProgress { bytes } => {
-                if bar.is_none() && t0.elapsed() >= Duration::from_secs(1) {
-                    let b = indicatif::ProgressBar::new_spinner();
+            Msg::MigrationProgress { bytes, round } => {
+                // drawn once the move has taken a second; the rate is the move's so far
+                let b = bar.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
                     b.set_style(
-                        indicatif::ProgressStyle::with_template("{spinner} migrating: {bytes} sent, {bytes_per_sec}, {elapsed}")
+                        indicatif::ProgressStyle::with_template("{spinner} migrating: {bytes} sent, {msg}")
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                     );
-                    bar = Some(b);
+                    b
+                });
+                if b.is_hidden() && t0.elapsed() >= Duration::from_secs(1) {
+                    b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 }
-                if let Some(b) = &bar {
+                {
                     b.set_position(bytes);
+                    let secs = t0.elapsed().as_secs_f64();
+                    let rate = indicatif::HumanBytes((bytes as f64 / secs.max(1e-3)) as u64);
+                    let round = round.map(|n| format!(", copy round {n}")).unwrap_or_default();
+                    b.set_message(format!("{rate}/s, {secs:.0}s{round}"));
                     b.tick();
                 }
             }
@@ -684,13 +693,17 @@ pub fn migrate_process(pid: u32, node: &str, home: Option<&str>, mode: proto::ms
                             format!("while it ran (MiB per round: {})", mib.join(", "))
                         };
                         println!(
-                            "{} bytes ({:.1} MiB), {} copy rounds {how}, frozen {} ms, total {all_ms} ms ({:.2} GiB/s; {:.2} GiB/s while frozen)",
+                            "{} bytes ({:.1} MiB), {} copy rounds {how}, frozen {} ms, total {all_ms} ms ({:.2} GiB/s{})",
                             s.bytes,
                             s.bytes as f64 / f64::from(1u32 << 20),
                             s.rounds,
                             s.frozen_ms,
                             s.bytes as f64 / (all_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30),
-                            s.bytes as f64 / (s.frozen_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30)
+                            if s.rounds == 0 && s.resumed_ms == 0 {
+                                format!("; {:.2} GiB/s while frozen", s.bytes as f64 / (s.frozen_ms.max(1) as f64 / 1e3) / f64::from(1u32 << 30))
+                            } else {
+                                String::new()
+                            }
                         )
                     }
                     None => println!("total {all_ms} ms (the source shadowd sent no figures)"),

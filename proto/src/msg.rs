@@ -730,6 +730,9 @@ pub enum Msg {
     MigrationProgress {
         /// Bytes sent.
         bytes: u64,
+        /// A live migration's copy round under way (the last one frozen); None for
+        /// stop-and-copy.
+        round: Option<u32>,
     },
     /// Part of a [`Msg::MigrationImage`] stream, like [`Msg::ImageChunk`], compressed:
     /// `len` bytes of an lz4 block follow as bulk, `raw` bytes of the image once

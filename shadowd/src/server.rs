@@ -131,7 +131,7 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         }
         // a migration whose requester follows its progress
         Msg::MigrateProcess { pid, to, mode, progress: true, compress } => {
-            let sent = AtomicU64::new(0);
+            let sent = Progress::default();
             let done = std::sync::atomic::AtomicBool::new(false);
             let w = std::sync::Mutex::new(&mut w);
             let r = std::thread::scope(|sc| {
@@ -139,10 +139,11 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                     let mut last = u64::MAX;
                     while !done.load(Ordering::Acquire) {
                         std::thread::sleep(Duration::from_millis(250));
-                        let b = sent.load(Ordering::Relaxed);
+                        let b = sent.bytes.load(Ordering::Relaxed);
                         if b != last && !done.load(Ordering::Acquire) {
                             last = b;
-                            if crate::lock(&w).write_msg(&Msg::MigrationProgress { bytes: b }, &[]).is_err() {
+                            let round = sent.round.load(Ordering::Relaxed).checked_sub(1);
+                            if crate::lock(&w).write_msg(&Msg::MigrationProgress { bytes: b, round }, &[]).is_err() {
                                 return;
                             }
                         }
@@ -301,7 +302,16 @@ pub fn handle_request(ctx: &ServerCtx, request: Msg) -> Msg {
 /// is written, and restart it there as a guest; its pid there. The process stays frozen
 /// until it runs there, and runs on here if anything fails before (no image is written
 /// on this node).
-pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode, compress: Option<bool>, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
+/// How a migration is going, for its requester: image bytes on the wire, and the live
+/// copy round under way plus one (0: none).
+#[derive(Default)]
+pub(crate) struct Progress {
+    bytes: AtomicU64,
+    round: std::sync::atomic::AtomicU32,
+}
+
+pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMode, compress: Option<bool>, progress: Option<&Progress>) -> Result<(u32, proto::msg::MoveStats), String> {
+    let sent = progress.map(|p| &p.bytes);
     let real = i32::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
     let one = crate::lock(&ctx.migrations).entry(pid).or_default().clone();
     let _serial = crate::lock(&one);
@@ -325,7 +335,7 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
         }
     };
     let compress = compress.unwrap_or_else(|| !on_this_machine(to));
-    let r = migrate_process_now(ctx, pid, real, to, live, compress, sent);
+    let r = migrate_process_now(ctx, pid, real, to, live, compress, progress);
     let mut all = crate::lock(&ctx.migrations);
     // forgotten once nobody else waits for it (the map's reference and ours)
     if Arc::strong_count(&one) == 2 {
@@ -351,7 +361,8 @@ fn on_this_machine(to: &str) -> bool {
     }
 }
 
-fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool, compress: bool, sent: Option<&AtomicU64>) -> Result<(u32, proto::msg::MoveStats), String> {
+fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: bool, compress: bool, progress: Option<&Progress>) -> Result<(u32, proto::msg::MoveStats), String> {
+    let sent = progress.map(|p| &p.bytes);
     // a migration that came first may have moved it already
     if let Ok((node, body_pid)) = ctx.sessions.where_is(pid) {
         return Err(format!("process {pid} is no longer here: its body runs at {node} as pid {body_pid} (moved by an earlier request)"));
@@ -403,7 +414,12 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         let first = live.then(|| Msg::LiveMigrationImage { job, home: node.to_string() });
         // (live: its records are not compressed)
         let pump = sc.spawn(move || proto::spliced::send_stream(sock, pipe_r.as_fd(), first.as_ref(), sent, compress && !live));
-        let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd());
+        let on_round = |n: u32| {
+            if let Some(p) = progress {
+                p.round.store(n + 1, Ordering::Relaxed);
+            }
+        };
+        let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd(), &on_round);
         // our copy of the write end: the pump sees the image end when the writer is done
         drop(pipe_w);
         let sent = pump.join().unwrap_or_else(|_| Err(proto::stream::StreamError::Corrupt("the streaming thread panicked".into())));

@@ -280,11 +280,18 @@ fn progress_shows_on_a_terminal_only() {
     let out = run("mos migrate on a terminal", cmd, b"");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.code() == Some(0) && text.contains("migrating: ") && text.contains(" sent, "), "{text}");
+    assert!(!text.contains("copy round"), "stop-and-copy has no rounds: {text}");
+    // a live move shows its copy round too
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} migrate {pid} node1 --live", mos.display()), "/dev/null"]).env("MOS_HOME", c.home.path()).env("MOS_HOME_NODE", "node1");
+    let out = run("mos migrate --live on a terminal", cmd, b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.code() == Some(0) && text.contains("migrating: ") && text.contains(", copy round "), "{text}");
     let plain = c.mos(&["migrate", &pid, "node3"]);
     plain.assert_code(0, "mos migrate not on a terminal");
     assert!(!plain.stdout_str().contains("migrating") && !plain.stderr_str().contains("migrating"), "{}", plain.describe());
     p.write_stdin(b"go\n");
     let done = p.wait();
-    done.assert_code(0, "bigheap after two moves");
-    assert_same_bytes("bigheap after two moves", &done.stdout, &unmoved(256));
+    done.assert_code(0, "bigheap after three moves");
+    assert_same_bytes("bigheap after three moves", &done.stdout, &unmoved(256));
 }

@@ -137,7 +137,7 @@ pub(super) fn serve(c: i32) {
     let was_remote = crate::remote::went_away();
     let exit = req.exit || migrating || req.stream;
     crate::state::fds::set_strict(req.strict);
-    let outcome = checkpoint(req.out, exit, req.migrate, sink, req.live && req.stream, requests);
+    let outcome = checkpoint(req.out, exit, req.migrate, sink, req.live && req.stream, requests, c);
     crate::state::fds::set_strict(false);
     match outcome {
         // The connection belongs to the process that took the image; in the restored

@@ -92,7 +92,7 @@ pub fn run() {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
-            match checkpoint(None, false, None, -1, false, -1) {
+            match checkpoint(None, false, None, -1, false, -1, -1) {
                 Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
@@ -166,12 +166,13 @@ fn reap(block: bool) {
 /// `sink`: the descriptor a streamed image goes into (-1: a file). It is closed here.
 /// `live`: copy memory into `sink` in rounds while the process runs first (pre-copy).
 /// `requests`: post-copy, the pipe of the target's page requests (-1: not post-copy).
-fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, live: bool, requests: i32) -> Outcome {
+/// `notes`: the requester's connection, told of each copy round as it starts (-1: none).
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, live: bool, requests: i32, notes: i32) -> Outcome {
     reap(true);
     let tc = Instant::now();
     let rounds = if live {
         let scratch = crate::rt::alloc::scratch_base() as u64;
-        match crate::precopy::copy_rounds(sink, (scratch, scratch + crate::rt::alloc::SCRATCH_SIZE as u64)) {
+        match crate::precopy::copy_rounds(sink, (scratch, scratch + crate::rt::alloc::SCRATCH_SIZE as u64), notes) {
             Ok(r) => Some(r),
             Err(e) => {
                 close_sink(sink);
