@@ -170,3 +170,17 @@ fn alternate_signal_stacks_survive_a_restart() {
     rest.assert_code(0, "mos restart of altstack");
     assert_restart_output(&orig, &rest, &reference, &["main: altstack kept, handler on it yes\n", "thread: altstack kept, handler on it yes\n"]);
 }
+
+/// Threads created and cancelled (deferred and asynchronous) before and after a
+/// restart, and threads running at the checkpoint cancelled after it: nothing hangs,
+/// every one ends cancelled (pthread_cancel signals the tid glibc keeps for the thread).
+#[test]
+fn threads_are_cancelled_across_a_restart() {
+    let prog = compile_c("cancel");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of cancel");
+    assert_restart_output(&orig, &rest, &reference, &["threads of the checkpoint: cancelled, cancelled\n", "after: 20 of 20 cancelled\n"]);
+}

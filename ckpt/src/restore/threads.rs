@@ -43,10 +43,39 @@ pub(super) fn start(meta: &crate::image::ImageMeta) -> ! {
         if t.tid_addr != 0 {
             flags |= (libc::CLONE_PARENT_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
         }
+        // SAFETY: ctx_addr points at the thread's saved context in the restored memory.
+        let rsp = unsafe { (*(t.ctx_addr as *const crate::ctx::ThreadCtx)).regs[6] };
+        // The thread's own tid again where the system lets us choose it (clone3's
+        // set_tid: CAP_CHECKPOINT_RESTORE, and the tid free): glibc's descriptor keeps
+        // it, and pthread_cancel, pthread_kill and pthread_getcpuclockid hand it to the
+        // kernel without asking the shim. Else a new tid, which the shim translates.
+        let want = [t.old_tid];
+        let args = trampoline::CloneArgs {
+            flags,
+            pidfd: 0,
+            child_tid: t.tid_addr,
+            parent_tid: t.tid_addr,
+            exit_signal: 0,
+            stack: rsp - 1024 - 64,
+            stack_size: 64,
+            tls: t.fs_base,
+            set_tid: want.as_ptr() as u64,
+            set_tid_size: 1,
+            cgroup: 0,
+        };
+        let same = if t.old_tid > 0 {
+            // SAFETY: as below; `args` and `want` live across the call (the child
+            // never returns here: it jumps into the resume entry on its own stack).
+            unsafe { trampoline::mos_restore_clone3(&args, core::mem::size_of::<trampoline::CloneArgs>() as u64, t.ctx_addr, meta.resume_entry) }
+        } else {
+            -1
+        };
+        if same > 0 {
+            continue;
+        }
         // SAFETY: ctx_addr/fs_base/tid_addr point into the restored address space; the new
         // thread jumps straight into the shim's resume entry on its own saved stack.
         let r = unsafe {
-            let rsp = (*(t.ctx_addr as *const crate::ctx::ThreadCtx)).regs[6];
             trampoline::mos_restore_clone(
                 flags,
                 rsp - 1024,

@@ -69,7 +69,10 @@ pub fn capture_dispositions() -> Vec<SigAction> {
 /// Signals that were pending when the image was taken are raised again (once each: the
 /// kernel's queue of real-time signal instances and their siginfo are not saved).
 pub fn raise_pending(meta: &ckpt::image::ImageMeta) {
-    let ours = sys::sigbit(crate::signals::trigger_sig()) | sys::sigbit(crate::signals::freeze_sig()) | sys::sigbit(crate::config::SIG_CANCEL) | sys::sigbit(crate::config::SIG_SETXID);
+    // (a pending SIGCANCEL is glibc's: raised again, from this process as glibc's check
+    // wants, it cancels an asynchronous thread as it would have; SIGSETXID's broadcast
+    // cannot be resumed)
+    let ours = sys::sigbit(crate::signals::trigger_sig()) | sys::sigbit(crate::signals::freeze_sig()) | sys::sigbit(crate::config::SIG_SETXID);
     let pid = crate::identity::real_pid();
     for t in meta.threads.iter().filter(|t| !t.is_manager) {
         // SAFETY: the restored thread's context (read only).
