@@ -37,6 +37,8 @@ pub struct ThreadCtx {
     pub name: [u8; 16],
     /// signals pending for the thread (and the process) when it parked
     pub pending: u64,
+    /// the thread's CPU time when it parked, ns, counting every earlier incarnation
+    pub cpu_ns: u64,
 }
 
 pub const CTX_RSP: usize = 48;

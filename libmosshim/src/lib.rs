@@ -54,7 +54,7 @@ macro_rules! declare_reals {
 declare_reals!(
     sigaction, sigprocmask, pthread_sigmask, sigsuspend, sigqueue, signal, bsd_signal, sysv_signal, pthread_kill, inotify_add_watch, inotify_rm_watch, madvise,
     syscall, clock_nanosleep, poll, ppoll, select, epoll_wait, epoll_pwait, sem_wait, sem_timedwait, pause, read,
-    write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64,
+    write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64, clock_gettime, clock_getres,
 );
 
 mod config;
@@ -62,6 +62,7 @@ mod ctxasm;
 mod dump;
 mod freeze;
 mod hooks;
+mod hooks_clock;
 mod hooks_eintr;
 mod hooks_io;
 mod identity;

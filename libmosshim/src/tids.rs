@@ -16,6 +16,8 @@ struct Entry {
     vtid: AtomicI32,
     rtid: AtomicI32,
     gen: AtomicI64,
+    /// the thread's CPU time in earlier incarnations, ns
+    cpu_base: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -24,6 +26,7 @@ const E: Entry = Entry {
     vtid: AtomicI32::new(0),
     rtid: AtomicI32::new(0),
     gen: AtomicI64::new(0),
+    cpu_base: AtomicU64::new(0),
 };
 static TABLE: [Entry; MAX_THREADS + 1] = [E; MAX_THREADS + 1];
 
@@ -35,7 +38,7 @@ fn generation() -> i64 {
 }
 
 /// Called by each restored thread (see `mos_thread_resumed`).
-pub fn register(ctx: *mut ckpt::ctx::ThreadCtx, pd: u64, vtid: i32, rtid: i32) {
+pub fn register(ctx: *mut ckpt::ctx::ThreadCtx, pd: u64, vtid: i32, rtid: i32, cpu_ns: u64) {
     let base = slot_ptr(0) as usize;
     let i = (ctx as usize).wrapping_sub(base) / core::mem::size_of::<ckpt::ctx::ThreadCtx>();
     let i = if i < MAX_THREADS { i } else { MAX_THREADS };
@@ -43,6 +46,7 @@ pub fn register(ctx: *mut ckpt::ctx::ThreadCtx, pd: u64, vtid: i32, rtid: i32) {
     e.pd.store(pd, Ordering::Relaxed);
     e.vtid.store(vtid, Ordering::Relaxed);
     e.rtid.store(rtid, Ordering::Relaxed);
+    e.cpu_base.store(cpu_ns, Ordering::Relaxed);
     e.gen.store(generation(), Ordering::Release);
 }
 
@@ -74,6 +78,33 @@ pub fn to_real(vtid: i32) -> i32 {
         .iter()
         .find(|e| e.vtid.load(Ordering::Relaxed) == vtid && valid(e, gen))
         .map_or(vtid, |e| e.rtid.load(Ordering::Relaxed))
+}
+
+/// The CPU time of earlier incarnations of the thread the application knows as `vtid`
+/// (0 if it was not restored), ns.
+pub fn cpu_base_of(vtid: i32) -> u64 {
+    let gen = generation();
+    if gen == 0 {
+        return 0;
+    }
+    TABLE
+        .iter()
+        .find(|e| e.vtid.load(Ordering::Relaxed) == vtid && valid(e, gen))
+        .map_or(0, |e| e.cpu_base.load(Ordering::Relaxed))
+}
+
+/// [`cpu_base_of`] the calling thread.
+pub fn own_cpu_base() -> u64 {
+    let gen = generation();
+    if gen == 0 {
+        return 0;
+    }
+    // SAFETY: pthread_self cannot fail.
+    let pd = unsafe { libc::pthread_self() } as u64;
+    TABLE
+        .iter()
+        .find(|e| e.pd.load(Ordering::Relaxed) == pd && valid(e, gen))
+        .map_or(0, |e| e.cpu_base.load(Ordering::Relaxed))
 }
 
 /// Kernel tid of the thread whose `pthread_t` is `pd`, if it was restored.

@@ -184,3 +184,22 @@ fn threads_are_cancelled_across_a_restart() {
     rest.assert_code(0, "mos restart of cancel");
     assert_restart_output(&orig, &rest, &reference, &["threads of the checkpoint: cancelled, cancelled\n", "after: 20 of 20 cancelled\n"]);
 }
+
+/// CPU-time clocks: ids that name the process or a thread (clock_getcpuclockid,
+/// pthread_getcpuclockid) read after a restart, and the process's and threads' CPU
+/// time does not go back.
+#[test]
+fn cpu_clocks_read_and_stay_monotonic_across_a_restart() {
+    let prog = compile_c("cpuclock");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of cpuclock");
+    assert_restart_output(
+        &orig,
+        &rest,
+        &reference,
+        &["after: ids read ok, id again ok\n", "process clock monotonic: yes yes yes\n", "thread clocks monotonic: yes yes\n", "worker's own clock monotonic: yes\n"],
+    );
+}

@@ -34,6 +34,7 @@ static HANDOVER: Handover = Handover {
         _pad: 0,
         name: [0; 16],
         pending: 0,
+        cpu_ns: 0,
     }),
     restart_info: UnsafeCell::new(RestartInfo::zeroed()),
 };

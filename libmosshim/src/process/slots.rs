@@ -39,6 +39,7 @@ static SLOTS: Slots = Slots {
         _pad: 0,
         name: [0; 16],
         pending: 0,
+        cpu_ns: 0,
     }; MAX_THREADS]),
     tid: [const { AtomicI32::new(0) }; MAX_THREADS],
 };
@@ -106,6 +107,7 @@ pub fn capture_thread_state(ctx: &mut ThreadCtx) {
     };
     // SAFETY: query only.
     unsafe { libc::sigaltstack(core::ptr::null(), &mut ss) };
+    ctx.cpu_ns = crate::state::clocks::own_thread_cpu_ns();
     ctx.altstack_sp = ss.ss_sp as u64;
     ctx.altstack_flags = (ss.ss_flags & !libc::SS_ONSTACK) as u64;
     ctx.altstack_size = ss.ss_size as u64;

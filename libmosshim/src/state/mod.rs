@@ -25,6 +25,7 @@ use crate::log::log;
 use crate::rawfs;
 use ckpt::image::ImageMeta;
 
+pub mod clocks;
 pub mod dirty;
 pub mod fds;
 pub mod inotify;
@@ -55,7 +56,7 @@ pub trait StateKind: Sync {
 }
 
 /// Every kind, in the order the phases run them.
-pub static KINDS: [&dyn StateKind; 5] = [&threads::Threads, &fds::Fds, &memory::Memory, &signals::Signals, &timers::Timers];
+pub static KINDS: [&dyn StateKind; 6] = [&threads::Threads, &fds::Fds, &memory::Memory, &signals::Signals, &timers::Timers, &clocks::Clocks];
 
 /// What a capture may need that the manager has: the shim's own fds (not the
 /// application's), `/proc/self/status` as read for this checkpoint.

@@ -86,7 +86,7 @@ pub extern "C" fn mos_thread_resumed(ctx: *mut ThreadCtx) {
             libc::sigaltstack(&ss, core::ptr::null_mut());
         }
     }
-    crate::tids::register(ctx, c.fs_base, c.vtid, tid);
+    crate::tids::register(ctx, c.fs_base, c.vtid, tid, c.cpu_ns);
     if c.name[0] != 0 {
         // SAFETY: the saved name is NUL-terminated within 16 bytes (PR_GET_NAME wrote it).
         unsafe { libc::prctl(libc::PR_SET_NAME, c.name.as_ptr()) };
