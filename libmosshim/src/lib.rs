@@ -54,7 +54,7 @@ macro_rules! declare_reals {
 declare_reals!(
     sigaction, sigprocmask, pthread_sigmask, sigsuspend, sigqueue, signal, bsd_signal, sysv_signal, pthread_kill, inotify_add_watch, inotify_rm_watch, madvise,
     syscall, clock_nanosleep, poll, ppoll, select, epoll_wait, epoll_pwait, sem_wait, sem_timedwait, pause, read,
-    write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64, clock_gettime, clock_getres,
+    write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64, clock_gettime, clock_getres, timer_create, timer_delete,
 );
 
 mod config;
@@ -64,6 +64,7 @@ mod freeze;
 mod hooks;
 mod hooks_clock;
 mod hooks_eintr;
+mod hooks_timer;
 mod hooks_io;
 mod identity;
 mod log;
@@ -95,6 +96,8 @@ extern "C" fn atfork_child() {
     identity::set_pids(pid, pid);
     // the trigger's wake-up pipe is the parent's (see state::signals)
     state::atfork_child();
+    // no timer and no helper thread crossed the fork
+    hooks_timer::atfork_child();
     for fd in remote::shim_fds() {
         if fd >= 0 {
             // SAFETY: these fds are the shim's own.

@@ -50,7 +50,8 @@ pub fn register(ctx: *mut ckpt::ctx::ThreadCtx, pd: u64, vtid: i32, rtid: i32, c
     e.gen.store(generation(), Ordering::Release);
 }
 
-fn tid_of_pd(pd: u64) -> Option<i32> {
+/// The tid glibc keeps in the thread descriptor `pd`.
+pub fn tid_of_pd(pd: u64) -> Option<i32> {
     let off = TID_OFF.load(Ordering::Relaxed);
     if off < 0 || pd == 0 {
         return None;

@@ -203,3 +203,17 @@ fn cpu_clocks_read_and_stay_monotonic_across_a_restart() {
         &["after: ids read ok, id again ok\n", "process clock monotonic: yes yes yes\n", "thread clocks monotonic: yes yes\n", "worker's own clock monotonic: yes\n"],
     );
 }
+
+/// SIGEV_THREAD POSIX timers (glibc's helper thread blocks every signal): the
+/// checkpoint stops every thread, the timer fires again after the restart, a new one
+/// armed after it fires, and both are deleted.
+#[test]
+fn sigev_thread_timers_do_not_block_a_checkpoint() {
+    let prog = compile_c("sigevthread");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of sigevthread");
+    assert_restart_output(&orig, &rest, &reference, &["after: fires again yes\n", "one-shot: armed fired\n", "gettime: ok\n", "deleted: ok\n"]);
+}
