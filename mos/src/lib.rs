@@ -52,8 +52,52 @@ pub fn run_cmd(argv: &[std::ffi::OsString]) -> Result<()> {
         preload.push(" ");
         preload.push(old);
     }
+    if let Some(path) = find_program(&argv[0]) {
+        if is_static_elf(&path) {
+            eprintln!(
+                "mos run: {} is statically linked: libmosshim cannot be preloaded into it, so it runs WITHOUT checkpointing or migration (mos ckpt and mos migrate will refuse it)",
+                path.display()
+            );
+        }
+    }
     let err = std::process::Command::new(&argv[0]).args(&argv[1..]).env("LD_PRELOAD", preload).exec();
     bail!("run: cannot execute {}: {err}", argv[0].to_string_lossy())
+}
+
+/// The file `prog` names as exec would find it (a name with a slash as it is, else the
+/// first executable file of that name in $PATH).
+fn find_program(prog: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if prog.as_bytes().contains(&b'/') {
+        return Some(prog.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(prog))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// An x86_64 ELF executable with no program interpreter (PT_INTERP): nothing would
+/// load LD_PRELOAD libraries into it (`cc -static`, static-pie, Go, musl static).
+/// Scripts and anything unreadable are not.
+fn is_static_elf(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let mut h = [0u8; 64];
+    if f.read_exact(&mut h).is_err() || &h[..4] != b"\x7fELF" || h[4] != 2 {
+        return false;
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let (phoff, phentsize, phnum) = (u64::from_le_bytes(h[32..40].try_into().unwrap_or_default()), u16_at(&h, 54) as usize, u16_at(&h, 56) as usize);
+    if phentsize < 4 || phnum == 0 || phnum > 256 || f.seek(SeekFrom::Start(phoff)).is_err() {
+        return false;
+    }
+    let mut ph = vec![0u8; phentsize * phnum];
+    if f.read_exact(&mut ph).is_err() {
+        return false;
+    }
+    const PT_INTERP: u32 = 3;
+    !ph.chunks(phentsize).any(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) == PT_INTERP)
 }
 
 pub fn restart_cmd(image: &Path, eager: bool, no_verify: bool, unlink: bool, lazy_pages: Option<&Path>) -> Result<()> {

@@ -44,3 +44,24 @@ fn mos_run_of_a_missing_program() {
         Some("/nonexistent/prog"),
     );
 }
+
+/// A statically linked program cannot have the shim preloaded: `mos run` says so on
+/// stderr, clearly, and runs it anyway (its output untouched); a dynamic one gets no
+/// such word.
+#[test]
+fn mos_run_of_a_static_binary_says_it_is_not_checkpointable() {
+    let env = Env::new();
+    let dir = env.subdir("static");
+    let src = dir.join("hello.c");
+    std::fs::write(&src, "#include <stdio.h>\nint main(void){puts(\"hello\");return 3;}\n").unwrap();
+    let exe = dir.join("hello");
+    let cc = std::process::Command::new("cc").args(["-static", "-O1", "-o"]).arg(&exe).arg(&src).output().expect("cc");
+    assert!(cc.status.success(), "cc -static: {}", String::from_utf8_lossy(&cc.stderr));
+    let out = run("mos run of a static binary", env.mos_cmd(&["run", "--", &exe.display().to_string()]), b"");
+    out.assert_code(3, "the static program's own status");
+    assert_eq!(out.stdout_str(), "hello\n", "{}", out.describe());
+    assert!(out.stderr_str().contains("statically linked") && out.stderr_str().contains("WITHOUT checkpointing"), "{}", out.describe());
+    let dynamic = compile_c("quick");
+    let out = run("mos run of a dynamic binary", env.mos_cmd(&["run", "--", &dynamic.display().to_string()]), b"");
+    assert!(!out.stderr_str().contains("statically linked"), "{}", out.describe());
+}
