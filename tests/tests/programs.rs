@@ -60,6 +60,19 @@ fn python3_thread_pool() {
     );
 }
 
+/// node (V8's JIT and libuv's thread pool), where it is installed.
+#[test]
+fn node_compute_loop_with_its_thread_pool() {
+    let Some(node) = ["/usr/bin/node", "/usr/bin/nodejs"].into_iter().map(Path::new).find(|p| p.exists()) else {
+        eprintln!("skipped: no node on this machine");
+        return;
+    };
+    let script = progs().join("loop.js").display().to_string();
+    let args = [script.as_str(), "30"];
+    let reference = reference_of(node, &args);
+    cycle(&Env::new(), node, &args, Some("\n8 "), Duration::ZERO, &reference);
+}
+
 #[test]
 fn cpp_iostreams_and_std_thread() {
     let env = Env::new();

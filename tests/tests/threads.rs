@@ -217,3 +217,17 @@ fn sigev_thread_timers_do_not_block_a_checkpoint() {
     rest.assert_code(0, "mos restart of sigevthread");
     assert_restart_output(&orig, &rest, &reference, &["after: fires again yes\n", "one-shot: armed fired\n", "gettime: ok\n", "deleted: ok\n"]);
 }
+
+/// A Go-like runtime (16 threads with alternate signal stacks, SIGURG preemption by a
+/// monitor thread) restarts and goes on: every worker is preempted again on its own
+/// signal stack, and the results equal an uninterrupted run's.
+#[test]
+fn a_go_like_runtime_with_sigurg_preemption_restarts() {
+    let prog = compile_c("goruntime");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of goruntime");
+    assert_restart_output(&orig, &rest, &reference, &["every worker preempted after the sync point: yes\n", "handlers on their thread's altstack: yes\n"]);
+}
