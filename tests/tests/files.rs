@@ -91,3 +91,20 @@ fn files_cwd_umask_rlimits_signals_itimers_survive_restart() {
         "out part 1\nout part 2\n"
     );
 }
+
+/// What a JVM keeps: one end of a socketpair whose other end is closed (restored as
+/// such: end-of-file, EPIPE, O_NONBLOCK kept) and a shared writable file mapping
+/// (remapped from the file: writes through it reach the file and back).
+#[test]
+fn a_lone_socket_and_a_shared_writable_file_mapping_come_back() {
+    let prog = compile_c("lonesock");
+    let env = Env::new();
+    let refd = env.subdir("ref");
+    let rfile = refd.join("perf").display().to_string();
+    let (reference, _r) = Env::reference(&prog, &[rfile.as_str()], &[], b"");
+    reference.assert_code(0, "reference run");
+    let file = env.subdir("data").join("perf").display().to_string();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, &[file.as_str()], &[], &[], b"");
+    rest.assert_code(0, "mos restart of lonesock");
+    assert_restart_output(&orig, &rest, &reference, &["socket: eof yes, epipe yes, nonblock yes\n", "mapping: kept yes, writes reach the file yes, file shows through yes\n"]);
+}

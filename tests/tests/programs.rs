@@ -73,6 +73,20 @@ fn node_compute_loop_with_its_thread_pool() {
     cycle(&Env::new(), node, &args, Some("\n8 "), Duration::ZERO, &reference);
 }
 
+/// A JVM (OpenJDK, `java H.java`: its JIT, GC and service threads, the marker socket
+/// and the shared hsperfdata mapping it keeps), where it is installed.
+#[test]
+fn java_compute_loop() {
+    let Some(java) = ["/usr/bin/java"].into_iter().map(Path::new).find(|p| p.exists()) else {
+        eprintln!("skipped: no java on this machine");
+        return;
+    };
+    let src = progs().join("H.java").display().to_string();
+    let args = [src.as_str(), "24"];
+    let reference = reference_of(java, &args);
+    cycle(&Env::new(), java, &args, Some("\n10 "), Duration::ZERO, &reference);
+}
+
 #[test]
 fn cpp_iostreams_and_std_thread() {
     let env = Env::new();

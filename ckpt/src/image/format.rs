@@ -88,6 +88,10 @@ pub enum RegionKind {
     FileSharedRo,
     /// the shim's scratch area: recreated empty, never saved
     Scratch,
+    /// shared writable mapping of a file (the JVM's hsperfdata, databases): its contents
+    /// are the file's, so it is remapped read-write from the file by path; restarting
+    /// needs the file where it was
+    FileShared,
 }
 
 /// A run of saved pages inside a region.
@@ -248,6 +252,12 @@ pub enum FdKind {
     /// an inotify instance: its watches (wd, mask, path), added again with the same wds
     Inotify {
         watches: Vec<(i32, u32, String)>,
+    },
+    /// a connected AF_UNIX socket whose peer is gone, nothing queued (the JVM keeps one
+    /// end of a socketpair as a marker): a socketpair of the same type, the other end
+    /// closed
+    LoneSocket {
+        sotype: i32,
     },
 }
 

@@ -293,6 +293,19 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 // SAFETY: status flags of the app's fd.
                 unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
             }
+            FdKind::LoneSocket { sotype } => {
+                let mut p = [0i32; 2];
+                // SAFETY: socketpair fills p.
+                if unsafe { libc::socketpair(libc::AF_UNIX, *sotype | libc::SOCK_CLOEXEC, 0, p.as_mut_ptr()) } != 0 {
+                    return Err(os_err("socketpair"));
+                }
+                // SAFETY: closing the far end we just made: its peer is gone, as it was.
+                unsafe { libc::close(p[1]) };
+                let fd = park_fd(p[0], above)?;
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
             FdKind::Inotify { watches } => {
                 // SAFETY: a new inotify instance, ours.
                 let fd = park_fd(unsafe { libc::inotify_init1(libc::IN_CLOEXEC) }, above)?;

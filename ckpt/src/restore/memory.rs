@@ -28,11 +28,12 @@ pub(super) fn open_shared_files(meta: &crate::image::ImageMeta) -> Result<Vec<i3
     for r in meta
         .regions
         .iter()
-        .filter(|r| r.kind == RegionKind::FileSharedRo)
+        .filter(|r| matches!(r.kind, RegionKind::FileSharedRo | RegionKind::FileShared))
     {
         let c = cstr(&r.path)?;
+        let mode = if r.kind == RegionKind::FileShared { libc::O_RDWR } else { libc::O_RDONLY };
         // SAFETY: c is a valid NUL-terminated path.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd = unsafe { libc::open(c.as_ptr(), mode | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(os_err(&format!("cannot reopen shared mapping {}", r.path)));
         }
@@ -221,7 +222,7 @@ pub(super) fn map_regions(
                     die(&format!("mprotect {:#x}", r.start));
                 }
             }
-            RegionKind::FileSharedRo => {
+            RegionKind::FileSharedRo | RegionKind::FileShared => {
                 let fd = *shared.next().expect("one fd per shared region");
                 map(
                     r.start,

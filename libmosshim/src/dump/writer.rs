@@ -58,8 +58,9 @@ fn classify(m: &ckpt::maps::MapEntry, plan: &Plan) -> Result<Option<(RegionKind,
     let p = m.path.as_str();
     let file_backed = p.starts_with('/') && m.inode != 0;
     if m.shared {
-        if file_backed && m.prot & libc::PROT_WRITE as u32 == 0 && !p.ends_with(" (deleted)") {
-            return Ok(Some((RegionKind::FileSharedRo, false)));
+        if file_backed && !p.ends_with(" (deleted)") {
+            let writable = m.prot & libc::PROT_WRITE as u32 != 0;
+            return Ok(Some((if writable { RegionKind::FileShared } else { RegionKind::FileSharedRo }, false)));
         }
         return Err(format!(
             "shared memory mapping {:#x}-{:#x} {} cannot be checkpointed yet",

@@ -332,8 +332,9 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
                     return Err(format!("fd {fd} is a pipe to another process ({target}); such pipes cannot be restored yet"))
                 }
                 libc::S_IFIFO => return Err(format!("fd {fd} is a named FIFO ({target}), which cannot be restored yet")),
+                libc::S_IFSOCK if let Some(sotype) = lone_socket(fd) => FdKind::LoneSocket { sotype },
                 libc::S_IFSOCK => {
-                    return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr cannot be restored yet"))
+                    return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr, and unix sockets whose peer is gone, cannot be restored yet"))
                 }
                 _ => return Err(format!("fd {fd} ({target}) is of a kind mos cannot restore yet")),
             }
@@ -368,4 +369,40 @@ impl StateKind for Fds {
         }
         Ok(())
     }
+}
+
+/// A connected AF_UNIX stream or seqpacket socket whose peer has closed (POLLHUP) and
+/// that holds no unread bytes: its type. Such a socket only ever reads end-of-file and
+/// fails writes, which a socketpair with its other end closed does the same.
+fn lone_socket(app: i32) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    // the application's fd, seen from the manager's own table (see detach_fd_table)
+    let own = crate::process::fds::app_fd(app).ok()?;
+    let fd = own.as_raw_fd();
+    // raw calls: libc's poll is the shim's own hook
+    let opt = |name: i32| -> Option<i32> {
+        let mut v: i32 = 0;
+        let mut len = core::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: getsockopt of an int option into our locals.
+        let r = unsafe { ckpt::sc!(libc::SYS_getsockopt, fd, libc::SOL_SOCKET, name, &mut v as *mut i32, &mut len as *mut libc::socklen_t) };
+        (r == 0).then_some(v)
+    };
+    if opt(libc::SO_DOMAIN)? != libc::AF_UNIX {
+        return None;
+    }
+    let sotype = opt(libc::SO_TYPE)?;
+    if sotype != libc::SOCK_STREAM && sotype != libc::SOCK_SEQPACKET {
+        return None;
+    }
+    let mut p = libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    // SAFETY: poll of one fd, no wait.
+    if unsafe { ckpt::sc!(libc::SYS_poll, &mut p as *mut libc::pollfd, 1usize, 0i32) } != 1 || p.revents & libc::POLLHUP == 0 {
+        return None;
+    }
+    let mut queued: i32 = 0;
+    // SAFETY: FIONREAD (SIOCINQ) into our local.
+    if unsafe { ckpt::sc!(libc::SYS_ioctl, fd, libc::FIONREAD, &mut queued as *mut i32) } != 0 || queued != 0 {
+        return None;
+    }
+    Some(sotype)
 }
