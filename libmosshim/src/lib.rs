@@ -55,6 +55,8 @@ declare_reals!(
     sigaction, sigprocmask, pthread_sigmask, sigsuspend, sigqueue, signal, bsd_signal, sysv_signal, pthread_kill, inotify_add_watch, inotify_rm_watch, madvise,
     syscall, clock_nanosleep, poll, ppoll, select, epoll_wait, epoll_pwait, sem_wait, sem_timedwait, pause, read,
     write, pread64, pwrite64, readv, writev, preadv64, pwritev64, lseek64, clock_gettime, clock_getres, timer_create, timer_delete,
+    open, open64, __open_2, __open64_2, openat, openat64, __openat_2, __openat64_2, fopen, fopen64, opendir, stat, stat64, lstat, lstat64,
+    fstatat, fstatat64, statx, access, faccessat, chdir, readlink, readlinkat,
 );
 
 mod config;
@@ -66,6 +68,7 @@ mod hooks_clock;
 mod hooks_eintr;
 mod hooks_timer;
 mod hooks_io;
+mod hooks_proc;
 mod identity;
 mod log;
 mod manager;

@@ -66,6 +66,18 @@ fn valid(e: &Entry, gen: i64) -> bool {
         && tid_of_pd(e.pd.load(Ordering::Relaxed)) == Some(e.vtid.load(Ordering::Relaxed))
 }
 
+/// The tid the application knows for kernel tid `rtid` (itself if none).
+pub fn to_virtual(rtid: i32) -> i32 {
+    let gen = generation();
+    if gen == 0 {
+        return rtid;
+    }
+    TABLE
+        .iter()
+        .find(|e| e.rtid.load(Ordering::Relaxed) == rtid && valid(e, gen))
+        .map_or(rtid, |e| e.vtid.load(Ordering::Relaxed))
+}
+
 /// Kernel tid for a tid the application knows.
 pub fn to_real(vtid: i32) -> i32 {
     let gen = generation();

@@ -118,3 +118,17 @@ fn restarted_app_keeps_its_comm() {
     env.go(2);
     rp.wait().assert_code(0, "restart");
 }
+
+/// `/proc/<pid>` and `/proc/<tid>` with the numbers the process knows work after a
+/// restart in open, fopen, opendir, stat, access and readlink (`/proc/self` reads as
+/// getpid), as they did before.
+#[test]
+fn proc_paths_with_the_own_pid_work_after_a_restart() {
+    let prog = compile_c("procpid");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of procpid");
+    assert_restart_output(&orig, &rest, &reference, &["after: stat ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok\n"]);
+}

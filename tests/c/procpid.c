@@ -1,0 +1,71 @@
+/* /proc/<pid> with the process's own pid and tids, before and after sync point 1: the
+ * pid the process knows (getpid) and a thread's (gettid) name the process in /proc in
+ * open, fopen, opendir, stat, access and readlink, and /proc/self reads as getpid.
+ * Only booleans are printed. */
+#include "common.h"
+#include <dirent.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+static volatile int thread_tid;
+static pthread_barrier_t bar;
+
+static void *worker(void *a)
+{
+    (void)a;
+    thread_tid = (int)syscall(SYS_gettid);
+    pthread_barrier_wait(&bar);
+    pthread_barrier_wait(&bar);
+    return NULL;
+}
+
+static void check(const char *when)
+{
+    char p[128], l[64];
+    struct stat st;
+    int pid = getpid();
+    snprintf(p, sizeof p, "/proc/%d/fd", pid);
+    int st_ok = stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+    snprintf(p, sizeof p, "/proc/%d/status", pid);
+    FILE *f = fopen(p, "r");
+    int fopen_ok = f != NULL;
+    if (f)
+        fclose(f);
+    snprintf(p, sizeof p, "/proc/%d/task", pid);
+    DIR *d = opendir(p);
+    int n = 0;
+    if (d) {
+        while (readdir(d))
+            n++;
+        closedir(d);
+    }
+    snprintf(p, sizeof p, "/proc/%d/task/%d/comm", pid, thread_tid);
+    int fd = open(p, O_RDONLY);
+    int open_ok = fd >= 0;
+    if (fd >= 0)
+        close(fd);
+    snprintf(p, sizeof p, "/proc/%d/comm", thread_tid);
+    int access_ok = access(p, R_OK) == 0;
+    ssize_t k = readlink("/proc/self", l, sizeof l - 1);
+    l[k > 0 ? k : 0] = 0;
+    char want[16];
+    snprintf(want, sizeof want, "%d", pid);
+    printf("%s: stat %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s\n", when, st_ok ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
+           n >= 4 ? "ok" : "FAILED", open_ok ? "ok" : "FAILED", access_ok ? "ok" : "FAILED", strcmp(l, want) == 0 ? "ok" : "FAILED");
+}
+
+int main(void)
+{
+    pthread_barrier_init(&bar, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_barrier_wait(&bar);
+    check("before");
+    fflush(stdout);
+    mos_sync(1);
+    check("after");
+    pthread_barrier_wait(&bar);
+    pthread_join(t, NULL);
+    return 0;
+}
