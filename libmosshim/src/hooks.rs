@@ -175,6 +175,34 @@ pub unsafe extern "C" fn syscall(
             // SAFETY: same call with a translated pid.
             return unsafe { ckpt::sc!(nr, to_real_pid(a1 as i32), a2, a3) };
         }
+        // a pid or tid first (pid 0: the caller, unchanged)
+        libc::SYS_get_robust_list
+        | libc::SYS_sched_setaffinity
+        | libc::SYS_sched_getaffinity
+        | libc::SYS_sched_setparam
+        | libc::SYS_sched_getparam
+        | libc::SYS_sched_setscheduler
+        | libc::SYS_sched_getscheduler
+        | libc::SYS_sched_rr_get_interval
+        | libc::SYS_sched_setattr
+        | libc::SYS_sched_getattr
+        | libc::SYS_process_vm_readv
+        | libc::SYS_process_vm_writev
+        | libc::SYS_pidfd_open
+        | libc::SYS_prlimit64 => {
+            // SAFETY: same call with a translated id.
+            return unsafe { ckpt::sc!(nr, crate::tids::to_real(a1 as i32), a2, a3, a4, a5, a6) };
+        }
+        // two of them
+        libc::SYS_kcmp | libc::SYS_rt_tgsigqueueinfo => {
+            // SAFETY: same call with translated ids.
+            return unsafe { ckpt::sc!(nr, crate::tids::to_real(a1 as i32), crate::tids::to_real(a2 as i32), a3, a4, a5, a6) };
+        }
+        // (which, who): a process or thread by id
+        libc::SYS_getpriority | libc::SYS_setpriority | libc::SYS_ioprio_get | libc::SYS_ioprio_set if a1 == 0 || a1 == 1 => {
+            // SAFETY: same call with a translated id (PRIO_PROCESS / IOPRIO_WHO_PROCESS).
+            return unsafe { ckpt::sc!(nr, a1, crate::tids::to_real(a2 as i32), a3) };
+        }
         _ => {}
     }
     let f = real!(syscall, Syscall7);
@@ -377,3 +405,59 @@ pub unsafe extern "C" fn sigsuspend(set: *const libc::sigset_t) -> i32 {
     }
 }
 
+
+// libc's wrappers of the calls above that name a process or thread (syscall(2) is
+// handled in `syscall`): the id the application knows becomes the kernel's.
+macro_rules! id_hook {
+    ($name:ident, $ty:ident, ($id:ident: $idt:ty $(, $a:ident: $t:ty)*), $ret:ty) => {
+        type $ty = unsafe extern "C" fn($idt $(, $t)*) -> $ret;
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($id: $idt $(, $a: $t)*) -> $ret {
+            let f = real!($name, $ty);
+            // SAFETY: the caller's arguments, the id translated, passed on.
+            unsafe { f(crate::tids::to_real($id) $(, $a)*) }
+        }
+    };
+}
+
+id_hook!(sched_setaffinity, SchedSetaffinity, (pid: libc::pid_t, size: usize, mask: *const libc::cpu_set_t), i32);
+id_hook!(sched_getaffinity, SchedGetaffinity, (pid: libc::pid_t, size: usize, mask: *mut libc::cpu_set_t), i32);
+id_hook!(sched_setparam, SchedSetparam, (pid: libc::pid_t, p: *const libc::sched_param), i32);
+id_hook!(sched_getparam, SchedGetparam, (pid: libc::pid_t, p: *mut libc::sched_param), i32);
+id_hook!(sched_setscheduler, SchedSetscheduler, (pid: libc::pid_t, policy: i32, p: *const libc::sched_param), i32);
+id_hook!(sched_getscheduler, SchedGetscheduler, (pid: libc::pid_t), i32);
+id_hook!(sched_rr_get_interval, SchedRrGetInterval, (pid: libc::pid_t, t: *mut libc::timespec), i32);
+id_hook!(pidfd_open, PidfdOpen, (pid: libc::pid_t, flags: u32), i32);
+id_hook!(prlimit, Prlimit, (pid: libc::pid_t, r: i32, new: *const libc::rlimit, old: *mut libc::rlimit), i32);
+id_hook!(prlimit64, Prlimit64, (pid: libc::pid_t, r: i32, new: *const libc::rlimit64, old: *mut libc::rlimit64), i32);
+id_hook!(
+    process_vm_readv,
+    ProcessVmReadv,
+    (pid: libc::pid_t, l: *const libc::iovec, ln: libc::c_ulong, r: *const libc::iovec, rn: libc::c_ulong, flags: libc::c_ulong),
+    isize
+);
+id_hook!(
+    process_vm_writev,
+    ProcessVmWritev,
+    (pid: libc::pid_t, l: *const libc::iovec, ln: libc::c_ulong, r: *const libc::iovec, rn: libc::c_ulong, flags: libc::c_ulong),
+    isize
+);
+
+type Prio = unsafe extern "C" fn(u32, libc::id_t) -> i32;
+type SetPrio = unsafe extern "C" fn(u32, libc::id_t, i32) -> i32;
+
+#[no_mangle]
+pub unsafe extern "C" fn getpriority(which: u32, who: libc::id_t) -> i32 {
+    let f = real!(getpriority, Prio);
+    let who = if which == libc::PRIO_PROCESS as u32 { crate::tids::to_real(who as i32) as libc::id_t } else { who };
+    // SAFETY: the caller's arguments, the id translated, passed on.
+    unsafe { f(which, who) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn setpriority(which: u32, who: libc::id_t, prio: i32) -> i32 {
+    let f = real!(setpriority, SetPrio);
+    let who = if which == libc::PRIO_PROCESS as u32 { crate::tids::to_real(who as i32) as libc::id_t } else { who };
+    // SAFETY: the caller's arguments, the id translated, passed on.
+    unsafe { f(which, who, prio) }
+}

@@ -132,3 +132,22 @@ fn proc_paths_with_the_own_pid_work_after_a_restart() {
     rest.assert_code(0, "mos restart of procpid");
     assert_restart_output(&orig, &rest, &reference, &["after: stat ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok\n"]);
 }
+
+/// Calls that name a process or thread by id (sched_*, prlimit, pidfd_open,
+/// process_vm_readv, kcmp, get_robust_list, getpriority; libc's and syscall(2)) work
+/// with the process's own pid and a thread's tid after a restart.
+#[test]
+fn calls_naming_the_own_pid_and_tids_work_after_a_restart() {
+    let prog = compile_c("sysids");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of sysids");
+    assert_restart_output(
+        &orig,
+        &rest,
+        &reference,
+        &["after: affinity ok ok, sched ok, prlimit ok, pidfd ok, process_vm_readv ok, kcmp ok, robust list ok, priority ok\n"],
+    );
+}
