@@ -449,7 +449,7 @@ type SetPrio = unsafe extern "C" fn(u32, libc::id_t, i32) -> i32;
 #[no_mangle]
 pub unsafe extern "C" fn getpriority(which: u32, who: libc::id_t) -> i32 {
     let f = real!(getpriority, Prio);
-    let who = if which == libc::PRIO_PROCESS as u32 { crate::tids::to_real(who as i32) as libc::id_t } else { who };
+    let who = if which == libc::PRIO_PROCESS { crate::tids::to_real(who as i32) as libc::id_t } else { who };
     // SAFETY: the caller's arguments, the id translated, passed on.
     unsafe { f(which, who) }
 }
@@ -457,7 +457,7 @@ pub unsafe extern "C" fn getpriority(which: u32, who: libc::id_t) -> i32 {
 #[no_mangle]
 pub unsafe extern "C" fn setpriority(which: u32, who: libc::id_t, prio: i32) -> i32 {
     let f = real!(setpriority, SetPrio);
-    let who = if which == libc::PRIO_PROCESS as u32 { crate::tids::to_real(who as i32) as libc::id_t } else { who };
+    let who = if which == libc::PRIO_PROCESS { crate::tids::to_real(who as i32) as libc::id_t } else { who };
     // SAFETY: the caller's arguments, the id translated, passed on.
     unsafe { f(which, who, prio) }
 }
