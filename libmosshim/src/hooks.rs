@@ -171,6 +171,7 @@ pub unsafe extern "C" fn syscall(
             // SAFETY: same call with a translated tid.
             return unsafe { ckpt::sc!(nr, crate::tids::to_real(a1 as i32), a2) };
         }
+        libc::SYS_membarrier => return crate::state::membarrier::call(a1, a2, a3),
         libc::SYS_kill | libc::SYS_rt_sigqueueinfo => {
             // SAFETY: same call with a translated pid.
             return unsafe { ckpt::sc!(nr, to_real_pid(a1 as i32), a2, a3) };

@@ -151,3 +151,16 @@ fn calls_naming_the_own_pid_and_tids_work_after_a_restart() {
         &["after: affinity ok ok, sched ok, prlimit ok, pidfd ok, process_vm_readv ok, kcmp ok, robust list ok, priority ok\n"],
     );
 }
+
+/// A pidfd of the process itself comes back naming the restarted process, and a
+/// membarrier registration is made again (expedited barriers do not fail with EPERM).
+#[test]
+fn a_pidfd_of_itself_and_membarrier_registration_survive_a_restart() {
+    let prog = compile_c("pidfdmb");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of pidfdmb");
+    assert_restart_output(&orig, &rest, &reference, &["after: pidfd signals ok, running ok, barrier ok\n"]);
+}

@@ -259,6 +259,8 @@ pub enum FdKind {
     LoneSocket {
         sotype: i32,
     },
+    /// a pidfd of the process itself: pidfd_open of the restored process
+    PidFdSelf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

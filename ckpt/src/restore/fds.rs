@@ -293,6 +293,19 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 // SAFETY: status flags of the app's fd.
                 unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
             }
+            FdKind::PidFdSelf => {
+                // SAFETY: pidfd_open of this very process (the restored one).
+                let fd = unsafe { crate::sc!(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
+                if fd < 0 {
+                    return Err(os_err("pidfd_open of the restored process"));
+                }
+                // SAFETY: our new pidfd: close-on-exec until placed.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                let fd = park_fd(fd, above)?;
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
             FdKind::LoneSocket { sotype } => {
                 let mut p = [0i32; 2];
                 // SAFETY: socketpair fills p.

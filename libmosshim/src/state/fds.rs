@@ -284,6 +284,10 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
                     }
                     FdKind::Epoll { targets }
                 }
+                "anon_inode:[pidfd]" => match field(&f.info, "Pid:").and_then(|v| v.parse::<i32>().ok()) {
+                    Some(p) if p == crate::identity::real_pid() => FdKind::PidFdSelf,
+                    p => return Err(format!("fd {fd} is a pidfd of another process (pid {}), which mos cannot restore yet", p.unwrap_or(-1))),
+                },
                 "anon_inode:[timerfd]" => FdKind::TimerFd {
                     clockid: field(&f.info, "clockid:")
                         .and_then(|v| v.parse().ok())

@@ -29,6 +29,7 @@ pub mod clocks;
 pub mod dirty;
 pub mod fds;
 pub mod inotify;
+pub mod membarrier;
 pub mod memory;
 pub mod signals;
 pub mod threads;
@@ -56,7 +57,7 @@ pub trait StateKind: Sync {
 }
 
 /// Every kind, in the order the phases run them.
-pub static KINDS: [&dyn StateKind; 6] = [&threads::Threads, &fds::Fds, &memory::Memory, &signals::Signals, &timers::Timers, &clocks::Clocks];
+pub static KINDS: [&dyn StateKind; 7] = [&threads::Threads, &fds::Fds, &memory::Memory, &signals::Signals, &timers::Timers, &clocks::Clocks, &membarrier::Membarrier];
 
 /// What a capture may need that the manager has: the shim's own fds (not the
 /// application's), `/proc/self/status` as read for this checkpoint.
