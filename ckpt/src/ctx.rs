@@ -62,6 +62,8 @@ pub struct RestartInfo {
     /// the shadowd address of the node restarting it (`MOS_NODE_ADDR` in the
     /// restorer's environment), NUL-padded; a migrated body reports it home
     pub node_addr: [u8; 32],
+    /// lazy: the image file's inode, whose private mappings hold the lazily mapped pages
+    pub image_ino: u64,
 }
 
 impl RestartInfo {
@@ -72,6 +74,7 @@ impl RestartInfo {
             lazy: 0,
             pid: 0,
             node_addr: [0; 32],
+            image_ino: 0,
         }
     }
 }

@@ -36,6 +36,7 @@ pub unsafe extern "C" fn madvise(addr: *mut libc::c_void, len: usize, advice: i3
     if advice == libc::MADV_DONTFORK || advice == libc::MADV_WIPEONFORK {
         crate::state::memory::note_fork_advice();
     }
+    crate::state::memory::anonymize_lazy_image_pages(addr as u64, len as u64, advice);
     let f = real!(madvise, Madvise);
     // SAFETY: glibc's own function with the caller's arguments.
     unsafe { f(addr, len, advice) }

@@ -103,3 +103,20 @@ fn thousands_of_small_mappings_checkpoint() {
     rest.assert_code(0, "mos restart of manymaps");
     assert_restart_output(&orig, &rest, &reference, &["mappings ok? yes (0 bad)\n"]);
 }
+
+/// Every madvise mode on memory restored lazily (big runs mapped from the image) and
+/// eagerly behaves as in an uninterrupted run: MADV_DONTNEED gives zeros (not the
+/// image's bytes), MADV_FREE succeeds, the others keep the contents.
+#[test]
+fn madvise_on_restored_memory_behaves_as_before() {
+    let prog = compile_c("madvzero");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    assert!(contains(&reference.stdout, b"DONTNEED: ok, zeros\n"), "{}", reference.describe());
+    for opts in [&[][..], &["--eager"][..]] {
+        let env = Env::new();
+        let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], opts, b"");
+        rest.assert_code(0, &format!("mos restart {opts:?} of madvzero"));
+        assert_restart_output(&orig, &rest, &reference, &["DONTNEED: ok, zeros\n", "FREE: ok, zeros or kept\n", "reused: ok\n"]);
+    }
+}

@@ -161,6 +161,14 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
     // Everything allocated from here on must already exist: snapshot our mappings now.
     let mut info = RestartInfo::zeroed();
     info.lazy = opts.lazy as u64;
+    if opts.lazy {
+        // SAFETY: stat is plain data; fstat of the image fd we hold fills it.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(imgfd, &mut st) } == 0 {
+            info.image_ino = st.st_ino;
+        }
+    }
     info.pid = sys::getpid_real() as i64;
     if let Some(addr) = std::env::var_os("MOS_NODE_ADDR") {
         for (d, b) in info.node_addr.iter_mut().zip(addr.as_encoded_bytes().iter().take(31)) {

@@ -65,6 +65,61 @@ pub fn note_fork_advice() {
     FORK_ADVICE_SEEN.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// A lazily restarted process maps big runs of its saved memory privately from the image
+/// file, where advice meant for anonymous memory goes wrong: MADV_DONTNEED would give the
+/// image's bytes back on the next touch (allocators rely on zeros), and MADV_FREE,
+/// MADV_WIPEONFORK, MADV_KEEPONFORK and KSM's fail or differ. Before such advice the
+/// parts of [addr, addr+len) still mapped from the image become anonymous memory with
+/// their protection: zeros for DONTNEED and FREE (what they leave), a copy of the
+/// contents for the others (MADV_REMOVE too, which then fails as on anonymous memory,
+/// the contents kept). Only in a lazily restarted process, and only for these advices:
+/// /proc/self/maps is read each time.
+pub fn anonymize_lazy_image_pages(addr: u64, len: u64, advice: i32) {
+    let zeros = advice == libc::MADV_DONTNEED || advice == libc::MADV_FREE;
+    let copy = [libc::MADV_REMOVE, libc::MADV_WIPEONFORK, libc::MADV_KEEPONFORK, libc::MADV_MERGEABLE, libc::MADV_UNMERGEABLE].contains(&advice);
+    if !zeros && !copy {
+        return;
+    }
+    let info = crate::process::ctx::restart_info_ptr();
+    // SAFETY: written by the restorer before any thread ran, only read since.
+    let (lazy, ino) = unsafe { ((*info).lazy, (*info).image_ino) };
+    if lazy == 0 || ino == 0 || len == 0 {
+        return;
+    }
+    let Ok(text) = crate::rawfs::read_to_string("/proc/self/maps") else { return };
+    let end = addr.saturating_add(len).next_multiple_of(4096);
+    for m in ckpt::maps::parse(&text) {
+        if m.inode != ino || m.shared || m.end <= addr || m.start >= end {
+            continue;
+        }
+        let (s, e) = (m.start.max(addr), m.end.min(end));
+        let n = (e - s) as usize;
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        if zeros {
+            // SAFETY: replaces pages of the application's own private mapping (the range
+            // it is discarding) with zero-filled anonymous memory of the same protection.
+            unsafe { libc::mmap(s as *mut _, n, m.prot as i32, anon | libc::MAP_FIXED, -1, 0) };
+            continue;
+        }
+        if m.prot & libc::PROT_READ as u32 == 0 {
+            continue;
+        }
+        // SAFETY: a new anonymous mapping, filled with a copy of the readable range,
+        // given the range's protection, then moved over it (the same bytes, anonymous).
+        unsafe {
+            let t = libc::mmap(core::ptr::null_mut(), n, libc::PROT_READ | libc::PROT_WRITE, anon, -1, 0);
+            if t == libc::MAP_FAILED {
+                continue;
+            }
+            core::ptr::copy_nonoverlapping(s as *const u8, t as *mut u8, n);
+            libc::mprotect(t, n, m.prot as i32);
+            if libc::mremap(t, n, n, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, s as *mut libc::c_void) == libc::MAP_FAILED {
+                libc::munmap(t, n);
+            }
+        }
+    }
+}
+
 /// Mappings advised MADV_DONTFORK or MADV_WIPEONFORK, or locked, as (start, end, vmflag
 /// bits): the image writer is a fork, which would not see the first, would see the second
 /// zero, and inherits no locks. Read from smaps (the kernel walks every page table for
