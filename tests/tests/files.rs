@@ -108,3 +108,21 @@ fn a_lone_socket_and_a_shared_writable_file_mapping_come_back() {
     rest.assert_code(0, "mos restart of lonesock");
     assert_restart_output(&orig, &rest, &reference, &["socket: eof yes, epipe yes, nonblock yes\n", "mapping: kept yes, writes reach the file yes, file shows through yes\n"]);
 }
+
+/// An fd on a directory deleted while open, and a deleted current directory, come
+/// back as empty deleted directories (the restart used to fail reopening the first, and
+/// the checkpoint refused the second).
+#[test]
+fn deleted_directories_come_back_deleted() {
+    let prog = compile_c("deldir");
+    let env = Env::new();
+    let rdir = env.subdir("ref").join("d").display().to_string();
+    let (reference, _r) = Env::reference(&prog, &[rdir.as_str()], &[], b"");
+    reference.assert_code(0, "reference run");
+    let dir = env.subdir("run").join("d").display().to_string();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, &[dir.as_str()], &[], &[], b"");
+    rest.assert_code(0, "mos restart of deldir");
+    assert_restart_output(&orig, &rest, &reference, &["after: fd: deleted dir yes, create refused yes; cwd: deleted dir yes, create refused yes\n"]);
+    let left: Vec<_> = std::fs::read_dir(env.subdir("run").join("d")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "stand-ins left behind: {left:?}");
+}

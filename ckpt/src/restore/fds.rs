@@ -182,6 +182,20 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                     place(fd, f.fd, cloexec)?;
                 }
             }
+            FdKind::Dir if deleted_dir(&f.path).is_some() => {
+                // a directory deleted while open: an empty one, opened, then deleted
+                let flags = (f.flags as i32) & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC);
+                let fd = ghost_dir(deleted_dir(&f.path).unwrap_or("/tmp"), |d| {
+                    // SAFETY: valid path; O_CLOEXEC so the temporary fd never leaks.
+                    let fd = unsafe { libc::open(d.as_ptr(), flags | libc::O_CLOEXEC) };
+                    if fd < 0 {
+                        Err(os_err(&format!("cannot open a stand-in for fd {} ({})", f.fd, f.path)))
+                    } else {
+                        Ok(fd)
+                    }
+                })?;
+                place(fd, f.fd, cloexec)?;
+            }
             FdKind::File | FdKind::Dir | FdKind::CharDev => {
                 let c = cstr(&f.path)?;
                 let flags = (f.flags as i32)
@@ -443,4 +457,35 @@ fn add_watch_as(fd: i32, wd: i32, mask: u32, path: &str) -> Result<(), String> {
         unsafe { libc::inotify_rm_watch(fd, w) };
     }
     Err(format!("cannot give the inotify watch on {path} its descriptor {wd} again"))
+}
+
+/// The path a deleted directory had (`/proc` shows "PATH (deleted)"), if `path` names
+/// one that is not there any more.
+pub(super) fn deleted_dir(path: &str) -> Option<&str> {
+    let p = path.strip_suffix(" (deleted)")?;
+    (!std::path::Path::new(path).is_dir()).then_some(p)
+}
+
+/// A stand-in for deleted directory `was`: an empty directory made beside where it was
+/// (or in /tmp when its parent is gone too), given to `use_it`, then removed again, so
+/// what `use_it` opened or entered is a deleted, empty directory as before.
+pub(super) fn ghost_dir<T>(was: &str, use_it: impl FnOnce(&std::ffi::CStr) -> Result<T, String>) -> Result<T, String> {
+    let parent = std::path::Path::new(was).parent().filter(|p| p.is_dir()).map_or("/tmp".into(), |p| p.to_string_lossy().into_owned());
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    for n in 0..100 {
+        let d = cstr(&format!("{}/.mos-deleted-{pid}-{n}", parent.trim_end_matches('/')))?;
+        // SAFETY: valid path.
+        if unsafe { libc::mkdir(d.as_ptr(), 0o700) } != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+                continue;
+            }
+            return Err(os_err(&format!("cannot make a stand-in for the deleted directory {was}")));
+        }
+        let r = use_it(&d);
+        // SAFETY: valid path; removing the directory we just made.
+        unsafe { libc::rmdir(d.as_ptr()) };
+        return r;
+    }
+    Err(format!("cannot make a stand-in for the deleted directory {was}: names taken"))
 }

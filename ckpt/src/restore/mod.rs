@@ -123,8 +123,14 @@ pub fn run(path: &Path, opts: Options) -> Result<std::convert::Infallible, Strin
 
     // ---- process-wide state ----
     let cwd = cstr(&meta.cwd)?;
+    if let Some(gone) = fds::deleted_dir(&meta.cwd) {
+        // a current directory that was deleted: an empty one, deleted as well
+        fds::ghost_dir(gone, |d| {
+            // SAFETY: valid path.
+            (unsafe { libc::chdir(d.as_ptr()) } == 0).then_some(()).ok_or_else(|| os_err(&format!("cannot chdir to a stand-in for {}", meta.cwd)))
+        })?;
     // SAFETY: valid path.
-    if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
+    } else if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
         // a migrated body's cwd is its home's (paths are resolved there); here any will do
         let remote = meta.fds.iter().any(|f| f.kind == crate::image::FdKind::Remote);
         // SAFETY: chdir to a NUL-terminated literal.

@@ -143,13 +143,8 @@ pub fn capture_process(internal_fds: &[i32]) -> Result<ImageMeta, String> {
         gid: unsafe { libc::getgid() },
         exe: link("/proc/self/exe"),
         cmdline,
-        cwd: {
-            let c = link("/proc/self/cwd");
-            if c.ends_with(" (deleted)") {
-                return Err(format!("the current directory {c} was deleted"));
-            }
-            c
-        },
+        // (a deleted one keeps its " (deleted)": the restorer makes one like it)
+        cwd: link("/proc/self/cwd"),
         umask,
         rlimits,
         sigactions: Vec::new(),
