@@ -126,3 +126,18 @@ fn deleted_directories_come_back_deleted() {
     let left: Vec<_> = std::fs::read_dir(env.subdir("run").join("d")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "stand-ins left behind: {left:?}");
 }
+
+/// A named FIFO the process opened (two readers, a writer and its dup) comes back with
+/// its buffered bytes, separate opens separate and the dup shared.
+#[test]
+fn named_fifos_come_back() {
+    let prog = compile_c("fifo");
+    let env = Env::new();
+    let rpath = env.subdir("ref").join("f").display().to_string();
+    let (reference, _r) = Env::reference(&prog, &[rpath.as_str()], &[], b"");
+    reference.assert_code(0, "reference run");
+    let path = env.subdir("run").join("f").display().to_string();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, &[path.as_str()], &[], &[], b"");
+    rest.assert_code(0, "mos restart of fifo");
+    assert_restart_output(&orig, &rest, &reference, &["after: bytes kept yes, more through the dup yes, empty yes, separate opens yes, dup shares yes\n"]);
+}

@@ -261,6 +261,14 @@ pub enum FdKind {
     },
     /// a pidfd of the process itself: pidfd_open of the restored process
     PidFdSelf,
+    /// a named FIFO (`path`), reopened by path in its access mode (each open its own
+    /// description); `data`: what was buffered in it (on the first fd that reads it),
+    /// put back if the FIFO is empty at restart (else someone kept it open meanwhile,
+    /// and the bytes are still there)
+    Fifo {
+        id: u64,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

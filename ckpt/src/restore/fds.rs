@@ -158,6 +158,10 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
     let mut pipe_data: Vec<(u64, u32, &[u8])> = Vec::new();
     // recreated deleted files by id, their temporary fds (closed at the end)
     let mut deleted: HashMap<u64, i32> = HashMap::new();
+    // named FIFOs by id: a read-write keeper (so opens do not wait for a peer), closed
+    // at the end, and the bytes to put back
+    let mut fifos: HashMap<u64, i32> = HashMap::new();
+    let mut fifo_data: Vec<(u64, &[u8])> = Vec::new();
     // 1: everything that is created or opened
     for f in &meta.fds {
         let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
@@ -307,6 +311,29 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 // SAFETY: status flags of the app's fd.
                 unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
             }
+            FdKind::Fifo { id, data } => {
+                let c = cstr(&f.path)?;
+                if !fifos.contains_key(id) {
+                    // SAFETY: valid path; a read-write open of a FIFO never waits.
+                    let k = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+                    if k < 0 {
+                        return Err(os_err(&format!("cannot reopen the FIFO {} of fd {}", f.path, f.fd)));
+                    }
+                    fifos.insert(*id, park_fd(k, above)?);
+                }
+                let mode = (f.flags as i32) & libc::O_ACCMODE;
+                // SAFETY: valid path; non-blocking, then the app's status flags below.
+                let fd = unsafe { libc::open(c.as_ptr(), mode | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(os_err(&format!("cannot reopen the FIFO {} of fd {}", f.path, f.fd)));
+                }
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+                if !data.is_empty() {
+                    fifo_data.push((*id, data));
+                }
+            }
             FdKind::PidFdSelf => {
                 // SAFETY: pidfd_open of this very process (the restored one).
                 let fd = unsafe { crate::sc!(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
@@ -385,6 +412,21 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 return Err(os_err("refilling a pipe"));
             }
         }
+    }
+    for (id, data) in fifo_data {
+        let k = fifos[&id];
+        let mut queued: i32 = 0;
+        // SAFETY: FIONREAD into our local, then a write of the saved bytes into the FIFO
+        // through our read-write keeper (only if nothing kept them meanwhile).
+        unsafe {
+            if libc::ioctl(k, libc::FIONREAD, &mut queued) == 0 && queued == 0 && libc::write(k, data.as_ptr().cast(), data.len()) != data.len() as isize {
+                return Err(os_err("refilling a FIFO"));
+            }
+        }
+    }
+    for k in fifos.values() {
+        // SAFETY: our keeper fds; the app's fds are their own opens.
+        unsafe { libc::close(*k) };
     }
     for (r, w) in pipes.values() {
         // SAFETY: the parked pipe ends are ours; the app's fds hold their own dups.

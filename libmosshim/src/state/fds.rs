@@ -335,7 +335,15 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
                 libc::S_IFIFO if is_pipe => {
                     return Err(format!("fd {fd} is a pipe to another process ({target}); such pipes cannot be restored yet"))
                 }
-                libc::S_IFIFO => return Err(format!("fd {fd} is a named FIFO ({target}), which cannot be restored yet")),
+                libc::S_IFIFO if !target.starts_with('/') || target.ends_with(" (deleted)") => {
+                    return Err(format!("fd {fd} is a FIFO ({target}) with no path to reopen, which cannot be restored yet"))
+                }
+                libc::S_IFIFO => {
+                    // a named FIFO: its buffered bytes with the first fd that reads it
+                    let reads = |p: &FdInfo| acc(p) != libc::O_WRONLY as u32;
+                    let first = reads(f) && !infos[..i].iter().any(|p| p.ino == f.ino && p.dev == f.dev && reads(p));
+                    FdKind::Fifo { id: f.ino, data: if first { peek_pipe(fd)?.1 } else { Vec::new() } }
+                }
                 libc::S_IFSOCK if let Some(sotype) = lone_socket(fd) => FdKind::LoneSocket { sotype },
                 libc::S_IFSOCK => {
                     return Err(format!("fd {fd} is a socket ({target}); sockets other than stdin/stdout/stderr, and unix sockets whose peer is gone, cannot be restored yet"))
