@@ -141,3 +141,16 @@ fn named_fifos_come_back() {
     rest.assert_code(0, "mos restart of fifo");
     assert_restart_output(&orig, &rest, &reference, &["after: bytes kept yes, more through the dup yes, empty yes, separate opens yes, dup shares yes\n"]);
 }
+
+/// A pty pair the process opened itself comes back as a new pair with its termios and
+/// window size, carrying bytes both ways (it was restored as the stale /dev/pts/N).
+#[test]
+fn a_pty_pair_of_the_process_comes_back() {
+    let prog = compile_c("pty");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of pty");
+    assert_restart_output(&orig, &rest, &reference, &["after: master to slave ok, slave to master ok, no echo kept, window kept, isatty yes\n"]);
+}

@@ -134,3 +134,28 @@ fn stdout_redirected_to_a_file_is_reopened() {
     );
     assert_same_bytes("stdout.txt", &file_bytes(&path), &reference.stdout);
 }
+
+/// A terminal fd beyond the std streams (/dev/tty opened high) is rebound at restart to
+/// the restarting command's terminal: the restart runs under another pty (script(1)),
+/// and what the program writes there after the restart shows on that one.
+#[test]
+fn a_terminal_fd_follows_the_restarting_terminal() {
+    let prog = compile_c("ttyfd");
+    let env = Env::new();
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &prog.display().to_string(), "/dev/null"]).env("LD_PRELOAD", shim()).env("MOS_SYNC", &env.sync);
+    let mut first = Proc::spawn("ttyfd under script", cmd);
+    env.wait_ready(&mut first, 1);
+    let pid: i32 = std::fs::read_to_string(env.sync.join("pid")).unwrap().trim().parse().unwrap();
+    let img = env.ckpt_dir.join("ttyfd.img");
+    let ck = run("mos ckpt", env.mos_cmd(&["ckpt", &pid.to_string(), "--exit", "-o", &img.display().to_string()]), b"");
+    ck.assert_code(0, "mos ckpt of ttyfd");
+    let before = first.wait();
+    assert!(contains(&before.stdout, b"tty before"), "{}", before.describe());
+    env.go(1);
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} restart {}", mos_bin().display(), img.display()), "/dev/null"]);
+    let rest = run("mos restart under another terminal", cmd, b"");
+    let text = String::from_utf8_lossy(&rest.stdout).into_owned();
+    assert!(text.contains("tty after") && text.contains("after: write to the terminal ok, isatty yes"), "{}", rest.describe());
+}

@@ -269,6 +269,22 @@ pub enum FdKind {
         id: u64,
         data: Vec<u8>,
     },
+    /// a terminal that is not one of the process's own pty pairs (its controlling
+    /// terminal, another pts): rebound to the restarting command's terminal (`/dev/tty`,
+    /// else one of its std streams that is a terminal), else a placeholder
+    Terminal,
+    /// the master of a pty pair the process opened itself (`index`: its pts number then),
+    /// with the pair's termios (raw `struct termios`) and window size: a new pair
+    PtyMaster {
+        index: u32,
+        termios: Vec<u8>,
+        rows: u16,
+        cols: u16,
+    },
+    /// a slave of such a pair (`index`: the pts number of its master then)
+    PtySlave {
+        index: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

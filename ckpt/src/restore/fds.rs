@@ -162,6 +162,8 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
     // at the end, and the bytes to put back
     let mut fifos: HashMap<u64, i32> = HashMap::new();
     let mut fifo_data: Vec<(u64, &[u8])> = Vec::new();
+    // the process's own pty pairs by their old pts number: (parked new master, new number)
+    let mut ptys: HashMap<u32, (i32, u32)> = HashMap::new();
     // 1: everything that is created or opened
     for f in &meta.fds {
         let cloexec = f.flags & libc::O_CLOEXEC as u32 != 0;
@@ -334,6 +336,39 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                     fifo_data.push((*id, data));
                 }
             }
+            FdKind::Terminal => {
+                let fd = restarting_terminal((f.flags as i32) & libc::O_ACCMODE);
+                if fd < 0 {
+                    return Err(os_err(&format!("cannot give fd {} ({}) a terminal or a placeholder", f.fd, f.path)));
+                }
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
+            FdKind::PtyMaster { index, .. } | FdKind::PtySlave { index } => {
+                let (master, n) = match ptys.get(index) {
+                    Some(p) => *p,
+                    None => {
+                        let p = new_pty(meta, *index, above)?;
+                        ptys.insert(*index, p);
+                        p
+                    }
+                };
+                let fd = if matches!(f.kind, FdKind::PtyMaster { .. }) {
+                    // SAFETY: duplicating the master we made onto a new number.
+                    unsafe { libc::fcntl(master, libc::F_DUPFD_CLOEXEC, 0) }
+                } else {
+                    let c = cstr(&format!("/dev/pts/{n}"))?;
+                    // SAFETY: valid path; the slave of the pair we made.
+                    unsafe { libc::open(c.as_ptr(), ((f.flags as i32) & libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_CLOEXEC) }
+                };
+                if fd < 0 {
+                    return Err(os_err(&format!("cannot remake the pty of fd {} ({})", f.fd, f.path)));
+                }
+                place(fd, f.fd, cloexec)?;
+                // SAFETY: status flags of the app's fd.
+                unsafe { libc::fcntl(f.fd, libc::F_SETFL, status) };
+            }
             FdKind::PidFdSelf => {
                 // SAFETY: pidfd_open of this very process (the restored one).
                 let fd = unsafe { crate::sc!(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
@@ -423,6 +458,10 @@ fn restore_fds(meta: &crate::image::ImageMeta, above: i32) -> Result<(), String>
                 return Err(os_err("refilling a FIFO"));
             }
         }
+    }
+    for (m, _) in ptys.values() {
+        // SAFETY: our parked masters; the app's fds hold their own dups.
+        unsafe { libc::close(*m) };
     }
     for k in fifos.values() {
         // SAFETY: our keeper fds; the app's fds are their own opens.
@@ -530,4 +569,57 @@ pub(super) fn ghost_dir<T>(was: &str, use_it: impl FnOnce(&std::ffi::CStr) -> Re
         return r;
     }
     Err(format!("cannot make a stand-in for the deleted directory {was}: names taken"))
+}
+
+/// A terminal for a restarted process's terminal fd, opened `mode`: the restarting
+/// command's controlling terminal, else a dup of one of its std streams that is a
+/// terminal, else /dev/null (a placeholder, as for inherited fds). -1 if none.
+fn restarting_terminal(mode: i32) -> i32 {
+    // SAFETY: a literal path; O_NOCTTY: never a new controlling terminal.
+    let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), mode | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd >= 0 {
+        return fd;
+    }
+    for s in 0..=2 {
+        // SAFETY: isatty and F_DUPFD_CLOEXEC on the restarting command's std streams.
+        unsafe {
+            if libc::isatty(s) == 1 {
+                return libc::fcntl(s, libc::F_DUPFD_CLOEXEC, 0);
+            }
+        }
+    }
+    // SAFETY: a literal path.
+    unsafe { libc::open(c"/dev/null".as_ptr(), mode | libc::O_CLOEXEC) }
+}
+
+/// A new pty pair for the process's pair that had pts number `old`, with its saved
+/// termios and window size: (master, parked above the app's fds; its pts number).
+fn new_pty(meta: &crate::image::ImageMeta, old: u32, above: i32) -> Result<(i32, u32), String> {
+    // SAFETY: posix_openpt/grantpt/unlockpt/TIOCGPTN on the master we open.
+    let (m, n) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        let mut n: u32 = 0;
+        if m < 0 || libc::grantpt(m) != 0 || libc::unlockpt(m) != 0 || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0 {
+            return Err(os_err("cannot open a new pty pair"));
+        }
+        (m, n)
+    };
+    let saved = meta.fds.iter().find_map(|f| match &f.kind {
+        FdKind::PtyMaster { index, termios, rows, cols } if *index == old => Some((termios, *rows, *cols)),
+        _ => None,
+    });
+    if let Some((t, rows, cols)) = saved {
+        if t.len() == core::mem::size_of::<libc::termios>() {
+            // SAFETY: t holds the bytes of a struct termios; copied into an aligned one.
+            let mut tio: libc::termios = unsafe { core::mem::zeroed() };
+            // SAFETY: as above, sizes checked.
+            unsafe { core::ptr::copy_nonoverlapping(t.as_ptr(), (&mut tio as *mut libc::termios).cast::<u8>(), t.len()) };
+            // SAFETY: setting the pair's termios through its master.
+            unsafe { libc::tcsetattr(m, libc::TCSANOW, &tio) };
+        }
+        let w = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ with our winsize.
+        unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &w) };
+    }
+    Ok((park_fd(m, above)?, n))
 }

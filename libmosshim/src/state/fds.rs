@@ -324,7 +324,7 @@ pub fn capture_fds(internal: &[i32]) -> Result<Vec<FdEntry>, String> {
                 }
                 libc::S_IFREG => FdKind::File,
                 libc::S_IFDIR => FdKind::Dir,
-                libc::S_IFCHR => FdKind::CharDev,
+                libc::S_IFCHR => terminal_kind(fd, target, &infos)?,
                 libc::S_IFIFO if internal_pipe && acc(f) == libc::O_RDONLY as u32 => {
                     // the first read end carries the buffered bytes
                     let first = !infos[..i].iter().any(|p| p.ino == f.ino && acc(p) == libc::O_RDONLY as u32);
@@ -417,4 +417,46 @@ fn lone_socket(app: i32) -> Option<i32> {
         return None;
     }
     Some(sotype)
+}
+
+/// The pts number of pty master `app` (the application's fd).
+fn pty_index(app: i32) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let own = crate::process::fds::app_fd(app).ok()?;
+    let mut n: u32 = 0;
+    // SAFETY: TIOCGPTN into our local.
+    (unsafe { libc::ioctl(own.as_raw_fd(), libc::TIOCGPTN, &mut n) } == 0).then_some(n)
+}
+
+fn is_master(target: &str) -> bool {
+    target == "/dev/ptmx" || target == "/dev/pts/ptmx"
+}
+
+/// A character device fd: a pty master or slave of a pair the process holds, another
+/// terminal, or any other device (reopened by path).
+fn terminal_kind(fd: i32, target: &str, infos: &[FdInfo]) -> Result<FdKind, String> {
+    use std::os::fd::AsRawFd;
+    if is_master(target) {
+        let index = pty_index(fd).ok_or_else(|| format!("fd {fd} ({target}): cannot read its pts number"))?;
+        let own = crate::process::fds::app_fd(fd)?;
+        // SAFETY: termios and winsize are plain data the ioctls fill.
+        let (mut t, mut w): (libc::termios, libc::winsize) = unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+        // SAFETY: tcgetattr and TIOCGWINSZ of the pty master into our locals.
+        unsafe {
+            libc::tcgetattr(own.as_raw_fd(), &mut t);
+            libc::ioctl(own.as_raw_fd(), libc::TIOCGWINSZ, &mut w);
+        }
+        // SAFETY: the bytes of a plain C struct.
+        let termios = unsafe { core::slice::from_raw_parts((&t as *const libc::termios).cast::<u8>(), core::mem::size_of::<libc::termios>()) }.to_vec();
+        return Ok(FdKind::PtyMaster { index, termios, rows: w.ws_row, cols: w.ws_col });
+    }
+    if let Some(n) = target.strip_prefix("/dev/pts/").and_then(|n| n.parse::<u32>().ok()) {
+        // a slave whose master the process holds
+        if infos.iter().any(|p| is_master(&p.target) && pty_index(p.fd) == Some(n)) {
+            return Ok(FdKind::PtySlave { index: n });
+        }
+        return Ok(FdKind::Terminal);
+    }
+    let tty = target == "/dev/tty" || target == "/dev/console" || target.strip_prefix("/dev/tty").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    Ok(if tty { FdKind::Terminal } else { FdKind::CharDev })
 }
