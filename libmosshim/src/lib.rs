@@ -94,9 +94,20 @@ static ALLOC: rt::alloc::ShimAlloc = rt::alloc::ShimAlloc;
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = mos_init;
 
+extern "C" fn atfork_prepare() {
+    rt::alloc::lock_for_fork();
+}
+
+extern "C" fn atfork_parent() {
+    rt::alloc::unlock_after_fork();
+}
+
 extern "C" fn atfork_child() {
-    // A forked child is a new process without a manager thread: it sees its own pid and
-    // cannot be checkpointed (exec'd programs start their own shim).
+    rt::alloc::unlock_after_fork();
+    // A forked child is a new process: it sees its own pid, and gets a manager thread of
+    // its own (the parent's did not come along), so it checkpoints like any process once
+    // it has no children itself (a daemon after its double fork, a worker whose launcher
+    // exited). Exec'd programs start their own shim.
     let pid = ckpt::sys::getpid_real();
     identity::set_pids(pid, pid);
     // the trigger's wake-up pipe is the parent's (see state::signals)
@@ -107,6 +118,26 @@ extern "C" fn atfork_child() {
         if fd >= 0 {
             // SAFETY: these fds are the shim's own.
             unsafe { libc::close(fd) };
+        }
+    }
+    if remote::went_away() || rt::alloc::scratch_base() == 0 {
+        // a body away from home does not fork (ENOSYS), and a shim without its scratch
+        // area never checkpoints
+        return;
+    }
+    state::fds::note_inherited_streams();
+    process::fds::open_channels();
+    manager::forked();
+    register::forked_child();
+    let spawned = std::thread::Builder::new().name("mos-manager".into()).stack_size(256 * 1024).spawn(manager::run);
+    match spawned {
+        Err(e) => log::log(&format!("forked child: cannot start the manager thread: {e}")),
+        Ok(_) => {
+            let t0 = std::time::Instant::now();
+            while !manager::detached() && t0.elapsed() < std::time::Duration::from_secs(2) {
+                manager::wait_detached(10);
+            }
+            single_threaded_again();
         }
     }
 }
@@ -199,7 +230,7 @@ extern "C" fn mos_init() {
     signals::install();
     remote::learn_text();
     // SAFETY: registering a plain function as fork child handler.
-    unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    unsafe { libc::pthread_atfork(Some(atfork_prepare), Some(atfork_parent), Some(atfork_child)) };
     // a batch job placed away from its home runs in remote mode from the start
     let remote_start = match std::env::var(config::REMOTE_HOME) {
         Ok(v) if !v.is_empty() => match migrate::start_remote(&v) {

@@ -11,9 +11,21 @@ use proto::Msg;
 /// How long the shadowd may take to answer (the manager waits; the program does not).
 const ANSWER_MS: i32 = 2000;
 
+/// Set in a forked child: it is checkpointable, but not (yet) a balancing candidate of
+/// its own (issue 21: a tree's members moving one by one).
+static FORKED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// This process is a forked child (see [`FORKED`]).
+pub fn forked_child() {
+    FORKED.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Register this process with the node's shadowd, if one is named. Manager thread, once,
 /// at start-up (a body restarted elsewhere is its home's, and never registers there).
 pub fn with_node() {
+    if FORKED.load(core::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let Some(sock) = std::env::var(crate::config::SHADOW_SOCK).ok().filter(|s| !s.is_empty()) else { return };
     if crate::remote::went_away() {
         return; // a batch job placed away from home: its home knows where it is

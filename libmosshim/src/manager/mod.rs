@@ -31,6 +31,11 @@ static PENDING_REAP: AtomicI32 = AtomicI32::new(0);
 static DETACHED: AtomicU32 = AtomicU32::new(0);
 
 /// Does the manager hold its own fd table yet?
+/// A forked child starts its own manager: the parent's did not come along.
+pub fn forked() {
+    DETACHED.store(0, Ordering::Release);
+}
+
 pub fn detached() -> bool {
     DETACHED.load(Ordering::Acquire) != 0
 }

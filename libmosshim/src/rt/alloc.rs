@@ -192,6 +192,20 @@ unsafe impl GlobalAlloc for ShimAlloc {
     }
 }
 
+/// Around an application's fork (pthread_atfork): the heap lock is taken before, so no
+/// other thread holds it when the process is copied, and given back after, in parent
+/// and child.
+pub fn lock_for_fork() {
+    while HEAP.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        core::hint::spin_loop();
+    }
+}
+
+/// See [`lock_for_fork`].
+pub fn unlock_after_fork() {
+    HEAP.lock.store(false, Ordering::Release);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,22 @@ fn note(fd: i32) {
     }
 }
 
+/// In a forked child: the pipes and sockets it holds came from its parent (the fork is
+/// its start), so they are rebound at restart like inherited ones; files and the kernel
+/// objects it shares with the parent are restored as usual.
+pub fn note_inherited_streams() {
+    if let Ok(fds) = rawfs::list_dir_numbers("/proc/self/fd") {
+        for fd in fds {
+            // SAFETY: stat is plain data; fstat fills it.
+            let mut st: libc::stat = unsafe { core::mem::zeroed() };
+            // SAFETY: fstat of a descriptor number into our struct.
+            if unsafe { libc::fstat(fd as i32, &mut st) } == 0 && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK) {
+                note(fd as i32);
+            }
+        }
+    }
+}
+
 /// Note every descriptor open now as inherited: at start-up, before the shim opens any of
 /// its own (the program's own fds are not open yet either).
 pub fn note_inherited() {
