@@ -463,3 +463,14 @@ pub unsafe extern "C" fn setpriority(which: u32, who: libc::id_t, prio: i32) -> 
     // SAFETY: the caller's arguments, the id translated, passed on.
     unsafe { f(which, who, prio) }
 }
+
+type PthreadCancel = unsafe extern "C" fn(libc::pthread_t) -> i32;
+
+/// glibc's pthread_cancel signals the tid in the thread's descriptor, which after a
+/// restart with new tids is the virtual one: it runs with the real one there.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_cancel(th: libc::pthread_t) -> i32 {
+    let f = real!(pthread_cancel, PthreadCancel);
+    // SAFETY: glibc's own function with the caller's thread handle.
+    crate::tids::with_real_tid_in(th, || unsafe { f(th) })
+}

@@ -50,6 +50,26 @@ pub fn register(ctx: *mut ckpt::ctx::ThreadCtx, pd: u64, vtid: i32, rtid: i32, c
     e.gen.store(generation(), Ordering::Release);
 }
 
+/// Run `f` with the kernel's tid in thread `pd`'s descriptor instead of the virtual one,
+/// if the two differ (a thread restored with a new tid): for glibc functions that hand
+/// that field to the kernel themselves (pthread_cancel). Compare-and-swap both ways, so
+/// a thread that exits meanwhile (the kernel zeroes the field) stays exited. The thread
+/// itself reading its tid in that instant (a mutex it locks then) would see the real one.
+pub fn with_real_tid_in<R>(pd: u64, f: impl FnOnce() -> R) -> R {
+    let off = TID_OFF.load(Ordering::Relaxed);
+    let (Some(rtid), true) = (real_of_pthread(pd), off >= 0) else { return f() };
+    // SAFETY: pd is a live struct pthread (the caller's thread handle), and its tid field
+    // is an aligned i32 the kernel and glibc also access atomically.
+    let field = unsafe { &*((pd + off as u64) as *const AtomicI32) };
+    let vtid = field.load(Ordering::Acquire);
+    if vtid <= 0 || vtid == rtid || field.compare_exchange(vtid, rtid, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return f();
+    }
+    let r = f();
+    let _ = field.compare_exchange(rtid, vtid, Ordering::AcqRel, Ordering::Acquire);
+    r
+}
+
 /// The tid glibc keeps in the thread descriptor `pd`.
 pub fn tid_of_pd(pd: u64) -> Option<i32> {
     let off = TID_OFF.load(Ordering::Relaxed);

@@ -69,3 +69,17 @@ fn full_cycle_as_unprivileged_user() {
         &file_bytes(&r.work.join("counter.log")),
     );
 }
+
+/// Thread cancellation across a restart without the privilege to choose tids (threads
+/// come back with new tids): a thread running at the checkpoint is cancelled after it
+/// (the shim's pthread_cancel hands glibc the thread's new tid for the call).
+#[test]
+fn threads_are_cancelled_after_an_unprivileged_restart() {
+    let prog = compile_c("cancel");
+    let (reference, _r) = Env::reference(&prog, NOARGS, &[], b"");
+    reference.assert_code(0, "reference run");
+    let env = Env::new_unprivileged();
+    let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
+    rest.assert_code(0, "mos restart of cancel (unprivileged)");
+    assert_restart_output(&orig, &rest, &reference, &["threads of the checkpoint: cancelled, cancelled\n", "after: 20 of 20 cancelled\n"]);
+}
