@@ -4,9 +4,10 @@
 //! `/proc/<virtual pid or tid>` (and `.../task/<tid>`) is turned into the kernel's in
 //! the libc calls that take a path (open, fopen, opendir, stat, access, readlink, chdir
 //! and their variants), and readlink of `/proc/self` and `/proc/thread-self` answers
-//! with the virtual numbers. Before any restart every number is its own and the calls
-//! go straight on (one load and a compare). Libc's own internal opens (glibc's
-//! functions other than these) are not seen. A body away from home is not handled here.
+//! with the virtual numbers, and so do readdir listings of /proc and of task directories.
+//! Before any restart every number is its own and the calls go straight on (one load and
+//! a compare). Libc's own internal opens (glibc's functions other than these) and raw
+//! getdents are not seen. A body away from home is not handled here.
 
 use core::ffi::c_char;
 
@@ -200,4 +201,72 @@ pub unsafe extern "C" fn readlinkat(dirfd: i32, path: *const c_char, out: *mut c
     // SAFETY: the caller's arguments, the path maybe rewritten, passed on.
     let n = unsafe { f(dirfd, p, out, size) };
     untranslate_link(path, out, n, size)
+}
+
+type Readdir = unsafe extern "C" fn(*mut libc::DIR) -> *mut libc::dirent64;
+
+/// The application's number for a /proc directory entry `name` read from the directory
+/// open as `dir`: the process's real pid in /proc, a thread's real tid in a task
+/// directory. None when nothing changes.
+fn virtual_entry(dir: *mut libc::DIR, name: &[u8]) -> Option<i32> {
+    let (n, len) = digits(name)?;
+    if len != name.len() {
+        return None;
+    }
+    let v = virtual_of(n);
+    if v == n {
+        return None;
+    }
+    // SAFETY: the caller's open DIR stream; dirfd only reads it.
+    let fd = unsafe { libc::dirfd(dir) };
+    let mut p = [0u8; 64];
+    let mut at = 0;
+    if !(push(&mut p, &mut at, b"/proc/self/fd/") && push_num(&mut p, &mut at, fd) && push(&mut p, &mut at, b"\0")) {
+        return None;
+    }
+    let mut link = [0u8; 256];
+    // SAFETY: raw readlink of our NUL-terminated path into our buffer.
+    let k = unsafe { ckpt::sc!(libc::SYS_readlink, p.as_ptr(), link.as_mut_ptr(), link.len()) };
+    let l = &link[..usize::try_from(k).ok()?];
+    let in_proc = l == b"/proc";
+    let in_task = l.starts_with(b"/proc/") && l.ends_with(b"/task");
+    (in_proc || in_task).then_some(v)
+}
+
+fn fix_entry(dir: *mut libc::DIR, e: *mut libc::dirent64) -> *mut libc::dirent64 {
+    if e.is_null() || !restarted() {
+        return e;
+    }
+    // SAFETY: e is the entry readdir just returned (valid until the next call on dir).
+    let d = unsafe { &mut *e };
+    // SAFETY: d_name is NUL-terminated within its array.
+    let name = unsafe { core::ffi::CStr::from_ptr(d.d_name.as_ptr()) }.to_bytes();
+    if let Some(v) = virtual_entry(dir, name) {
+        let mut out = [0u8; 16];
+        let mut at = 0;
+        if push_num(&mut out, &mut at, v) {
+            for (i, b) in out[..at].iter().enumerate() {
+                d.d_name[i] = *b as c_char;
+            }
+            d.d_name[at] = 0;
+        }
+    }
+    e
+}
+
+/// Listing /proc, or a task directory, shows the process's and its threads' numbers as
+/// the application knows them.
+#[no_mangle]
+pub unsafe extern "C" fn readdir(dir: *mut libc::DIR) -> *mut libc::dirent64 {
+    let f = real!(readdir, Readdir);
+    // SAFETY: the caller's DIR stream, passed on.
+    fix_entry(dir, unsafe { f(dir) })
+}
+
+/// See [`readdir`] (the same function in 64-bit glibc).
+#[no_mangle]
+pub unsafe extern "C" fn readdir64(dir: *mut libc::DIR) -> *mut libc::dirent64 {
+    let f = real!(readdir64, Readdir);
+    // SAFETY: the caller's DIR stream, passed on.
+    fix_entry(dir, unsafe { f(dir) })
 }

@@ -47,12 +47,27 @@ static void check(const char *when)
         close(fd);
     snprintf(p, sizeof p, "/proc/%d/comm", thread_tid);
     int access_ok = access(p, R_OK) == 0;
+    char want_pid[16], want_tid[16];
+    snprintf(want_pid, sizeof want_pid, "%d", pid);
+    snprintf(want_tid, sizeof want_tid, "%d", thread_tid);
+    int listed = 0, task_listed = 0;
+    DIR *pd = opendir("/proc");
+    struct dirent *e;
+    while (pd && (e = readdir(pd)))
+        listed |= strcmp(e->d_name, want_pid) == 0;
+    if (pd)
+        closedir(pd);
+    DIR *td = opendir("/proc/self/task");
+    while (td && (e = readdir(td)))
+        task_listed |= strcmp(e->d_name, want_tid) == 0;
+    if (td)
+        closedir(td);
     ssize_t k = readlink("/proc/self", l, sizeof l - 1);
     l[k > 0 ? k : 0] = 0;
     char want[16];
     snprintf(want, sizeof want, "%d", pid);
-    printf("%s: stat %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s\n", when, st_ok ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
-           n >= 4 ? "ok" : "FAILED", open_ok ? "ok" : "FAILED", access_ok ? "ok" : "FAILED", strcmp(l, want) == 0 ? "ok" : "FAILED");
+    printf("%s: stat %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s, listed %s, task listed %s\n", when, st_ok ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
+           n >= 4 ? "ok" : "FAILED", open_ok ? "ok" : "FAILED", access_ok ? "ok" : "FAILED", strcmp(l, want) == 0 ? "ok" : "FAILED", listed ? "ok" : "FAILED", task_listed ? "ok" : "FAILED");
 }
 
 int main(void)

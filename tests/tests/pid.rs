@@ -121,7 +121,7 @@ fn restarted_app_keeps_its_comm() {
 
 /// `/proc/<pid>` and `/proc/<tid>` with the numbers the process knows work after a
 /// restart in open, fopen, opendir, stat, access and readlink (`/proc/self` reads as
-/// getpid), as they did before.
+/// getpid), and listings of /proc and of the task directory show them, as before.
 #[test]
 fn proc_paths_with_the_own_pid_work_after_a_restart() {
     let prog = compile_c("procpid");
@@ -130,7 +130,7 @@ fn proc_paths_with_the_own_pid_work_after_a_restart() {
     let env = Env::new();
     let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
     rest.assert_code(0, "mos restart of procpid");
-    assert_restart_output(&orig, &rest, &reference, &["after: stat ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok\n"]);
+    assert_restart_output(&orig, &rest, &reference, &["after: stat ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok, listed ok, task listed ok\n"]);
 }
 
 /// Calls that name a process or thread by id (sched_*, prlimit, pidfd_open,
