@@ -64,7 +64,10 @@ pub(super) fn poll(s: &Session, nfds: usize, timeout: i32, bulk: &[u8], client: 
             return done(e);
         }
         if real[nfds].revents != 0 {
-            return Err(stirred(client));
+            if let Some(stop) = stirred(client) {
+                return Err(stop);
+            }
+            continue;
         }
         break;
     }

@@ -51,7 +51,10 @@ pub(super) fn wait(fd: RawFd, sock: bool, events: i16, client: Option<RawFd>) ->
             return Err(Stop::Errno(e));
         }
         if p[1].revents != 0 {
-            return Err(stirred(client.unwrap_or(-1)));
+            if let Some(stop) = stirred(client.unwrap_or(-1)) {
+                return Err(stop);
+            }
+            continue;
         }
         if p[0].revents != 0 {
             return Ok(());
@@ -78,16 +81,30 @@ pub(in crate::rsys) fn nap(client: RawFd, ms: i32) -> Result<(), Stop> {
     // SAFETY: p is a live array of one pollfd.
     let n = unsafe { libc::poll(p.as_mut_ptr(), 1, ms) };
     if n > 0 && p[0].revents != 0 {
-        return Err(stirred(client));
+        // (a stale cancel taken: the nap is over, the caller tries again)
+        return stirred(client).map_or(Ok(()), Err);
     }
     Ok(())
 }
 
+thread_local! {
+    /// The call this serving thread executes now: (chan, seq).
+    static CALLING: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The serving thread is about to execute call (`chan`, `seq`): a cancel that names
+/// another call does not end it (see [`stirred`]).
+pub(in crate::rsys) fn calling(chan: u64, seq: u64) {
+    CALLING.with(|c| c.set((chan, seq)));
+}
+
 /// The client connection stirred while a call waited. A cancel ([`wire::OP_CANCEL`]: the
-/// body took a signal whose handler does not restart calls) ends the call with EINTR;
-/// anything else (the connection closed: the body went away or was restarted elsewhere,
-/// or bytes that are no cancel) abandons it.
-pub(super) fn stirred(client: RawFd) -> Stop {
+/// body took a signal whose handler does not restart calls) naming this call ends it with
+/// EINTR; one naming another call (it finished before the cancel came) is taken and
+/// dropped, and the call goes on waiting (None); anything else (the connection closed:
+/// the body went away or was restarted elsewhere, or bytes that are no cancel) abandons
+/// it.
+pub(super) fn stirred(client: RawFd) -> Option<Stop> {
     let mut h = [0u8; wire::REQ_LEN];
     for _ in 0..50 {
         // SAFETY: h has REQ_LEN bytes.
@@ -95,19 +112,22 @@ pub(super) fn stirred(client: RawFd) -> Stop {
         if n == h.len() as isize {
             let r = Req::decode(&h);
             if r.op != op::CANCEL || r.bulk_len != 0 {
-                return Stop::Abandon;
+                return Some(Stop::Abandon);
             }
             // SAFETY: as above; this takes the bytes just peeked.
             unsafe { libc::recv(client, h.as_mut_ptr() as *mut libc::c_void, h.len(), libc::MSG_DONTWAIT) };
-            return Stop::Errno(-libc::EINTR as i64);
+            if CALLING.with(|c| c.get()) != (r.chan, r.seq) {
+                return None;
+            }
+            return Some(Stop::Errno(-libc::EINTR as i64));
         }
         if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock) {
-            return Stop::Abandon;
+            return Some(Stop::Abandon);
         }
         // part of a header: the rest is on its way
         let mut p = libc::pollfd { fd: client, events: libc::POLLIN, revents: 0 };
         // SAFETY: poll on one live pollfd.
         unsafe { libc::poll(&mut p, 1, 20) };
     }
-    Stop::Abandon
+    Some(Stop::Abandon)
 }
