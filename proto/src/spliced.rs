@@ -15,7 +15,7 @@
 //! is checked here. A broken or short stream leaves no file under the final name.
 
 use crate::frame::{encode_header, FrameReader, Limits};
-use crate::msg::{JobId, Msg};
+use crate::msg::Msg;
 use crate::stream::StreamError;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -77,25 +77,16 @@ fn pipe_ready(pipe: BorrowedFd<'_>) -> io::Result<usize> {
     }
 }
 
-/// Stream what is written into `pipe` until every writer has closed it, to `sock`, as
-/// [`Msg::MigrationImage`] and chunks (the caller seals it with [`seal`] once it knows the
-/// image is whole). Returns the bytes moved.
-pub fn send_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, job: JobId, home: &str) -> Result<u64, StreamError> {
-    send_stream_from_pipe(sock, pipe, Some(&Msg::MigrationImage { job, home: home.to_string(), reserve: 0 }), None)
-}
-
-/// [`send_from_pipe`] of a stream announced by `first` ([`Msg::MigrationImage`] or
-/// [`Msg::LiveMigrationImage`]; None: the caller sent it); `sent`, if given, counts the
-/// bytes as they go (image bytes, before compression).
-pub fn send_stream_from_pipe<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: Option<&Msg>, sent: Option<&std::sync::atomic::AtomicU64>) -> Result<u64, StreamError> {
-    send_stream(sock, pipe, first, sent, false)
-}
-
 /// The largest image piece compressed as one lz4 block.
 pub const LZ4_PIECE: usize = 1 << 20;
 
-/// [`send_stream_from_pipe`], compressed with lz4 when `compress` (a stop-and-copy
-/// image: [`Msg::ImageChunkLz4`], or a plain chunk for a piece that does not shrink).
+/// Stream what is written into `pipe` until every writer has closed it, to `sock`, as
+/// chunks after `first` ([`Msg::MigrationImage`], [`Msg::LiveMigrationImage`] or
+/// [`Msg::LazyMigrationImage`]; None: the caller sent it); the caller seals it with
+/// [`seal`] once it knows the image is whole. Compressed with lz4 when `compress` (a
+/// stop-and-copy image: [`Msg::ImageChunkLz4`], or a plain chunk for a piece that does
+/// not shrink). `sent`, if given, counts the image bytes as they go. Returns the bytes
+/// moved.
 pub fn send_stream<S: Write + AsFd>(sock: &mut S, pipe: BorrowedFd<'_>, first: Option<&Msg>, sent: Option<&std::sync::atomic::AtomicU64>, compress: bool) -> Result<u64, StreamError> {
     let limits = Limits::default();
     let mut head = Vec::new();
@@ -148,7 +139,7 @@ fn read_pipe(pipe: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// End a [`send_from_pipe`] stream: the image is whole, `bytes` long.
+/// End a [`send_stream`] stream: the image is whole, `bytes` long.
 pub fn seal<S: Write>(sock: &mut S, bytes: u64) -> Result<(), StreamError> {
     let mut head = Vec::new();
     encode_header(&Msg::ImageSealed { bytes }, &mut head, &Limits::default())?;
@@ -159,19 +150,6 @@ pub fn seal<S: Write>(sock: &mut S, bytes: u64) -> Result<(), StreamError> {
 /// A connection error as a stream error.
 pub fn conn(e: io::Error) -> StreamError {
     StreamError::Frame(crate::frame::FrameError::Io(e))
-}
-
-/// Receive the rest of a stream whose [`Msg::MigrationImage`] was already read, into
-/// `dest` (written under a temp name, renamed once sealed with the right size). Returns
-/// the size.
-pub fn recv_to_file<R: Read + AsFd>(r: &mut FrameReader<R>, dest: &Path) -> Result<u64, StreamError> {
-    via_partial(dest, |tmp| {
-        let f = File::create(tmp).map_err(|e| StreamError::File { path: tmp.to_path_buf(), source: e })?;
-        let total = recv_chunks(r, &mut BufferedFile { file: &f, path: tmp, buf: Vec::new() })?;
-        drop(f);
-        std::fs::rename(tmp, dest).map_err(|e| StreamError::File { path: dest.to_path_buf(), source: e })?;
-        Ok(total)
-    })
 }
 
 /// Receive into `dest`'s temp name (`.partial` beside it, its directory made): `fill`
@@ -308,7 +286,7 @@ mod tests {
         let owned = data.to_vec();
         let writer = std::thread::spawn(move || File::from(pw).write_all(&owned).unwrap());
         let mut t = TcpStream::connect(a).unwrap();
-        let first = Msg::MigrationImage { job: JobId(7), home: "n1".into(), reserve: 0 };
+        let first = Msg::MigrationImage { job: crate::msg::JobId(7), home: "n1".into(), reserve: 0 };
         let n = send_stream(&mut t, pr.as_fd(), Some(&first), None, compress).unwrap();
         writer.join().unwrap();
         assert_eq!(n, data.len() as u64);
@@ -329,8 +307,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = FrameReader::new(c);
         let first: Msg = r.read_header_only().unwrap();
-        assert_eq!(first, Msg::MigrationImage { job: JobId(7), home: "n1".into(), reserve: 0 });
-        let got = recv_to_file(&mut r, &dir.path().join("img"));
+        assert_eq!(first, Msg::MigrationImage { job: crate::msg::JobId(7), home: "n1".into(), reserve: 0 });
+        let dest = dir.path().join("img");
+        let got = via_partial(&dest, |tmp| {
+            let f = File::create(tmp).map_err(|e| StreamError::File { path: tmp.to_path_buf(), source: e })?;
+            let total = recv_chunks(&mut r, &mut BufferedFile { file: &f, path: tmp, buf: Vec::new() })?;
+            std::fs::rename(tmp, &dest).map_err(|e| StreamError::File { path: dest.clone(), source: e })?;
+            Ok(total)
+        });
         replay.join().unwrap();
         (got, dir)
     }

@@ -514,7 +514,7 @@ fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str, sent: Option<&At
         let mut sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
         let mut seal_sock = NoSigPipe::new(tcp.try_clone().map_err(|e| e.to_string())?);
         let first = Msg::LazyMigrationImage { job, home: node.clone() };
-        let pump = sc.spawn(move || proto::spliced::send_stream_from_pipe(&mut sock, pipe_r.as_fd(), Some(&first), sent));
+        let pump = sc.spawn(move || proto::spliced::send_stream(&mut sock, pipe_r.as_fd(), Some(&first), sent, false));
         let ckpt = sc.spawn(|| {
             let r = ckpt::control::request_streamed_lazy(real, &req, pipe_w.as_fd(), req_r.as_fd());
             drop(pipe_w);
