@@ -271,6 +271,7 @@ fn main() {
     }
     let _scratch = Scratch(dir.clone());
     // MOS_BENCH_ONLY=ckpt, =remote, =migration, =wire or =balance runs one section
+    // (=stop-and-copy: only the first part of the migration section)
     let only = std::env::var("MOS_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "ckpt" {
         let exe = dir.join("heap");
@@ -286,6 +287,9 @@ fn main() {
     }
     if only.is_empty() || only == "migration" {
         migration::run(&dir);
+    }
+    if only == "stop-and-copy" {
+        migration::stop_and_copy_only(&dir);
     }
     if only.is_empty() || only == "wire" {
         wire::run(&dir);

@@ -174,6 +174,96 @@ fn raw_tcp_into_fresh_memory(bytes: usize) -> Duration {
     took
 }
 
+/// `bytes` over a TCP loopback connection between two processes, memory to memory: a
+/// sender process that filled `bytes` of its own memory sends them (1 MiB writes) to
+/// this one, which receives them into a /dev/shm mapping of that size made ready before
+/// (as a migration's target does). The same bytes, memory states and process boundary
+/// as a stop-and-copy migration, minus everything mos does. None if it could not run.
+fn raw_tcp_memory_to_memory(bytes: usize) -> Option<Duration> {
+    use std::os::fd::AsRawFd;
+    let l = TcpListener::bind("127.0.0.1:0").ok()?;
+    let a = l.local_addr().ok()?;
+    let path = std::path::PathBuf::from(format!("/dev/shm/mos-bench-m2m-{}", std::process::id()));
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    f.set_len(bytes as u64).ok()?;
+    // SAFETY: a new shared mapping of our own file, `bytes` long; unmapped below.
+    let dst = unsafe { libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, f.as_raw_fd(), 0) };
+    if dst == libc::MAP_FAILED {
+        return None;
+    }
+    let (go_r, go_w) = std::io::pipe().ok()?;
+    let (ready_r, ready_w) = std::io::pipe().ok()?;
+    let sa = match a {
+        std::net::SocketAddr::V4(v) => v,
+        std::net::SocketAddr::V6(_) => return None,
+    };
+    // SAFETY: the child fills its own memory and sends it with raw calls only (no
+    // allocation, no locks: the parent may have threads), then leaves with _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: (child) mmap, memset, socket, connect, send, _exit on our own buffers.
+        unsafe {
+            let src = libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            if src == libc::MAP_FAILED {
+                libc::_exit(1);
+            }
+            libc::memset(src, 7, bytes);
+            let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let sin = libc::sockaddr_in { sin_family: libc::AF_INET as u16, sin_port: sa.port().to_be(), sin_addr: libc::in_addr { s_addr: u32::from(*sa.ip()).to_be() }, sin_zero: [0; 8] };
+            // filled: say so, and wait for the parent's go (the filling is not timed)
+            libc::write(ready_w.as_raw_fd(), b"r".as_ptr().cast(), 1);
+            let mut b = [0u8; 1];
+            libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+            if libc::connect(s, (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+                libc::_exit(2);
+            }
+            let mut sent = 0;
+            while sent < bytes {
+                let n = libc::send(s, src.cast::<u8>().add(sent).cast(), (bytes - sent).min(1 << 20), libc::MSG_NOSIGNAL);
+                if n <= 0 {
+                    libc::_exit(3);
+                }
+                sent += n as usize;
+            }
+            libc::close(s);
+            libc::_exit(0);
+        }
+    }
+    drop((go_r, ready_w));
+    if child < 0 {
+        return None;
+    }
+    // the child's memory filled, start the clock
+    let mut ready_r = ready_r;
+    let mut b = [0u8; 1];
+    let _ = ready_r.read(&mut b);
+    let mut go_w = go_w;
+    let t0 = Instant::now();
+    let _ = go_w.write_all(b"g");
+    let got = (|| {
+        let (mut c, _) = l.accept().ok()?;
+        let mut got = 0;
+        while got < bytes {
+            // SAFETY: inside our mapping of `bytes`.
+            let buf = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>().add(got), bytes - got) };
+            match c.read(buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        Some(got)
+    })();
+    let took = t0.elapsed();
+    let mut st = 0;
+    // SAFETY: reaping our child; unmapping our mapping.
+    unsafe {
+        libc::waitpid(child, &mut st, 0);
+        libc::munmap(dst, bytes);
+    }
+    (got == Some(bytes)).then_some(took)
+}
+
 /// The subject's checksum when it never moves.
 fn unmoved(exe: &Path, mib: usize) -> Result<String, String> {
     let mut c = Command::new(exe);
@@ -197,6 +287,14 @@ fn replayed(exe: &Path, mib: usize, mbs: u32, ticks: &str) -> Result<String, Str
 
 fn gib_s(bytes: f64, d: Duration) -> f64 {
     bytes / d.as_secs_f64() / f64::from(1u32 << 30)
+}
+
+/// The stop-and-copy figures alone (`MOS_BENCH_ONLY=stop-and-copy`).
+pub fn stop_and_copy_only(dir: &Path) {
+    println!("== mos bench: migration (stop-and-copy, image streamed as written) ==");
+    if let Err(e) = stop_and_copy(dir) {
+        println!("migration: FAILED: {e}");
+    }
 }
 
 pub fn run(dir: &Path) {
@@ -342,6 +440,15 @@ fn stop_and_copy(dir: &Path) -> Result<(), String> {
         took.as_secs_f64() * 1e3,
         whole / wire
     );
+    match raw_tcp_memory_to_memory(bytes) {
+        Some(m2m) => println!(
+            "  third baseline, same run: raw TCP loopback from one process's memory into another's made ready (the same bytes and memory states as the migration, none of its work): {:.0} ms = {:.2} GiB/s; the frozen part = {:.2} x that",
+            m2m.as_secs_f64() * 1e3,
+            gib_s(bytes as f64, m2m),
+            m2m.as_secs_f64() / stall.as_secs_f64() * image / bytes as f64
+        ),
+        None => println!("  third baseline: could not run"),
+    }
     let fresh = raw_tcp_into_fresh_memory(bytes);
     println!(
         "  second baseline, same run: raw TCP loopback into a new /dev/shm file (fresh memory, as a target must): {:.0} ms = {:.2} GiB/s; the whole mos migrate = {:.2} x that",

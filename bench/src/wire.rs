@@ -107,7 +107,7 @@ fn stream(image: &Path, ns: Option<&str>, addr: &str, compress: bool, dir: &Path
     let t0 = Instant::now();
     let feeder = std::thread::spawn(move || std::io::copy(&mut src, &mut File::from(pw)).map_err(|e| e.to_string()));
     let mut s = TcpStream::connect(&at).map_err(|e| e.to_string())?;
-    let first = Msg::MigrationImage { job: JobId(1), home: "bench".into(), reserve: 0 };
+    let first = Msg::MigrationImage { job: JobId(1), home: "bench".into(), reserve: 0, lanes: 0 };
     let n = proto::spliced::send_stream(&mut s, pr.as_fd(), Some(&first), None, compress).map_err(|e| e.to_string())?;
     feeder.join().map_err(|_| "feeder panicked".to_string())??;
     proto::spliced::seal(&mut s, n).map_err(|e| e.to_string())?;

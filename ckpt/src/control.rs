@@ -41,6 +41,11 @@ pub struct CkptRequest {
     /// addresses, 8 bytes each, arrive on the second descriptor sent with the request).
     #[serde(default)]
     pub lazy: bool,
+    /// Stop-and-copy (with `stream`): this many connected TCP sockets to the target come
+    /// attached after the sink, and the image goes striped over them
+    /// (`ckpt::image::lanes`) instead of into the sink, which then carries nothing.
+    #[serde(default)]
+    pub lanes: u32,
 }
 
 /// The byte a streamed checkpoint's requester sends once the image is safe.
@@ -73,6 +78,10 @@ pub enum CkptReply {
 
 pub const MAX_MSG: usize = 64 * 1024;
 
+/// Most descriptors attached to one request: the sink, then the page-request pipe or the
+/// lanes.
+pub const MAX_FDS: usize = 2 + crate::image::lanes::MAX_LANES;
+
 /// Before the reply of a live migration's streamed checkpoint, the shim writes a
 /// two-byte note `[ROUND_NOTE, n]` on the connection as copy round `n` starts (the
 /// last one frozen). A reply never starts with this byte (postcard: its variant index).
@@ -96,7 +105,7 @@ pub enum ClientError {
 
 /// Ask the shim in `pid` for a checkpoint and wait for the result.
 pub fn request(pid: i32, req: &CkptRequest) -> Result<CkptReply, ClientError> {
-    let (reply, _conn) = exchange(pid, req, None, None, &|_| {})?;
+    let (reply, _conn) = exchange(pid, req, &[], &|_| {})?;
     Ok(reply)
 }
 
@@ -114,14 +123,18 @@ impl Verdict {
 /// Ask the shim in `pid` for a checkpoint written into `sink` (the write end of a pipe
 /// the caller reads on another thread; our copy is not closed here). Returns the reply
 /// and, after `Done`, the connection on which to give the verdict.
-/// `on_round` hears of each copy round of a live migration as it starts.
+/// `on_round` hears of each copy round of a live migration as it starts. `lanes`: TCP
+/// sockets the image goes striped over ([`CkptRequest::lanes`]; none: into `sink`).
 pub fn request_streamed(
     pid: i32,
     req: &CkptRequest,
     sink: std::os::fd::BorrowedFd<'_>,
+    lanes: &[std::os::fd::BorrowedFd<'_>],
     on_round: &dyn Fn(u32),
 ) -> Result<(CkptReply, Verdict), ClientError> {
-    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, ..req.clone() }, Some(sink), None, on_round)?;
+    let mut fds = vec![sink];
+    fds.extend_from_slice(lanes);
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, lanes: lanes.len() as u32, ..req.clone() }, &fds, on_round)?;
     Ok((reply, Verdict(conn)))
 }
 
@@ -133,15 +146,14 @@ pub fn request_streamed_lazy(
     sink: std::os::fd::BorrowedFd<'_>,
     requests: std::os::fd::BorrowedFd<'_>,
 ) -> Result<(CkptReply, Verdict), ClientError> {
-    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, lazy: true, ..req.clone() }, Some(sink), Some(requests), &|_| {})?;
+    let (reply, conn) = exchange(pid, &CkptRequest { stream: true, lazy: true, ..req.clone() }, &[sink, requests], &|_| {})?;
     Ok((reply, Verdict(conn)))
 }
 
 fn exchange(
     pid: i32,
     req: &CkptRequest,
-    sink: Option<std::os::fd::BorrowedFd<'_>>,
-    requests: Option<std::os::fd::BorrowedFd<'_>>,
+    fds: &[std::os::fd::BorrowedFd<'_>],
     on_round: &dyn Fn(u32),
 ) -> Result<(CkptReply, std::os::unix::net::UnixStream), ClientError> {
     use std::os::linux::net::SocketAddrExt;
@@ -155,11 +167,12 @@ fn exchange(
     let addr = SocketAddr::from_abstract_name(socket_name(pid).as_bytes())?;
     let mut s = UnixStream::connect_addr(&addr).map_err(|_| ClientError::NotShimmed)?;
     let bytes = postcard::to_allocvec(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
-    match sink {
-        Some(fd) => send_with_fd(&s, &bytes, fd, requests)?,
-        None => s.write_all(&bytes)?,
+    if fds.is_empty() {
+        s.write_all(&bytes)?;
+    } else {
+        send_with_fds(&s, &bytes, fds)?;
     }
-    let reply = if sink.is_some() {
+    let reply = if !fds.is_empty() {
         // the connection stays open for the verdict: the reply is one message, read whole,
         // after any round notes
         loop {
@@ -188,11 +201,14 @@ fn exchange(
     Ok((r, s))
 }
 
-/// The request with `fd` attached (SCM_RIGHTS on its first byte), written whole.
-fn send_with_fd(s: &std::os::unix::net::UnixStream, bytes: &[u8], fd: std::os::fd::BorrowedFd<'_>, fd2: Option<std::os::fd::BorrowedFd<'_>>) -> std::io::Result<()> {
+/// The request with `fds` attached (SCM_RIGHTS on its first byte), written whole.
+fn send_with_fds(s: &std::os::unix::net::UnixStream, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let raw = [fd.as_raw_fd(), fd2.map_or(-1, |f| f.as_raw_fd())];
-    let nfd = if fd2.is_some() { 2 } else { 1 };
+    if fds.len() > MAX_FDS {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} descriptors for one request (at most {MAX_FDS})", fds.len())));
+    }
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let nfd = raw.len();
     let fds_len = (nfd * core::mem::size_of::<i32>()) as u32;
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(fds_len) } as usize;

@@ -34,6 +34,25 @@ pub unsafe fn sc_impl(nr: usize, a: &[usize]) -> i64 {
     }
 }
 
+/// A system call's raw result: the value, or minus the errno (errno itself untouched).
+///
+/// # Safety
+/// The caller guarantees the arguments are valid for system call `nr`.
+#[inline]
+pub unsafe fn sc_ret(nr: i64, a: &[usize]) -> isize {
+    let mut v = [0usize; 6];
+    v[..a.len()].copy_from_slice(a);
+    let ret: isize;
+    // SAFETY: the caller vouches for the arguments; the syscall instruction clobbers
+    // rcx and r11 only.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") v[0], in("rsi") v[1],
+            in("rdx") v[2], in("r10") v[3], in("r8") v[4], in("r9") v[5],
+            lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
 pub fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() }

@@ -15,7 +15,7 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool, stri
         Some(p) => Some(std::env::current_dir()?.join(p)),
         None => None,
     };
-    let req = CkptRequest { out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code, live: false, lazy: false };
+    let req = CkptRequest { lanes: 0, out: out.map(|p| p.to_string_lossy().into_owned()), exit, migrate: None, stream: false, strict, exit_code, live: false, lazy: false };
     match control::request(pid, &req) {
         Ok(CkptReply::Done { path, bytes, stop_us, frozen_us, threads, total_us, .. }) => {
             println!("{path}");

@@ -693,6 +693,28 @@ pub enum Msg {
         /// About how big the image will be (its resident memory): what the target
         /// allocates before the process is frozen. 0: nothing.
         reserve: u64,
+        /// Send the image striped over this many more connections ("lanes",
+        /// `ckpt::image::lanes`; 0: in this one's chunks). The target answers
+        /// [`Msg::LanesReady`] instead of `Ack`; the source opens the lanes, each with
+        /// [`Msg::ImageLane`], and the target answers `Ack` here once all came. The
+        /// stream here then carries no chunk, only [`Msg::ImageSealed`].
+        lanes: u32,
+    },
+    /// target shadowd -> source shadowd: memory is ready for a [`Msg::MigrationImage`]
+    /// sent over lanes; open them, each naming `token`.
+    LanesReady {
+        /// Names this image's landing (random, one use).
+        token: u64,
+    },
+    /// source shadowd -> target shadowd, first on a new connection: this connection is
+    /// lane `lane` of the image whose landing `token` names; the lane's bytes follow,
+    /// bare, once the main connection was answered `Ack`. Not answered (an unknown token
+    /// is answered with an error and the connection closed).
+    ImageLane {
+        /// From [`Msg::LanesReady`].
+        token: u64,
+        /// 0-based.
+        lane: u32,
     },
     /// The end of a [`Msg::MigrationImage`] stream: the source sent `bytes` in all.
     ImageSealed {
@@ -838,6 +860,8 @@ impl Msg {
             Msg::AnalyzeJob { .. } => "AnalyzeJob",
             Msg::Analysis { .. } => "Analysis",
             Msg::MigrationImage { .. } => "MigrationImage",
+            Msg::LanesReady { .. } => "LanesReady",
+            Msg::ImageLane { .. } => "ImageLane",
             Msg::LiveMigrationImage { .. } => "LiveMigrationImage",
             Msg::LazyMigrationImage { .. } => "LazyMigrationImage",
             Msg::PageRequest { .. } => "PageRequest",

@@ -147,6 +147,15 @@ pub fn seal<S: Write>(sock: &mut S, bytes: u64) -> Result<(), StreamError> {
     sock.flush().map_err(conn)
 }
 
+/// The end of a stream whose bytes came another way (`ckpt::image::lanes`): only
+/// [`Msg::ImageSealed`] is due; its size.
+pub fn recv_seal<R: Read>(r: &mut FrameReader<R>) -> Result<u64, StreamError> {
+    match r.read_header_only()? {
+        Msg::ImageSealed { bytes } => Ok(bytes),
+        other => Err(StreamError::Unexpected { want: "ImageSealed", got: other.name() }),
+    }
+}
+
 /// A connection error as a stream error.
 pub fn conn(e: io::Error) -> StreamError {
     StreamError::Frame(crate::frame::FrameError::Io(e))
@@ -286,7 +295,7 @@ mod tests {
         let owned = data.to_vec();
         let writer = std::thread::spawn(move || File::from(pw).write_all(&owned).unwrap());
         let mut t = TcpStream::connect(a).unwrap();
-        let first = Msg::MigrationImage { job: crate::msg::JobId(7), home: "n1".into(), reserve: 0 };
+        let first = Msg::MigrationImage { job: crate::msg::JobId(7), home: "n1".into(), reserve: 0, lanes: 0 };
         let n = send_stream(&mut t, pr.as_fd(), Some(&first), None, compress).unwrap();
         writer.join().unwrap();
         assert_eq!(n, data.len() as u64);
@@ -307,7 +316,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = FrameReader::new(c);
         let first: Msg = r.read_header_only().unwrap();
-        assert_eq!(first, Msg::MigrationImage { job: crate::msg::JobId(7), home: "n1".into(), reserve: 0 });
+        assert_eq!(first, Msg::MigrationImage { job: crate::msg::JobId(7), home: "n1".into(), reserve: 0, lanes: 0 });
         let dest = dir.path().join("img");
         let got = via_partial(&dest, |tmp| {
             let f = File::create(tmp).map_err(|e| StreamError::File { path: tmp.to_path_buf(), source: e })?;

@@ -85,11 +85,76 @@ impl Landing {
     /// Receive the stream's chunks (into the mapping while they fit, through a buffer
     /// past it) until it is sealed with the right size; then give the file that size
     /// (what was allocated and not used goes back) and its final name. Returns the size.
-    pub fn receive<R: Read + AsFd>(mut self, r: &mut FrameReader<R>) -> Result<u64, StreamError> {
+    pub fn receive<R: Read + AsFd>(self, r: &mut FrameReader<R>) -> Result<u64, StreamError> {
         let total = {
             let mut sink = Sink { map: self.map.as_ref(), rest: proto::spliced::BufferedFile { file: &self.file, path: &self.tmp, buf: Vec::new() } };
             proto::spliced::recv_chunks(r, &mut sink)?
         };
+        self.finish(total)
+    }
+
+    /// Receive an image striped over `lanes` (`ckpt::image::lanes`): one thread per lane
+    /// puts its bytes where they belong (into the mapping while they fit, the file past
+    /// it), while `r`, the main connection, brings only the seal with the image's size.
+    /// Each lane must then have brought exactly its share. Then as [`Landing::receive`].
+    pub fn receive_laned<R: Read + AsFd>(mut self, r: &mut FrameReader<R>, lanes: Vec<std::net::TcpStream>) -> Result<u64, StreamError> {
+        let n = lanes.len();
+        let main = r.get_ref().as_fd().as_raw_fd();
+        let total = {
+            let map = self.map.as_mut();
+            let maplen = map.as_ref().map_or(0, |m| m.len);
+            let all: &mut [u8] = match map {
+                // SAFETY: the whole live mapping, borrowed (through `self.map`) for this
+                // block only; it is cut below into disjoint stripes, one owner each.
+                Some(m) => unsafe { std::slice::from_raw_parts_mut(m.addr, m.len) },
+                None => &mut [],
+            };
+            let mut stripes: Vec<Vec<&mut [u8]>> = (0..n).map(|_| Vec::new()).collect();
+            for (s, c) in all.chunks_mut(ckpt::image::lanes::STRIPE as usize).enumerate() {
+                stripes[ckpt::image::lanes::lane_of(s as u64, n)].push(c);
+            }
+            let (file, path) = (&self.file, self.tmp.as_path());
+            std::thread::scope(|sc| {
+                let threads: Vec<_> = lanes
+                    .into_iter()
+                    .zip(stripes)
+                    .enumerate()
+                    .map(|(k, (sock, mine))| {
+                        sc.spawn(move || {
+                            let got = recv_lane(sock, k, n, mine, maplen as u64, file, path);
+                            if got.is_err() {
+                                // wake the main connection's reader: this image is lost
+                                // SAFETY: shutdown of a socket fd the caller owns for this call.
+                                unsafe { libc::shutdown(main, libc::SHUT_RD) };
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                let sealed = proto::spliced::recv_seal(r);
+                let got: Vec<Result<u64, StreamError>> = threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err(StreamError::Corrupt("a lane's thread panicked".into())))).collect();
+                // a lane's own error says more than the main connection's end it caused
+                for (k, g) in got.iter().enumerate() {
+                    if let Err(e) = g {
+                        return Err(StreamError::Corrupt(format!("lane {k}: {e}")));
+                    }
+                }
+                let total = sealed?;
+                for (k, g) in got.into_iter().enumerate() {
+                    let (have, want) = (g.unwrap_or(0), ckpt::image::lanes::lane_len(total, k, n));
+                    if have != want {
+                        return Err(StreamError::Corrupt(format!("lane {k} of {n} brought {have} bytes of an image of {total}, not its {want}")));
+                    }
+                }
+                Ok(total)
+            })?
+        };
+        self.finish(total)
+    }
+
+    /// The image is whole, `total` bytes: let the mapping go later, give the file that
+    /// size and its final name.
+    fn finish(mut self, total: u64) -> Result<u64, StreamError> {
         // Unmapping 2 GiB (half a million page-table entries) takes ~80 ms of a core,
         // and the process is frozen until its restart here has run: another thread does
         // it once the restart is under way. The file's pages stay in the file (the body
@@ -104,6 +169,49 @@ impl Landing {
         std::fs::rename(&self.tmp, &self.dest).map_err(file_err(&self.dest))?;
         self.done = true;
         Ok(total)
+    }
+}
+
+/// Most bytes one lane may bring (an image is at most this big; a peer sending more is
+/// refused rather than filling the disk).
+const LANE_MAX: u64 = 1 << 40;
+
+/// Lane `k` of `n`: its bytes, until the peer ends it, into its stripes of the mapping
+/// (`mine`, in order), past the mapping (`maplen`) into the file. The bytes it brought.
+fn recv_lane(mut sock: std::net::TcpStream, k: usize, n: usize, mut mine: Vec<&mut [u8]>, maplen: u64, file: &File, path: &Path) -> Result<u64, StreamError> {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        let (at, room) = ckpt::image::lanes::lane_at(got, k, n);
+        if got > LANE_MAX {
+            return Err(StreamError::Corrupt(format!("more than {LANE_MAX} bytes")));
+        }
+        let r = if at < maplen {
+            let j = (got / ckpt::image::lanes::STRIPE) as usize;
+            let within = (got % ckpt::image::lanes::STRIPE) as usize;
+            match mine.get_mut(j) {
+                Some(stripe) => proto::spliced::recv_some(sock.as_fd(), &mut stripe[within..]),
+                None => return Err(StreamError::Corrupt(format!("stripe {j} of lane {k} is not in the mapping"))),
+            }
+        } else {
+            buf.resize((room as usize).min(1 << 20), 0);
+            match sock.read(&mut buf) {
+                Ok(0) => Ok(0),
+                Ok(m) => file.write_all_at(&buf[..m], at).map(|()| m).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                }),
+                Err(e) => Err(e),
+            }
+        };
+        match r {
+            Ok(0) => return Ok(got),
+            Ok(m) => got += m as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // (recv_some's word for the peer ending the lane; whether early is told later)
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(got),
+            Err(e) => return Err(proto::spliced::conn(e)),
+        }
     }
 }
 
@@ -163,6 +271,7 @@ mod tests {
     use super::*;
     use proto::{FrameWriter, Msg};
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
 
     /// `chunks` sent as a stream sealed as `sealed` bytes (None: what was sent; the
     /// connection cut before the seal if `cut`), received into a Landing that made
@@ -211,6 +320,60 @@ mod tests {
         assert!(!dir.path().join("img").exists() && !dir.path().join("img.partial").exists());
         let (got, dir) = land(&chunks, None, true, 1 << 20);
         assert!(got.is_err(), "{got:?}");
+        assert!(!dir.path().join("img").exists() && !dir.path().join("img.partial").exists());
+    }
+
+    /// `data` striped over `n` lanes by the shim's own sender (its first `sent` bytes;
+    /// all if None), the main connection sealed as `sealed` bytes (None: data's
+    /// length), received into a Landing with `reserve` bytes made ready.
+    fn land_laned(data: &[u8], n: usize, sent: Option<usize>, sealed: Option<u64>, reserve: u64) -> (Result<u64, StreamError>, tempfile::TempDir) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let owned = data[..sent.unwrap_or(data.len())].to_vec();
+        let seal = sealed.unwrap_or(data.len() as u64);
+        let sender = std::thread::spawn(move || {
+            let mut main = FrameWriter::new(TcpStream::connect(a).unwrap());
+            let lanes: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(a).unwrap()).collect();
+            let fds: Vec<i32> = lanes.iter().map(|s| s.as_raw_fd()).collect();
+            let pieces = [ckpt::image::lanes::Piece { at: 0, ptr: owned.as_ptr(), len: owned.len() }];
+            // SAFETY: the one piece is our own buffer, alive for the call.
+            unsafe { ckpt::image::lanes::send_striped(&fds, &pieces) }.unwrap();
+            main.write_msg(&Msg::ImageSealed { bytes: seal }, &[]).unwrap();
+            drop(lanes);
+        });
+        let (c, _) = l.accept().unwrap();
+        let lanes: Vec<TcpStream> = (0..n).map(|_| l.accept().unwrap().0).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let landing = Landing::prepare(&dir.path().join("img"), reserve, true).unwrap();
+        let got = landing.receive_laned(&mut FrameReader::new(c), lanes);
+        sender.join().unwrap();
+        (got, dir)
+    }
+
+    #[test]
+    fn an_image_over_lanes_lands_whole() {
+        let stripe = ckpt::image::lanes::STRIPE as usize;
+        let data: Vec<u8> = (0..(3 * stripe + 12_345) as u32).map(|i| (i * 13 % 251) as u8).collect();
+        for (n, reserve) in [(1, 16 << 20), (2, 5 << 20), (3, 16 << 20), (2, 1 << 20)] {
+            let (got, dir) = land_laned(&data, n, None, None, reserve);
+            assert_eq!(got.unwrap(), data.len() as u64, "{n} lanes, reserve {reserve}");
+            assert!(std::fs::read(dir.path().join("img")).unwrap() == data, "{n} lanes, reserve {reserve}: bytes differ");
+            assert!(!dir.path().join("img.partial").exists());
+        }
+    }
+
+    #[test]
+    fn a_lane_short_or_long_leaves_no_image() {
+        let stripe = ckpt::image::lanes::STRIPE as usize;
+        let data = vec![9u8; 2 * stripe + 100];
+        // the lanes carry less than the seal says (a lane ended early)
+        let (got, dir) = land_laned(&data, 2, Some(2 * stripe), None, 16 << 20);
+        let e = format!("{:?}", got.unwrap_err());
+        assert!(e.contains("lane 0 of 2 brought"), "{e}");
+        assert!(!dir.path().join("img").exists() && !dir.path().join("img.partial").exists());
+        // more than the seal says
+        let (got, dir) = land_laned(&data, 2, None, Some(2 * stripe as u64), 16 << 20);
+        assert!(matches!(got, Err(StreamError::Corrupt(_))), "{got:?}");
         assert!(!dir.path().join("img").exists() && !dir.path().join("img.partial").exists());
     }
 }

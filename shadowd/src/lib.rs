@@ -199,6 +199,7 @@ pub fn run(cfg: Config) -> Result<()> {
         state_dir: cfg.state_dir.clone(),
         migrations: Default::default(),
         gossip: gossip.clone(),
+        lanes: Default::default(),
     });
     if let Some(g) = gossip {
         let (c1, c2) = (ctx.clone(), ctx.clone());

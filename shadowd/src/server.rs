@@ -41,6 +41,8 @@ pub struct ServerCtx {
     pub migrations: std::sync::Mutex<std::collections::HashMap<u32, Arc<std::sync::Mutex<()>>>>,
     /// Gossip mode: the window and the admission rule.
     pub gossip: Option<Arc<crate::gossip::Gossip>>,
+    /// Images coming over lanes (`Msg::LanesReady`): by token, where their lanes go.
+    pub lanes: std::sync::Mutex<std::collections::HashMap<u64, std::sync::mpsc::Sender<(u32, TcpStream)>>>,
 }
 
 /// Accept connections forever.
@@ -108,7 +110,15 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
         // live migration's (pages while it runs, then the rest); on disk where memory is
         // a cgroup limit (a live image is sparse there too: its offsets stay below ext4's
         // 16 TiB)
-        Msg::MigrationImage { job, reserve, .. } => match receive_image(ctx, &mut r, &mut w, job, Some(reserve)) {
+        // a lane of a stop-and-copy image: to the connection receiving that image
+        Msg::ImageLane { token, lane } => {
+            let to = crate::lock(&ctx.lanes).get(&token).cloned();
+            match to {
+                Some(tx) if tx.send((lane, r.into_inner())).is_ok() => return,
+                _ => Msg::Error { msg: format!("shadowd {}: no image is waiting for lanes under that token", ctx.node) },
+            }
+        }
+        Msg::MigrationImage { job, reserve, lanes, .. } => match receive_image(ctx, &mut r, &mut w, job, Some((reserve, lanes))) {
             Some(m) => m,
             None => return,
         },
@@ -169,32 +179,39 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
 }
 
 /// Receive a migrating process's image (`reserve`: stop-and-copy, with that much memory
-/// made ready first; None: a live migration's stream); the answer, or None when the
-/// source was already told why not.
-fn receive_image<R: std::io::Read + AsFd, W: std::io::Write>(ctx: &ServerCtx, r: &mut FrameReader<R>, w: &mut FrameWriter<W>, job: proto::JobId, reserve: Option<u64>) -> Option<Msg> {
+/// made ready first, over that many lanes; None: a live migration's stream); the
+/// answer, or None when the source was already told why not.
+fn receive_image<R: std::io::Read + AsFd, W: std::io::Write>(ctx: &ServerCtx, r: &mut FrameReader<R>, w: &mut FrameWriter<W>, job: proto::JobId, reserve: Option<(u64, u32)>) -> Option<Msg> {
     let in_memory = !crate::load::memory_limited();
     let dir = if in_memory { &ctx.migration_dir } else { &ctx.received_dir };
     let dest = dir.join(format!("job{job}.mosimg"));
     let what = if reserve.is_some() { "migration image" } else { "live migration stream" };
+    let mut over = String::new();
     let got = match reserve {
         None => {
             let t0 = std::time::Instant::now();
             crate::live::recv_live_to_file(r, &dest).map(|n| (n, t0))
         }
-        Some(reserve) => {
-            let landing = match ready_landing(ctx, w, job, &dest, reserve, in_memory) {
+        Some((reserve, lanes)) => {
+            let landing = match ready_landing(ctx, w, job, &dest, reserve, in_memory, lanes) {
                 Ok(l) => l,
                 Err(Some(msg)) => return Some(Msg::Error { msg }),
                 Err(None) => return None,
             };
             let t0 = std::time::Instant::now();
-            landing.receive(r).map(|n| (n, t0))
+            match landing {
+                (l, None) => l.receive(r).map(|n| (n, t0)),
+                (l, Some(lanes)) => {
+                    over = format!(" over {} lanes", lanes.len());
+                    l.receive_laned(r, lanes).map(|n| (n, t0))
+                }
+            }
         }
     };
     Some(match got {
         // the size is what the stream carried (a sparse live image's file is larger)
         Ok((size, t0)) => {
-            log!(ctx.node, "job {job}: {what} of {size} bytes received in {} ms", t0.elapsed().as_millis());
+            log!(ctx.node, "job {job}: {what} of {size} bytes received in {} ms{over}", t0.elapsed().as_millis());
             Msg::ImageReceived { job, size, path: OsBytes::from(dest.as_path()) }
         }
         Err(e) => Msg::Error { msg: format!("shadowd {}: {what} of job {job}: {e}", ctx.node) },
@@ -202,10 +219,12 @@ fn receive_image<R: std::io::Read + AsFd, W: std::io::Write>(ctx: &ServerCtx, r:
 }
 
 /// Make memory ready for `reserve` bytes of the image coming to `dest` (none for 0), and
-/// tell the source (for 0 it expects no answer). If it could not be done: the answer
-/// still to give, or None when the source was told why (this node has not that much
-/// memory free, or no room).
-fn ready_landing<W: std::io::Write>(ctx: &ServerCtx, w: &mut FrameWriter<W>, job: proto::JobId, dest: &std::path::Path, reserve: u64, in_memory: bool) -> Result<crate::landing::Landing, Option<String>> {
+/// tell the source (for 0 it expects no answer); with `lanes`, take them first (the
+/// source is told `LanesReady`, opens them, then hears `Ack`). If it could not be done:
+/// the answer still to give, or None when the source was told why (this node has not
+/// that much memory free, or no room, or the lanes did not come).
+#[allow(clippy::type_complexity)]
+fn ready_landing<W: std::io::Write>(ctx: &ServerCtx, w: &mut FrameWriter<W>, job: proto::JobId, dest: &std::path::Path, reserve: u64, in_memory: bool, lanes: u32) -> Result<(crate::landing::Landing, Option<Vec<TcpStream>>), Option<String>> {
     let t0 = std::time::Instant::now();
     let free = crate::load::memory().free_mib << 20;
     let landing = if in_memory && reserve > free {
@@ -213,13 +232,22 @@ fn ready_landing<W: std::io::Write>(ctx: &ServerCtx, w: &mut FrameWriter<W>, job
     } else {
         crate::landing::Landing::prepare(dest, reserve, in_memory).map_err(|e| format!("cannot make room for its image ({} MiB): {e}", reserve >> 20))
     };
+    let landing = landing.and_then(|l| match lanes as usize {
+        0 => Ok(l),
+        1..=ckpt::image::lanes::MAX_LANES if reserve > 0 => Ok(l),
+        n => Err(format!("an image over {n} lanes (at most {}, with memory made ready)", ckpt::image::lanes::MAX_LANES)),
+    });
     if reserve == 0 {
-        return landing.map_err(|e| Some(format!("shadowd {}: job {job}: {e}", ctx.node)));
+        return landing.map(|l| (l, None)).map_err(|e| Some(format!("shadowd {}: job {job}: {e}", ctx.node)));
     }
     let answer = match &landing {
         Ok(_) => {
             log!(ctx.node, "job {job}: memory for a {} MiB image ready in {} ms", reserve >> 20, t0.elapsed().as_millis());
-            Msg::Ack
+            if lanes > 0 {
+                Msg::LanesReady { token: lane_token() }
+            } else {
+                Msg::Ack
+            }
         }
         Err(e) => Msg::Error { msg: format!("shadowd {}: job {job}: {e}", ctx.node) },
     };
@@ -227,10 +255,71 @@ fn ready_landing<W: std::io::Write>(ctx: &ServerCtx, w: &mut FrameWriter<W>, job
         log!(ctx.node, "job {job}: cannot answer the image's announcement: {e}");
         return Err(None);
     }
-    landing.map_err(|e| {
+    let landing = landing.map_err(|e| {
         log!(ctx.node, "job {job}: refused: {e}");
         None
-    })
+    })?;
+    let Msg::LanesReady { token } = answer else {
+        return Ok((landing, None));
+    };
+    let got = take_lanes(ctx, token, lanes as usize);
+    let answer = match &got {
+        Ok(_) => Msg::Ack,
+        Err(e) => Msg::Error { msg: format!("shadowd {}: job {job}: {e}", ctx.node) },
+    };
+    if let Err(e) = w.write_msg(&answer, &[]) {
+        log!(ctx.node, "job {job}: cannot answer the image's lanes: {e}");
+        return Err(None);
+    }
+    match got {
+        Ok(l) => Ok((landing, Some(l))),
+        Err(e) => {
+            log!(ctx.node, "job {job}: refused: {e}");
+            Err(None)
+        }
+    }
+}
+
+/// How long a source has to open an image's lanes once told where.
+const LANES_WAIT: Duration = Duration::from_secs(10);
+
+/// Wait for the `n` lanes of the image `token` names, each once; in lane order.
+fn take_lanes(ctx: &ServerCtx, token: u64, n: usize) -> Result<Vec<TcpStream>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    crate::lock(&ctx.lanes).insert(token, tx);
+    let deadline = std::time::Instant::now() + LANES_WAIT;
+    let mut got: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    let r = loop {
+        if got.iter().all(Option::is_some) {
+            break Ok(());
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok((k, s)) => match got.get_mut(k as usize) {
+                Some(slot @ None) => {
+                    // a lane that stops bringing bytes must not hold the image for ever
+                    let _ = s.set_read_timeout(Some(STREAM_STALL));
+                    *slot = Some(s);
+                }
+                _ => break Err(format!("lane {k} of {n} came twice or is not one of them")),
+            },
+            Err(_) => break Err(format!("{} of its {n} lanes came within {} s", got.iter().filter(|g| g.is_some()).count(), LANES_WAIT.as_secs())),
+        }
+    };
+    crate::lock(&ctx.lanes).remove(&token);
+    r.map(|()| got.into_iter().flatten().collect())
+}
+
+/// A token no one can guess (the kernel's random bytes).
+fn lane_token() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom fills our 8-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // (cannot fail for 8 bytes once the pool is ready; a clock-based token still
+        // names this landing, and lanes are authenticated connections either way)
+        return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_ne_bytes(b)
 }
 
 /// One request, one answer.
@@ -344,6 +433,75 @@ pub(crate) fn migrate_process(ctx: &ServerCtx, pid: u32, to: &str, mode: MoveMod
     r
 }
 
+/// Smaller processes go over one connection: opening lanes (a handshake each, in
+/// parallel) costs ~20 ms before the freeze, more than they save on a few MiB.
+const LANES_MIN: u64 = 64 << 20;
+
+/// How many connections a stop-and-copy image goes over: `MOS_MIGRATION_LANES`, 2 by
+/// default (0: one stream through this daemon, as a compressed one goes). Measured here
+/// (`MOS_BENCH_ONLY=stop-and-copy make bench`, 2 GiB over loopback): frozen 0.77-0.88 s
+/// over one, 0.70-0.78 s over two or three (`ckpt::image::lanes`).
+fn migration_lanes() -> u32 {
+    std::env::var("MOS_MIGRATION_LANES").ok().and_then(|v| v.parse::<u32>().ok()).unwrap_or(2).min(ckpt::image::lanes::MAX_LANES as u32)
+}
+
+/// Open `n` lanes to the shadowd at `to` for the image `token` names (at once: each
+/// costs a handshake).
+fn open_lanes(ctx: &ServerCtx, to: &str, token: u64, n: u32) -> Result<Vec<TcpStream>, String> {
+    let open = |lane: u32| -> Result<TcpStream, String> {
+        let (r, mut w) = connect_shadowd(ctx, to)?;
+        w.write_msg(&Msg::ImageLane { token, lane }, &[]).map_err(|e| format!("{to}: lane {lane}: {e}"))?;
+        let s = r.into_inner();
+        // a target that stops reading must not hold the process frozen for ever
+        let _ = s.set_write_timeout(Some(STREAM_STALL));
+        Ok(s)
+    };
+    std::thread::scope(|sc| {
+        let threads: Vec<_> = (0..n).map(|lane| sc.spawn(move || open(lane))).collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|_| Err("a thread opening a lane panicked".into()))).collect()
+    })
+}
+
+/// While the shim sends an image over `lanes`: wait for it to close the (empty) image
+/// pipe, telling `sent` the bytes the target has acknowledged so far. 0, the pipe's bytes.
+fn follow_lanes(pipe: std::os::fd::BorrowedFd<'_>, lanes: &[TcpStream], sent: Option<&AtomicU64>) -> Result<u64, proto::stream::StreamError> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd { fd: pipe.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: polling one pollfd of ours.
+        let r = unsafe { libc::poll(&mut p, 1, 200) };
+        if r > 0 {
+            let mut b = [0u8; 1];
+            // SAFETY: reading at most one byte into our buffer.
+            let n = unsafe { libc::read(pipe.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            return match n {
+                0 => Ok(0),
+                n if n > 0 => Err(proto::stream::StreamError::Corrupt("image bytes in the pipe of an image sent over lanes".into())),
+                _ => Err(proto::stream::StreamError::File { path: "image pipe".into(), source: std::io::Error::last_os_error() }),
+            };
+        }
+        if let Some(s) = sent {
+            s.store(lanes.iter().map(acked).sum(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes a TCP connection's peer has acknowledged (tcp_info's tcpi_bytes_acked; 0 if
+/// the kernel does not say).
+fn acked(s: &TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    // struct tcp_info: tcpi_bytes_acked is the u64 at byte 120 (Linux 4.1 and later)
+    const AT: usize = 120;
+    let mut b = [0u8; 256];
+    let mut len = b.len() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into our buffer and sets `len`.
+    let r = unsafe { libc::getsockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, b.as_mut_ptr().cast(), &mut len) };
+    if r != 0 || (len as usize) < AT + 8 {
+        return 0;
+    }
+    u64::from_ne_bytes(b[AT..AT + 8].try_into().unwrap_or([0; 8]))
+}
+
 /// Automatic migrations of processes this big (resident) go live (pre-copy) when the
 /// node has at least as much memory free: `MOS_LIVE_MIN_MIB`, 256 MiB by default. Below
 /// it a stop-and-copy freeze is short anyway, and the copy rounds would only add work.
@@ -384,6 +542,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         exit_code: 0,
         live,
         lazy: false,
+        lanes: 0,
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     let gone = || crate::candidates::stat_of(pid).is_none_or(|s| s.state == 'Z' || s.state == 'X');
@@ -391,12 +550,24 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
     // runs (its resident size and a little for the image's own records), so the frozen
     // stream lands in memory already there; a target without room says so now.
     let t_ready = std::time::Instant::now();
+    // (an lz4 stream goes through the pump here, which compresses it)
+    let rss = crate::candidates::stat_of(pid).map_or(0, |s| s.rss_pages * 4096);
+    let nlanes = if live || compress || rss < LANES_MIN { 0 } else { migration_lanes() };
+    let mut lanes: Vec<TcpStream> = Vec::new();
     if !live {
-        let rss = crate::candidates::stat_of(pid).map_or(0, |s| s.rss_pages * 4096);
         let reserve = rss + rss / 64 + (1 << 20);
-        w.write_msg(&Msg::MigrationImage { job, home: ctx.node.clone(), reserve }, &[]).map_err(|e| format!("{to}: {e}"))?;
+        w.write_msg(&Msg::MigrationImage { job, home: ctx.node.clone(), reserve, lanes: nlanes }, &[]).map_err(|e| format!("{to}: {e}"))?;
         match r.read_msg::<Msg>() {
-            Ok((Msg::Ack, _)) => {}
+            Ok((Msg::Ack, _)) if nlanes == 0 => {}
+            Ok((Msg::LanesReady { token }, _)) if nlanes > 0 => {
+                lanes = open_lanes(ctx, to, token, nlanes).map_err(|e| format!("{e} (the process keeps running here)"))?;
+                match r.read_msg::<Msg>() {
+                    Ok((Msg::Ack, _)) => {}
+                    Ok((Msg::Error { msg }, _)) => return Err(format!("{msg} (the process keeps running here)")),
+                    Ok((m, _)) => return Err(format!("unexpected answer {} to the image's lanes (the process keeps running here)", m.name())),
+                    Err(e) => return Err(format!("{to}: {e} (the process keeps running here)")),
+                }
+            }
             Ok((Msg::Error { msg }, _)) => return Err(format!("{msg} (the process keeps running here)")),
             Ok((m, _)) => return Err(format!("unexpected answer {} to the image's announcement (the process keeps running here)", m.name())),
             Err(e) => return Err(format!("{to}: {e} (the process keeps running here)")),
@@ -413,13 +584,22 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         // (a stop-and-copy image was announced above)
         let first = live.then(|| Msg::LiveMigrationImage { job, home: node.to_string() });
         // (live: its records are not compressed)
-        let pump = sc.spawn(move || proto::spliced::send_stream(sock, pipe_r.as_fd(), first.as_ref(), sent, compress && !live));
+        let lanes = &lanes;
+        let pump = sc.spawn(move || {
+            if lanes.is_empty() {
+                proto::spliced::send_stream(sock, pipe_r.as_fd(), first.as_ref(), sent, compress && !live)
+            } else {
+                // the shim sends on the lanes; the pipe only ends
+                follow_lanes(pipe_r.as_fd(), lanes, sent)
+            }
+        });
         let on_round = |n: u32| {
             if let Some(p) = progress {
                 p.round.store(n + 1, Ordering::Relaxed);
             }
         };
-        let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd(), &on_round);
+        let lane_fds: Vec<_> = lanes.iter().map(|l| l.as_fd()).collect();
+        let reply = ckpt::control::request_streamed(real, &req, pipe_w.as_fd(), &lane_fds, &on_round);
         // our copy of the write end: the pump sees the image end when the writer is done
         drop(pipe_w);
         let sent = pump.join().unwrap_or_else(|_| Err(proto::stream::StreamError::Corrupt("the streaming thread panicked".into())));
@@ -437,6 +617,8 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
     let keep = |e: String| format!("{e} (the process keeps running here)");
     let n = match sent {
         Ok(n) if n == done => n,
+        // over lanes: each lane's share is checked by the target against the seal
+        Ok(0) if !lanes.is_empty() => done,
         Ok(n) => return Err(keep(format!("the image was {done} bytes but {n} reached the stream"))),
         Err(e) => return Err(keep(format!("streaming the image to {to}: {e}"))),
     };
@@ -505,6 +687,7 @@ fn migrate_lazy(ctx: &ServerCtx, pid: u32, real: i32, to: &str, sent: Option<&At
         exit_code: 0,
         live: false,
         lazy: true,
+        lanes: 0,
     };
     let job = proto::JobId(crate::rsys::PROCESS_JOB_BIT | u64::from(pid));
     log!(ctx.node, "pid {pid}: post-copy to {to}: image first, memory after it runs there");

@@ -446,6 +446,9 @@ fn bad_peers_are_dropped_and_good_ones_still_served() {
 
     let a = d.request(&w.key, &Msg::Kill { job: JobId(1), signal: 0 });
     assert!(matches!(a, Msg::Error { .. }), "{a:?}");
+    // A lane for an image nobody waits for (a guessed or stale token) is refused.
+    let a = d.request(&w.key, &Msg::ImageLane { token: 0x5eed, lane: 0 });
+    assert!(matches!(&a, Msg::Error { msg } if msg.contains("no image is waiting for lanes")), "{a:?}");
     place(&d, &w, 2, w.spec(2, "out2.txt", None));
     let a = d.request(&w.key, &Msg::QueryNodes);
     assert!(matches!(&a, Msg::Error { msg } if msg.contains("QueryNodes")), "{a:?}");

@@ -68,6 +68,9 @@ fn a_big_process_arrives_whole() {
     assert_same_bytes("bigheap's checksum after two migrations", &out.stdout, &unmoved(mib));
     let log = node_log(&c, "node1") + &node_log(&c, "node2");
     assert!(log.contains("migration image of "), "{log}");
+    // there over two connections at once (lanes), back in one lz4 stream
+    assert_eq!(log.matches("received in ").count(), 2, "{log}");
+    assert_eq!(log.matches(" over 2 lanes").count(), 1, "{log}");
     assert_eq!(log.matches("lz4 on the wire").count(), 1, "{log}");
     for node in ["node1", "node2"] {
         let shm = std::path::PathBuf::from(format!("/dev/shm/mos-{node}-{}", daemon_pid(&c, node)));

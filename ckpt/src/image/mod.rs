@@ -1,6 +1,7 @@
 //! Image format (format.rs), the streaming writer and the validating reader.
 
 pub mod format;
+pub mod lanes;
 pub mod live;
 mod reader;
 mod writer;

@@ -28,6 +28,9 @@ pub struct Plan {
     pub result_fd: i32,
     /// Where a streamed image goes (a pipe; -1: the file `tmp`, renamed to `dest`).
     pub sink: i32,
+    /// A stop-and-copy image goes striped over these TCP sockets instead of into `sink`
+    /// (`ckpt::image::lanes`); empty: into `sink`.
+    pub lanes: Vec<i32>,
     pub scratch: (u64, u64),
     /// MAP_SHARED anonymous regions: (start, end, private copy taken while frozen)
     pub shared: Vec<(u64, u64, u64)>,

@@ -117,10 +117,9 @@ fn present_extents(pm: &std::fs::File, start: u64, end: u64, buf: &mut [u8]) -> 
     Ok(out)
 }
 
-/// The image after its metadata was laid out: head, every region's pages (checksummed by
-/// a helper process for big images), trailer. `ioerr` names a write error.
-fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8], ioerr: &dyn Fn(i32) -> String) -> Result<(), String> {
-    w.write_head(hdr, mbytes).map_err(ioerr)?;
+/// Let this child read every region it saves (its own mappings: the process's stay as
+/// they were).
+fn make_readable(meta: &ImageMeta) {
     for r in &meta.regions {
         if !r.extents.is_empty() && r.prot & libc::PROT_READ as u32 == 0 {
             // SAFETY: changes only this child's mapping so its bytes can be read.
@@ -133,15 +132,28 @@ fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, 
             };
         }
     }
-    // SAFETY: every extent lies inside a readable mapping of this process.
-    let mem = |a: u64, n: usize| -> &[u8] {
+}
+
+/// The snapshot's bytes at an address (MAP_SHARED memory: the copy taken while frozen).
+fn snapshot_mem(plan: &Plan) -> impl Fn(u64, usize) -> &'static [u8] + '_ {
+    move |a: u64, n: usize| -> &'static [u8] {
         let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
             Some(c) => c.2 + (a - c.0),
             None => a,
         };
-        // SAFETY: the extent lies inside a readable mapping (or its frozen copy).
+        // SAFETY: callers ask only for extents of the image's regions, which lie inside
+        // readable mappings of this child (make_readable) or their frozen copies, and the
+        // child never unmaps them.
         unsafe { core::slice::from_raw_parts(a as *const u8, n) }
-    };
+    }
+}
+
+/// The image after its metadata was laid out: head, every region's pages (checksummed by
+/// a helper process for big images), trailer. `ioerr` names a write error.
+fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8], ioerr: &dyn Fn(i32) -> String) -> Result<(), String> {
+    w.write_head(hdr, mbytes).map_err(ioerr)?;
+    make_readable(meta);
+    let mem = snapshot_mem(plan);
     // A migration's stream (the only streamed image) has no page checksums: it lives in
     // the target's memory only until the restart, TCP checks every segment and the
     // stream its size, and hashing 2 GiB cost ~0.4 s of a core on the source while
@@ -176,6 +188,15 @@ fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, 
 /// its reader sees where the image ends. Nothing is synced or renamed: the image is safe
 /// only when the requester has it where it goes (and says so to the manager).
 fn stream_image(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) -> Result<u64, String> {
+    if !plan.lanes.is_empty() {
+        let r = stream_striped(plan, meta, hdr, mbytes);
+        for fd in plan.lanes.iter().copied().chain(core::iter::once(plan.sink)) {
+            // SAFETY: closing our copies of the lanes and of the (unused) pipe (raw, as
+            // Sink::close does).
+            unsafe { ckpt::sc!(libc::SYS_close, fd) };
+        }
+        return r;
+    }
     let ioerr = |e: i32| format!("streaming the image: {}", std::io::Error::from_raw_os_error(e));
     let mut w = ImageWriter::into_pipe_by_reference(plan.sink);
     let r = write_body(&mut w, plan, meta, hdr, mbytes, &ioerr);
@@ -183,6 +204,38 @@ fn stream_image(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) -> R
     unsafe { libc::close(plan.sink) };
     r.map(|()| w.bytes_written())
 }
+
+/// A stop-and-copy image striped over the plan's lanes (`ckpt::image::lanes`): the same
+/// bytes a streamed image has (no page checksums), sent straight from memory, the lanes
+/// fed round robin.
+fn stream_striped(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) -> Result<u64, String> {
+    use ckpt::image::lanes::Piece;
+    let mut head = hdr.encode().to_vec();
+    head.extend_from_slice(mbytes);
+    head.resize(hdr.data_off as usize, 0);
+    make_readable(meta);
+    let mem = snapshot_mem(plan);
+    let mut pieces = vec![Piece { at: 0, ptr: head.as_ptr(), len: head.len() }];
+    let mut at = hdr.data_off;
+    for r in &meta.regions {
+        for e in &r.extents {
+            if e.file_off != at {
+                return Err(format!("image layout: an extent at {} where {at} was due", e.file_off));
+            }
+            // one piece per mapping run: the snapshot's copies of shared memory are
+            // found per address, so pieces stop where a region does
+            let bytes = mem(r.start + e.off, e.len as usize);
+            pieces.push(Piece { at, ptr: bytes.as_ptr(), len: bytes.len() });
+            at += e.len;
+        }
+    }
+    let trailer = trailer_bytes(&vec![ckpt::image::live::UNCHECKED; meta.regions.len()]);
+    pieces.push(Piece { at, ptr: trailer.as_ptr(), len: trailer.len() });
+    // SAFETY: every piece is a buffer of ours or an extent of the snapshot, readable (as
+    // above) for the whole call.
+    unsafe { ckpt::image::lanes::send_striped(&plan.lanes, &pieces) }.map_err(|e| format!("streaming the image over {} lanes: {}", plan.lanes.len(), std::io::Error::from_raw_os_error(e)))
+}
+
 
 const PARALLEL_HASH_MIN: u64 = 64 << 20;
 

@@ -3,7 +3,7 @@
 //! [`CkptReply`]; a streamed image's sink arrives with the request (SCM_RIGHTS) and a
 //! streamed checkpoint waits for the requester's verdict. Manager-thread code.
 
-use super::{checkpoint, reap, Outcome};
+use super::{checkpoint, reap, Outcome, Sink};
 use crate::freeze::release_threads;
 use crate::log::log;
 use crate::remote::shim_fds as internal_fds;
@@ -66,25 +66,11 @@ pub(super) fn serve(c: i32) {
     // verdict); a sink for a streamed image comes attached to it.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    let mut sink = -1;
-    // post-copy: the pipe on which the requester relays the target's page requests
-    let mut requests = -1;
+    // the descriptors that came with it: the sink, then the post-copy request pipe or
+    // the stop-and-copy lanes
+    let mut fds = Fds::default();
     let parsed = loop {
-        let (n, fd, fd2) = recv_with_fd(c, &mut chunk);
-        if fd >= 0 {
-            if sink >= 0 {
-                // SAFETY: closing a second descriptor we were sent and do not use.
-                unsafe { libc::close(sink) };
-            }
-            sink = fd;
-        }
-        if fd2 >= 0 {
-            if requests >= 0 {
-                // SAFETY: as above.
-                unsafe { libc::close(requests) };
-            }
-            requests = fd2;
-        }
+        let n = recv_with_fds(c, &mut chunk, &mut fds);
         if n <= 0 || buf.len() > MAX_MSG {
             break postcard::from_bytes::<CkptRequest>(&buf);
         }
@@ -93,46 +79,39 @@ pub(super) fn serve(c: i32) {
             break Ok(r);
         }
     };
-    let close_sink = || {
-        if sink >= 0 {
-            // SAFETY: closing the descriptor we were sent.
-            unsafe { libc::close(sink) };
-        }
+    let refuse = |why: String, fds: &mut Fds| {
+        reply(c, &CkptReply::Failed(why));
+        fds.close_all();
+        // SAFETY: closing our fd.
+        unsafe { libc::close(c) };
     };
     let req = match parsed {
-        Ok(r) if r.stream && sink < 0 => {
-            reply(c, &CkptReply::Failed("a streamed checkpoint needs a descriptor to write the image into; none came with the request".into()));
-            // SAFETY: closing our fd.
-            unsafe { libc::close(c) };
-            return;
+        Ok(r) if r.stream && fds.n == 0 => {
+            return refuse("a streamed checkpoint needs a descriptor to write the image into; none came with the request".into(), &mut fds);
+        }
+        Ok(r) if r.lazy && r.stream && fds.n < 2 => {
+            return refuse("a post-copy migration needs a second descriptor for page requests; none came with the request".into(), &mut fds);
+        }
+        Ok(r) if r.lanes > 0 && (!r.stream || r.lazy || r.live || r.lanes as usize > ckpt::image::lanes::MAX_LANES || fds.n != 1 + r.lanes as usize) => {
+            return refuse(format!("a request for {} lanes came with {} descriptors (and lanes are for stop-and-copy streams only, at most {})", r.lanes, fds.n, ckpt::image::lanes::MAX_LANES), &mut fds);
         }
         Ok(r) => r,
-        Err(e) => {
-            reply(c, &CkptReply::Failed(format!("malformed request: {e}")));
-            close_sink();
-            // SAFETY: closing our fd.
-            unsafe { libc::close(c) };
-            return;
-        }
+        Err(e) => return refuse(format!("malformed request: {e}"), &mut fds),
     };
-    if !req.stream {
-        close_sink();
-        sink = -1;
-    }
-    if !(req.lazy && req.stream) && requests >= 0 {
-        // SAFETY: closing a descriptor we were sent and do not use.
-        unsafe { libc::close(requests) };
-        requests = -1;
-    }
-    if req.lazy && req.stream && requests < 0 {
-        reply(c, &CkptReply::Failed("a post-copy migration needs a second descriptor for page requests; none came with the request".into()));
-        // SAFETY: closing the sink we were sent and our connection.
-        unsafe {
-            libc::close(sink);
-            libc::close(c);
+    let mut sink = Sink::NONE;
+    let mut requests = -1;
+    if req.stream {
+        sink.pipe = fds.take(0);
+        if req.lazy {
+            requests = fds.take(1);
         }
-        return;
+        for k in 0..req.lanes as usize {
+            sink.lanes[k] = fds.take(1 + k);
+        }
+        sink.n = req.lanes as usize;
     }
+    // what came and is not used
+    fds.close_all();
     let migrating = req.migrate.is_some();
     let was_remote = crate::remote::went_away();
     let exit = req.exit || migrating || req.stream;
@@ -189,11 +168,36 @@ pub(super) fn serve(c: i32) {
     }
 }
 
-/// One read of the control connection into `buf`, with up to two descriptors if they
-/// came along (close-on-exec; more are closed). Returns the byte count (<= 0: end or
-/// error) and the fds or -1.
-fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32, i32) {
-    let mut cbuf = [0u64; 8];
+/// Descriptors that came with a request (close-on-exec), in order; -1 once taken.
+#[derive(Default)]
+struct Fds {
+    fd: [i32; ckpt::control::MAX_FDS],
+    n: usize,
+}
+
+impl Fds {
+    fn take(&mut self, i: usize) -> i32 {
+        if i >= self.n {
+            return -1;
+        }
+        core::mem::replace(&mut self.fd[i], -1)
+    }
+
+    fn close_all(&mut self) {
+        for f in &mut self.fd[..self.n] {
+            if *f >= 0 {
+                // SAFETY: closing a descriptor we were sent and do not use.
+                unsafe { libc::close(*f) };
+                *f = -1;
+            }
+        }
+    }
+}
+
+/// One read of the control connection into `buf`; descriptors that came along are added
+/// to `fds` (past its room they are closed). Returns the byte count (<= 0: end or error).
+fn recv_with_fds(c: i32, buf: &mut [u8], fds: &mut Fds) -> isize {
+    let mut cbuf = [0u64; 16];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; its pointers refer to our locals for the call.
     let mut mh: libc::msghdr = unsafe { core::mem::zeroed() };
@@ -203,7 +207,6 @@ fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32, i32) {
     mh.msg_controllen = core::mem::size_of_val(&cbuf);
     // SAFETY: receiving into our buffers.
     let n = unsafe { libc::recvmsg(c, &mut mh, libc::MSG_CMSG_CLOEXEC) };
-    let (mut fd, mut fd2) = (-1, -1);
     if n >= 0 {
         // SAFETY: walking the control messages the kernel wrote into cbuf.
         unsafe {
@@ -214,10 +217,9 @@ fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32, i32) {
                     let count = ((*cm).cmsg_len - libc::CMSG_LEN(0) as usize) / core::mem::size_of::<i32>();
                     for i in 0..count {
                         let f = core::ptr::read_unaligned(data.add(i));
-                        if fd < 0 {
-                            fd = f;
-                        } else if fd2 < 0 {
-                            fd2 = f;
+                        if fds.n < fds.fd.len() {
+                            fds.fd[fds.n] = f;
+                            fds.n += 1;
                         } else {
                             libc::close(f);
                         }
@@ -227,7 +229,7 @@ fn recv_with_fd(c: i32, buf: &mut [u8]) -> (isize, i32, i32) {
             }
         }
     }
-    (n as isize, fd, fd2)
+    n as isize
 }
 
 /// Wait (frozen) for the requester's verdict on a streamed image: true on

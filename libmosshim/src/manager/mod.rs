@@ -97,7 +97,7 @@ pub fn run() {
             let mut b = [0u8; 64];
             // SAFETY: draining our non-blocking pipe.
             while unsafe { libc::read(pfd[0].fd, b.as_mut_ptr().cast(), b.len()) } > 0 {}
-            match checkpoint(None, false, None, -1, false, -1, -1) {
+            match checkpoint(None, false, None, Sink::NONE, false, -1, -1) {
                 Outcome::Done { path, bytes, frozen_us, total_us, .. } => log(&format!("checkpoint written to {path} ({bytes} bytes, frozen {frozen_us} us, total {total_us} us)")),
                 Outcome::Failed(e) => log(&format!("checkpoint failed: {e}")),
                 Outcome::Restarted => {}
@@ -172,15 +172,15 @@ fn reap(block: bool) {
 /// `live`: copy memory into `sink` in rounds while the process runs first (pre-copy).
 /// `requests`: post-copy, the pipe of the target's page requests (-1: not post-copy).
 /// `notes`: the requester's connection, told of each copy round as it starts (-1: none).
-fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, live: bool, requests: i32, notes: i32) -> Outcome {
+fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: Sink, live: bool, requests: i32, notes: i32) -> Outcome {
     reap(true);
     let tc = Instant::now();
     let rounds = if live {
         let scratch = crate::rt::alloc::scratch_base() as u64;
-        match crate::precopy::copy_rounds(sink, (scratch, scratch + crate::rt::alloc::SCRATCH_SIZE as u64), notes) {
+        match crate::precopy::copy_rounds(sink.pipe, (scratch, scratch + crate::rt::alloc::SCRATCH_SIZE as u64), notes) {
             Ok(r) => Some(r),
             Err(e) => {
-                close_sink(sink);
+                sink.close();
                 return Outcome::Failed(format!("live migration's copy rounds: {e}"));
             }
         }
@@ -211,14 +211,14 @@ fn checkpoint(out: Option<String>, exit: bool, migrate: Option<String>, sink: i3
     }
 }
 
-fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Outcome {
+fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink: Sink, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Outcome {
     let t0 = Instant::now();
     let me = sys::gettid();
     let slots = match freeze(me) {
         Ok(s) => s,
         Err(e) => {
             release_threads();
-            close_sink(sink);
+            sink.close();
             return Outcome::Failed(e);
         }
     };
@@ -227,7 +227,7 @@ fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink
     if let Some(sock) = migrate.as_deref().filter(|_| handed) {
         if let Err(e) = crate::migrate::hand_off(sock, &internal_fds()) {
             release_threads();
-            close_sink(sink);
+            sink.close();
             return Outcome::Failed(e);
         }
     }
@@ -238,19 +238,37 @@ fn checkpoint_now(out: Option<String>, exit: bool, migrate: Option<String>, sink
     outcome
 }
 
-/// Our copy of a streamed image's sink (-1: none). The writer child has its own: once
-/// ours is closed, the reader sees the end of the image when the writer is done.
-fn close_sink(sink: i32) {
-    if sink >= 0 {
-        // SAFETY: closing the descriptor the requester sent us.
-        unsafe { libc::close(sink) };
+/// Where a streamed image goes: the pipe (-1: a file, not streamed), and the TCP lanes a
+/// stop-and-copy image goes striped over instead (`ckpt::image::lanes`; `n` of them).
+#[derive(Clone, Copy)]
+pub(super) struct Sink {
+    pub pipe: i32,
+    pub lanes: [i32; ckpt::image::lanes::MAX_LANES],
+    pub n: usize,
+}
+
+impl Sink {
+    /// Not streamed: the image goes to a file.
+    pub const NONE: Sink = Sink { pipe: -1, lanes: [-1; ckpt::image::lanes::MAX_LANES], n: 0 };
+
+    /// Our copies of the sink's descriptors. The writer child has its own: once ours are
+    /// closed, the reader sees the end of the image when the writer is done.
+    fn close(&self) {
+        for fd in core::iter::once(self.pipe).chain(self.lanes[..self.n].iter().copied()) {
+            if fd >= 0 {
+                // Raw: libc's close is the shim's own hook, which in a body away from
+                // home takes a number it does not know as the application's.
+                // SAFETY: closing a descriptor the requester sent us.
+                unsafe { ckpt::sc!(libc::SYS_close, fd) };
+            }
+        }
     }
 }
 
 /// `sink` is closed here, in the process that took the image (a restored process has no
 /// such descriptor: the number means nothing there).
 #[allow(clippy::too_many_arguments)]
-fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: i32, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Outcome {
+fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String>, exit: bool, sink: Sink, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Outcome {
     let n = slots.len() as u32;
     let stop_us = t0.elapsed().as_micros() as u64;
     let result = prepare(me, &slots, out, sink, rounds, requests);
@@ -258,7 +276,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
         Ok(p) => p,
         Err(e) => {
             release_threads();
-            close_sink(sink);
+            sink.close();
             return Outcome::Failed(e);
         }
     };
@@ -282,7 +300,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
         core::mem::forget(plan);
         return Outcome::Restarted;
     }
-    close_sink(sink);
+    sink.close();
     // With --exit the application must not run past the snapshot (its output would be
     // produced twice): it stays frozen until the image is safe, then exits.
     if !exit {
@@ -362,7 +380,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
 }
 
 /// Capture everything but memory while threads are frozen, and build the writer's plan.
-fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Result<(Plan, i32), String> {
+fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: Sink, rounds: Option<&crate::precopy::Rounds>, requests: i32) -> Result<(Plan, i32), String> {
     // Child processes are not checkpointed with their parent (yet): refuse.
     // SAFETY: siginfo is plain data; waitid with WNOWAIT|WNOHANG only looks.
     let mut si: libc::siginfo_t = unsafe { core::mem::zeroed() };
@@ -374,7 +392,13 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
     }
     let mut internal = internal_fds();
     internal.push(crate::state::dirty::tracker_fd());
-    internal.push(requests);
+    // The capture lists the application's table; the requester's descriptors (post-copy's
+    // request pipe, the lanes) are in ours, where their numbers may be the application's
+    // fds 0, 1, 2 (ours holds only the shim's), unless we share its table (unshare failed).
+    if crate::process::fds::SHIM_FDS.manager_own_table_tid() != sys::gettid() {
+        internal.push(requests);
+        internal.extend_from_slice(&sink.lanes[..sink.n]);
+    }
     let mut meta = dump::capture_process(&internal)?;
     meta.vpid = crate::identity::vpid();
     crate::state::threads::capture_threads(&mut meta, me, slots)?;
@@ -409,7 +433,8 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: i32, rounds: Opt
         dest: cs(&dest)?,
         dir: cs(&dir)?,
         result_fd: p[1],
-        sink,
+        sink: sink.pipe,
+        lanes: sink.lanes[..sink.n].to_vec(),
         scratch: (base, base + crate::rt::alloc::SCRATCH_SIZE as u64),
         shared: crate::state::memory::copy_shared()?,
         live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: crate::identity::real_pid() }),
