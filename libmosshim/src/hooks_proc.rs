@@ -7,7 +7,8 @@
 //! with the virtual numbers, and so do readdir listings of /proc and of task directories.
 //! Before any restart every number is its own and the calls go straight on (one load and
 //! a compare). Libc's own internal opens (glibc's functions other than these) and raw
-//! getdents are not seen. A body away from home is not handled here.
+//! getdents are not seen. A body away from home has these path calls trapped and does
+//! the same there (`remote::procpid`), with the functions here.
 
 use core::ffi::c_char;
 
@@ -78,8 +79,19 @@ fn translate(path: *const c_char, buf: &mut [u8; MAX]) -> *const c_char {
     }
     // SAFETY: the caller's path argument: a NUL-terminated string by the call's contract.
     let s = unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes();
-    let Some(rest) = s.strip_prefix(b"/proc/") else { return path };
-    let Some((n, len)) = digits(rest) else { return path };
+    match translate_bytes(s, buf) {
+        Some(_) => buf.as_ptr().cast(),
+        None => path,
+    }
+}
+
+/// `s` (a path, without its NUL) with `/proc/<n>` (and `/task/<n>` after it) in the
+/// kernel's numbers, written NUL-terminated into `buf`; its length with the NUL, or None
+/// when the path does not name the process or its threads by the application's numbers
+/// (or does not fit). Plain code: the SIGSYS handler of a body away from home runs it.
+pub(crate) fn translate_bytes(s: &[u8], buf: &mut [u8; MAX]) -> Option<usize> {
+    let rest = s.strip_prefix(b"/proc/")?;
+    let (n, len) = digits(rest)?;
     let mut tail = &rest[len..];
     let r = real_of(n);
     let mut task: Option<(i32, i32)> = None;
@@ -90,7 +102,7 @@ fn translate(path: *const c_char, buf: &mut [u8; MAX]) -> *const c_char {
         }
     }
     if r == n && task.is_none_or(|(a, b)| a == b) {
-        return path;
+        return None;
     }
     let mut at = 0;
     let ok = push(buf, &mut at, b"/proc/")
@@ -98,11 +110,7 @@ fn translate(path: *const c_char, buf: &mut [u8; MAX]) -> *const c_char {
         && task.is_none_or(|(_, t)| push(buf, &mut at, b"/task/") && push_num(buf, &mut at, t))
         && push(buf, &mut at, tail)
         && push(buf, &mut at, b"\0");
-    if ok {
-        buf.as_ptr().cast()
-    } else {
-        path
-    }
+    ok.then_some(at)
 }
 
 /// After readlink of `/proc/self` or `/proc/thread-self` (`n` bytes in `out`): the
@@ -113,14 +121,22 @@ fn untranslate_link(path: *const c_char, out: *mut c_char, n: isize, size: usize
     }
     // SAFETY: as in translate.
     let p = unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes();
+    // SAFETY: readlink wrote n bytes there, in the caller's buffer of `size` bytes.
+    let out = unsafe { core::slice::from_raw_parts_mut(out as *mut u8, size) };
+    untranslate_bytes(p, out, n as usize).map_or(n, |k| k as isize)
+}
+
+/// The link `/proc/self` or `/proc/thread-self` (the path `p`) read as `out[..n]`,
+/// rewritten there in the application's numbers; the new length, or None when `p` is
+/// another path or nothing changes. Plain code (see [`translate_bytes`]).
+pub(crate) fn untranslate_bytes(p: &[u8], out: &mut [u8], n: usize) -> Option<usize> {
     if p != b"/proc/self" && p != b"/proc/thread-self" {
-        return n;
+        return None;
     }
-    // SAFETY: readlink wrote n bytes there.
-    let got = unsafe { core::slice::from_raw_parts(out as *const u8, n as usize) };
+    let got = out.get(..n)?;
     let mut buf = [0u8; 64];
     let mut at = 0;
-    let Some((pid, len)) = digits(got) else { return n };
+    let (pid, len) = digits(got)?;
     let mut ok = push_num(&mut buf, &mut at, virtual_of(pid));
     let rest = &got[len..];
     if let Some(t) = rest.strip_prefix(b"/task/") {
@@ -130,14 +146,16 @@ fn untranslate_link(path: *const c_char, out: *mut c_char, n: isize, size: usize
     } else {
         ok &= push(&mut buf, &mut at, rest);
     }
-    let k = at.min(size);
     if !ok {
-        return n;
+        return None;
     }
-    // SAFETY: the caller's buffer of `size` bytes.
-    unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), out as *mut u8, k) };
-    k as isize
+    let k = at.min(out.len());
+    out[..k].copy_from_slice(&buf[..k]);
+    Some(k)
 }
+
+/// Room for a rewritten path (for callers elsewhere).
+pub(crate) const PATH_MAX: usize = MAX;
 
 macro_rules! path_hook {
     ($name:ident, $ty:ident, ($($a:ident: $t:ty),*), path = $p:ident, $ret:ty) => {
@@ -234,7 +252,8 @@ fn virtual_entry(dir: *mut libc::DIR, name: &[u8]) -> Option<i32> {
 }
 
 fn fix_entry(dir: *mut libc::DIR, e: *mut libc::dirent64) -> *mut libc::dirent64 {
-    if e.is_null() || !restarted() {
+    // (away from home too: a task directory listed there is this node's)
+    if e.is_null() || crate::process::ctx::restart_pid() == 0 {
         return e;
     }
     // SAFETY: e is the entry readdir just returned (valid until the next call on dir).

@@ -62,11 +62,15 @@ static void check(const char *when)
         task_listed |= strcmp(e->d_name, want_tid) == 0;
     if (td)
         closedir(td);
+    /* the process's own entry, not another's with the same number */
+    struct stat a, b;
+    snprintf(p, sizeof p, "/proc/%d", pid);
+    int same = stat(p, &a) == 0 && stat("/proc/self/", &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
     ssize_t k = readlink("/proc/self", l, sizeof l - 1);
     l[k > 0 ? k : 0] = 0;
     char want[16];
     snprintf(want, sizeof want, "%d", pid);
-    printf("%s: stat %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s, listed %s, task listed %s\n", when, st_ok ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
+    printf("%s: stat %s, own entry %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s, listed %s, task listed %s\n", when, st_ok ? "ok" : "FAILED", same ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
            n >= 4 ? "ok" : "FAILED", open_ok ? "ok" : "FAILED", access_ok ? "ok" : "FAILED", strcmp(l, want) == 0 ? "ok" : "FAILED", listed ? "ok" : "FAILED", task_listed ? "ok" : "FAILED");
 }
 

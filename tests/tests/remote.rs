@@ -646,3 +646,22 @@ fn terminal_stays_at_home() {
     assert!(s.contains("ROW tty ok"), "{}\n{}", out.describe(), log_of(dir.path()));
     assert!(s.contains("MATRIX DONE fails=0"), "{}", out.describe());
 }
+
+/// Away from home, `/proc/<pid>` and `/proc/<tid>` with the numbers the process knows
+/// name the body's own entries on its node (open, fopen, opendir, stat, access,
+/// readlink), `/proc/self` reads as getpid, and the task directory lists the thread.
+#[test]
+fn proc_paths_with_the_own_pid_work_away_from_home() {
+    let c = cluster(2);
+    let dir = tempfile::tempdir().unwrap();
+    let prog = compile_c("procpid");
+    let mut p = Proc::spawn("procpid", app(&c, dir.path(), &prog, &[]));
+    wait_file(&dir.path().join("ready.1"));
+    migrate(&c, p.pid(), "node2");
+    body_on(&c, "node2");
+    std::fs::write(dir.path().join("go.1"), b"").unwrap();
+    let out = p.wait_timeout(Duration::from_secs(30));
+    out.assert_code(0, "procpid away from home");
+    let want = "after: stat ok, own entry ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok, listed ok, task listed ok\n";
+    assert!(out.stdout_str().contains(want), "{}\n{}", out.describe(), log_of(dir.path()));
+}

@@ -38,6 +38,10 @@ pub(super) fn dispatch(h: &impl Home, nr: i64, a: [u64; 6], g: &mut [i64; 23], m
     let m = *mask;
     let fd = a[0] as i32 as i64;
     let rem = is_remote(fd);
+    // the process's own /proc/<pid>: this node's, in its kernel numbers
+    if let Some(r) = super::procpid::own_proc_call(nr, a) {
+        return Ret(r);
+    }
     match nr {
         // ---------------------------------------------------- fd calls
         libc::SYS_read if rem => Ret(read_fwd(h, fd, a[1], a[2], m)),

@@ -47,6 +47,7 @@ mod fwd_path;
 mod fwd_poll;
 mod fwd_socket;
 mod homefd;
+mod procpid;
 mod sud;
 #[cfg(test)]
 mod tests;
