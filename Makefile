@@ -4,7 +4,7 @@ CARGO ?= cargo
 TRIPLE := x86_64-unknown-linux-gnu
 REL := target/release
 
-.PHONY: all build restorer test demo demo-ckpt bench clean
+.PHONY: all build restorer test demo demo-ckpt bench clean install
 
 all: build
 
@@ -45,6 +45,13 @@ demo-ckpt: build
 bench: build
 	$(CARGO) run --profile bench-run -p mos-bench
 	$(CARGO) run --release -p placer --bin placer_bench
+
+# programs, library, restorer, systemd units, man pages and completions under PREFIX
+# (staged in DESTDIR); see scripts/install.sh for the layout
+PREFIX ?= /usr/local
+DESTDIR ?=
+install: build
+	bash scripts/install.sh "$(PREFIX)" "$(DESTDIR)"
 
 clean:
 	$(CARGO) clean

@@ -103,11 +103,7 @@ pub fn init() -> Result<()> {
 }
 
 fn bin(name: &str) -> Result<PathBuf> {
-    let p = std::env::current_exe()?.with_file_name(name);
-    if !p.exists() {
-        bail!("{} not found (build with `make`)", p.display());
-    }
-    Ok(p)
+    proto::paths::locate(name).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Start a daemon in its own session; in the cgroups `cgroups` (their `cgroup.procs`

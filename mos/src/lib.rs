@@ -29,24 +29,16 @@ pub fn ckpt_cmd(pid: i32, exit: bool, output: Option<PathBuf>, stats: bool, stri
     }
 }
 
-/// The restorer binary: next to this executable.
+/// The restorer binary: next to this executable, or installed (`proto::paths`).
 fn restorer() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.with_file_name("mosrestart");
-    if !p.exists() {
-        bail!("restart: {} not found (build with `make`)", p.display());
-    }
-    Ok(p)
+    proto::paths::locate("mosrestart").map_err(|e| anyhow::anyhow!("restart: {e}"))
 }
 
 /// `mos run -- PROG ARGS`: become PROG with libmosshim.so preloaded (in front of any
 /// LD_PRELOAD already set). The pid stays the same, so `mos ckpt` takes `$!` as usual.
 pub fn run_cmd(argv: &[std::ffi::OsString]) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let shim = std::env::current_exe()?.with_file_name("libmosshim.so");
-    if !shim.exists() {
-        bail!("run: {} not found (build with `make`)", shim.display());
-    }
+    let shim = proto::paths::locate("libmosshim.so").map_err(|e| anyhow::anyhow!("run: {e}"))?;
     let mut preload = shim.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(" ");

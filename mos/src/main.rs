@@ -261,6 +261,7 @@ fn condor_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::
 }
 
 fn main() {
+    clidocs::generate_if_asked(<Cli as clap::CommandFactory>::command);
     let cli = Cli::parse_from(condor_spellings(std::env::args_os()));
     let r = match cli.cmd {
         Cmd::Ckpt { pid, exit, output, stats, strict, exit_code } => mos::ckpt_cmd(pid, exit, output, stats, strict, exit_code),

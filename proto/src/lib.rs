@@ -35,6 +35,7 @@ pub mod auth;
 pub mod frame;
 pub mod gossip;
 pub mod msg;
+pub mod paths;
 pub mod rsys;
 pub mod socket;
 pub mod spliced;

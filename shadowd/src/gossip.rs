@@ -77,10 +77,12 @@ fn now_ms() -> u64 {
 
 impl Gossip {
     /// Bind the UDP socket next to `tcp` (same address, a free port).
-    pub fn bind(cfg: GossipConfig, key: ClusterKey, tcp: SocketAddr, state: crate::reporter::NodeState, report: crate::reporter::ReporterConfig) -> std::io::Result<Arc<Gossip>> {
+    /// `tcp`: where the node's TCP listener is bound (the UDP socket binds the same IP);
+    /// `public`: the IP peers reach it at (what it announces).
+    pub fn bind(cfg: GossipConfig, key: ClusterKey, tcp: SocketAddr, public: std::net::IpAddr, state: crate::reporter::NodeState, report: crate::reporter::ReporterConfig) -> std::io::Result<Arc<Gossip>> {
         let (node, interval) = (report.node.clone(), report.interval);
         let sock = UdpSocket::bind((tcp.ip(), 0))?;
-        let addr = sock.local_addr()?.to_string();
+        let addr = SocketAddr::new(public, sock.local_addr()?.port()).to_string();
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         Ok(Arc::new(Gossip {
             cfg,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 pub mod candidates;
 pub mod gossip;
@@ -39,6 +39,8 @@ pub struct Config {
     pub node: String,
     /// Listen address.
     pub listen: String,
+    /// The address peers reach this node at (IP or IP:PORT), if not the listening one.
+    pub advertise: Option<String>,
     /// State directory.
     pub state_dir: PathBuf,
     /// Cluster key file.
@@ -79,7 +81,8 @@ pub fn run(cfg: Config) -> Result<()> {
     let term = signals::TerminationSignals::block().context("cannot block SIGTERM/SIGINT")?;
     let listener = TcpListener::bind(&cfg.listen)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let addr = listener.local_addr().context("cannot read the listening address")?;
+    let bound = listener.local_addr().context("cannot read the listening address")?;
+    let addr = advertised(bound, cfg.advertise.as_deref())?;
     write_addr_file(&cfg.state_dir, addr)?;
     // Restarted guests inherit it: a migrated body reports where it runs (see the shim's
     // migrate::node_name). Set before any thread exists.
@@ -92,7 +95,9 @@ pub fn run(cfg: Config) -> Result<()> {
         guests::Guests::new(
             guests::GuestsConfig {
                 node: cfg.node.clone(),
-                bin_dir,
+                // (one missing is said when a job needs it)
+                mos: proto::paths::locate("mos").unwrap_or_else(|_| bin_dir.join("mos")),
+                shim: proto::paths::locate("libmosshim.so").unwrap_or_else(|_| bin_dir.join("libmosshim.so")),
                 default_ckpt_dir: cfg.state_dir.join("ckpt"),
                 key: Some(key.clone()),
                 migration_dirs: vec![migration_dir.clone(), cfg.state_dir.join("received")],
@@ -130,7 +135,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let state = reporter::NodeState { guests: guests.clone(), registry: registry.clone(), sessions: sessions.clone() };
     let gossip = match &cfg.gossip {
         Some(g) => {
-            let g = gossip::Gossip::bind(g.clone(), key.clone(), addr, state.clone(), rcfg.clone()).context("cannot bind the gossip socket")?;
+            let g = gossip::Gossip::bind(g.clone(), key.clone(), bound, addr.ip(), state.clone(), rcfg.clone()).context("cannot bind the gossip socket")?;
             g.set_events(events.clone());
             let gaddr: SocketAddr = g.addr.parse().context("gossip address")?;
             write_named_addr_file(&cfg.state_dir, "gossip.addr", gaddr)?;
@@ -144,9 +149,9 @@ pub fn run(cfg: Config) -> Result<()> {
         reporter::start(rcfg, key.clone(), events, state).context("cannot start the reporter thread")?;
     }
 
-    let rsys_listener = TcpListener::bind((addr.ip(), 0))
-        .with_context(|| format!("cannot listen for remote calls on {}", addr.ip()))?;
-    let rsys_addr = rsys_listener.local_addr().context("cannot read the rsys listening address")?;
+    let rsys_listener = TcpListener::bind((bound.ip(), 0))
+        .with_context(|| format!("cannot listen for remote calls on {}", bound.ip()))?;
+    let rsys_addr = SocketAddr::new(addr.ip(), rsys_listener.local_addr().context("cannot read the rsys listening address")?.port());
     write_named_addr_file(&cfg.state_dir, "rsys.addr", rsys_addr)?;
     sessions.set_addr(rsys_addr.to_string());
     {
@@ -250,12 +255,32 @@ fn migration_dir(node: &str, state_dir: &Path) -> PathBuf {
     }
 }
 
-/// Where `mos` and `libmosshim.so` are: next to this executable.
+/// This executable's directory (where `mos` and `libmosshim.so` are in the build tree).
 fn bin_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the shadowd executable")?;
     exe.parent()
         .map(Path::to_path_buf)
         .ok_or_else(|| anyhow!("shadowd executable {} has no directory", exe.display()))
+}
+
+/// The address this node announces: `advertise` (an IP: with the listening port; or
+/// IP:PORT), else the bound one, which must then be one a peer can reach (not 0.0.0.0
+/// or ::).
+pub fn advertised(bound: SocketAddr, advertise: Option<&str>) -> Result<SocketAddr> {
+    match advertise {
+        Some(a) => {
+            if let Ok(sa) = a.parse::<SocketAddr>() {
+                return Ok(sa);
+            }
+            let ip: std::net::IpAddr = a.parse().map_err(|_| anyhow!("--advertise {a}: not an IP address or IP:PORT"))?;
+            if ip.is_unspecified() {
+                bail!("--advertise {a}: an address peers can reach is needed, not a wildcard");
+            }
+            Ok(SocketAddr::new(ip, bound.port()))
+        }
+        None if bound.ip().is_unspecified() => bail!("listening on {bound}, a wildcard: say with --advertise which address other nodes and the placer reach this node at"),
+        None => Ok(bound),
+    }
 }
 
 /// Write `DIR/addr` atomically: a temporary file renamed over it.
@@ -279,6 +304,18 @@ pub fn write_named_addr_file(dir: &Path, name: &str, addr: SocketAddr) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_advertised_address_is_reachable_or_refused() {
+        let bound: SocketAddr = "0.0.0.0:7010".parse().unwrap();
+        assert!(advertised(bound, None).unwrap_err().to_string().contains("--advertise"));
+        assert_eq!(advertised(bound, Some("10.1.2.3")).unwrap(), "10.1.2.3:7010".parse().unwrap());
+        assert_eq!(advertised(bound, Some("10.1.2.3:9000")).unwrap(), "10.1.2.3:9000".parse().unwrap());
+        assert!(advertised(bound, Some("0.0.0.0")).is_err());
+        assert!(advertised(bound, Some("node7")).unwrap_err().to_string().contains("not an IP"));
+        let lo: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        assert_eq!(advertised(lo, None).unwrap(), lo);
+    }
 
     #[test]
     fn addr_file_is_written_whole() {

@@ -15,6 +15,10 @@ struct Args {
     /// Address to accept connections on (`127.0.0.1:0` picks a free port).
     #[arg(long)]
     listen: String,
+    /// The address other nodes and the placer reach this node at (an IP, or IP:PORT
+    /// behind a port forward); needed when --listen is a wildcard such as 0.0.0.0:7010.
+    #[arg(long)]
+    advertise: Option<String>,
     /// State directory (created if needed); the daemon writes its address to DIR/addr.
     #[arg(long)]
     state_dir: PathBuf,
@@ -48,10 +52,12 @@ struct Args {
 }
 
 fn main() {
+    clidocs::generate_if_asked(<Args as clap::CommandFactory>::command);
     let a = Args::parse();
     let cfg = shadowd::Config {
         node: a.node,
         listen: a.listen,
+        advertise: a.advertise,
         state_dir: a.state_dir,
         key: a.key,
         placer: a.placer,

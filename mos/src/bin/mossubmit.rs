@@ -18,6 +18,7 @@ struct Args {
 }
 
 fn main() {
+    clidocs::generate_if_asked(<Args as clap::CommandFactory>::command);
     let a = Args::parse();
     if let Err(e) = mos::cluster::submit(&a.file, a.dry_run, a.json) {
         eprintln!("mossubmit: {e:#}");

@@ -65,7 +65,7 @@ impl Guests {
             pid: g.pid,
             msg,
         };
-        let mos = self.cfg.bin_dir.join("mos");
+        let mos = self.cfg.mos.clone();
         let mut cmd = Command::new(&mos);
         cmd.arg("ckpt").arg(g.pid.to_string());
         if exit {

@@ -123,7 +123,7 @@ impl LaunchPlan {
         let ckpt_dir = at_cwd(&batch.ckpt_dir).unwrap_or_else(|| cfg.default_ckpt_dir.clone());
         let image = ckpt_dir.join(format!("job{job}.mosimg"));
         let ckpt_every = batch_interval(&batch);
-        let mos = cfg.bin_dir.join("mos");
+        let mos = cfg.mos.clone();
         if let Some(from) = &spec.restart_from {
             if from.as_bytes().is_empty() {
                 return Err(bad("empty restart image path".into()));
@@ -161,7 +161,7 @@ impl LaunchPlan {
         if first.as_bytes().is_empty() {
             return Err(bad("empty program path".into()));
         }
-        let shim = cfg.bin_dir.join("libmosshim.so");
+        let shim = cfg.shim.clone();
         if !shim.exists() {
             return Err(bad(format!("{} is missing on this node (run `make build`)", shim.display())));
         }
@@ -338,7 +338,8 @@ mod tests {
     fn cfg() -> GuestsConfig {
         GuestsConfig {
             node: "n1".into(),
-            bin_dir: PathBuf::from("/opt/mos/bin"),
+            mos: PathBuf::from("/opt/mos/bin/mos"),
+            shim: PathBuf::from("/opt/mos/lib/libmosshim.so"),
             default_ckpt_dir: PathBuf::from("/var/mos/ckpt"),
             key: None,
             migration_dirs: vec![PathBuf::from("/dev/shm/mos-n1-1")],
@@ -413,7 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("libmosshim.so"), b"").unwrap();
         let mut c = cfg();
-        c.bin_dir = dir.path().to_path_buf();
+        c.shim = dir.path().join("libmosshim.so");
         let mut s = spec();
         s.batch = Some(BatchIo {
             input: Some("in".into()),

@@ -106,8 +106,10 @@ pub enum GuestError {
 pub struct GuestsConfig {
     /// Our node name.
     pub node: String,
-    /// Where `mos` and `libmosshim.so` are.
-    pub bin_dir: PathBuf,
+    /// The `mos` program (restarts go through `mos restart`).
+    pub mos: PathBuf,
+    /// The preloaded library, `libmosshim.so`.
+    pub shim: PathBuf,
     /// Checkpoint directory for jobs that name none.
     pub default_ckpt_dir: PathBuf,
     /// Cluster key, to stream images to a job's home.
