@@ -165,7 +165,11 @@ fn exchange(
         return Err(ClientError::NoProcess);
     }
     let addr = SocketAddr::from_abstract_name(socket_name(pid).as_bytes())?;
-    let mut s = UnixStream::connect_addr(&addr).map_err(|_| ClientError::NotShimmed)?;
+    let mut s = match UnixStream::connect_addr(&addr) {
+        Ok(s) => s,
+        // its control socket is abstract: in its network namespace, if not ours
+        Err(_) => connect_in_netns_of(pid, &addr).ok_or(ClientError::NotShimmed)?,
+    };
     let bytes = postcard::to_allocvec(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
     if fds.is_empty() {
         s.write_all(&bytes)?;
@@ -199,6 +203,30 @@ fn exchange(
     }
     let r = postcard::from_bytes(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
     Ok((r, s))
+}
+
+/// Connect to the abstract unix socket `addr` in `pid`'s network namespace when it is
+/// not ours (a node of `mos cluster up --netns`): from a thread that enters it (a socket
+/// stays in the namespace it was made in). None if it is ours, or cannot be entered.
+fn connect_in_netns_of(pid: i32, addr: &std::os::unix::net::SocketAddr) -> Option<std::os::unix::net::UnixStream> {
+    use std::os::fd::AsRawFd;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    let ours = std::fs::metadata("/proc/self/ns/net").ok()?;
+    if std::os::unix::fs::MetadataExt::ino(&theirs) == std::os::unix::fs::MetadataExt::ino(&ours) {
+        return None;
+    }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()?;
+    let addr = addr.clone();
+    std::thread::spawn(move || {
+        // SAFETY: setns of this (short-lived) thread only, with a namespace fd we hold.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        std::os::unix::net::UnixStream::connect_addr(&addr).ok()
+    })
+    .join()
+    .ok()
+    .flatten()
 }
 
 /// The request with `fds` attached (SCM_RIGHTS on its first byte), written whole.

@@ -22,7 +22,7 @@ pub fn home() -> PathBuf {
     }
 }
 
-fn key_path() -> PathBuf {
+pub(crate) fn key_path() -> PathBuf {
     home().join("cluster.key")
 }
 
@@ -35,6 +35,9 @@ pub struct Daemon {
     /// The node's cgroups (the capped test bed), which its home processes join too.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// The node's network namespace (`--netns`), which its home processes join too.
+    #[serde(default)]
+    pub netns: Option<String>,
 }
 
 /// Who decides automatic migrations.
@@ -63,12 +66,17 @@ pub struct UpOptions {
     pub speeds: Vec<f64>,
     /// Minimum age on a node before a process is balanced.
     pub min_age_ms: u64,
+    /// Each node in a network namespace of its own (`crate::netbed`).
+    pub netns: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub placer: Daemon,
     pub nodes: Vec<Daemon>,
+    /// The network namespaces and bridge of `--netns`, removed at `down`.
+    #[serde(default)]
+    pub bed: Option<crate::netbed::Bed>,
 }
 
 fn run_state_path() -> PathBuf {
@@ -81,7 +89,7 @@ pub fn load_run_state() -> Result<RunState> {
     serde_json::from_str(&text).with_context(|| format!("corrupt {}", p.display()))
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence.
     unsafe { libc::kill(pid, 0) == 0 }
 }
@@ -102,14 +110,14 @@ pub fn init() -> Result<()> {
     Ok(())
 }
 
-fn bin(name: &str) -> Result<PathBuf> {
+pub(crate) fn bin(name: &str) -> Result<PathBuf> {
     proto::paths::locate(name).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Start a daemon in its own session; in the cgroups `cgroups` (their `cgroup.procs`
 /// opened here, written by the child before it execs, so the daemon and everything it
 /// starts are in them from the first instruction).
-fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[PathBuf]) -> Result<i32> {
+pub(crate) fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[PathBuf], netns: Option<&str>) -> Result<i32> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -118,10 +126,13 @@ fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[PathBuf]) ->
         .map(|d| std::fs::OpenOptions::new().write(true).open(d.join("cgroup.procs")).with_context(|| format!("opening {}/cgroup.procs", d.display())))
         .collect::<Result<_>>()?;
     let procs_fds: Vec<i32> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let ns = netns.map(crate::netbed::open).transpose()?;
+    let ns_fd = ns.as_ref().map_or(-1, |f| f.as_raw_fd());
     let mut c = std::process::Command::new(exe);
     c.args(args).stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out);
     // SAFETY: between fork and exec the child only makes async-signal-safe calls (getpid,
-    // write of a number formatted on the stack, setsid, close_range); the fds are open.
+    // write of a number formatted on the stack, setns, setsid, close_range); the fds are
+    // open.
     unsafe {
         c.pre_exec(move || {
             let mut buf = [0u8; 16];
@@ -140,6 +151,9 @@ fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[PathBuf]) ->
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            if ns_fd >= 0 && libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::setsid();
             libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32);
             Ok(())
@@ -149,7 +163,7 @@ fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[PathBuf]) ->
     Ok(child.id() as i32)
 }
 
-fn wait_addr(dir: &Path, pid: i32, what: &str, log: &Path) -> Result<String> {
+pub(crate) fn wait_addr(dir: &Path, pid: i32, what: &str, log: &Path) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(a) = std::fs::read_to_string(dir.join("addr")) {
@@ -188,7 +202,11 @@ pub fn up(o: &UpOptions) -> Result<()> {
     let _ = std::fs::remove_file(pdir.join("addr"));
     let plog = h.join("placer.log");
     let k = key.display().to_string();
-    let mut args = vec!["--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), pdir.display().to_string(), "--key".into(), k.clone(), "--interval-ms".into(), interval_ms.to_string()];
+    // --netns: the nodes' namespaces and the bridge first; the placer listens there
+    let bed = if o.netns { Some(crate::netbed::create(&h, nodes)?) } else { None };
+    let bed_guard = BedGuard(bed.clone());
+    let placer_ip = bed.as_ref().map_or("127.0.0.1".to_string(), |b| b.gateway.clone());
+    let mut args = vec!["--listen".into(), format!("{placer_ip}:0"), "--state-dir".into(), pdir.display().to_string(), "--key".into(), k.clone(), "--interval-ms".into(), interval_ms.to_string()];
     args.extend(["--min-age-ms".into(), o.min_age_ms.to_string()]);
     // in gossip mode the placer places and shows, the shadowds decide
     if !o.balance || o.mode == Mode::Gossip {
@@ -213,21 +231,22 @@ pub fn up(o: &UpOptions) -> Result<()> {
             Vec::new()
         });
     }
-    let ppid = spawn_daemon(&bin("placer")?, &args, &plog, &[])?;
+    let ppid = spawn_daemon(&bin("placer")?, &args, &plog, &[], None)?;
     let paddr = wait_addr(&pdir, ppid, "placer", &plog)?;
-    let placer = Daemon { name: "placer".into(), pid: ppid, addr: paddr.clone(), state_dir: pdir, cgroups: Vec::new() };
+    let placer = Daemon { name: "placer".into(), pid: ppid, addr: paddr.clone(), state_dir: pdir, cgroups: Vec::new(), netns: None };
     let mut started = Vec::new();
     let mut gossip_seed: Option<String> = None;
     for i in 1..=nodes {
         let name = format!("node{i}");
         let speed = o.speeds.get(i as usize - 1).copied().unwrap_or(1.0);
         let cgroups = std::mem::take(&mut groups[i as usize - 1]);
+        let net = bed.as_ref().map(|b| &b.nodes[i as usize - 1]);
         let dir = h.join("nodes").join(&name);
         std::fs::create_dir_all(&dir)?;
         let _ = std::fs::remove_file(dir.join("addr"));
         let log = h.join(format!("{name}.log"));
         let mut args = vec![
-            "--node".into(), name.clone(), "--listen".into(), "127.0.0.1:0".into(), "--state-dir".into(), dir.display().to_string(),
+            "--node".into(), name.clone(), "--listen".into(), format!("{}:0", net.map_or("127.0.0.1", |n| n.ip.as_str())), "--state-dir".into(), dir.display().to_string(),
             "--key".into(), k.clone(), "--placer".into(), paddr.clone(), "--interval-ms".into(), interval_ms.to_string(), "--cpus".into(), "1".into(),
             "--speed".into(), ((speed * 1000.0).round() as u32).max(1).to_string(),
         ];
@@ -241,7 +260,7 @@ pub fn up(o: &UpOptions) -> Result<()> {
                 args.extend(["--seeds".into(), seed.clone()]);
             }
         }
-        let pid = spawn_daemon(&bin("shadowd")?, &args, &log, &cgroups)?;
+        let pid = spawn_daemon(&bin("shadowd")?, &args, &log, &cgroups, net.map(|n| n.netns.as_str()))?;
         let addr = wait_addr(&dir, pid, &name, &log)?;
         // its local socket too (`mos run` registers there)
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -264,9 +283,11 @@ pub fn up(o: &UpOptions) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(5));
             };
         }
-        started.push(Daemon { name, pid, addr, state_dir: dir, cgroups });
+        started.push(Daemon { name, pid, addr, state_dir: dir, cgroups, netns: net.map(|n| n.netns.clone()) });
     }
-    let rs = RunState { placer, nodes: started };
+    let rs = RunState { placer, nodes: started, bed };
+    std::mem::forget(bed_guard);
+    write_description(o, &rs)?;
     let tmp = h.join(".cluster.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&rs)?)?;
     std::fs::rename(&tmp, run_state_path())?;
@@ -275,6 +296,50 @@ pub fn up(o: &UpOptions) -> Result<()> {
         println!("{:<7} pid {:<7} {}  state {}", n.name, n.pid, n.addr, n.state_dir.display());
     }
     Ok(())
+}
+
+/// The first line of a cluster description `mos cluster up` wrote (and `down` removes).
+const WRITTEN_BY_UP: &str = "# written by `mos cluster up`: the localhost cluster it started (removed by `mos cluster down`)";
+
+fn written_by_up(p: &Path) -> bool {
+    std::fs::read_to_string(p).is_ok_and(|t| t.starts_with(WRITTEN_BY_UP))
+}
+
+/// `$MOS_HOME/cluster.toml` for the cluster just started (not over one someone wrote).
+fn write_description(o: &UpOptions, rs: &RunState) -> Result<()> {
+    use placer::clusterfile::{Balancing, ClusterFile, NodeEntry, PlacerEntry};
+    let p = home().join("cluster.toml");
+    if p.exists() && !written_by_up(&p) {
+        println!("(kept {}: not written by `mos cluster up`)", p.display());
+        return Ok(());
+    }
+    let f = ClusterFile {
+        key: key_path(),
+        balancing: if !o.balance { Balancing::Off } else if o.mode == Mode::Gossip { Balancing::Gossip } else { Balancing::Central },
+        interval_ms: o.interval_ms.min(u64::from(u32::MAX)) as u32,
+        placer: PlacerEntry { addr: rs.placer.addr.clone(), listen: None, state_dir: rs.placer.state_dir.clone() },
+        nodes: rs
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeEntry { name: n.name.clone(), addr: n.addr.clone(), listen: None, cpus: Some(1), speed: o.speeds.get(i).copied().unwrap_or(1.0), state_dir: Some(n.state_dir.clone()) })
+            .collect(),
+    };
+    let tmp = home().join(".cluster.toml.tmp");
+    std::fs::write(&tmp, format!("{WRITTEN_BY_UP}\n{}", f.to_toml()))?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(())
+}
+
+/// Removes a `--netns` bed that `up` made, unless forgotten once the cluster is up.
+struct BedGuard(Option<crate::netbed::Bed>);
+
+impl Drop for BedGuard {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            crate::netbed::remove(b);
+        }
+    }
 }
 
 pub fn down() -> Result<()> {
@@ -300,7 +365,14 @@ pub fn down() -> Result<()> {
         // a shadowd that was killed leaves its in-memory migration images behind
         let _ = std::fs::remove_dir_all(format!("/dev/shm/mos-{}-{}", n.name, n.pid));
     }
+    if let Some(bed) = &rs.bed {
+        crate::netbed::remove(bed);
+    }
     let _ = std::fs::remove_file(run_state_path());
+    let desc = home().join("cluster.toml");
+    if written_by_up(&desc) {
+        let _ = std::fs::remove_file(desc);
+    }
     println!("cluster down ({} daemons stopped)", pids.len());
     Ok(())
 }
@@ -330,6 +402,10 @@ pub fn register_here(no_migrate: bool) -> Result<()> {
     };
     let pid = std::process::id();
     crate::testbed::attach(&home.cgroups, pid).with_context(|| format!("joining node {}'s cgroup", home.name))?;
+    // and its network namespace (--netns): the program runs on that node
+    if let Some(ns) = &home.netns {
+        crate::netbed::enter(ns).with_context(|| format!("joining node {}'s network namespace", home.name))?;
+    }
     let sock = home.state_dir.join("shadow.sock");
     match local_request(&sock, &Msg::RegisterProcess { pid, no_migrate }) {
         Ok(Msg::Ack) => {
@@ -451,15 +527,29 @@ fn local_request(sock: &Path, msg: &Msg) -> std::io::Result<Msg> {
     postcard::from_bytes(&r[..n as usize]).map_err(|e| bad(format!("bad answer: {e}")))
 }
 
-fn reap_any() {
+pub(crate) fn reap_any() {
     let mut st = 0;
     // SAFETY: reaping any exited child without blocking.
     while unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) } > 0 {}
 }
 
+/// The cluster description in effect (`$MOS_HOME/cluster.toml`, else
+/// `/etc/mos/cluster.toml`), if any.
+pub fn description() -> Result<Option<placer::clusterfile::ClusterFile>> {
+    match placer::clusterfile::ClusterFile::find(&home()) {
+        Some(p) => Ok(Some(placer::clusterfile::ClusterFile::load(&p).map_err(anyhow::Error::msg)?)),
+        None => Ok(None),
+    }
+}
+
+/// The placer's address: `$MOS_PLACER`, else the cluster description's, else the
+/// localhost cluster's (`cluster.json`).
 fn placer_addr() -> Result<String> {
     if let Ok(a) = std::env::var("MOS_PLACER") {
         return Ok(a);
+    }
+    if let Some(f) = description()? {
+        return Ok(f.placer.addr);
     }
     Ok(load_run_state()?.placer.addr)
 }
@@ -607,6 +697,9 @@ fn user_name() -> String {
 fn node_addr(node: &str) -> Result<String> {
     if node.contains(':') {
         return Ok(node.to_string());
+    }
+    if let Some(f) = description()? {
+        return f.node(node).map(|n| n.addr.clone()).map_err(anyhow::Error::msg);
     }
     let rs = load_run_state()?;
     rs.nodes

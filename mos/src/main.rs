@@ -107,6 +107,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// Start or stop this host's daemons as the cluster description says
+    /// (`$MOS_HOME/cluster.toml`, else `/etc/mos/cluster.toml`)
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// The job queue: ID OWNER SUBMITTED RUN_TIME ST NODE CKPTS CMD (and HOLD_REASON);
     /// `-analyze ID` / `-better-analyze ID` (as condor_q): why job ID is idle
     Q {
@@ -196,10 +202,27 @@ struct Targets {
 }
 
 #[derive(Subcommand)]
+enum NodeCmd {
+    /// Start the shadowd of each node of the description on this host (its address is one
+    /// of this host's), or of the nodes named, and the placer if its address is here
+    Start {
+        /// only these nodes (repeatable)
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// the description to use
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Stop the daemons `mos node start` started
+    Stop,
+}
+
+#[derive(Subcommand)]
 enum ClusterCmd {
     /// Create the cluster key (0600) in $MOS_HOME (default ~/.mos)
     Init,
-    /// Start a placer and N shadowds on 127.0.0.1 (free ports); prints them
+    /// Start a placer and N shadowds on 127.0.0.1 (free ports; with --netns each node in a
+    /// network namespace of its own); prints them
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: u32,
@@ -225,6 +248,10 @@ enum ClusterCmd {
         /// a process must have been on its node this long before balancing moves it
         #[arg(long, default_value_t = 2000)]
         min_age_ms: u64,
+        /// each node in a network namespace of its own, with its own address on a
+        /// private subnet (a bridge and veth pairs, removed at `down`; needs root)
+        #[arg(long)]
+        netns: bool,
     },
     /// Stop the cluster started by `mos cluster up`
     Down,
@@ -273,8 +300,10 @@ fn main() {
         Cmd::Ps { json, events } => cluster::ps(json, events),
         Cmd::Sim { policy, nodes, jobs, seed, utilization, placed_first, json } => mos::sim_cmd(&policy, nodes, jobs, seed, utilization, placed_first, json),
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
-        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms } } => {
-            let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms };
+        Cmd::Node { cmd: NodeCmd::Start { nodes, config } } => mos::node::start(config.as_deref(), &nodes),
+        Cmd::Node { cmd: NodeCmd::Stop } => mos::node::stop(),
+        Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms, netns } } => {
+            let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms, netns };
             cluster::up(&opts)
         }
         Cmd::Cluster { cmd: ClusterCmd::Down } => cluster::down(),

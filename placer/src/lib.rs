@@ -14,6 +14,7 @@
 //! decisions out.
 
 pub mod balancer;
+pub mod clusterfile;
 pub mod daemon;
 pub mod db;
 pub mod dump;

@@ -11,21 +11,28 @@ use placer::dump;
 #[derive(Debug, Parser)]
 #[command(name = "placer", version)]
 struct Args {
-    /// Directory holding the placer's state (the job queue database, placer.redb).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/mos/placer")]
-    state_dir: PathBuf,
+    /// Directory holding the placer's state (the job queue database, placer.redb)
+    /// [default: /var/lib/mos/placer].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// The cluster description (`cluster.toml`): its [placer] gives the address to
+    /// listen on and the state directory, the file the key, the interval and the
+    /// balancing mode (options given as well override it). Serves.
+    #[arg(long, value_name = "FILE", conflicts_with = "dump")]
+    config: Option<PathBuf>,
 
     /// Serve: accept load reports, submissions and commands on this address (host:port).
     #[arg(long, value_name = "ADDR", conflicts_with = "dump")]
     listen: Option<String>,
 
     /// Cluster key file (with --listen).
-    #[arg(long, value_name = "FILE", requires = "listen")]
+    #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
 
-    /// Scheduling and liveness interval, ms (with --listen).
-    #[arg(long, default_value_t = 500)]
-    interval_ms: u64,
+    /// Scheduling and liveness interval, ms (with --listen) [default: 500].
+    #[arg(long)]
+    interval_ms: Option<u64>,
 
     /// Place only: never migrate anything automatically (with --listen).
     #[arg(long)]
@@ -70,7 +77,17 @@ fn main() {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(mut args: Args) -> anyhow::Result<()> {
+    let file = args.config.as_deref().map(placer::clusterfile::ClusterFile::load).transpose().map_err(anyhow::Error::msg)?;
+    if let Some(f) = &file {
+        args.listen = args.listen.take().or_else(|| Some(f.placer.listen().to_string()));
+        args.key = args.key.take().or_else(|| Some(f.key.clone()));
+        args.state_dir = args.state_dir.take().or_else(|| Some(f.placer.state_dir.clone()));
+        args.interval_ms = args.interval_ms.or(Some(u64::from(f.interval_ms)));
+        // gossip: the shadowds decide; off: nobody
+        args.no_balance |= f.balancing != placer::clusterfile::Balancing::Central;
+    }
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/mos/placer"));
     if let Some(listen) = args.listen {
         let key_path = args.key.context("--listen needs --key FILE (see `mos cluster init`)")?;
         let key = proto::auth::load_key(&key_path).with_context(|| format!("cluster key {}", key_path.display()))?;
@@ -81,16 +98,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             mem_reserve_mib: args.mem_reserve_mib,
             ..Default::default()
         });
-        let cfg = placer::daemon::Config { listen, state_dir: args.state_dir, key, interval_ms: args.interval_ms, missed: 3, balance };
+        let cfg = placer::daemon::Config { listen, state_dir, key, interval_ms: args.interval_ms.unwrap_or(500), missed: 3, balance };
         return placer::daemon::Placer::new(cfg)?.run();
     }
     if !args.dump {
         bail!(
-            "nothing to do: give --listen ADDR to serve, or --dump to print the queue in {}",
-            args.state_dir.display()
+            "nothing to do: give --listen ADDR (or --config FILE) to serve, or --dump to print the queue in {}",
+            state_dir.display()
         );
     }
-    let path = args.state_dir.join(DB_FILE_NAME);
+    let path = state_dir.join(DB_FILE_NAME);
     let db = Db::open_read_only(&path)?;
     let queue = dump::read_queue(&db, args.history)
         .with_context(|| format!("reading {}", path.display()))?;

@@ -81,7 +81,9 @@ impl Gossip {
     /// `public`: the IP peers reach it at (what it announces).
     pub fn bind(cfg: GossipConfig, key: ClusterKey, tcp: SocketAddr, public: std::net::IpAddr, state: crate::reporter::NodeState, report: crate::reporter::ReporterConfig) -> std::io::Result<Arc<Gossip>> {
         let (node, interval) = (report.node.clone(), report.interval);
-        let sock = UdpSocket::bind((tcp.ip(), 0))?;
+        // the node's TCP port number if free (a cluster description's seeds are the
+        // nodes' addresses), else any
+        let sock = UdpSocket::bind((tcp.ip(), tcp.port())).or_else(|_| UdpSocket::bind((tcp.ip(), 0)))?;
         let addr = SocketAddr::new(public, sock.local_addr()?.port()).to_string();
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         Ok(Arc::new(Gossip {

@@ -1,4 +1,4 @@
-/* A TCP client: connects to 127.0.0.1:argv[1] at home, then (after mos_sync(1), where the
+/* A TCP client: connects to 127.0.0.1:argv[1] (or argv[2]:argv[1]) at home, then (after mos_sync(1), where the
  * test migrates it) sends "ping I" lines and prints each echo; then opens a second
  * connection (socket() after migration) and does the same once. */
 #include "common.h"
@@ -7,11 +7,13 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+static const char *host = "127.0.0.1";
+
 static int dial(int port)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_addr.s_addr = inet_addr(host);
     if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); exit(90); }
     return s;
 }
@@ -35,6 +37,8 @@ static void ping(int s, const char *msg)
 int main(int argc, char **argv)
 {
     int port = atoi(argv[1]);
+    if (argc > 2)
+        host = argv[2];
     int s = dial(port);
     ping(s, "before");
     mos_sync(1);

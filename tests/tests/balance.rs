@@ -73,6 +73,16 @@ fn processes_spread_by_gossip() {
     spread(&["--mode", "gossip"], "gossip: migrate node1:");
 }
 
+/// The same with every node in a network namespace of its own (`--netns`), in gossip
+/// mode (load vectors over UDP between the namespaces; moves over the bridge).
+#[test]
+fn processes_spread_by_gossip_across_network_namespaces() {
+    if !privileged() {
+        return;
+    }
+    spread(&["--mode", "gossip", "--netns"], "gossip: migrate node1:");
+}
+
 fn spread(mode: &[&str], move_line: &str) {
     let c = capped(4, "0.4", mode);
     let units = 120;

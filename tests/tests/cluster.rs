@@ -51,6 +51,21 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn jobs_survive_a_node_killed_mid_run() {
+    node_killed_mid_run(false);
+}
+
+/// The same with every node in a network namespace of its own (`--netns`): the jobs'
+/// files, checkpoints and restarts do not rely on one shared loopback.
+#[test]
+fn jobs_survive_a_node_killed_mid_run_across_network_namespaces() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    node_killed_mid_run(true);
+}
+
+fn node_killed_mid_run(netns: bool) {
     let c = Cluster::new();
     c.mos(&["cluster", "init"])
         .assert_code(0, "mos cluster init");
@@ -61,8 +76,11 @@ fn jobs_survive_a_node_killed_mid_run() {
         0o600,
         "cluster key must be 0600"
     );
-    c.mos(&["cluster", "up", "--nodes", "3", "--interval-ms", "200"])
-        .assert_code(0, "mos cluster up");
+    let mut up = vec!["cluster", "up", "--nodes", "3", "--interval-ms", "200"];
+    if netns {
+        up.push("--netns");
+    }
+    c.mos(&up).assert_code(0, "mos cluster up");
     let work = c.home.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let exe = build_job(&work);

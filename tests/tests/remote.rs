@@ -10,12 +10,27 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn cluster(nodes: u32) -> Cluster {
+    cluster_on(nodes, false)
+}
+
+/// `netns`: every node in a network namespace of its own (`mos cluster up --netns`).
+fn cluster_on(nodes: u32, netns: bool) -> Cluster {
     let c = Cluster::new();
     c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
     let n = nodes.to_string();
-    c.mos(&["cluster", "up", "--nodes", &n, "--interval-ms", "200"])
-        .assert_code(0, "mos cluster up");
+    let mut args = vec!["cluster", "up", "--nodes", &n, "--interval-ms", "200"];
+    if netns {
+        args.push("--netns");
+    }
+    c.mos(&args).assert_code(0, "mos cluster up");
     c
+}
+
+/// The address the test itself is reached at from every node: loopback, or with
+/// `--netns` the bridge's (the placer's address).
+fn test_host(c: &Cluster) -> String {
+    let placer = c.run_state()["placer"]["addr"].as_str().unwrap().to_string();
+    placer.rsplit_once(':').unwrap().0.to_string()
 }
 
 fn node_pid(c: &Cluster, name: &str) -> i32 {
@@ -60,10 +75,17 @@ fn body_on(c: &Cluster, node: &str) -> i32 {
 }
 
 fn app(c: &Cluster, dir: &Path, prog: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(prog);
+    // with --netns the program runs on its home node: `mos run` enters its namespace
+    let netns = c.run_state()["nodes"][0]["netns"].is_string();
+    let mut cmd = if netns { c.cmd("mos") } else { Command::new(prog) };
+    if netns {
+        cmd.args(["run", "--"]).arg(prog);
+    }
+    if !netns {
+        cmd.env("LD_PRELOAD", shim());
+    }
     cmd.args(args)
         .current_dir(dir)
-        .env("LD_PRELOAD", shim())
         .env("MOS_HOME", c.home.path())
         .env("MOS_SYNC", dir)
         .env("MOS_LOG_FILE", dir.join("shim.log"));
@@ -111,7 +133,22 @@ fn log_of(dir: &Path) -> String {
 /// exit status comes back through the stub (which kept the pid all along).
 #[test]
 fn migrates_home_b_home_c() {
-    let c = cluster(3);
+    home_b_home_c(false);
+}
+
+/// The same with every node in a network namespace of its own: nothing relies on the
+/// nodes sharing one loopback.
+#[test]
+fn migrates_home_b_home_c_across_network_namespaces() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    home_b_home_c(true);
+}
+
+fn home_b_home_c(netns: bool) {
+    let c = cluster_on(3, netns);
     let dir = tempfile::tempdir().unwrap();
     let prog = compile_c("remote_io");
     let mut p = Proc::spawn("remote_io", app(&c, dir.path(), &prog, &["80"]));
@@ -260,8 +297,24 @@ fn body_node_killed_stub_reports_loss() {
 /// socket created after the migration is created at home.
 #[test]
 fn tcp_connection_survives_migration() {
-    let c = cluster(2);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    tcp_survives(false);
+}
+
+/// The same with the nodes in network namespaces of their own: the connection is home's,
+/// made in the home node's namespace, and the body reaches it from another.
+#[test]
+fn tcp_connection_survives_migration_across_network_namespaces() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    tcp_survives(true);
+}
+
+fn tcp_survives(netns: bool) {
+    let c = cluster_on(2, netns);
+    let host = test_host(&c);
+    let listener = std::net::TcpListener::bind((host.as_str(), 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
@@ -282,8 +335,13 @@ fn tcp_connection_survives_migration() {
     }
     let dir = tempfile::tempdir().unwrap();
     let prog = compile_c("remote_tcp");
-    let mut p = Proc::spawn("remote_tcp", app(&c, dir.path(), &prog, &[&port.to_string()]));
+    let mut p = Proc::spawn("remote_tcp", app(&c, dir.path(), &prog, &[&port.to_string(), &host]));
+
     wait_file(&dir.path().join("ready.1"));
+    if netns {
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        assert_ne!(ns(&p.pid().to_string()), ns("self"), "the program runs in its home node's network namespace");
+    }
     migrate(&c, p.pid(), "node2");
     body_on(&c, "node2");
     std::fs::write(dir.path().join("go.1"), b"").unwrap();
