@@ -87,16 +87,22 @@ fn send_run(sink: i32, file_off: u64, addr: u64, len: u64, sent: &mut u64) -> Re
 
 /// Private anonymous, readable and writable mappings worth tracking (not the shim's
 /// scratch area), in address order.
-fn candidates(scratch: (u64, u64)) -> Result<Vec<(u64, u64)>, String> {
+/// The ranges to track, and whether each is mapped from the restart image (a lazily
+/// restarted process's memory: its pages are in the image file until touched, so round 0
+/// sends all of them, present or not).
+fn candidates(scratch: (u64, u64)) -> Result<Vec<(u64, u64, bool)>, String> {
     let maps = ckpt::maps::parse(&crate::state::read_str("/proc/self/maps")?);
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+    let info = crate::process::ctx::restart_info_ptr();
+    // SAFETY: written by the restorer before any thread ran, only read since.
+    let image = unsafe { if (*info).lazy != 0 { (*info).image_ino } else { 0 } };
     Ok(maps
         .iter()
         .filter(|m| !m.shared && m.prot & rw == rw && !m.is_special())
-        .filter(|m| m.path.is_empty() || m.path == "[heap]" || m.path == "[stack]" || m.path.starts_with("[anon:"))
+        .filter(|m| m.path.is_empty() || m.path == "[heap]" || m.path == "[stack]" || m.path.starts_with("[anon:") || (image != 0 && m.inode == image))
         .filter(|m| !(m.start >= scratch.0 && m.end <= scratch.1))
         .filter(|m| m.end - m.start <= MAX_TRACKED)
-        .map(|m| (m.start, m.end))
+        .map(|m| (m.start, m.end, image != 0 && m.inode == image))
         .collect())
 }
 
@@ -125,10 +131,17 @@ fn note_round(notes: i32, n: usize) {
 fn rounds(sink: i32, scratch: (u64, u64), notes: i32) -> Result<Rounds, String> {
     let uffd = dirty::open_tracker()?;
     let mut layout = LiveLayout::new();
-    for (s, e) in candidates(scratch)? {
+    // the tracked ranges mapped from the restart image
+    let mut from_image = Vec::new();
+    for (s, e, image) in candidates(scratch)? {
         // a mapping that changed since we read the maps is simply not tracked
-        if dirty::track(uffd, s, e).is_ok() && !layout.add(s, e) {
-            break;
+        if dirty::track(uffd, s, e).is_ok() {
+            if !layout.add(s, e) {
+                break;
+            }
+            if image {
+                from_image.push(s);
+            }
         }
     }
     let pm = dirty::open_pagemap(0)?;
@@ -141,7 +154,12 @@ fn rounds(sink: i32, scratch: (u64, u64), notes: i32) -> Result<Rounds, String> 
     let mut sent0 = 0u64;
     for &(s, e, base) in &layout.ranges {
         let mut runs = Vec::new();
-        dirty::scan(&pm, s, e, false, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, PAGE_IS_PFNZERO, &mut runs)?;
+        if from_image.contains(&s) {
+            // all of it: what is not present is in the image file, not zero
+            runs.push((s, e));
+        } else {
+            dirty::scan(&pm, s, e, false, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, PAGE_IS_PFNZERO, &mut runs)?;
+        }
         for (a, b) in runs {
             send_run(sink, base + (a - s), a, b - a, &mut stream_bytes)?;
             sent0 += b - a;

@@ -82,6 +82,25 @@ fn a_big_process_arrives_whole() {
     }
 }
 
+/// A body that already moved (restarted lazily, its memory mapped from the image file)
+/// moves live again: its copy rounds carry its memory while it runs (they used to skip
+/// it, leaving everything to the freeze), and it arrives whole.
+#[test]
+fn a_moved_body_moves_live_again_with_its_memory_in_the_rounds() {
+    let c = cluster(2, None);
+    let mib = 256;
+    let mut p = bigheap(&c, mib);
+    let pid = p.pid().to_string();
+    c.json(&["migrate", &pid, "node2", "--json"]);
+    let again = c.json(&["migrate", &pid, "node1", "--live", "--json"]);
+    let first = again["round_bytes"][0].as_u64().unwrap_or(0);
+    assert!(first >= u64::from(mib - 16) << 20, "round 0 carried {first} bytes of a {mib} MiB heap: {again}");
+    p.write_stdin(b"go\n");
+    let out = p.wait();
+    out.assert_code(0, "bigheap after a stop-and-copy and a live move");
+    assert_same_bytes("bigheap's checksum after the two moves", &out.stdout, &unmoved(mib));
+}
+
 /// The target's shadowd is killed while the image streams to it (a test bed capped at 5 %
 /// CPU per node makes the transfer take seconds): `mos migrate` fails saying the process
 /// keeps running, and it does, at home, with all its memory: its checksum equals an
@@ -276,9 +295,8 @@ fn progress_shows_on_a_terminal_only() {
     let c = cluster(3, Some("0.1"));
     let mut p = bigheap(&c, 256);
     let pid = p.pid().to_string();
-    // a terminal: script(1) gives mos one. A live move shows its copy round too (first:
-    // a body restored from a stop-and-copy image has its heap mapped from the image
-    // file, which the copy rounds do not track yet, so its live move is all frozen)
+    // a terminal: script(1) gives mos one. A live move shows its copy round too (first,
+    // while the rounds have the whole heap to carry and take more than a second)
     let mos = release_dir().join("mos");
     let mut cmd = std::process::Command::new("script");
     cmd.args(["-qec", &format!("{} migrate {pid} node2 --live", mos.display()), "/dev/null"]).env("MOS_HOME", c.home.path()).env("MOS_HOME_NODE", "node1");

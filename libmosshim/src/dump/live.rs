@@ -112,7 +112,8 @@ pub(super) fn stream_live_image(plan: &Plan, live: &LivePlan, meta: &mut ImageMe
             let mut x = a;
             while x < b {
                 // a tracked range holds what was sent of it; anything else gets new room
-                let tracked = if is_sparse(r.kind) { layout.find(x) } else { None };
+                // (a private mapping of the restart image may be tracked too)
+                let tracked = if is_sparse(r.kind) || r.kind == RegionKind::FilePrivate { layout.find(x) } else { None };
                 let (y, file_off) = match tracked {
                     Some((s, e, base)) => (e.min(b), base + (x - s)),
                     None => {

@@ -18,6 +18,9 @@ const UFFDIO_WRITEPROTECT: u64 = 0xC018_AA06;
 const UFFDIO_REGISTER_MODE_WP: u64 = 2;
 const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1;
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+/// Write-protect on shmem (tmpfs) mappings too: a lazily restarted process's memory is
+/// mapped privately from its image file, which a migration puts in /dev/shm.
+const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
 const PAGEMAP_SCAN: u64 = 0xC060_6610;
 /// Protect the pages the scan reports, in the same walk.
 pub const PM_SCAN_WP_MATCHING: u64 = 1;
@@ -102,7 +105,7 @@ pub fn open_tracker() -> Result<i32, String> {
         return Err(format!("userfaultfd: {} (live migration needs it; root or vm.unprivileged_userfaultfd=1)", errno()));
     }
     let fd = crate::process::fds::high(fd);
-    let mut api = UffdioApi { api: UFFD_API, features: UFFD_FEATURE_WP_ASYNC, ioctls: 0 };
+    let mut api = UffdioApi { api: UFFD_API, features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_HUGETLBFS_SHMEM, ioctls: 0 };
     // SAFETY: UFFDIO_API on our new userfaultfd with a correctly laid out struct.
     if unsafe { libc::ioctl(fd, UFFDIO_API as _, &mut api) } != 0 {
         let e = errno();
