@@ -23,9 +23,21 @@ restorer:
 # HTCondor's own event-log reader (htcondor2.JobEventLog, from the htcondor wheel on
 # PyPI), for the tests that check mos writes HTCondor's user-log format
 VENV := target/venv-htcondor
+TOOLS := target/.tools-ok
 
-test: build $(VENV)/.ok
+test: build $(VENV)/.ok $(TOOLS)
 	MOS_CONDOR_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
+
+# programs the suite drives: tmux (mos top on a terminal), ip (the --netns test bed),
+# script (a terminal for mos migrate's progress); installed from Debian's packages when
+# missing (as root), else named
+$(TOOLS):
+	@if ! command -v tmux >/dev/null || ! command -v ip >/dev/null || ! command -v script >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux iproute2 bsdutils; \
+		else echo "make test needs tmux, iproute2 and script (apt-get install tmux iproute2 bsdutils)" >&2; exit 1; fi; \
+	fi
+	@mkdir -p target && touch $@
 
 $(VENV)/.ok:
 	rm -rf $(VENV)

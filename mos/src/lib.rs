@@ -5,6 +5,7 @@ pub mod netbed;
 pub mod node;
 pub mod report;
 pub mod testbed;
+pub mod top;
 
 use anyhow::{anyhow, bail, Result};
 use ckpt::control::{self, CkptReply, CkptRequest};

@@ -107,6 +107,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ClusterCmd,
     },
+    /// The cluster live on a terminal (as MOSIX's mosmon): each node's load and memory as
+    /// bars, every process with its home and where it runs, migrations as they happen;
+    /// q quits
+    Top {
+        /// redraw interval
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Start or stop this host's daemons as the cluster description says
     /// (`$MOS_HOME/cluster.toml`, else `/etc/mos/cluster.toml`)
     Node {
@@ -302,6 +310,7 @@ fn main() {
         Cmd::Cluster { cmd: ClusterCmd::Init } => cluster::init(),
         Cmd::Node { cmd: NodeCmd::Start { nodes, config } } => mos::node::start(config.as_deref(), &nodes),
         Cmd::Node { cmd: NodeCmd::Stop } => mos::node::stop(),
+        Cmd::Top { interval_ms } => mos::top::run(std::time::Duration::from_millis(interval_ms.max(50))),
         Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms, netns } } => {
             let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms, netns };
             cluster::up(&opts)

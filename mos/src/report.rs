@@ -176,7 +176,7 @@ pub fn status(json: bool) -> Result<()> {
 }
 
 /// The MOSIX load unit: runnable processes per reference cpu (cpus x speed).
-fn load_of(n: &LoadReport) -> f64 {
+pub(crate) fn load_of(n: &LoadReport) -> f64 {
     let cap = f64::from(n.cpus.max(1)) * f64::from(n.speed.max(1)) / 1000.0;
     f64::from(n.run_queue) / cap
 }
