@@ -108,6 +108,10 @@ pub fn stop() -> Result<()> {
         // SAFETY: killing a daemon that ignored SIGTERM.
         unsafe { libc::kill(*p, libc::SIGKILL) };
     }
+    // a shadowd that was killed leaves its in-memory migration images behind
+    for (name, pid) in &s.daemons {
+        let _ = std::fs::remove_dir_all(format!("/dev/shm/mos-{name}-{pid}"));
+    }
     let _ = std::fs::remove_file(started_path());
     println!("{} daemon(s) stopped", s.daemons.len());
     Ok(())

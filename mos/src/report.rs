@@ -140,7 +140,11 @@ pub fn status(json: bool) -> Result<()> {
         Msg::NodeList { nodes } => nodes,
         m => bail!("unexpected answer {}", m.name()),
     };
-    let known: Vec<String> = load_run_state().map(|rs| rs.nodes.into_iter().map(|n| n.name).collect()).unwrap_or_default();
+    // the nodes there should be: the cluster description's, else the localhost cluster's
+    let known: Vec<String> = match crate::cluster::description() {
+        Ok(Some(f)) => f.nodes.into_iter().map(|n| n.name).collect(),
+        _ => load_run_state().map(|rs| rs.nodes.into_iter().map(|n| n.name).collect()).unwrap_or_default(),
+    };
     if json {
         let mut v: Vec<_> = nodes
             .iter()

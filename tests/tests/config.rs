@@ -57,6 +57,14 @@ fn a_cluster_runs_from_its_description() {
     assert_ne!(again.code(), Some(0), "a second start while the first runs: {}", again.describe());
     let pids: Vec<i64> = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(h.join("node.json")).unwrap()).unwrap()["daemons"].as_array().unwrap().iter().map(|d| d[1].as_i64().unwrap()).collect();
     assert_eq!(pids.len(), 3);
+    // node b dies: the description says it should be there, so status lists it down
+    let b = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(h.join("node.json")).unwrap()).unwrap()["daemons"].as_array().unwrap().iter().find(|d| d[0] == "b").unwrap()[1].as_i64().unwrap();
+    // SAFETY: killing a daemon this test started (a node dying).
+    unsafe { libc::kill(b as i32, libc::SIGKILL) };
+    poll_until(
+        || c.json(&["status", "--json"]).as_array().is_some_and(|a| a.iter().any(|n| n["node"] == "b" && n["state"] == "down")),
+        || format!("node b listed down: {}", c.mos(&["status"]).stdout_str()),
+    );
     c.mos(&["node", "stop"]).assert_code(0, "mos node stop");
     // SAFETY: signal 0 only asks whether the pid exists.
     assert!(pids.iter().all(|&p| unsafe { libc::kill(p as i32, 0) } != 0), "daemons left running: {pids:?}");
