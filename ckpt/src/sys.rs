@@ -15,16 +15,8 @@ macro_rules! sc {
 // SAFETY: (contract) callers pass arguments valid for `nr`; see `sc!`.
 #[inline]
 pub unsafe fn sc_impl(nr: usize, a: &[usize]) -> i64 {
-    let mut v = [0usize; 6];
-    v[..a.len()].copy_from_slice(a);
-    let ret: isize;
-    // SAFETY: the caller vouches for the arguments; the syscall instruction clobbers
-    // rcx and r11 only.
-    unsafe {
-        core::arch::asm!("syscall", inlateout("rax") nr as isize => ret, in("rdi") v[0], in("rsi") v[1],
-            in("rdx") v[2], in("r10") v[3], in("r8") v[4], in("r9") v[5],
-            lateout("rcx") _, lateout("r11") _, options(nostack));
-    }
+    // SAFETY: the caller vouches for the arguments (this function's contract).
+    let ret = unsafe { sc_ret(nr as i64, a) };
     if (-4095..0).contains(&ret) {
         // SAFETY: this thread's errno slot.
         unsafe { *libc::__errno_location() = -ret as i32 };
@@ -38,6 +30,7 @@ pub unsafe fn sc_impl(nr: usize, a: &[usize]) -> i64 {
 ///
 /// # Safety
 /// The caller guarantees the arguments are valid for system call `nr`.
+// SAFETY: (contract) callers pass arguments valid for `nr`, as for `sc!`.
 #[inline]
 pub unsafe fn sc_ret(nr: i64, a: &[usize]) -> isize {
     let mut v = [0usize; 6];

@@ -130,9 +130,9 @@ pub(crate) fn spawn_daemon(exe: &Path, args: &[String], log: &Path, cgroups: &[P
     let ns_fd = ns.as_ref().map_or(-1, |f| f.as_raw_fd());
     let mut c = std::process::Command::new(exe);
     c.args(args).stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    // SAFETY: between fork and exec the child only makes async-signal-safe calls (getpid,
-    // write of a number formatted on the stack, setns, setsid, close_range); the fds are
-    // open.
+    // Between fork and exec the child makes only async-signal-safe calls: getpid, write
+    // of a number formatted on the stack, setns, setsid, close_range.
+    // SAFETY: the pre-exec hook is async-signal-safe (above) and its fds are open.
     unsafe {
         c.pre_exec(move || {
             let mut buf = [0u8; 16];

@@ -61,6 +61,7 @@ pub struct Piece {
 ///
 /// # Safety
 /// Every piece's `ptr` must be readable for `len` bytes for the whole call.
+// SAFETY: (contract) callers pass pieces readable for the call; see # Safety above.
 pub unsafe fn send_striped(lanes: &[i32], pieces: &[Piece]) -> Result<u64, i32> {
     let total: u64 = pieces.iter().map(|p| p.len as u64).sum();
     let n = lanes.len();

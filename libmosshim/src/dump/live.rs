@@ -49,8 +49,9 @@ fn split_by(a: u64, b: u64, written: &[(u64, u64)], mut f: impl FnMut(u64, u64, 
     Ok(())
 }
 
-/// Every region of this child readable (its own mappings only: the snapshot's).
-fn make_readable(meta: &ImageMeta) {
+/// Every region of this child readable (its own mappings only: the snapshot's). The
+/// image writers' (`writer.rs` too).
+pub(super) fn make_readable(meta: &ImageMeta) {
     for r in &meta.regions {
         if r.prot & libc::PROT_READ as u32 == 0 {
             // SAFETY: changes only this child's mapping so its bytes can be read.
@@ -61,7 +62,7 @@ fn make_readable(meta: &ImageMeta) {
 
 /// The snapshot's `n` bytes at `a` (a shared region's from its frozen copy). Only for
 /// ranges inside the regions [`make_readable`] made readable.
-fn snapshot(plan: &Plan, a: u64, n: usize) -> &'static [u8] {
+pub(super) fn snapshot(plan: &Plan, a: u64, n: usize) -> &'static [u8] {
     let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
         Some(c) => c.2 + (a - c.0),
         None => a,

@@ -117,43 +117,12 @@ fn present_extents(pm: &std::fs::File, start: u64, end: u64, buf: &mut [u8]) -> 
     Ok(out)
 }
 
-/// Let this child read every region it saves (its own mappings: the process's stay as
-/// they were).
-fn make_readable(meta: &ImageMeta) {
-    for r in &meta.regions {
-        if !r.extents.is_empty() && r.prot & libc::PROT_READ as u32 == 0 {
-            // SAFETY: changes only this child's mapping so its bytes can be read.
-            unsafe {
-                libc::mprotect(
-                    r.start as *mut _,
-                    (r.end - r.start) as usize,
-                    libc::PROT_READ,
-                )
-            };
-        }
-    }
-}
-
-/// The snapshot's bytes at an address (MAP_SHARED memory: the copy taken while frozen).
-fn snapshot_mem(plan: &Plan) -> impl Fn(u64, usize) -> &'static [u8] + '_ {
-    move |a: u64, n: usize| -> &'static [u8] {
-        let a = match plan.shared.iter().find(|c| a >= c.0 && a < c.1) {
-            Some(c) => c.2 + (a - c.0),
-            None => a,
-        };
-        // SAFETY: callers ask only for extents of the image's regions, which lie inside
-        // readable mappings of this child (make_readable) or their frozen copies, and the
-        // child never unmaps them.
-        unsafe { core::slice::from_raw_parts(a as *const u8, n) }
-    }
-}
-
 /// The image after its metadata was laid out: head, every region's pages (checksummed by
 /// a helper process for big images), trailer. `ioerr` names a write error.
 fn write_body(w: &mut ImageWriter, plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8], ioerr: &dyn Fn(i32) -> String) -> Result<(), String> {
     w.write_head(hdr, mbytes).map_err(ioerr)?;
-    make_readable(meta);
-    let mem = snapshot_mem(plan);
+    super::live::make_readable(meta);
+    let mem = |a: u64, n: usize| super::live::snapshot(plan, a, n);
     // A migration's stream (the only streamed image) has no page checksums: it lives in
     // the target's memory only until the restart, TCP checks every segment and the
     // stream its size, and hashing 2 GiB cost ~0.4 s of a core on the source while
@@ -213,8 +182,8 @@ fn stream_striped(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) ->
     let mut head = hdr.encode().to_vec();
     head.extend_from_slice(mbytes);
     head.resize(hdr.data_off as usize, 0);
-    make_readable(meta);
-    let mem = snapshot_mem(plan);
+    super::live::make_readable(meta);
+    let mem = |a: u64, n: usize| super::live::snapshot(plan, a, n);
     let mut pieces = vec![Piece { at: 0, ptr: head.as_ptr(), len: head.len() }];
     let mut at = hdr.data_off;
     for r in &meta.regions {
