@@ -82,6 +82,26 @@ fn a_big_process_arrives_whole() {
     }
 }
 
+/// With `MOS_MIGRATION_FROM_PARENT=0` the image writer child sends the pages itself (as
+/// it does when the frozen process cannot be handed them: dump/xfer.rs); that path too
+/// brings a big process whole.
+#[test]
+fn the_writer_child_still_sends_an_image_when_told_to() {
+    let c = cluster(2, None);
+    let mib = 128;
+    let mut cmd = c.cmd("mos");
+    cmd.args(["run", "--"]).arg(compile_c("bigheap")).arg(mib.to_string()).env("MOS_HOME_NODE", "node1").env("MOS_MIGRATION_FROM_PARENT", "0");
+    let mut p = Proc::spawn("bigheap", cmd);
+    p.wait_stdout("ready");
+    let there = c.json(&["migrate", &p.pid().to_string(), "node2", "--json"]);
+    assert_eq!(there["node"].as_str(), Some("node2"), "{there}");
+    p.write_stdin(b"go\n");
+    let out = p.wait();
+    out.assert_code(0, "bigheap after the migration");
+    assert_same_bytes("bigheap's checksum after the migration", &out.stdout, &unmoved(mib));
+    assert_eq!(node_log(&c, "node2").matches(" over 2 lanes").count(), 1, "{}", node_log(&c, "node2"));
+}
+
 /// A body that already moved (restarted lazily, its memory mapped from the image file)
 /// moves live again: its copy rounds carry its memory while it runs (they used to skip
 /// it, leaving everything to the freeze), and it arrives whole.

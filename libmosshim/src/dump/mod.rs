@@ -16,6 +16,7 @@ use std::ffi::CString;
 
 pub mod live;
 mod writer;
+pub mod xfer;
 
 pub use writer::writer_child_main;
 
@@ -41,6 +42,9 @@ pub struct Plan {
     /// Mappings advised DONTFORK or WIPEONFORK, or locked: (start, end, vmflag bits), the
     /// advice lifted for the writer's fork; all recorded in the image from here.
     pub fork_advice: Vec<(u64, u64, u32)>,
+    /// A stop-and-copy migration over lanes: the buffer through which the writer child
+    /// hands the manager the image to send from the frozen process (`xfer.rs`).
+    pub xfer: Option<xfer::Xfer>,
 }
 
 /// The plan the manager made for the image writer's child (which reads it after the fork).

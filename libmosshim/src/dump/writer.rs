@@ -49,6 +49,9 @@ fn classify(m: &ckpt::maps::MapEntry, plan: &Plan) -> Result<Option<(RegionKind,
     if plan.shared.iter().any(|c| c.2 == m.start) {
         return Ok(None); // our own copy of a shared region
     }
+    if plan.xfer.as_ref().is_some_and(|x| x.base == m.start) {
+        return Ok(None); // the buffer to the manager (xfer.rs)
+    }
     if is_shared_anon(m) && plan.shared.iter().any(|c| c.0 == m.start && c.1 == m.end) {
         return Ok(Some((RegionKind::SharedAnon, true)));
     }
@@ -185,8 +188,12 @@ fn stream_striped(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) ->
     super::live::make_readable(meta);
     let mem = |a: u64, n: usize| super::live::snapshot(plan, a, n);
     let mut pieces = vec![Piece { at: 0, ptr: head.as_ptr(), len: head.len() }];
+    // may the manager send piece i from its own memory (xfer.rs)?
+    let mut own = vec![false];
+    let xfer = super::xfer::of(plan);
     let mut at = hdr.data_off;
     for r in &meta.regions {
+        let parents = xfer.is_some_and(|x| x.parent_may_send(r));
         for e in &r.extents {
             if e.file_off != at {
                 return Err(format!("image layout: an extent at {} where {at} was due", e.file_off));
@@ -195,11 +202,20 @@ fn stream_striped(plan: &Plan, meta: &ImageMeta, hdr: &Header, mbytes: &[u8]) ->
             // found per address, so pieces stop where a region does
             let bytes = mem(r.start + e.off, e.len as usize);
             pieces.push(Piece { at, ptr: bytes.as_ptr(), len: bytes.len() });
+            own.push(parents);
             at += e.len;
         }
     }
     let trailer = trailer_bytes(&vec![ckpt::image::live::UNCHECKED; meta.regions.len()]);
     pieces.push(Piece { at, ptr: trailer.as_ptr(), len: trailer.len() });
+    own.push(false);
+    if let Some(x) = xfer {
+        if x.hand_over(&pieces, &own) {
+            // the manager sends; its copies of the lanes are its own
+            x.wait_done(crate::identity::real_pid());
+            return Ok(at + trailer.len() as u64);
+        }
+    }
     // SAFETY: every piece is a buffer of ours or an extent of the snapshot, readable (as
     // above) for the whole call.
     unsafe { ckpt::image::lanes::send_striped(&plan.lanes, &pieces) }.map_err(|e| format!("streaming the image over {} lanes: {}", plan.lanes.len(), std::io::Error::from_raw_os_error(e)))

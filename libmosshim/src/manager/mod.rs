@@ -280,7 +280,12 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
             return Outcome::Failed(e);
         }
     };
-    let plan = Box::new(plan);
+    let mut plan = Box::new(plan);
+    // A stop-and-copy migration over lanes (the application stays frozen until the image
+    // is safe): the manager sends the pages from the frozen process (dump/xfer.rs).
+    if exit && !plan.lanes.is_empty() && plan.live.is_none() && plan.lazy_requests < 0 {
+        plan.xfer = dump::xfer::Xfer::map(plan.lanes.len(), &[&*plan as *const Plan as u64]);
+    }
     dump::set_plan(&*plan as *const Plan as *mut Plan);
     crate::freeze::set_nthreads(n);
     crate::signals::reset_resumed();
@@ -289,9 +294,24 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     // and WIPEONFORK memory zero. Lifted for the fork, given back right after it (the
     // writer records them from the plan).
     crate::state::memory::fork_advice(&plan.fork_advice, false);
+    let t_fork = t0.elapsed();
     // SAFETY: the manager's saved context is ours; the child runs dump::writer_child_main on the scratch stack.
     let child = unsafe { ctxasm::mos_ctx_fork(crate::process::ctx::manager_ctx(), dump::writer_child_main, top) };
+    // Before anything else writes memory here: send what the child hands over.
+    let t_forked = t0.elapsed();
+    let sent = match &plan.xfer {
+        Some(x) if child > 0 && child as u64 != RESUMED => x.parent_send(&plan.lanes, child as i32),
+        _ => None,
+    };
+    if let Some(x) = &plan.xfer {
+        if child as u64 != RESUMED {
+            x.unmap();
+        }
+    }
     crate::state::memory::fork_advice(&plan.fork_advice, true);
+    if plan.xfer.is_some() && child as u64 != RESUMED && std::env::var_os(crate::config::DEBUG_TIMING).is_some() {
+        log(&format!("manager: pages sent from the frozen process: {sent:?}; fork at {t_fork:?}, forked {t_forked:?}, handed over {:?}, sent {:?} after the freeze began", plan.xfer.as_ref().and_then(|x| x.handed_at()).map(|h| h.duration_since(t0)), t0.elapsed()));
+    }
     if child as u64 == RESUMED {
         // We are the restored process: `rfd`, the copies and a live migration's write
         // tracker belong to the old one.
@@ -356,6 +376,9 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     let msg = String::from_utf8_lossy(&msg).into_owned();
     let total_us = t0.elapsed().as_micros() as u64;
     let path = plan.dest.to_string_lossy().into_owned();
+    if let Some(Err(e)) = sent {
+        return Outcome::Failed(format!("streaming the image over {} lanes: {}", plan.lanes.len(), std::io::Error::from_raw_os_error(e)));
+    }
     if let Some(nb) = msg.strip_prefix("OK ") {
         keep_frozen.set(exit);
         Outcome::Done {
@@ -440,6 +463,7 @@ fn prepare(me: i32, slots: &[usize], out: Option<String>, sink: Sink, rounds: Op
         live: rounds.map(|r| dump::live::LivePlan { layout: r.layout.clone(), parent: crate::identity::real_pid() }),
         lazy_requests: requests,
         fork_advice: crate::state::memory::fork_advised(&crate::state::read_str("/proc/self/status")?)?,
+        xfer: None,
     };
     Ok((plan, p[0]))
 }

@@ -48,6 +48,12 @@ pub fn scratch_base() -> usize {
     SCRATCH.load(Ordering::Relaxed)
 }
 
+/// Addresses inside the allocator's own memory (its state among the shim's statics, and
+/// the scratch area): mappings the manager writes, for `dump::xfer`.
+pub fn own_addresses() -> [u64; 2] {
+    [&HEAP as *const Locked as u64, scratch_base() as u64]
+}
+
 /// Start-up: the scratch area reserved at `base` (SCRATCH_SIZE bytes).
 pub fn set_scratch_base(base: usize) {
     SCRATCH.store(base, Ordering::Relaxed);
