@@ -173,6 +173,8 @@ pub unsafe extern "C" fn syscall(
             return unsafe { ckpt::sc!(nr, crate::tids::to_real(a1 as i32), a2) };
         }
         libc::SYS_membarrier => return crate::state::membarrier::call(a1, a2, a3),
+        // SAFETY: the caller's arguments, as getdents64(3) takes them.
+        libc::SYS_getdents64 => return unsafe { crate::hooks_proc::getdents64(a1 as i32, a2 as *mut libc::c_void, a3 as usize) } as i64,
         libc::SYS_kill | libc::SYS_rt_sigqueueinfo => {
             // SAFETY: same call with a translated pid.
             return unsafe { ckpt::sc!(nr, to_real_pid(a1 as i32), a2, a3) };

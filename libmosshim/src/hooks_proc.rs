@@ -6,8 +6,9 @@
 //! and their variants), and readlink of `/proc/self` and `/proc/thread-self` answers
 //! with the virtual numbers, and so do readdir listings of /proc and of task directories.
 //! Before any restart every number is its own and the calls go straight on (one load and
-//! a compare). Libc's own internal opens (glibc's functions other than these) and raw
-//! getdents are not seen. A body away from home has these path calls trapped and does
+//! a compare). Libc's getdents64, and syscall(2) of it, are seen too; libc's own
+//! internal opens (glibc's functions other than these) and an inline `syscall`
+//! instruction at home are not. A body away from home has these path calls trapped and does
 //! the same there (`remote::procpid`), with the functions here.
 
 use core::ffi::c_char;
@@ -154,6 +155,84 @@ pub(crate) fn untranslate_bytes(p: &[u8], out: &mut [u8], n: usize) -> Option<us
     Some(k)
 }
 
+/// The program's path after a restart, when the kernel's `/proc/self/exe` still names the
+/// restorer (PR_SET_MM_EXE_FILE needs CAP_SYS_RESOURCE, which sandboxes withhold even
+/// from root). Written once by the manager while the application's threads are parked,
+/// before `EXE_LEN` says it is there.
+struct ExeBuf(core::cell::UnsafeCell<[u8; MAX]>);
+// SAFETY: written once before EXE_LEN is published (Release), read only after (Acquire).
+unsafe impl Sync for ExeBuf {}
+static EXE: ExeBuf = ExeBuf(core::cell::UnsafeCell::new([0; MAX]));
+static EXE_LEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// After a restart whose `/proc/self/exe` could not be set back: answer it with `path`.
+pub(crate) fn set_exe(path: &[u8]) {
+    if path.is_empty() || path.len() >= MAX {
+        return;
+    }
+    // SAFETY: the only writer, before the length is published; no reader before that.
+    unsafe { (&mut *EXE.0.get())[..path.len()].copy_from_slice(path) };
+    EXE_LEN.store(path.len(), core::sync::atomic::Ordering::Release);
+}
+
+/// The program's path when `s` names this process's `exe` link (`/proc/self/exe`,
+/// `/proc/thread-self/exe`, `/proc/<pid>/exe`, `/proc/<pid>/task/<tid>/exe`, by the
+/// application's numbers or the kernel's) and the kernel's link names the restorer.
+/// Plain code (see [`translate_bytes`]).
+pub(crate) fn own_exe(s: &[u8]) -> Option<&'static [u8]> {
+    let n = EXE_LEN.load(core::sync::atomic::Ordering::Acquire);
+    if n == 0 {
+        return None;
+    }
+    let rest = s.strip_prefix(b"/proc/")?;
+    let tail = if let Some(t) = rest.strip_prefix(b"self").or_else(|| rest.strip_prefix(b"thread-self")) {
+        t
+    } else {
+        let (pid, len) = digits(rest)?;
+        if pid != crate::identity::vpid() && pid != crate::identity::real_pid() {
+            return None;
+        }
+        let t = &rest[len..];
+        match t.strip_prefix(b"/task/").and_then(digits) {
+            Some((_, tl)) => &t[b"/task/".len() + tl..],
+            None => t,
+        }
+    };
+    if tail != b"/exe" {
+        return None;
+    }
+    // SAFETY: published by set_exe (Acquire above), never written again.
+    Some(unsafe { &(&*EXE.0.get())[..n] })
+}
+
+/// `path` when it names this process's exe link (see [`own_exe`]): the program's path,
+/// NUL-terminated in `buf`.
+fn exe_path(path: *const c_char, buf: &mut [u8; MAX]) -> Option<*const c_char> {
+    if path.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's path argument: a NUL-terminated string by the call's contract.
+    let s = unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes();
+    let exe = own_exe(s)?;
+    buf[..exe.len()].copy_from_slice(exe);
+    buf[exe.len()] = 0;
+    Some(buf.as_ptr().cast())
+}
+
+/// readlink of this process's exe link after a restart that could not set it back: the
+/// program's path into `out` (at most `size` bytes, no NUL, as readlink).
+fn exe_link(path: *const c_char, out: *mut c_char, size: usize) -> Option<isize> {
+    if path.is_null() || out.is_null() {
+        return None;
+    }
+    // SAFETY: as in exe_path.
+    let exe = own_exe(unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes())?;
+    let k = exe.len().min(size);
+    // SAFETY: the caller's buffer of `size` bytes; k <= size.
+    unsafe { core::ptr::copy_nonoverlapping(exe.as_ptr(), out as *mut u8, k) };
+    Some(k as isize)
+}
+
 /// Room for a rewritten path (for callers elsewhere).
 pub(crate) const PATH_MAX: usize = MAX;
 
@@ -168,7 +247,10 @@ macro_rules! path_hook {
                 return unsafe { f($($a),*) };
             }
             let mut buf = [0u8; MAX];
-            let $p = translate($p, &mut buf);
+            let $p = match exe_path($p, &mut buf) {
+                Some(p) => p,
+                None => translate($p, &mut buf),
+            };
             // SAFETY: the caller's arguments, the path maybe rewritten, passed on.
             unsafe { f($($a),*) }
         }
@@ -204,6 +286,9 @@ type Readlinkat = unsafe extern "C" fn(i32, *const c_char, *mut c_char, usize) -
 #[no_mangle]
 pub unsafe extern "C" fn readlink(path: *const c_char, out: *mut c_char, size: usize) -> isize {
     let f = real!(readlink, Readlink);
+    if let Some(k) = exe_link(path, out, size) {
+        return k;
+    }
     let mut buf = [0u8; MAX];
     let p = translate(path, &mut buf);
     // SAFETY: the caller's arguments, the path maybe rewritten, passed on.
@@ -214,6 +299,9 @@ pub unsafe extern "C" fn readlink(path: *const c_char, out: *mut c_char, size: u
 #[no_mangle]
 pub unsafe extern "C" fn readlinkat(dirfd: i32, path: *const c_char, out: *mut c_char, size: usize) -> isize {
     let f = real!(readlinkat, Readlinkat);
+    if let Some(k) = exe_link(path, out, size) {
+        return k;
+    }
     let mut buf = [0u8; MAX];
     let p = translate(path, &mut buf);
     // SAFETY: the caller's arguments, the path maybe rewritten, passed on.
@@ -226,7 +314,7 @@ type Readdir = unsafe extern "C" fn(*mut libc::DIR) -> *mut libc::dirent64;
 /// The application's number for a /proc directory entry `name` read from the directory
 /// open as `dir`: the process's real pid in /proc, a thread's real tid in a task
 /// directory. None when nothing changes.
-fn virtual_entry(dir: *mut libc::DIR, name: &[u8]) -> Option<i32> {
+fn virtual_entry(fd: i32, name: &[u8]) -> Option<i32> {
     let (n, len) = digits(name)?;
     if len != name.len() {
         return None;
@@ -235,8 +323,6 @@ fn virtual_entry(dir: *mut libc::DIR, name: &[u8]) -> Option<i32> {
     if v == n {
         return None;
     }
-    // SAFETY: the caller's open DIR stream; dirfd only reads it.
-    let fd = unsafe { libc::dirfd(dir) };
     let mut p = [0u8; 64];
     let mut at = 0;
     if !(push(&mut p, &mut at, b"/proc/self/fd/") && push_num(&mut p, &mut at, fd) && push(&mut p, &mut at, b"\0")) {
@@ -251,26 +337,63 @@ fn virtual_entry(dir: *mut libc::DIR, name: &[u8]) -> Option<i32> {
     (in_proc || in_task).then_some(v)
 }
 
+/// Offset of `d_name` in a `struct linux_dirent64` record (ino 8, off 8, reclen 2, type 1).
+const NAME_AT: usize = 19;
+
+/// Rewrite the record at `e` (of the directory open as `fd`) in the application's
+/// numbers. The new name is written only where it fits the record (its `d_reclen`):
+/// the record after it, in the caller's buffer, is never touched.
+fn fix_record(fd: i32, e: *mut u8) {
+    // SAFETY: e is a whole record the kernel wrote (at least NAME_AT bytes and its NUL-terminated name).
+    let reclen = usize::from(unsafe { core::ptr::read_unaligned(e.add(16) as *const u16) });
+    // SAFETY: as above: the name lies within the record.
+    let name = unsafe { core::ffi::CStr::from_ptr(e.add(NAME_AT) as *const c_char) }.to_bytes();
+    if let Some(v) = virtual_entry(fd, name) {
+        let mut out = [0u8; 16];
+        let mut at = 0;
+        if push_num(&mut out, &mut at, v) && NAME_AT + at < reclen {
+            out[at] = 0;
+            // SAFETY: at + 1 bytes from d_name stay inside the record (checked above).
+            unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), e.add(NAME_AT), at + 1) };
+        }
+    }
+}
+
 fn fix_entry(dir: *mut libc::DIR, e: *mut libc::dirent64) -> *mut libc::dirent64 {
     // (away from home too: a task directory listed there is this node's)
     if e.is_null() || crate::process::ctx::restart_pid() == 0 {
         return e;
     }
-    // SAFETY: e is the entry readdir just returned (valid until the next call on dir).
-    let d = unsafe { &mut *e };
-    // SAFETY: d_name is NUL-terminated within its array.
-    let name = unsafe { core::ffi::CStr::from_ptr(d.d_name.as_ptr()) }.to_bytes();
-    if let Some(v) = virtual_entry(dir, name) {
-        let mut out = [0u8; 16];
-        let mut at = 0;
-        if push_num(&mut out, &mut at, v) {
-            for (i, b) in out[..at].iter().enumerate() {
-                d.d_name[i] = *b as c_char;
+    // SAFETY: the caller's open DIR stream; dirfd only reads it.
+    let fd = unsafe { libc::dirfd(dir) };
+    fix_record(fd, e.cast());
+    e
+}
+
+type Getdents64 = unsafe extern "C" fn(i32, *mut libc::c_void, usize) -> isize;
+
+/// glibc's getdents64 (programs that list directories without readdir): /proc and task
+/// directories list the application's numbers, as with [`readdir`].
+#[no_mangle]
+pub unsafe extern "C" fn getdents64(fd: i32, buf: *mut libc::c_void, n: usize) -> isize {
+    let f = real!(getdents64, Getdents64);
+    // SAFETY: the caller's arguments, passed on.
+    let k = unsafe { f(fd, buf, n) };
+    if k > 0 && crate::process::ctx::restart_pid() != 0 {
+        let mut at = 0usize;
+        while at + NAME_AT < k as usize {
+            // SAFETY: inside the k bytes the kernel wrote, record by record.
+            let e = unsafe { (buf as *mut u8).add(at) };
+            // SAFETY: as above.
+            let reclen = usize::from(unsafe { core::ptr::read_unaligned(e.add(16) as *const u16) });
+            if reclen == 0 {
+                break;
             }
-            d.d_name[at] = 0;
+            fix_record(fd, e);
+            at += reclen;
         }
     }
-    e
+    k
 }
 
 /// Listing /proc, or a task directory, shows the process's and its threads' numbers as

@@ -58,7 +58,7 @@ declare_reals!(
     open, open64, __open_2, __open64_2, openat, openat64, __openat_2, __openat64_2, fopen, fopen64, opendir, stat, stat64, lstat, lstat64,
     fstatat, fstatat64, statx, access, faccessat, chdir, readlink, readlinkat,
     sched_setaffinity, sched_getaffinity, sched_setparam, sched_getparam, sched_setscheduler, sched_getscheduler, sched_rr_get_interval,
-    pidfd_open, prlimit, prlimit64, process_vm_readv, process_vm_writev, getpriority, setpriority, pthread_cancel, readdir, readdir64,
+    pidfd_open, prlimit, prlimit64, process_vm_readv, process_vm_writev, getpriority, setpriority, pthread_cancel, readdir, readdir64, getdents64,
 );
 
 mod config;

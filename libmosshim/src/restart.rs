@@ -53,13 +53,16 @@ fn exe_back(exe: &str) {
     // SAFETY: opening a NUL-terminated path read-only.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
-        log(&format!("/proc/self/exe still names the restorer: cannot open {path}: {}", std::io::Error::last_os_error()));
+        log(&format!("/proc/self/exe names the restorer: cannot open {path}: {}; the shim answers {path} for it", std::io::Error::last_os_error()));
+        crate::hooks_proc::set_exe(path.as_bytes());
         return;
     }
     // SAFETY: PR_SET_MM_EXE_FILE with our fd of the program.
     let r = unsafe { libc::prctl(libc::PR_SET_MM, libc::PR_SET_MM_EXE_FILE, fd as libc::c_ulong, 0, 0) };
     if r != 0 {
-        log(&format!("/proc/self/exe still names the restorer: PR_SET_MM_EXE_FILE: {}", std::io::Error::last_os_error()));
+        // the shim answers for it instead (readlink and path calls on it)
+        log(&format!("/proc/self/exe names the restorer (PR_SET_MM_EXE_FILE: {}); the shim answers {path} for it", std::io::Error::last_os_error()));
+        crate::hooks_proc::set_exe(path.as_bytes());
     }
     // SAFETY: closing our fd; the mm holds the file now.
     unsafe { libc::close(fd) };

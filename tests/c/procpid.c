@@ -70,8 +70,39 @@ static void check(const char *when)
     l[k > 0 ? k : 0] = 0;
     char want[16];
     snprintf(want, sizeof want, "%d", pid);
-    printf("%s: stat %s, own entry %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s, listed %s, task listed %s\n", when, st_ok ? "ok" : "FAILED", same ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
-           n >= 4 ? "ok" : "FAILED", open_ok ? "ok" : "FAILED", access_ok ? "ok" : "FAILED", strcmp(l, want) == 0 ? "ok" : "FAILED", listed ? "ok" : "FAILED", task_listed ? "ok" : "FAILED");
+    /* the same listings read raw (getdents64, and syscall(2) of it) */
+    int raw_listed = 0, raw_task_listed = 0;
+    for (int how = 0; how < 2; how++) {
+        for (int t = 0; t < 2; t++) {
+            int dfd = open(t ? "/proc/self/task" : "/proc", O_RDONLY | O_DIRECTORY);
+            char db[32768];
+            long got;
+            int found = 0;
+            while (dfd >= 0 && (got = how ? syscall(SYS_getdents64, dfd, db, sizeof db) : getdents64(dfd, db, sizeof db)) > 0)
+                for (long at = 0; at < got;) {
+                    struct dirent64 *d = (struct dirent64 *)(db + at);
+                    found |= strcmp(d->d_name, t ? want_tid : want_pid) == 0;
+                    at += d->d_reclen;
+                }
+            if (dfd >= 0)
+                close(dfd);
+            if (t)
+                raw_task_listed += found;
+            else
+                raw_listed += found;
+        }
+    }
+    /* the exe link names the program (not a restorer), by self and by the pid */
+    char e1[4096] = "", e2[4096] = "";
+    k = readlink("/proc/self/exe", e1, sizeof e1 - 1);
+    e1[k > 0 ? k : 0] = 0;
+    snprintf(p, sizeof p, "/proc/%d/exe", pid);
+    k = readlink(p, e2, sizeof e2 - 1);
+    e2[k > 0 ? k : 0] = 0;
+    const char *base = strrchr(e1, '/') ? strrchr(e1, '/') + 1 : e1;
+    int exe_ok = strcmp(base, "procpid") == 0 && strcmp(e1, e2) == 0;
+    printf("%s: stat %s, own entry %s, fopen %s, opendir %s, open task %s, access tid %s, /proc/self %s, listed %s, task listed %s, getdents %s, exe %s\n", when, st_ok ? "ok" : "FAILED", same ? "ok" : "FAILED", fopen_ok ? "ok" : "FAILED",
+           n >= 4 ? "ok" : "FAILED", open_ok ? "ok" : "FAILED", access_ok ? "ok" : "FAILED", strcmp(l, want) == 0 ? "ok" : "FAILED", listed ? "ok" : "FAILED", task_listed ? "ok" : "FAILED", raw_listed == 2 && raw_task_listed == 2 ? "ok" : "FAILED", exe_ok ? "ok" : "FAILED");
 }
 
 int main(void)

@@ -130,7 +130,7 @@ fn proc_paths_with_the_own_pid_work_after_a_restart() {
     let env = Env::new();
     let (orig, rest, _img) = ckpt_restart_cycle(&env, &prog, NOARGS, &[], &[], b"");
     rest.assert_code(0, "mos restart of procpid");
-    assert_restart_output(&orig, &rest, &reference, &["after: stat ok, own entry ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok, listed ok, task listed ok\n"]);
+    assert_restart_output(&orig, &rest, &reference, &["after: stat ok, own entry ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok, listed ok, task listed ok, getdents ok, exe ok\n"]);
 }
 
 /// Calls that name a process or thread by id (sched_*, prlimit, pidfd_open,

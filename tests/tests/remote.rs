@@ -720,6 +720,6 @@ fn proc_paths_with_the_own_pid_work_away_from_home() {
     std::fs::write(dir.path().join("go.1"), b"").unwrap();
     let out = p.wait_timeout(Duration::from_secs(30));
     out.assert_code(0, "procpid away from home");
-    let want = "after: stat ok, own entry ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok, listed ok, task listed ok\n";
+    let want = "after: stat ok, own entry ok, fopen ok, opendir ok, open task ok, access tid ok, /proc/self ok, listed ok, task listed ok, getdents ok, exe ok\n";
     assert!(out.stdout_str().contains(want), "{}\n{}", out.describe(), log_of(dir.path()));
 }

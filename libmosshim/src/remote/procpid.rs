@@ -33,6 +33,12 @@ pub(super) fn own_proc_call(nr: i64, a: [u64; 6]) -> Option<i64> {
     }
     if nr == libc::SYS_readlink || nr == libc::SYS_readlinkat {
         let (buf, size) = if nr == libc::SYS_readlink { (a[1], a[2]) } else { (a[2], a[3]) };
+        if let Some(exe) = crate::hooks_proc::own_exe(s) {
+            // the program's path, not the restorer's (hooks_proc::set_exe)
+            let m = exe.len().min(size as usize);
+            user::put_bytes(buf, &exe[..m]);
+            return Some(m as i64);
+        }
         if s == b"/proc/self" || s == b"/proc/thread-self" {
             let k = r!(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
             if k <= 0 || buf == 0 {
