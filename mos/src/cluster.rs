@@ -295,6 +295,8 @@ pub fn up(o: &UpOptions) -> Result<()> {
     for n in &rs.nodes {
         println!("{:<7} pid {:<7} {}  state {}", n.name, n.pid, n.addr, n.state_dir.display());
     }
+    let names: Vec<&str> = rs.nodes.iter().map(|n| n.name.as_str()).collect();
+    println!("logs: {}/{{placer,{}}}.log (MOS_LOG=debug for more)", h.display(), names.join(","));
     Ok(())
 }
 

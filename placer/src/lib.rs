@@ -20,6 +20,7 @@ pub mod db;
 pub mod dump;
 pub mod id;
 pub mod jobfile;
+pub mod logging;
 pub mod policy;
 pub mod simulate;
 pub mod taxonomy;

@@ -70,6 +70,7 @@ struct Args {
 fn main() {
     clidocs::generate_if_asked(<Args as clap::CommandFactory>::command);
     let args = Args::parse();
+    placer::logging::init();
     // One line a person can act on; no backtrace, whatever RUST_BACKTRACE says.
     if let Err(e) = run(args) {
         eprintln!("placer: {e:#}");

@@ -217,7 +217,7 @@ pub fn serve(path: &Path, node: &str, sessions: Arc<Sessions>, registry: Arc<cra
         // A session's connection stays open as long as its stub lives: one thread each.
         let spawned = std::thread::Builder::new().name("local-peer".into()).spawn(move || peer(c, &node2, &sessions, &registry));
         if let Err(e) = spawned {
-            eprintln!("shadowd {node}: dropped a local peer: no thread for it: {e}");
+            crate::warn!(node, "dropped a local peer: no thread for it: {e}");
         }
     }
 }
@@ -237,7 +237,7 @@ fn peer(c: OwnedFd, node: &str, sessions: &Sessions, registry: &crate::candidate
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
     if !matches!(peer_uid(c.as_raw_fd()), Some(u) if u == me || u == 0) {
-        eprintln!("shadowd {node}: refused a local peer of another user");
+        crate::warn!(node, "refused a local peer of another user");
         reply(&c, &Msg::Error { msg: "permission denied: another user's process".into() });
         return;
     }
@@ -247,7 +247,7 @@ fn peer(c: OwnedFd, node: &str, sessions: &Sessions, registry: &crate::candidate
                 let c = Arc::new(c);
                 match sessions.open(pid, cwd.as_path(), nums.into_iter().zip(fds).collect(), c.clone()) {
                     Ok(s) => {
-                        eprintln!("shadowd {node}: pid {pid}: session opened ({} file(s))", s.file_count());
+                        crate::log!(node, "pid {pid}: session opened ({} file(s))", s.file_count());
                         let ok = reply(&c, &Msg::SessionOpened { token: s.token().to_vec(), rsys_addr: sessions.addr() });
                         if ok {
                             stub(&c, pid, &s, node);
@@ -264,7 +264,7 @@ fn peer(c: OwnedFd, node: &str, sessions: &Sessions, registry: &crate::candidate
             }
             Ok(Msg::RegisterProcess { pid, no_migrate }) if fds.is_empty() => match register(c.as_raw_fd(), pid, no_migrate, registry) {
                 Ok(()) => {
-                    eprintln!("shadowd {node}: pid {pid} registered{}", if no_migrate { " (never moved)" } else { "" });
+                    crate::log!(node, "pid {pid} registered{}", if no_migrate { " (never moved)" } else { "" });
                     Msg::Ack
                 }
                 Err(e) => Msg::Error { msg: e },
@@ -276,7 +276,7 @@ fn peer(c: OwnedFd, node: &str, sessions: &Sessions, registry: &crate::candidate
         Err(e) => Msg::Error { msg: format!("hand-off: {e}") },
     };
     if let Msg::Error { msg } = &answer {
-        eprintln!("shadowd {node}: local peer refused: {msg}");
+        crate::warn!(node, "local peer refused: {msg}");
     }
     reply(&c, &answer);
 }
@@ -310,11 +310,11 @@ fn stub(c: &OwnedFd, pid: u32, s: &Session, node: &str) {
                 Ok((payload, _)) if payload.is_empty() => return,
                 Ok((payload, _)) => match postcard::from_bytes::<Msg>(&payload) {
                     Ok(Msg::StubSignal { signal }) if (1..=64).contains(&signal) => s.signal(signal as u32),
-                    Ok(m) => eprintln!("shadowd {node}: pid {pid}: ignoring {} from the stub", m.name()),
-                    Err(e) => eprintln!("shadowd {node}: pid {pid}: ignoring a malformed message from the stub: {e}"),
+                    Ok(m) => crate::warn!(node, "pid {pid}: ignoring {} from the stub", m.name()),
+                    Err(e) => crate::warn!(node, "pid {pid}: ignoring a malformed message from the stub: {e}"),
                 },
                 Err(e) => {
-                    eprintln!("shadowd {node}: pid {pid}: stub connection: {e}");
+                    crate::warn!(node, "pid {pid}: stub connection: {e}");
                     return;
                 }
             }

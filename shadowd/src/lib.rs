@@ -57,12 +57,33 @@ pub struct Config {
     pub gossip: Option<gossip::GossipConfig>,
 }
 
-/// Log one line to stderr, prefixed with the daemon's name.
+/// Log one line (level INFO) with the node's name as its `node` field, and its `pid`
+/// when the line begins "pid N: " (`placer::logging`).
 #[macro_export]
 macro_rules! log {
     ($node:expr, $($arg:tt)*) => {
-        eprintln!("shadowd {}: {}", $node, format_args!($($arg)*))
+        $crate::log_line(tracing::Level::INFO, &$node, &format!($($arg)*))
     };
+}
+
+/// As [`log!`], for something that went wrong (level WARN).
+#[macro_export]
+macro_rules! warn {
+    ($node:expr, $($arg:tt)*) => {
+        $crate::log_line(tracing::Level::WARN, &$node, &format!($($arg)*))
+    };
+}
+
+/// One line of this daemon's log (see [`log!`]).
+pub fn log_line(level: tracing::Level, node: &dyn std::fmt::Display, msg: &str) {
+    let (pid, _) = placer::logging::split_subject(msg, "pid");
+    let node = node.to_string();
+    match (level, pid) {
+        (tracing::Level::WARN, Some(pid)) => tracing::warn!(target: "shadowd", node, pid, "{msg}"),
+        (tracing::Level::WARN, None) => tracing::warn!(target: "shadowd", node, "{msg}"),
+        (_, Some(pid)) => tracing::info!(target: "shadowd", node, pid, "{msg}"),
+        (_, None) => tracing::info!(target: "shadowd", node, "{msg}"),
+    }
 }
 
 /// Lock a mutex, ignoring poisoning: every critical section here leaves its data consistent
@@ -182,7 +203,7 @@ pub fn run(cfg: Config) -> Result<()> {
             .name("handoff".into())
             .spawn(move || {
                 if let Err(e) = handoff::serve(&path, &node, sessions, registry) {
-                    eprintln!("shadowd {node}: hand-off socket {}: {e}", path.display());
+                    warn!(node, "hand-off socket {}: {e}", path.display());
                 }
             })
             .context("cannot start the hand-off thread")?;

@@ -59,6 +59,7 @@ struct Args {
 fn main() {
     clidocs::generate_if_asked(<Args as clap::CommandFactory>::command);
     let a = Args::parse();
+    placer::logging::init();
     let cfg = match config(a) {
         Ok(c) => c,
         Err(e) => {

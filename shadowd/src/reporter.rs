@@ -180,8 +180,9 @@ fn serve(
         // A placer that closed its end must not swallow the next event: check first.
         check_alive(&probe).map_err(|e| format!("placer connection: {e}"))?;
         if Instant::now() >= next_report {
-            let report = Msg::LoadReport(load_report(cfg, &node.guests, &node.registry, &node.sessions));
-            w.write_msg(&report, &[]).map_err(|e| e.to_string())?;
+            let rep = load_report(cfg, &node.guests, &node.registry, &node.sessions);
+            tracing::debug!(target: "shadowd", node = %rep.node, run_queue = rep.run_queue, guests = rep.guests, free_mem_mib = rep.free_mem_mib, "load report sent");
+            w.write_msg(&Msg::LoadReport(rep), &[]).map_err(|e| e.to_string())?;
             next_report += cfg.interval;
             let now = Instant::now();
             if next_report < now {

@@ -85,3 +85,40 @@ fn a_bad_description_is_one_clear_error() {
     assert_ne!(out.code(), Some(0));
     assert!(out.stderr_str().contains("cluster.toml"), "{}", out.describe());
 }
+
+/// The daemons log through `tracing`: every line has its date and time, level and fields
+/// (`node`, and `pid` or `job` where a line is about one); `MOS_LOG=debug` adds detail
+/// (each load report); `mos cluster up` says where the logs are.
+#[test]
+fn daemon_logs_have_times_levels_and_fields() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "mos cluster init");
+    let mut up = c.cmd("mos");
+    up.args(["cluster", "up", "--nodes", "1", "--no-balance", "--interval-ms", "100"]).env("MOS_LOG", "debug");
+    let out = run("mos cluster up", up, b"");
+    out.assert_code(0, "mos cluster up");
+    let logs = c.home.path().display().to_string();
+    assert!(out.stdout_str().contains(&format!("logs: {logs}/{{placer,node1}}.log")), "{}", out.describe());
+    let mut r = c.cmd("mos");
+    r.args(["run", "--", "/bin/true"]);
+    run("mos run true", r, b"").assert_code(0, "mos run -- true");
+    let node1 = std::path::Path::new(&logs).join("node1.log");
+    let placer = std::path::Path::new(&logs).join("placer.log");
+    poll_until(
+        || std::fs::read_to_string(&node1).is_ok_and(|t| t.contains(" registered") && t.contains("load report sent")) && std::fs::read_to_string(&placer).is_ok_and(|t| t.contains("load report")),
+        || format!("the logs:\n{}\n{}", std::fs::read_to_string(&node1).unwrap_or_default(), std::fs::read_to_string(&placer).unwrap_or_default()),
+    );
+    let text = std::fs::read_to_string(&node1).unwrap();
+    let reg = text.lines().find(|l| l.contains(" registered")).unwrap();
+    // 2026-12-08T04:34:52.481049Z  INFO shadowd: pid 18925 registered node="node1" pid=18925
+    let (stamp, rest) = reg.split_once(' ').unwrap();
+    assert!(stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'T' && stamp.ends_with('Z'), "{reg}");
+    assert!(rest.trim_start().starts_with("INFO shadowd: pid "), "{reg}");
+    assert!(reg.contains("node=\"node1\"") || reg.contains("node=node1"), "{reg}");
+    assert!(reg.split_whitespace().any(|w| w.starts_with("pid=")), "{reg}");
+    assert!(text.lines().any(|l| l.contains(" DEBUG shadowd: load report sent")), "{text}");
+    let ptext = std::fs::read_to_string(&placer).unwrap();
+    assert!(ptext.lines().any(|l| l.contains(" INFO placer: node node1 is up")), "{ptext}");
+    assert!(ptext.lines().any(|l| l.contains(" DEBUG placer: load report") && l.contains("run_queue=")), "{ptext}");
+    c.mos(&["cluster", "down"]).assert_code(0, "mos cluster down");
+}

@@ -89,7 +89,12 @@ pub fn placer_id(id: JobId) -> PJobId {
 }
 
 fn log(msg: &str) {
-    eprintln!("placer: {msg}");
+    crate::logging::job_line(tracing::Level::INFO, msg);
+}
+
+/// A line about something that went wrong (level WARN).
+fn warn(msg: &str) {
+    crate::logging::job_line(tracing::Level::WARN, msg);
 }
 
 /// HTCondor-style user log line in the job's `log` file.
@@ -98,7 +103,7 @@ fn log(msg: &str) {
 fn user_log(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>) {
     let Some(path) = &spec.log else { return };
     if let Err(e) = crate::ulog::append(path, id, &ev) {
-        log(&format!("job {id}: cannot write its event log {}: {e}", path.display()));
+        warn(&format!("job {id}: cannot write its event log {}: {e}", path.display()));
     }
 }
 
@@ -145,7 +150,7 @@ impl Placer {
             std::thread::spawn(move || {
                 let peer = c.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                 if let Err(e) = me.serve(c) {
-                    log(&format!("connection from {peer} dropped: {e}"));
+                    warn(&format!("connection from {peer} dropped: {e}"));
                 }
             });
         }
@@ -180,6 +185,7 @@ impl Placer {
     fn handle(&self, msg: Msg) -> Option<Msg> {
         match msg {
             Msg::LoadReport(rep) => {
+                tracing::debug!(target: "placer", node = %rep.node, run_queue = rep.run_queue, cpus = rep.cpus, guests = rep.guests, free_mem_mib = rep.free_mem_mib, "load report");
                 let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
                 let name = rep.node.clone();
                 let was_up = st.nodes.get(&name).is_some_and(|n| n.up);
@@ -203,7 +209,7 @@ impl Placer {
                         }
                     }
                     Ok(CheckpointOutcome::Ignored) => {}
-                    Err(e) => log(&format!("checkpoint of {id}: {e}")),
+                    Err(e) => warn(&format!("checkpoint of {id}: {e}")),
                 }
                 None
             }
@@ -250,12 +256,12 @@ impl Placer {
                             user_log(&rec.spec, id, crate::ulog::Event::Checkpointed);
                         }
                     }
-                    Err(e) => log(&format!("checkpoint of {id}: {e}")),
+                    Err(e) => warn(&format!("checkpoint of {id}: {e}")),
                 }
                 Msg::ImageReceived { job, size: bytes, path: OsBytes::from(dest.as_path()) }
             }
             Err(e) => {
-                log(&format!("image of {id} from {node}: {e}"));
+                warn(&format!("image of {id} from {node}: {e}"));
                 Msg::Error { msg: format!("image of job {id}: {e}") }
             }
         }
@@ -450,7 +456,7 @@ impl Placer {
             _ => Ok(()),
         };
         if let Err(e) = result {
-            log(&format!("job {id}: {e}"));
+            warn(&format!("job {id}: {e}"));
         }
     }
 
@@ -458,7 +464,7 @@ impl Placer {
         loop {
             std::thread::sleep(Duration::from_millis(self.cfg.interval_ms));
             if let Err(e) = self.schedule_once() {
-                log(&format!("scheduling: {e}"));
+                warn(&format!("scheduling: {e}"));
             }
             if let Some(params) = self.cfg.balance.clone() {
                 self.clone().balance_once(&params);
@@ -540,7 +546,7 @@ impl Placer {
                 match self.send_image(&addr, r.id, img) {
                     Ok(there) => spec.restart_from = Some(there),
                     Err(e) => {
-                        log(&format!("sending the image of {} to {node}: {e}", r.id));
+                        warn(&format!("sending the image of {} to {node}: {e}", r.id));
                         snapshot.nodes[i].up = false;
                         continue;
                     }
@@ -557,7 +563,7 @@ impl Placer {
                     }
                 }
                 Some(Err(e)) => {
-                    log(&format!("job {}: its home shadowd cannot open its session: {e}; retrying later", r.id));
+                    warn(&format!("job {}: its home shadowd cannot open its session: {e}; retrying later", r.id));
                     continue;
                 }
                 None => {}
@@ -588,7 +594,7 @@ impl Placer {
                 }
                 Err(e) => {
                     early(self);
-                    log(&format!("placing {} on {node}: {e}", r.id));
+                    warn(&format!("placing {} on {node}: {e}", r.id));
                     snapshot.nodes[i].up = false;
                 }
             }
