@@ -29,13 +29,13 @@ test: build $(VENV)/.ok $(TOOLS)
 	MOS_CONDOR_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast -- --test-threads=2
 
 # programs the suite drives: tmux (mos top on a terminal), ip (the --netns test bed),
-# script (a terminal for mos migrate's progress); installed from Debian's packages when
-# missing (as root), else named
+# script (a terminal for mos migrate's progress), chromium (mos dashboard in a real
+# browser); installed from Debian's packages when missing (as root), else named
 $(TOOLS):
-	@if ! command -v tmux >/dev/null || ! command -v ip >/dev/null || ! command -v script >/dev/null; then \
+	@if ! command -v tmux >/dev/null || ! command -v ip >/dev/null || ! command -v script >/dev/null || ! command -v chromium >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux iproute2 bsdutils; \
-		else echo "make test needs tmux, iproute2 and script (apt-get install tmux iproute2 bsdutils)" >&2; exit 1; fi; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux iproute2 bsdutils chromium; \
+		else echo "make test needs tmux, iproute2, script and chromium (apt-get install tmux iproute2 bsdutils chromium)" >&2; exit 1; fi; \
 	fi
 	@mkdir -p target && touch $@
 

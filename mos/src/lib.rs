@@ -1,6 +1,7 @@
 //! The mos commands. Each returns a one-line error a person can act on.
 
 pub mod cluster;
+pub mod dashboard;
 pub mod netbed;
 pub mod node;
 pub mod report;

@@ -115,6 +115,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// The cluster live in a web browser: each node's load and memory over time, the
+    /// processes and their migrations, the queue and the events, and JSON under /api/.
+    /// Read-only; on loopback unless told otherwise, and then it asks for a token derived
+    /// from the cluster key (the address it prints carries it)
+    Dashboard {
+        /// where to listen (host:port; port 0: any free one)
+        #[arg(long, default_value = "127.0.0.1:8470")]
+        listen: String,
+        /// how often it asks the placer
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Start or stop this host's daemons as the cluster description says
     /// (`$MOS_HOME/cluster.toml`, else `/etc/mos/cluster.toml`)
     Node {
@@ -311,6 +323,7 @@ fn main() {
         Cmd::Node { cmd: NodeCmd::Start { nodes, config } } => mos::node::start(config.as_deref(), &nodes),
         Cmd::Node { cmd: NodeCmd::Stop } => mos::node::stop(),
         Cmd::Top { interval_ms } => mos::top::run(std::time::Duration::from_millis(interval_ms.max(50))),
+        Cmd::Dashboard { listen, interval_ms } => mos::dashboard::run(&listen, std::time::Duration::from_millis(interval_ms.max(100))),
         Cmd::Cluster { cmd: ClusterCmd::Up { nodes, interval_ms, no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms, netns } } => {
             let opts = cluster::UpOptions { nodes, interval_ms, balance: !no_balance, mode, cpu_limit, mem_limit, speeds, min_age_ms, netns };
             cluster::up(&opts)

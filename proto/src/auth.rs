@@ -694,6 +694,23 @@ pub fn datagram_mac_ok(key: &ClusterKey, data: &[u8], mac: &[u8]) -> bool {
     datagram_hmac(key, data).verify_slice(mac).is_ok()
 }
 
+/// The token that lets a browser read `mos dashboard` when it listens beyond loopback:
+/// derived from the cluster key in a domain of its own (it proves nothing anywhere else,
+/// and does not reveal the key), hex.
+pub fn dashboard_token(key: &ClusterKey) -> String {
+    let mut block = [0u8; 64];
+    block[..KEY_LEN].copy_from_slice(key.as_bytes());
+    let mut mac = <HmacSha256 as KeyInit>::new(&block.into());
+    mac.update(b"mos dashboard token v1\0");
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time comparison of a presented token with the dashboard's.
+pub fn dashboard_token_ok(key: &ClusterKey, presented: &str) -> bool {
+    let want = dashboard_token(key);
+    want.len() == presented.len() && want.bytes().zip(presented.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+}
+
 fn datagram_hmac(key: &ClusterKey, data: &[u8]) -> HmacSha256 {
     let mut block = [0u8; 64];
     block[..KEY_LEN].copy_from_slice(key.as_bytes());
