@@ -8,6 +8,27 @@ use proto::Msg;
 
 use crate::cluster::{ask, load_run_state};
 
+/// The one table renderer of `mos q`, `mos history`, `mos status` and `mos ps`
+/// (comfy-table): a header line, columns as wide as their widest cell, two spaces apart,
+/// no borders (so that each line still splits on whitespace and starts with the row's
+/// id, as condor_q's do); the columns in `right` aligned right (numbers).
+pub fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    use comfy_table::{CellAlignment, ContentArrangement, Table};
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    let n = header.len();
+    for (i, col) in t.column_iter_mut().enumerate() {
+        col.set_padding((0, if i + 1 == n { 0 } else { 2 }));
+        if right.contains(&i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines().map(|l| l.trim_end().to_string()).collect::<Vec<_>>().join("\n")
+}
+
 /// `mos ps`: every process under the shim the nodes report, where it runs, its moves.
 pub fn ps(json: bool, events: bool) -> Result<()> {
     let (rows, log) = match ask(&Msg::QueryProcesses)? {
@@ -29,28 +50,25 @@ pub fn ps(json: bool, events: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{:<8} {:<8} {:<8} {:<5} {:>5} {:>7} {:>10}  CMD", "PID", "HOME", "WHERE", "STATE", "CPU%", "RSS", "MIGRATIONS");
-    for r in &rows {
-        let c = &r.candidate;
-        let pid = match c.job {
-            Some(j) => placer::daemon::placer_id(j).to_string(),
-            None => c.home_pid.to_string(),
-        };
-        let note = if c.migratable { String::new() } else { format!("  [stays: {}]", c.why_not) };
-        println!(
-            "{:<8} {:<8} {:<8} {:<5} {:>5.1} {:>4} MiB {:>10}  {}{note}",
-            pid,
-            c.home,
-            r.node,
-            if c.runnable { "R" } else { "S" },
-            f64::from(c.cpu_permille) / 10.0,
-            c.rss_mib,
-            r.migrations.len(),
-            c.cmd
-        );
-        for m in &r.migrations {
-            println!("{:>17} moved {m}", "");
-        }
+    let mut moves = Vec::new();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let c = &r.candidate;
+            let pid = match c.job {
+                Some(j) => placer::daemon::placer_id(j).to_string(),
+                None => c.home_pid.to_string(),
+            };
+            for m in &r.migrations {
+                moves.push(format!("{pid} moved {m}"));
+            }
+            let note = if c.migratable { String::new() } else { format!("  [stays: {}]", c.why_not) };
+            vec![pid, c.home.clone(), r.node.clone(), (if c.runnable { "R" } else { "S" }).into(), format!("{:.1}", f64::from(c.cpu_permille) / 10.0), format!("{} MiB", c.rss_mib), r.migrations.len().to_string(), format!("{}{note}", c.cmd)]
+        })
+        .collect();
+    println!("{}", table(&["PID", "HOME", "WHERE", "STATE", "CPU%", "RSS", "MIGRATIONS", "CMD"], body, &[4, 5, 6]));
+    for m in moves {
+        println!("  {m}");
     }
     if events {
         for e in &log {
@@ -113,20 +131,17 @@ pub fn queue_of(history: bool, json: bool, which: &[String]) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<8} {:<10} {:<9} {:<12} {:<2} {:<8} {:>5} {:>8}  CMD", "ID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "NODE", "CKPTS", "RESTARTS");
-    for r in &rows {
-        println!(
-            "{:<8} {:<10} {:<9} {:<12} {:<2} {:<8} {:>5} {:>8}  {}{}",
-            r.id, r.owner, when(r.submitted_ms), hms(r.run_time_ms), r.state, r.node, r.ckpts, r.restarts, r.cmd,
-            r.exit.map_or(String::new(), |c| format!("  (exit {c})"))
-        );
-    }
+    let body = rows
+        .iter()
+        .map(|r| {
+            vec![r.id.clone(), r.owner.clone(), when(r.submitted_ms), hms(r.run_time_ms), r.state.clone(), r.node.clone(), r.ckpts.to_string(), r.restarts.to_string(), format!("{}{}", r.cmd, r.exit.map_or(String::new(), |c| format!("  (exit {c})")))]
+        })
+        .collect();
+    println!("{}", table(&["ID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "NODE", "CKPTS", "RESTARTS", "CMD"], body, &[6, 7]));
     let held: Vec<&JobRow> = rows.iter().filter(|r| r.state == "H").collect();
     if !held.is_empty() {
-        println!("\n{:<8} HOLD_REASON", "ID");
-        for r in held {
-            println!("{:<8} {}", r.id, if r.reason.is_empty() { "-" } else { &r.reason });
-        }
+        let body = held.iter().map(|r| vec![r.id.clone(), if r.reason.is_empty() { "-".into() } else { r.reason.clone() }]).collect();
+        println!("\n{}", table(&["ID", "HOLD_REASON"], body, &[]));
     }
     let count = |s: &str| rows.iter().filter(|r| r.state == s).count();
     if !history {
@@ -160,21 +175,25 @@ pub fn status(json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<8} {:<5} {:<21} {:>4} {:>6} {:>5} {:>6} {:>10} {:>6} {:>6}", "NODE", "STATE", "ADDR", "CPUS", "SPEED", "RUNQ", "LOAD", "FREE_MEM", "GUESTS", "CANDS");
-    for n in &nodes {
-        println!(
-            "{:<8} {:<5} {:<21} {:>4} {:>6.2} {:>5} {:>6.2} {:>7} MiB {:>6} {:>6}",
-            n.node, "up", n.addr, n.cpus, n.speed as f64 / 1000.0, n.run_queue, load_of(n), n.free_mem_mib, n.guests, n.candidates.len()
-        );
-        for g in &n.guest_list {
-            println!("           {g}");
-        }
-        for c in n.candidates.iter().filter(|c| !c.migratable) {
-            println!("           pid {} stays: {}", c.pid, c.why_not);
-        }
-    }
+    let mut notes = Vec::new();
+    let mut body: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            for g in &n.guest_list {
+                notes.push(format!("{}: {g}", n.node));
+            }
+            for c in n.candidates.iter().filter(|c| !c.migratable) {
+                notes.push(format!("{}: pid {} stays: {}", n.node, c.pid, c.why_not));
+            }
+            vec![n.node.clone(), "up".into(), n.addr.clone(), n.cpus.to_string(), format!("{:.2}", n.speed as f64 / 1000.0), n.run_queue.to_string(), format!("{:.2}", load_of(n)), format!("{} MiB", n.free_mem_mib), n.guests.to_string(), n.candidates.len().to_string()]
+        })
+        .collect();
     for k in known.iter().filter(|k| !nodes.iter().any(|n| &n.node == *k)) {
-        println!("{k:<8} {:<5}", "down");
+        body.push(vec![k.clone(), "down".into(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new(), String::new()]);
+    }
+    println!("{}", table(&["NODE", "STATE", "ADDR", "CPUS", "SPEED", "RUNQ", "LOAD", "FREE_MEM", "GUESTS", "CANDS"], body, &[3, 4, 5, 6, 7, 8, 9]));
+    for n in notes {
+        println!("  {n}");
     }
     Ok(())
 }
