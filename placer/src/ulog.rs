@@ -83,8 +83,17 @@ pub fn local_time(unix_s: i64) -> String {
 
 /// Append one event for job `id` to the log at `path`, dated now.
 pub fn append(path: &Path, id: JobId, ev: &Event<'_>) -> std::io::Result<()> {
+    append_record(path, &record(id, ev))
+}
+
+/// The record of `ev` now (its date and time taken here and now, local time).
+pub fn record(id: JobId, ev: &Event<'_>) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let rec = render(ev, id, &local_time(now));
+    render(ev, id, &local_time(now))
+}
+
+/// Append a record made by [`record`].
+pub fn append_record(path: &Path, rec: &str) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     // one write per record (O_APPEND): records of several writers never interleave
     f.write_all(rec.as_bytes())

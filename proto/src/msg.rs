@@ -765,6 +765,14 @@ pub enum Msg {
         /// Image bytes they stand for.
         raw: u32,
     },
+    /// placer -> a job's home (submit) shadowd: append one record to the job's event
+    /// log there (user-facing files are written at the submit host); answered by `Ack`.
+    AppendUserLog {
+        /// The log file (absolute, at the home node).
+        path: OsBytes,
+        /// The record, as written (one `write` with O_APPEND).
+        text: String,
+    },
 }
 
 /// How `MigrateProcess` moves a process.
@@ -868,6 +876,7 @@ impl Msg {
             Msg::MigrationProgress { .. } => "MigrationProgress",
             Msg::ImageChunkLz4 { .. } => "ImageChunkLz4",
             Msg::ImageSealed { .. } => "ImageSealed",
+            Msg::AppendUserLog { .. } => "AppendUserLog",
         }
     }
 }

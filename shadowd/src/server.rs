@@ -168,6 +168,15 @@ fn handle_connection(ctx: &ServerCtx, mut stream: TcpStream, peer: SocketAddr) {
                 Err(msg) => Msg::Error { msg: format!("shadowd {}: migrate pid {pid} to {to}: {msg}", ctx.node) },
             }
         }
+        // only the placer writes event logs (any other peer: refused)
+        Msg::AppendUserLog { path, text } if who.role == Role::Placer => match append_user_log(path.as_path(), &text) {
+            Ok(()) => {
+                tracing::debug!(target: "shadowd", node = %ctx.node, path = %path.as_path().display(), bytes = text.len(), "user log record appended");
+                Msg::Ack
+            }
+            Err(e) => Msg::Error { msg: format!("shadowd {}: event log {}: {e}", ctx.node, path.as_path().display()) },
+        },
+        Msg::AppendUserLog { .. } => Msg::Error { msg: format!("shadowd {}: only the placer writes event logs", ctx.node) },
         request => handle_request(ctx, request),
     };
     if let Msg::Error { msg } = &answer {
@@ -320,6 +329,18 @@ fn lane_token() -> u64 {
         return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     }
     u64::from_ne_bytes(b)
+}
+
+/// Append one event-log record at `path` (absolute; the last component not a symlink),
+/// in one write with O_APPEND: records of several writers never interleave.
+fn append_user_log(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.is_absolute() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path"));
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// One request, one answer.

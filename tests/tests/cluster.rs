@@ -195,6 +195,11 @@ fn node_killed_mid_run(netns: bool) {
             "job {id} ({wire}) had no session at home:\n{home_log}"
         );
     }
+    // the event log is written at the submit host by its shadowd, a moment after the
+    // queue changes: read it once condor_wait's behaviour says every job of it is done
+    let w = c.mos(&["wait", work.join("jobs.log").to_str().unwrap(), "1", "-wait", "30"]);
+    w.assert_code(0, "mos wait");
+    assert!(w.stdout_str().contains("All jobs done."), "{}", w.describe());
     let log = std::fs::read_to_string(work.join("jobs.log")).unwrap();
     // images travel over TCP: kept at home by the placer, received by the restarting node
     let restarted: Vec<String> = rows
@@ -241,11 +246,7 @@ fn node_killed_mid_run(netns: bool) {
     for p in 0..6 {
         assert!(log.contains(&format!("005 (001.{p:03}.000) ")), "job 1.{p} terminated in the log:\n{log}");
     }
-    // condor_wait's behaviour: every job of the log is done
-    let w = c.mos(&["wait", work.join("jobs.log").to_str().unwrap(), "1", "-wait", "5"]);
-    w.assert_code(0, "mos wait");
-    assert!(w.stdout_str().contains("All jobs done."), "{}", w.describe());
-    // ...and HTCondor's own reader agrees (make test installs the htcondor wheel)
+    // HTCondor's own reader agrees (make test installs the htcondor wheel)
     match condor_events(&work.join("jobs.log")) {
         None => eprintln!("skipped the htcondor2.JobEventLog check: no venv with the htcondor wheel (make test creates it)"),
         Some(ev) => {
@@ -603,4 +604,40 @@ fn jobs_that_end_at_once_are_not_lost() {
         let p: i64 = r["id"].as_str().unwrap().split('.').nth(1).unwrap().parse().unwrap();
         assert!(r["state"] == "C" && r["exit"] == p % 7, "{r}");
     }
+}
+
+/// The event log is a user-facing file: the placer has the submit host's shadowd write it
+/// there (here node2, the submitting node: not the placer's files, nor the first node's).
+/// The submit events are in it when mossubmit returns; the rest follow in order.
+#[test]
+fn the_event_log_is_written_at_the_submit_host() {
+    let c = Cluster::new();
+    c.mos(&["cluster", "init"]).assert_code(0, "init");
+    let mut up = c.cmd("mos");
+    up.args(["cluster", "up", "--nodes", "2", "--interval-ms", "200"]).env("MOS_LOG", "debug");
+    run("mos cluster up", up, b"").assert_code(0, "up");
+    let work = c.home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::copy(compile_c("quick"), work.join("quick")).unwrap();
+    std::fs::write(work.join("quick.toml"), "executable = \"quick\"\narguments = \"$(Process)\"\noutput = \"q.$(Process)\"\nlog = \"quick.log\"\nqueue = 3\n").unwrap();
+    let mut s = c.cmd("mossubmit");
+    s.arg("quick.toml").current_dir(&work).env("MOS_HOME_NODE", "node2");
+    run("mossubmit", s, b"").assert_code(0, "mossubmit");
+    let log = work.join("quick.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.lines().filter(|l| l.starts_with("000 (001.")).count(), 3, "the submit events when mossubmit returned:\n{text}");
+    c.mos(&["wait", log.to_str().unwrap(), "-wait", "60"]).assert_code(0, "mos wait");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for p in 0..3 {
+        let at = |code: &str| text.find(&format!("{code} (001.{p:03}.000)")).unwrap_or_else(|| panic!("no {code} for 1.{p}:\n{text}"));
+        assert!(at("000") < at("001") && at("001") < at("005"), "job 1.{p}'s events out of order:\n{text}");
+    }
+    let node2 = std::fs::read_to_string(c.home.path().join("node2.log")).unwrap_or_default();
+    let written = node2.lines().filter(|l| l.contains("user log record appended") && l.contains("quick.log")).count();
+    let records = text.lines().filter(|l| l.len() > 4 && l.as_bytes()[3] == b' ' && l[..3].bytes().all(|b| b.is_ascii_digit())).count();
+    assert_eq!(written, records, "every record written by node2's shadowd:\n{node2}\n{text}");
+    let node1 = std::fs::read_to_string(c.home.path().join("node1.log")).unwrap_or_default();
+    assert!(!node1.contains("user log record appended"), "{node1}");
+    let placer = std::fs::read_to_string(c.home.path().join("placer.log")).unwrap_or_default();
+    assert!(!placer.contains("event log"), "{placer}");
 }

@@ -97,12 +97,139 @@ fn warn(msg: &str) {
     crate::logging::job_line(tracing::Level::WARN, msg);
 }
 
-/// HTCondor-style user log line in the job's `log` file.
-/// One event in the job's event log (HTCondor's ULOG format), if it has one; also a
-/// line in the placer's log.
+/// Why a request to a shadowd failed: it could not be reached (worth trying again), or
+/// it answered with an error (it will answer the same again).
+#[derive(Debug)]
+enum AskError {
+    Unreachable(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AskError::Unreachable(e) | AskError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+/// One request to the shadowd at `addr`, as the placer, one answer.
+fn ask_node_with(key: &ClusterKey, addr: &str, msg: &Msg) -> Result<Msg, AskError> {
+    let u = AskError::Unreachable;
+    let c = TcpStream::connect_timeout(&addr.parse().map_err(|e| AskError::Refused(format!("bad address {addr}: {e}")))?, Duration::from_secs(3))
+        .map_err(|e| u(format!("cannot reach {addr}: {e}")))?;
+    let mut s = NoSigPipe::new(c);
+    auth::client_handshake(&mut s, key, &Hello::new("placer", Role::Placer)).map_err(|e| u(e.to_string()))?;
+    let c = s.into_inner();
+    let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
+    FrameWriter::new(NoSigPipe::new(c.try_clone().map_err(|e| u(e.to_string()))?)).write_msg(msg, &[]).map_err(|e| u(e.to_string()))?;
+    match FrameReader::new(c).read_msg::<Msg>() {
+        Ok((Msg::Error { msg }, _)) => Err(AskError::Refused(msg)),
+        Ok((m, _)) => Ok(m),
+        Err(e) => Err(u(e.to_string())),
+    }
+}
+
+/// Where event-log records go to be written at their job's submit host: (home shadowd's
+/// address, log path, record). Set when the placer serves.
+static USER_LOGS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Record>>> = std::sync::OnceLock::new();
+
+/// One event-log record on its way: (home shadowd's address, log path, record, told
+/// when it was delivered or dropped).
+type Record = (String, PathBuf, String, Option<std::sync::mpsc::SyncSender<()>>);
+
+/// Records waiting for one home, at most (a home down for long: the oldest are dropped,
+/// with a warning).
+const USER_LOG_BACKLOG: usize = 100_000;
+
+/// Deliver event-log records to the submit hosts' shadowds, in order per host; a host
+/// that cannot be reached is tried again every second (its records wait, the others'
+/// go on); a host that refuses a record (bad path, no permission) has it dropped, with a
+/// warning.
+fn user_log_relay(key: ClusterKey, rx: std::sync::mpsc::Receiver<Record>) {
+    use std::collections::{BTreeMap, VecDeque};
+    type Waiting = (PathBuf, String, Option<std::sync::mpsc::SyncSender<()>>);
+    let mut queues: BTreeMap<String, VecDeque<Waiting>> = BTreeMap::new();
+    let mut down: std::collections::BTreeSet<String> = Default::default();
+    loop {
+        let first = if queues.is_empty() {
+            match rx.recv() {
+                Ok(x) => Some(x),
+                Err(_) => return,
+            }
+        } else {
+            rx.recv_timeout(Duration::from_secs(1)).ok()
+        };
+        for (addr, path, text, done) in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            let q = queues.entry(addr.clone()).or_default();
+            if q.len() >= USER_LOG_BACKLOG {
+                if let Some((p, _, _)) = q.pop_front() {
+                    warn(&format!("event log {}: its home {addr} has been unreachable for {USER_LOG_BACKLOG} records; the oldest is dropped", p.display()));
+                }
+            }
+            q.push_back((path, text, done));
+        }
+        for (addr, q) in queues.iter_mut() {
+            while let Some((path, text, _)) = q.front() {
+                let msg = Msg::AppendUserLog { path: OsBytes::from(path.as_os_str()), text: text.clone() };
+                match ask_node_with(&key, addr, &msg) {
+                    Ok(_) => {
+                        if down.remove(addr) {
+                            log(&format!("event logs at {addr}: delivered again"));
+                        }
+                        if let Some((_, _, Some(done))) = q.pop_front() {
+                            let _ = done.try_send(());
+                        }
+                    }
+                    Err(AskError::Refused(e)) => {
+                        warn(&format!("event log {}: {e}; record dropped", path.display()));
+                        if let Some((_, _, Some(done))) = q.pop_front() {
+                            let _ = done.try_send(());
+                        }
+                    }
+                    Err(AskError::Unreachable(e)) => {
+                        if down.insert(addr.clone()) {
+                            warn(&format!("event logs at {addr}: {e}; kept, tried again every second"));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        queues.retain(|_, q| !q.is_empty());
+    }
+}
+
+/// One event in the job's event log (HTCondor's ULOG format), if it has one. Written
+/// at the job's submit host by its shadowd when the job has one (its record taken now,
+/// delivered in order by `user_log_relay`), else here.
 fn user_log(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>) {
+    user_log_then(spec, id, ev, None);
+}
+
+/// [`user_log`], and wait (at most `wait`) until the record is written: a submission is
+/// answered once its jobs' submit events are in their log (`mos wait` may read it next).
+fn user_log_then(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>, wait: Option<Duration>) {
     let Some(path) = &spec.log else { return };
-    if let Err(e) = crate::ulog::append(path, id, &ev) {
+    let rec = crate::ulog::record(id, &ev);
+    if let (Some(home), Some(relay)) = (spec.environment.get("MOS_HOME_NODE"), USER_LOGS.get()) {
+        let (done, written) = match wait {
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let sent = relay.lock().unwrap_or_else(|e| e.into_inner()).send((home.clone(), path.clone(), rec, done)).is_ok();
+        if !sent {
+            warn(&format!("job {id}: the event-log relay is gone; record for {} lost", path.display()));
+        }
+        if let (true, Some(rx), Some(t)) = (sent, written, wait) {
+            let _ = rx.recv_timeout(t);
+        }
+        return;
+    }
+    if let Err(e) = crate::ulog::append_record(path, &rec) {
         warn(&format!("job {id}: cannot write its event log {}: {e}", path.display()));
     }
 }
@@ -144,6 +271,12 @@ impl Placer {
         std::io::stdout().flush()?;
         let me = self.clone();
         std::thread::spawn(move || me.schedule_loop());
+        // event-log records to the submit hosts (user_log)
+        let (tx, rx) = std::sync::mpsc::channel();
+        if USER_LOGS.set(Mutex::new(tx)).is_ok() {
+            let key = self.cfg.key.clone();
+            std::thread::Builder::new().name("user-logs".into()).spawn(move || user_log_relay(key, rx))?;
+        }
         for c in l.incoming() {
             let Ok(c) = c else { continue };
             let me = self.clone();
@@ -296,9 +429,12 @@ impl Placer {
         }
         match self.db.submit(owner, &t) {
             Ok(cluster) => {
-                for r in self.db.list().unwrap_or_default().iter().filter(|r| r.id.cluster == cluster) {
-                    let host = format!("<{}>", self.addr.get().map_or("127.0.0.1:0", String::as_str));
-                    user_log(&r.spec, r.id, crate::ulog::Event::Submitted { host: &host });
+                let rows: Vec<_> = self.db.list().unwrap_or_default().into_iter().filter(|r| r.id.cluster == cluster).collect();
+                let host = format!("<{}>", self.addr.get().map_or("127.0.0.1:0", String::as_str));
+                for (i, r) in rows.iter().enumerate() {
+                    // the last waits for all (they go in order)
+                    let wait = (i + 1 == rows.len()).then_some(Duration::from_secs(5));
+                    user_log_then(&r.spec, r.id, crate::ulog::Event::Submitted { host: &host }, wait);
                 }
                 Msg::SubmittedCluster { cluster, count: t.queue() }
             }
@@ -342,18 +478,7 @@ impl Placer {
     }
 
     fn ask_node(&self, addr: &str, msg: &Msg) -> Result<Msg, String> {
-        let c = TcpStream::connect_timeout(&addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?, Duration::from_secs(3))
-            .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-        let mut s = NoSigPipe::new(c);
-        auth::client_handshake(&mut s, &self.cfg.key, &Hello::new("placer", Role::Placer)).map_err(|e| e.to_string())?;
-        let c = s.into_inner();
-        let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
-        FrameWriter::new(NoSigPipe::new(c.try_clone().map_err(|e| e.to_string())?)).write_msg(msg, &[]).map_err(|e| e.to_string())?;
-        match FrameReader::new(c).read_msg::<Msg>() {
-            Ok((Msg::Error { msg }, _)) => Err(msg),
-            Ok((m, _)) => Ok(m),
-            Err(e) => Err(e.to_string()),
-        }
+        ask_node_with(&self.cfg.key, addr, msg).map_err(|e| e.to_string())
     }
 
     fn command(&self, id: &str, cmd: JobCommand) -> Result<(), String> {
