@@ -203,8 +203,9 @@ enum Cmd {
         /// meanwhile, the process is lost (a batch job restarts from its last checkpoint)
         #[arg(long)]
         lazy: bool,
-        /// compress a stop-and-copy image on the wire with lz4: auto (when NODE is on
-        /// another machine: on loopback the wire is faster than lz4), on or off
+        /// compress the image (stop-and-copy, or a live migration's rounds) on the wire with
+        /// lz4: auto (when NODE is on another machine: on loopback the wire is faster than
+        /// lz4), on or off
         #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
         compress: String,
     },

@@ -184,6 +184,31 @@ pub trait ChunkSink {
     fn put(&mut self, at: u64, data: &[u8]) -> Result<(), StreamError>;
 }
 
+/// The body of an [`Msg::ImageChunkLz4`] of `len` compressed bytes standing for `n`:
+/// read from `r` (through `packed`) and inflated into `raw[..n]`; returns `n`. Sizes
+/// beyond a piece, a body that does not inflate or inflates to another size are refused.
+pub fn read_lz4_chunk<R: Read>(r: &mut R, len: u32, n: u32, packed: &mut Vec<u8>, raw: &mut Vec<u8>) -> Result<usize, StreamError> {
+    let (len, n) = (len as usize, n as usize);
+    if n > LZ4_PIECE || len > lz4_flex::block::get_maximum_output_size(LZ4_PIECE) {
+        return Err(StreamError::Corrupt(format!("an lz4 chunk of {len} bytes for {n}: pieces are at most {LZ4_PIECE} bytes")));
+    }
+    packed.resize(len, 0);
+    r.read_exact(packed).map_err(conn)?;
+    raw.resize(LZ4_PIECE, 0);
+    let got = lz4_flex::block::decompress_into(packed, &mut raw[..n]).map_err(|e| StreamError::Corrupt(format!("an lz4 chunk does not decompress: {e}")))?;
+    if got != n {
+        return Err(StreamError::Corrupt(format!("an lz4 chunk gave {got} bytes, {n} announced")));
+    }
+    Ok(n)
+}
+
+/// An lz4 chunk of `data` as the sender makes it: (compressed body, raw length); None
+/// when it does not shrink (it goes plain).
+pub fn lz4_chunk(data: &[u8]) -> Option<Vec<u8>> {
+    let c = lz4_flex::block::compress(data);
+    (c.len() < data.len()).then_some(c)
+}
+
 /// Receive a stream's chunks (plain or lz4) into `sink` until it is sealed, checking
 /// the size sealed against what came. Returns the size.
 pub fn recv_chunks<R: Read + AsFd>(r: &mut FrameReader<R>, sink: &mut dyn ChunkSink) -> Result<u64, StreamError> {
@@ -201,17 +226,7 @@ pub fn recv_chunks<R: Read + AsFd>(r: &mut FrameReader<R>, sink: &mut dyn ChunkS
                 }
             }
             Msg::ImageChunkLz4 { len, raw: n } => {
-                let (len, n) = (len as usize, n as usize);
-                if n > LZ4_PIECE || len > lz4_flex::block::get_maximum_output_size(LZ4_PIECE) {
-                    return Err(StreamError::Corrupt(format!("an lz4 chunk of {len} bytes for {n}: pieces are at most {LZ4_PIECE} bytes")));
-                }
-                packed.resize(len, 0);
-                r.get_mut().read_exact(&mut packed).map_err(conn)?;
-                raw.resize(LZ4_PIECE, 0);
-                let got = lz4_flex::block::decompress_into(&packed, &mut raw[..n]).map_err(|e| StreamError::Corrupt(format!("an lz4 chunk does not decompress: {e}")))?;
-                if got != n {
-                    return Err(StreamError::Corrupt(format!("an lz4 chunk gave {got} bytes, {n} announced")));
-                }
+                let n = read_lz4_chunk(r.get_mut(), len, n, &mut packed, &mut raw)?;
                 sink.put(total, &raw[..n])?;
                 total += n as u64;
             }

@@ -1,13 +1,14 @@
 //! Receiving a live migration's stream ([`Msg::LiveMigrationImage`]): records of a sparse
-//! image (`ckpt::image::live`) inside [`Msg::ImageChunk`] frames, each written where it
-//! says in the image file (splice: the page bytes do not pass through user space), until
+//! image (`ckpt::image::live`) inside [`Msg::ImageChunk`] frames (or lz4-compressed
+//! [`Msg::ImageChunkLz4`] ones, between hosts), each written where it says in the image
+//! file (splice from plain chunks: the page bytes do not pass through user space), until
 //! the end record and [`Msg::ImageSealed`]. The file is then opened as an image (header,
 //! metadata and trailer checked) before it is kept. A truncated, mis-sealed or corrupt
 //! stream leaves no file and is refused with what was wrong.
 
 use ckpt::image::live::{parse_record, Record, RECORD_LEN, STREAM_MAGIC};
 use proto::frame::FrameReader;
-use proto::spliced::{conn, image_pipe, splice_some, PIPE_BYTES};
+use proto::spliced::{conn, image_pipe, read_lz4_chunk, splice_some, PIPE_BYTES};
 use proto::stream::StreamError;
 use proto::Msg;
 use std::fs::File;
@@ -15,13 +16,19 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-/// The chunked byte stream after the first message: chunk frames read as they come.
+/// The chunked byte stream after the first message: chunk frames read as they come,
+/// plain (their bytes read from the connection as needed) or lz4 (inflated whole).
 struct Chunks<'a, R: Read + AsFd> {
     r: &'a mut FrameReader<R>,
     /// Bytes left in the current chunk.
     left: u64,
-    /// Bytes of every chunk so far.
+    /// Bytes of every chunk so far (as inflated).
     total: u64,
+    /// The current chunk came compressed: its bytes are in `inflated` from `at` on.
+    lz4: bool,
+    inflated: Vec<u8>,
+    at: usize,
+    packed: Vec<u8>,
 }
 
 impl<R: Read + AsFd> Chunks<'_, R> {
@@ -30,8 +37,16 @@ impl<R: Read + AsFd> Chunks<'_, R> {
         while self.left == 0 {
             match self.r.read_header_only::<Msg>()? {
                 Msg::ImageChunk { len } => {
+                    self.lz4 = false;
                     self.left = u64::from(len);
                     self.total += u64::from(len);
+                }
+                Msg::ImageChunkLz4 { len, raw } => {
+                    let n = read_lz4_chunk(self.r.get_mut(), len, raw, &mut self.packed, &mut self.inflated)?;
+                    self.lz4 = true;
+                    self.at = 0;
+                    self.left = n as u64;
+                    self.total += n as u64;
                 }
                 Msg::ImageSealed { .. } => return Err(StreamError::Corrupt("the stream was sealed before its end record".into())),
                 other => return Err(StreamError::Unexpected { want: "ImageChunk or ImageSealed", got: other.name() }),
@@ -44,18 +59,33 @@ impl<R: Read + AsFd> Chunks<'_, R> {
         while !buf.is_empty() {
             self.fill()?;
             let n = (buf.len() as u64).min(self.left) as usize;
-            self.r.get_mut().read_exact(&mut buf[..n]).map_err(conn)?;
+            if self.lz4 {
+                buf[..n].copy_from_slice(&self.inflated[self.at..self.at + n]);
+                self.at += n;
+            } else {
+                self.r.get_mut().read_exact(&mut buf[..n]).map_err(conn)?;
+            }
             self.left -= n as u64;
             buf = &mut buf[n..];
         }
         Ok(())
     }
 
-    /// `n` bytes into `file` at `off`, through our pipe.
+    /// `n` bytes into `file` at `off`, through our pipe (an inflated chunk's: written).
     fn splice_to(&mut self, mut n: u64, file: &File, mut off: u64, pipe: &(std::os::fd::OwnedFd, std::os::fd::OwnedFd)) -> Result<(), StreamError> {
+        use std::os::unix::fs::FileExt;
         let ferr = |e: std::io::Error| StreamError::File { path: "live image".into(), source: e };
         while n > 0 {
             self.fill()?;
+            if self.lz4 {
+                let k = n.min(self.left) as usize;
+                file.write_all_at(&self.inflated[self.at..self.at + k], off).map_err(ferr)?;
+                self.at += k;
+                self.left -= k as u64;
+                off += k as u64;
+                n -= k as u64;
+                continue;
+            }
             let step = n.min(self.left).min(PIPE_BYTES as u64) as usize;
             let moved = splice_some(self.r.get_ref().as_fd(), pipe.1.as_fd(), step, false).map_err(conn)?;
             let mut left = moved;
@@ -105,7 +135,7 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
     };
     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp).map_err(ferr(tmp))?;
     let pipe = image_pipe().map_err(ferr(tmp))?;
-    let mut c = Chunks { r, left: 0, total: 0 };
+    let mut c = Chunks { r, left: 0, total: 0, lz4: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
     let mut magic = [0u8; 8];
     c.read_exact(&mut magic)?;
     if &magic != STREAM_MAGIC {
@@ -180,7 +210,7 @@ fn lazy_phases<R: Read + AsFd, W: std::io::Write>(
     let tmp = dest.with_extension("partial");
     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
     let pipe = image_pipe().map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
-    let mut c = Chunks { r, left: 0, total: 0 };
+    let mut c = Chunks { r, left: 0, total: 0, lz4: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
     let head = (|| {
         let mut magic = [0u8; 8];
         c.read_exact(&mut magic)?;
@@ -452,5 +482,71 @@ mod tests {
         // the seal names another size
         let (r, _) = through(&good, 4096, Some(5));
         assert!(matches!(r, Err(StreamError::Corrupt(ref m)) if m.contains("sent")), "{r:?}");
+    }
+
+    /// `stream` sent as lz4 chunks of `chunk` bytes (a chunk that does not shrink goes
+    /// plain, as the sender does), then sealed; `mangle` may spoil a compressed body.
+    fn through_lz4(stream: &[u8], chunk: usize, mangle: bool) -> (Result<u64, StreamError>, tempfile::TempDir) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let data = stream.to_vec();
+        let tx = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(a).unwrap();
+            let lim = Limits::default();
+            for c in data.chunks(chunk) {
+                let mut h = Vec::new();
+                if let Some(mut packed) = proto::spliced::lz4_chunk(c) {
+                    if mangle {
+                        let k = packed.len() / 2;
+                        packed[k] ^= 0xff;
+                        packed.truncate(k + 1);
+                    }
+                    encode_header(&Msg::ImageChunkLz4 { len: packed.len() as u32, raw: c.len() as u32 }, &mut h, &lim).unwrap();
+                    s.write_all(&h).unwrap();
+                    let _ = s.write_all(&packed);
+                } else {
+                    encode_header(&Msg::ImageChunk { len: c.len() as u32 }, &mut h, &lim).unwrap();
+                    s.write_all(&h).unwrap();
+                    s.write_all(c).unwrap();
+                }
+            }
+            let mut h = Vec::new();
+            encode_header(&Msg::ImageSealed { bytes: data.len() as u64 }, &mut h, &lim).unwrap();
+            let _ = s.write_all(&h);
+        });
+        let (c, _) = l.accept().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = FrameReader::new(c);
+        let res = recv_live_to_file(&mut r, &dir.path().join("x.mosimg"));
+        drop(r);
+        tx.join().unwrap();
+        (res, dir)
+    }
+
+    #[test]
+    fn lz4_chunks_of_a_live_stream_are_inflated_in_place() {
+        // a whole live image (header, metadata, pages, trailer) as records, compressed:
+        // it arrives as the same image file the plain stream makes
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ckpt::image::ImageMeta::minimal(vec![ckpt::image::Region { start: 0x10000, end: 0x10000 + 3 * 4096, prot: 3, kind: ckpt::image::RegionKind::Anon, path: String::new(), file_off: 0, extents: vec![ckpt::image::Extent { off: 0, len: 3 * 4096, file_off: ckpt::image::live::LIVE_DATA_OFF }], vm_flags: 0 }]);
+        let pages: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+        let (hdr, mbytes) = ckpt::image::live_head(&meta, ckpt::image::live::LIVE_DATA_OFF + pages.len() as u64).unwrap();
+        let mut head = hdr.encode().to_vec();
+        head.extend_from_slice(&mbytes);
+        let trailer = ckpt::image::trailer_bytes(&[ckpt::image::live::UNCHECKED]);
+        let data_end = ckpt::image::live::LIVE_DATA_OFF + pages.len() as u64;
+        let s = stream(&[(ckpt::image::live::LIVE_DATA_OFF, pages.clone()), (data_end, trailer), (0, head)]);
+        let (r, d) = through_lz4(&s, 5000, false);
+        let n = r.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, s.len() as u64);
+        let img = ckpt::image::ImageFile::open(&d.path().join("x.mosimg")).unwrap();
+        let got = std::fs::read(d.path().join("x.mosimg")).unwrap();
+        let at = ckpt::image::live::LIVE_DATA_OFF as usize;
+        assert_eq!(&got[at..at + pages.len()], &pages[..]);
+        drop((img, dir));
+        // a spoiled compressed chunk is refused and leaves nothing
+        let (r, d) = through_lz4(&s, 5000, true);
+        assert!(matches!(r, Err(StreamError::Corrupt(ref m)) if m.contains("lz4")), "{r:?}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 }

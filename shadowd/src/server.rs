@@ -595,7 +595,7 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         }
     }
     let ready_ms = t_ready.elapsed().as_millis() as u64;
-    log!(ctx.node, "pid {pid}: streaming its image to {to}{}", if live { " (live: copy rounds while it runs)".to_string() } else { format!(" (memory ready there in {ready_ms} ms{})", if compress { "; lz4 on the wire" } else { "" }) });
+    log!(ctx.node, "pid {pid}: streaming its image to {to}{}{}", if live { " (live: copy rounds while it runs)".to_string() } else { format!(" (memory ready there in {ready_ms} ms)") }, if compress { "; lz4 on the wire" } else { "" });
     let t0 = std::time::Instant::now();
     // The shim writes the image into the pipe while a second thread moves it on to the
     // target (splice: no copy through here, no file on this node).
@@ -604,11 +604,11 @@ fn migrate_process_now(ctx: &ServerCtx, pid: u32, real: i32, to: &str, live: boo
         let node = ctx.node.as_str();
         // (a stop-and-copy image was announced above)
         let first = live.then(|| Msg::LiveMigrationImage { job, home: node.to_string() });
-        // (live: its records are not compressed)
+        // (a live stream's records are compressed as a stop-and-copy image's bytes are)
         let lanes = &lanes;
         let pump = sc.spawn(move || {
             if lanes.is_empty() {
-                proto::spliced::send_stream(sock, pipe_r.as_fd(), first.as_ref(), sent, compress && !live)
+                proto::spliced::send_stream(sock, pipe_r.as_fd(), first.as_ref(), sent, compress)
             } else {
                 // the shim sends on the lanes; the pipe only ends
                 follow_lanes(pipe_r.as_fd(), lanes, sent)

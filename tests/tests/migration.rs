@@ -211,11 +211,13 @@ fn a_live_migrated_process_equals_an_unmoved_run() {
     // round 0 carried the heap, while the process ran
     assert!(there["round_bytes"][0].as_u64().unwrap_or(0) >= u64::from(mib) << 20, "{there}");
     assert!(there["frozen_ms"].as_u64() < there["total_ms"].as_u64(), "{there}");
-    let out = c.mos(&["migrate", &pid, "node1", "--live", "--stats"]);
-    out.assert_code(0, "mos migrate --live back to node1");
+    // back with its rounds compressed on the wire (lz4, as between hosts)
+    let out = c.mos(&["migrate", &pid, "node1", "--live", "--stats", "--compress", "on"]);
+    out.assert_code(0, "mos migrate --live --compress on back to node1");
     assert!(out.stdout_str().contains("copy rounds while it ran (MiB per round: "), "{}", out.describe());
     let log = node_log(&c, "node1") + &node_log(&c, "node2");
     assert!(log.contains("live migration stream of "), "{log}");
+    assert_eq!(log.matches("(live: copy rounds while it runs); lz4 on the wire").count(), 1, "{log}");
     dirtier_matches_unmoved(p, mib, per, "dirtier after two live migrations");
     for node in ["node1", "node2"] {
         let shm = std::path::PathBuf::from(format!("/dev/shm/mos-{node}-{}", daemon_pid(&c, node)));

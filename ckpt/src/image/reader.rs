@@ -289,32 +289,7 @@ mod tests {
     use crate::image::{layout, ImageWriter};
 
     fn meta_with(regions: Vec<Region>) -> ImageMeta {
-        ImageMeta {
-            created_unix_ms: 0,
-            comm: "t".into(),
-            vpid: 1,
-            real_pid: 1,
-            uid: 0,
-            gid: 0,
-            exe: String::new(),
-            cmdline: vec![],
-            cwd: "/".into(),
-            umask: 0o22,
-            rlimits: vec![],
-            sigactions: vec![],
-            itimers: vec![],
-            shared_pending: 0,
-            mm: MmFields::default(),
-            special: vec![],
-            vdso_hash: 0,
-            regions,
-            fds: vec![],
-            threads: vec![ThreadRec { old_tid: 1, ctx_addr: 0, fs_base: 0, tid_addr: 0, is_main: true, is_manager: false }],
-            timers: vec![],
-            resume_entry: 0,
-            restart_info: 0,
-            attrs: ProcAttrs::default(),
-        }
+        ImageMeta::minimal(regions)
     }
 
     /// A synthetic image with an 80 MiB region in two extents (the parallel path) and a
