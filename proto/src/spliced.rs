@@ -166,7 +166,7 @@ pub fn conn(e: io::Error) -> StreamError {
 pub fn via_partial<T>(dest: &Path, fill: impl FnOnce(&Path) -> Result<T, StreamError>) -> Result<T, StreamError> {
     let tmp = dest.with_extension("partial");
     if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| StreamError::File { path: dir.to_path_buf(), source: e })?;
+        crate::stream::private_dir_all(dir).map_err(|e| StreamError::File { path: dir.to_path_buf(), source: e })?;
     }
     let result = fill(&tmp);
     if result.is_err() {

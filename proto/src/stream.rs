@@ -61,8 +61,21 @@ pub fn send_image<W: Write>(w: &mut FrameWriter<W>, job: JobId, home: &str, path
     Ok(size)
 }
 
+/// A new image file the daemons write: read and write, truncated, owner only (0600):
+/// an image is a process's whole memory.
+pub fn private_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(path)
+}
+
+/// `dir` and its missing parents, those it makes owner only (0700) (images go there).
+pub fn private_dir_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 /// Receive the rest of a stream whose `ImageBegin` (with `size`) was already read, into
-/// `dest` (atomically). Returns the size.
+/// `dest` (atomically, owner only). Returns the size.
 pub fn recv_image<R: Read>(r: &mut FrameReader<R>, size: Option<u64>, dest: &Path) -> Result<u64, StreamError> {
     let tmp = dest.with_extension("partial");
     let result = recv_into(r, size, &tmp, dest);
@@ -78,9 +91,9 @@ fn recv_into<R: Read>(r: &mut FrameReader<R>, size: Option<u64>, tmp: &Path, des
         move |e| StreamError::File { path: p, source: e }
     };
     if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(ferr(dir))?;
+        private_dir_all(dir).map_err(ferr(dir))?;
     }
-    let mut f = File::create(tmp).map_err(ferr(tmp))?;
+    let mut f = private_file(tmp).map_err(ferr(tmp))?;
     let mut sum = ImageChecksum::new();
     loop {
         let (m, bulk): (Msg, Vec<u8>) = r.read_msg()?;

@@ -55,10 +55,10 @@ impl Landing {
     pub fn prepare(dest: &Path, reserve: u64, mapped: bool) -> Result<Landing, StreamError> {
         let tmp = dest.with_extension("partial");
         if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(file_err(dir))?;
+            proto::stream::private_dir_all(dir).map_err(file_err(dir))?;
         }
-        // read and write: a shared writable mapping needs both
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(file_err(&tmp))?;
+        // read and write: a shared writable mapping needs both; owner only
+        let file = proto::stream::private_file(&tmp).map_err(file_err(&tmp))?;
         let mut l = Landing { tmp, dest: dest.to_path_buf(), file, map: None, done: false };
         if reserve == 0 {
             return Ok(l);

@@ -133,7 +133,7 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
         let p = p.to_path_buf();
         move |e| StreamError::File { path: p, source: e }
     };
-    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(tmp).map_err(ferr(tmp))?;
+    let f = proto::stream::private_file(tmp).map_err(ferr(tmp))?;
     let pipe = image_pipe().map_err(ferr(tmp))?;
     let mut c = Chunks { r, left: 0, total: 0, lz4: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
     let mut magic = [0u8; 8];
@@ -192,7 +192,7 @@ pub fn recv_lazy<R: Read + AsFd, W: std::io::Write>(
         move |e| StreamError::File { path: p, source: e }
     };
     if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(ferr(dir))?;
+        proto::stream::private_dir_all(dir).map_err(ferr(dir))?;
     }
     let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(ferr(&sock))?;
     let result = lazy_phases(r, w, job, dest, &listener);
@@ -208,7 +208,7 @@ fn lazy_phases<R: Read + AsFd, W: std::io::Write>(
     listener: &std::os::unix::net::UnixListener,
 ) -> Result<u64, StreamError> {
     let tmp = dest.with_extension("partial");
-    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
+    let f = proto::stream::private_file(&tmp).map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
     let pipe = image_pipe().map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
     let mut c = Chunks { r, left: 0, total: 0, lz4: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
     let head = (|| {

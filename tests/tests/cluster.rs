@@ -216,13 +216,18 @@ fn node_killed_mid_run(netns: bool) {
             continue;
         }
         from_images += 1;
-        assert!(
-            c.home
-                .path()
-                .join(format!("placer/ckpt/job{id}.mosimg"))
-                .is_file(),
-            "home copy of job {id}'s image"
-        );
+        let copy = c.home.path().join(format!("placer/ckpt/job{id}.mosimg"));
+        assert!(copy.is_file(), "home copy of job {id}'s image");
+        // an image is a process's whole memory: its owner's only
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is mode {mode:o}", copy.display());
+    }
+    let images: Vec<std::path::PathBuf> = std::fs::read_dir(c.home.path().join("nodes")).unwrap().flatten().flat_map(|n| std::fs::read_dir(n.path().join("received")).into_iter().flatten().flatten().map(|e| e.path())).collect();
+    for img in &images {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(img).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+        assert_eq!(mode, 0o600, "{} is mode {mode:o}", img.display());
     }
     assert!(from_images > 0, "a job restarted from its checkpoint image: {placer_log}");
     let received = std::fs::read_dir(c.home.path().join("nodes"))
