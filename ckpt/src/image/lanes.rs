@@ -13,14 +13,14 @@
 //! ~450 ns more per page on its first touch of each page of a fork's copied page
 //! tables.)
 //!
-//! A stop-and-copy migration's pages are now sent by the frozen process itself, spliced
-//! (`splice_striped`; the shim's dump/xfer.rs): no copy on the source at all, the
-//! receiver's the only one. The source's CPU for 2 GiB fell from ~0.5 s to ~0.27 s (perf;
-//! what is left is mostly the loopback's receive processing run in its softirq); the
-//! frozen time only a little (0.67-0.78 s), as the receiver's copy into memory it has not
-//! touched lately (4 KiB pages) is now the floor: a bare C program doing nothing but that
-//! transfer (two lanes, two sender processes, receiver threads into a populated /dev/shm
-//! mapping) takes 0.71-0.76 s on this machine, 0.54-0.64 s into a huge-page tmpfs.
+//! A stop-and-copy migration's pages are now sent by the frozen process itself (the shim's
+//! dump/xfer.rs), from its warm page tables. The frozen time moved only a little
+//! (0.67-0.78 s), as the receiver's copy into memory it has not touched lately (4 KiB
+//! pages) is the floor: a bare C program doing nothing but that transfer (two lanes, two
+//! sender processes, receiver threads into a populated /dev/shm mapping) takes 0.71-0.76 s
+//! on this machine, 0.54-0.64 s into a huge-page tmpfs. Splicing the pages by reference
+//! (no copy on the source) measured no faster and was dropped: the socket would hold
+//! pages the manager may write before the target has read them.
 
 /// Bytes of image per stripe.
 pub const STRIPE: u64 = 4 << 20;
@@ -127,105 +127,6 @@ pub unsafe fn send_striped(lanes: &[i32], pieces: &[Piece]) -> Result<u64, i32> 
             let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX_LANES];
             for k in 0..n {
                 if open[k] {
-                    fds[k] = libc::pollfd { fd: lanes[k], events: libc::POLLOUT, revents: 0 };
-                }
-            }
-            // SAFETY: polling our array of n pollfds (fd -1 entries are ignored).
-            let r = unsafe { crate::sys::sc_ret(libc::SYS_poll, &[fds.as_mut_ptr() as usize, n, 60_000]) };
-            if r == 0 {
-                return Err(libc::ETIMEDOUT);
-            }
-            if r < 0 && r != -(libc::EINTR as isize) {
-                return Err(-r as i32);
-            }
-            if fds[..n].iter().any(|f| f.revents & (libc::POLLERR | libc::POLLHUP) != 0) {
-                return Err(libc::EPIPE);
-            }
-        }
-    }
-}
-
-/// [`send_striped`] without the sender's copy: each lane's bytes go by reference into
-/// its pipe (`vmsplice`), and from the pipe into the socket (`splice`), so the pages
-/// themselves ride in the socket's buffers and the receiver's copy is the only one.
-/// `pipes[k]` is lane k's pipe (read end, write end), empty.
-///
-/// # Safety
-/// Every piece's `ptr` must be readable for `len` bytes, and unchanged until the
-/// receiver has them all (the socket buffers hold the very pages).
-// SAFETY: (contract) callers pass pieces readable and unchanging; see # Safety above.
-pub unsafe fn splice_striped(lanes: &[i32], pipes: &[(i32, i32)], pieces: &[Piece]) -> Result<u64, i32> {
-    let total: u64 = pieces.iter().map(|p| p.len as u64).sum();
-    let n = lanes.len();
-    if n == 0 || n > MAX_LANES || pipes.len() != n {
-        return Err(libc::EINVAL);
-    }
-    const NB: usize = libc::SPLICE_F_NONBLOCK as usize;
-    let mut sent = [0u64; MAX_LANES]; // into the pipe
-    let mut queued = [0u64; MAX_LANES]; // in the pipe, not yet in the socket
-    let mut piece = [0usize; MAX_LANES];
-    let want: [u64; MAX_LANES] = core::array::from_fn(|k| if k < n { lane_len(total, k, n) } else { 0 });
-    let mut open = [false; MAX_LANES];
-    for k in 0..n {
-        open[k] = true;
-        if want[k] == 0 {
-            shut(lanes[k]);
-            open[k] = false;
-        }
-    }
-    let again = |r: isize| r == -(libc::EAGAIN as isize) || r == -(libc::EINTR as isize);
-    loop {
-        let mut moved = false;
-        let mut left = 0;
-        for k in 0..n {
-            if !open[k] {
-                continue;
-            }
-            if sent[k] < want[k] {
-                let (at, room) = lane_at(sent[k], k, n);
-                while piece[k] < pieces.len() && pieces[piece[k]].at + pieces[piece[k]].len as u64 <= at {
-                    piece[k] += 1;
-                }
-                let p = pieces[piece[k]];
-                let off = (at - p.at) as usize;
-                let len = ((p.len - off) as u64).min(room).min(want[k] - sent[k]) as usize;
-                // SAFETY: inside the piece, readable by the caller's promise.
-                let iov = libc::iovec { iov_base: unsafe { p.ptr.add(off) } as *mut _, iov_len: len };
-                // SAFETY: one iovec of readable memory into our pipe, by reference.
-                let r = unsafe { crate::sys::sc_ret(libc::SYS_vmsplice, &[pipes[k].1 as usize, &iov as *const libc::iovec as usize, 1, NB]) };
-                if r > 0 {
-                    moved = true;
-                    sent[k] += r as u64;
-                    queued[k] += r as u64;
-                } else if !again(r) {
-                    return Err(if r < 0 { -r as i32 } else { libc::EIO });
-                }
-            }
-            if queued[k] > 0 {
-                // SAFETY: from our pipe into the lane; no pointers.
-                let r = unsafe { crate::sys::sc_ret(libc::SYS_splice, &[pipes[k].0 as usize, 0, lanes[k] as usize, 0, queued[k] as usize, NB | libc::SPLICE_F_MOVE as usize]) };
-                if r > 0 {
-                    moved = true;
-                    queued[k] -= r as u64;
-                } else if !again(r) {
-                    return Err(if r < 0 { -r as i32 } else { libc::EPIPE });
-                }
-            }
-            if sent[k] == want[k] && queued[k] == 0 {
-                shut(lanes[k]);
-                open[k] = false;
-                continue;
-            }
-            left += 1;
-        }
-        if left == 0 {
-            return Ok(total);
-        }
-        if !moved {
-            // every lane's pipe is full and its socket too: wait for a socket
-            let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX_LANES];
-            for k in 0..n {
-                if open[k] && queued[k] > 0 {
                     fds[k] = libc::pollfd { fd: lanes[k], events: libc::POLLOUT, revents: 0 };
                 }
             }

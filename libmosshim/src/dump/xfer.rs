@@ -15,8 +15,9 @@
 //! memory's frozen copies, and every mapping the manager itself writes while it sends:
 //! its stack and TLS, the shim's statics and allocator) the child copies into the buffer
 //! first, from its snapshot. The manager sends the table over the lanes, with every
-//! signal blocked, without allocating. When the child's copies do not fit, it sends the
-//! image itself, as before.
+//! signal blocked, without allocating, copying into the sockets (splicing the pages by
+//! reference measured no faster here, and would let the manager's next writes reach the
+//! target). When the child's copies do not fit (256 MiB), it sends the image itself.
 
 use super::Plan;
 use ckpt::image::lanes::Piece;
@@ -25,6 +26,10 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Room in the buffer (virtual: only what the child writes takes memory).
 const LEN: u64 = 1 << 30;
+
+/// Most bytes the child copies into the buffer (memory charged to the process while it
+/// migrates); beyond that it sends the image itself.
+const COPY_MAX: u64 = 256 << 20;
 
 /// The buffer's first bytes, shared by the manager and the writer child.
 #[repr(C)]
@@ -47,10 +52,6 @@ const DONE: u32 = 3;
 /// The shared buffer, and addresses inside mappings the manager writes while it sends.
 pub struct Xfer {
     pub base: u64,
-    /// one pipe per lane (read end, write end), for splicing
-    pipes: Vec<(i32, i32)>,
-    /// splice (else send, copied; `MOS_MIGRATION_SPLICE=0`, for measurements)
-    splice: bool,
     keep: Vec<u64>,
     handed: core::cell::Cell<Option<std::time::Instant>>,
 }
@@ -60,7 +61,7 @@ pub const FROM_PARENT: &str = "MOS_MIGRATION_FROM_PARENT";
 
 impl Xfer {
     /// Map the buffer (manager, before the fork). None if it cannot be mapped.
-    pub fn map(lanes: usize, extra_keep: &[u64]) -> Option<Xfer> {
+    pub fn map(extra_keep: &[u64]) -> Option<Xfer> {
         if std::env::var_os(FROM_PARENT).is_some_and(|v| v == "0") {
             return None;
         }
@@ -73,29 +74,13 @@ impl Xfer {
         }
         // SAFETY: the manager's saved context is a static of the shim.
         let mc = unsafe { &*crate::process::ctx::manager_ctx() };
-        let mut keep = vec![mc.regs[6], mc.fs_base, mc.rseq_addr, mc.altstack_sp, mc as *const _ as u64];
+        // the manager's stack (this frame's), TLS, rseq area and signal stack
+        let here = 0u8;
+        let mut keep = vec![&here as *const u8 as u64, mc.fs_base, mc.rseq_addr, mc.altstack_sp, mc as *const _ as u64];
         keep.extend_from_slice(&crate::rt::alloc::own_addresses());
         keep.extend_from_slice(extra_keep);
         keep.retain(|&a| a != 0);
-        let mut pipes = Vec::new();
-        for _ in 0..lanes {
-            let mut p = [0i32; 2];
-            // SAFETY: pipe2 fills p (raw: the manager's own table).
-            if unsafe { ckpt::sys::sc_ret(libc::SYS_pipe2, &[p.as_mut_ptr() as usize, libc::O_CLOEXEC as usize]) } < 0 {
-                break;
-            }
-            // As big as an unprivileged pipe may be made (fewer trips between the pipe and the socket).
-            // SAFETY: fcntl on our pipe, no pointers.
-            unsafe { ckpt::sys::sc_ret(libc::SYS_fcntl, &[p[1] as usize, libc::F_SETPIPE_SZ as usize, 1 << 20]) };
-            pipes.push((p[0], p[1]));
-        }
-        let splice = std::env::var_os("MOS_MIGRATION_SPLICE").is_none_or(|v| v != "0");
-        let x = Xfer { base: p as u64, pipes, splice, keep, handed: Default::default() };
-        if x.pipes.len() != lanes {
-            x.unmap();
-            return None;
-        }
-        Some(x)
+        Some(Xfer { base: p as u64, keep, handed: Default::default() })
     }
 
     /// When the child handed the image over (for MOS_DEBUG_TIMING).
@@ -109,22 +94,16 @@ impl Xfer {
         unsafe { &*(self.base as *const Head) }
     }
 
-    /// Unmap the buffer and close the pipes (manager, when done).
+    /// Unmap the buffer (manager, when done).
     pub fn unmap(&self) {
-        for &(r, w) in &self.pipes {
-            // SAFETY: closing our pipes (raw: the manager's own table).
-            unsafe {
-                ckpt::sys::sc_ret(libc::SYS_close, &[r as usize]);
-                ckpt::sys::sc_ret(libc::SYS_close, &[w as usize]);
-            }
-        }
         // SAFETY: our own mapping, which nothing refers to any more.
         unsafe { ckpt::sys::sc_ret(libc::SYS_munmap, &[self.base as usize, LEN as usize]) };
     }
 
     /// May the manager send this region's bytes from its own mapping?
     pub fn parent_may_send(&self, r: &Region) -> bool {
-        matches!(r.kind, RegionKind::Anon | RegionKind::Heap | RegionKind::Stack)
+        // (shared memory: from its frozen copy, which the manager made and never writes)
+        matches!(r.kind, RegionKind::Anon | RegionKind::Heap | RegionKind::Stack | RegionKind::SharedAnon)
             && r.prot & libc::PROT_READ as u32 != 0
             && !self.keep.iter().any(|&a| a >= r.start && a < r.end)
             && !(r.start..r.end).contains(&self.base)
@@ -138,7 +117,7 @@ impl Xfer {
         let table = head;
         let mut data = table + core::mem::size_of_val(pieces) as u64;
         let copied: u64 = pieces.iter().zip(own).filter(|(_, o)| !**o).map(|(p, _)| (p.len as u64 + 7) & !7).sum();
-        if data + copied > LEN {
+        if data + copied > LEN.min(COPY_MAX) {
             self.say(CHILD);
             return false;
         }
@@ -169,8 +148,9 @@ impl Xfer {
     pub fn wait_done(&self, parent: i32) {
         while self.head().state.load(Ordering::Acquire) != DONE {
             self.wait(PARENT, 200);
-            // SAFETY: signal 0 only asks whether the manager's process still exists.
-            if unsafe { ckpt::sys::sc_ret(libc::SYS_kill, &[parent as usize, 0]) } < 0 {
+            // (reparented: the manager's process is gone)
+            // SAFETY: getppid takes no arguments.
+            if unsafe { ckpt::sys::sc_ret(libc::SYS_getppid, &[]) } as i32 != parent {
                 return;
             }
         }
@@ -214,15 +194,11 @@ impl Xfer {
         // SAFETY: the child wrote `npieces` pieces at `table` before saying PARENT.
         let pieces = unsafe { core::slice::from_raw_parts((self.base + h.table) as *const Piece, h.npieces as usize) };
         // Each piece is in the buffer or in private memory of this process that the child
-        // found readable and that no one writes while the application is frozen (which it
-        // stays until the target has the image).
-        if self.splice {
-            // SAFETY: as above.
-            Some(unsafe { ckpt::image::lanes::splice_striped(lanes, &self.pipes, pieces) })
-        } else {
-            // SAFETY: as above.
-            Some(unsafe { ckpt::image::lanes::send_striped(lanes, pieces) })
-        }
+        // found readable and that no one writes while the application is frozen. Copied
+        // into the sockets (not spliced by reference): once this returns, what the manager
+        // writes next (its allocations, its reply) cannot change what the target gets.
+        // SAFETY: as above.
+        Some(unsafe { ckpt::image::lanes::send_striped(lanes, pieces) })
     }
 
     fn say(&self, s: u32) {

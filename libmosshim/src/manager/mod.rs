@@ -284,7 +284,7 @@ fn checkpoint_frozen(t0: Instant, me: i32, slots: Vec<usize>, out: Option<String
     // A stop-and-copy migration over lanes (the application stays frozen until the image
     // is safe): the manager sends the pages from the frozen process (dump/xfer.rs).
     if exit && !plan.lanes.is_empty() && plan.live.is_none() && plan.lazy_requests < 0 {
-        plan.xfer = dump::xfer::Xfer::map(plan.lanes.len(), &[&*plan as *const Plan as u64]);
+        plan.xfer = dump::xfer::Xfer::map(&[&*plan as *const Plan as u64]);
     }
     dump::set_plan(&*plan as *const Plan as *mut Plan);
     crate::freeze::set_nthreads(n);
