@@ -24,6 +24,9 @@ use crate::cluster::ask;
 const HISTORY: usize = 600;
 /// Events and migrations kept.
 const KEEP: usize = 500;
+/// How long a process may be missing from the looks before it is gone (a moving one is
+/// missing for a report interval or two).
+const GONE_MS: u64 = 3000;
 
 #[derive(Clone, Serialize)]
 struct Sample {
@@ -65,8 +68,12 @@ struct State {
     queue: Vec<JobRow>,
     migrations: VecDeque<Migration>,
     events: VecDeque<Event>,
+    /// the placer's last event taken in (its lines carry their time: they differ)
     #[serde(skip)]
-    placer_events_seen: usize,
+    placer_last: Option<String>,
+    /// processes not in the last look, and since when
+    #[serde(skip)]
+    missing: Vec<(ProcessRow, u64)>,
 }
 
 fn now_ms() -> u64 {
@@ -97,17 +104,31 @@ impl State {
                 h.pop_front();
             }
         }
-        // the placer's own events (its automatic migrations, with their reasons): the new ones
-        if placer_events.len() < self.placer_events_seen {
-            self.placer_events_seen = 0; // the placer restarted
-        }
-        for e in &placer_events[self.placer_events_seen..] {
+        // the placer's own events (its automatic migrations, with their reasons): those
+        // after the last one seen (the placer keeps its latest 1000; one not found again
+        // means it restarted or rolled past it: all are new)
+        let from = match &self.placer_last {
+            Some(last) => placer_events.iter().rposition(|e| e == last).map_or(0, |i| i + 1),
+            None => 0,
+        };
+        for e in &placer_events[from..] {
             push(&mut self.events, Event { t_ms: t, text: format!("placer: {e}") });
         }
-        self.placer_events_seen = placer_events.len();
+        if let Some(e) = placer_events.last() {
+            self.placer_last = Some(e.clone());
+        }
+        let same = |a: &ProcessRow, b: &ProcessRow| a.candidate.home == b.candidate.home && a.candidate.home_pid == b.candidate.home_pid;
+        // a moving process may be missing from a look or two (its home reports it away
+        // before the target reports it there): it is gone only after GONE_MS
+        for o in &self.processes {
+            if !procs.iter().any(|p| same(p, o)) && !self.missing.iter().any(|(m, _)| same(m, o)) {
+                self.missing.push((o.clone(), t));
+            }
+        }
         for p in &procs {
             let c = &p.candidate;
-            let Some(old) = self.processes.iter().find(|o| o.candidate.home == c.home && o.candidate.home_pid == c.home_pid) else {
+            let back = self.missing.iter().position(|(m, _)| same(m, p)).map(|i| self.missing.remove(i).0);
+            let Some(old) = self.processes.iter().find(|o| same(o, p)).or(back.as_ref()) else {
                 push(&mut self.events, Event { t_ms: t, text: format!("pid {} ({}) appeared at {} (home {})", c.home_pid, c.cmd, p.node, c.home) });
                 continue;
             };
@@ -121,11 +142,11 @@ impl State {
                 push(&mut self.migrations, m);
             }
         }
-        for o in &self.processes {
+        let (gone, missing): (Vec<_>, Vec<_>) = std::mem::take(&mut self.missing).into_iter().partition(|(_, since)| t.saturating_sub(*since) >= GONE_MS);
+        self.missing = missing;
+        for (o, _) in gone {
             let c = &o.candidate;
-            if !procs.iter().any(|p| p.candidate.home == c.home && p.candidate.home_pid == c.home_pid) {
-                push(&mut self.events, Event { t_ms: t, text: format!("pid {} ({}) is gone (it was at {})", c.home_pid, c.cmd, o.node) });
-            }
+            push(&mut self.events, Event { t_ms: t, text: format!("pid {} ({}) is gone (it was at {})", c.home_pid, c.cmd, o.node) });
         }
         for j in &queue {
             match self.queue.iter().find(|o| o.id == j.id) {
@@ -205,11 +226,33 @@ pub fn run(listen: &str, interval: Duration) -> Result<()> {
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    for req in server.incoming_requests() {
-        let r = respond(&req, &state, token.as_ref());
-        let _ = req.respond(r);
+    // a few workers: a client that does not read its answer holds up only one
+    let server = Arc::new(server);
+    let port = bound.port();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, state, token) = (server.clone(), state.clone(), token.clone());
+            std::thread::spawn(move || {
+                while let Ok(req) = server.recv() {
+                    let r = respond(&req, &state, token.as_ref(), port);
+                    let _ = req.respond(r);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
     }
     Ok(())
+}
+
+/// Without a token (loopback), only requests addressed to a loopback name: a web page
+/// elsewhere cannot read the API through a DNS name that resolves here (rebinding).
+fn host_ok(req: &tiny_http::Request, port: u16) -> bool {
+    let Some(h) = req.headers().iter().find(|h| h.field.equiv("Host")) else { return true };
+    let h = h.value.as_str();
+    let name = h.strip_suffix(&format!(":{port}")).unwrap_or(h);
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]") || name.starts_with("127.")
 }
 
 type Reply = tiny_http::Response<std::io::Cursor<Vec<u8>>>;
@@ -239,9 +282,12 @@ fn presented(req: &tiny_http::Request) -> Option<String> {
     })
 }
 
-fn respond(req: &tiny_http::Request, state: &Mutex<State>, key: Option<&proto::auth::ClusterKey>) -> Reply {
+fn respond(req: &tiny_http::Request, state: &Mutex<State>, key: Option<&proto::auth::ClusterKey>, port: u16) -> Reply {
     if !matches!(req.method(), tiny_http::Method::Get | tiny_http::Method::Head) {
         return reply(405, "text/plain; charset=utf-8", b"read-only: GET only\n".to_vec());
+    }
+    if key.is_none() && !host_ok(req, port) {
+        return reply(403, "text/plain; charset=utf-8", b"this dashboard answers only requests to a loopback address\n".to_vec());
     }
     if let Some(k) = key {
         if !presented(req).is_some_and(|t| proto::auth::dashboard_token_ok(k, &t)) {

@@ -23,6 +23,8 @@ struct View {
     /// looks (any migration: a process whose node changed)
     events: Vec<String>,
     seen: Vec<String>,
+    /// processes missing from the last look, and since when
+    missing: Vec<(ProcessRow, Instant)>,
     error: Option<String>,
     at: Instant,
 }
@@ -30,9 +32,19 @@ struct View {
 impl View {
     /// Take a new look; note every process that runs somewhere else than at the last.
     fn update(&mut self, nodes: Vec<LoadReport>, procs: Vec<ProcessRow>, events: Vec<String>) {
+        let same = |a: &ProcessRow, b: &ProcessRow| a.candidate.home == b.candidate.home && a.candidate.home_pid == b.candidate.home_pid;
+        // a moving process may be missing from a look or two (its home reports it away
+        // before the target reports it there): remembered a few seconds
+        let now = Instant::now();
+        for o in &self.procs {
+            if !procs.iter().any(|p| same(p, o)) && !self.missing.iter().any(|(m, _)| same(m, o)) {
+                self.missing.push((o.clone(), now));
+            }
+        }
         for p in &procs {
             let c = &p.candidate;
-            if let Some(old) = self.procs.iter().find(|o| o.candidate.home == c.home && o.candidate.home_pid == c.home_pid) {
+            let back = self.missing.iter().position(|(m, _)| same(m, p)).map(|i| self.missing.remove(i).0);
+            if let Some(old) = self.procs.iter().find(|o| same(o, p)).or(back.as_ref()) {
                 if old.node != p.node {
                     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                     let (h, m, s) = ((now / 3600) % 24, (now / 60) % 60, now % 60);
@@ -40,6 +52,7 @@ impl View {
                 }
             }
         }
+        self.missing.retain(|(_, since)| since.elapsed() < Duration::from_secs(3));
         let keep = self.seen.len().saturating_sub(100);
         self.seen.drain(..keep);
         (self.nodes, self.procs, self.events) = (nodes, procs, events);
@@ -62,7 +75,7 @@ fn fetch() -> Result<(Vec<LoadReport>, Vec<ProcessRow>, Vec<String>)> {
 pub fn run(interval: Duration) -> Result<()> {
     // the first look before the screen is taken: a cluster that is not there is one line
     let (nodes, procs, events) = fetch()?;
-    let mut view = View { nodes, procs, events, seen: Vec::new(), error: None, at: Instant::now() };
+    let mut view = View { nodes, procs, events, seen: Vec::new(), missing: Vec::new(), error: None, at: Instant::now() };
     let mut term = ratatui::init();
     let r = (|| -> Result<()> {
         loop {

@@ -64,14 +64,19 @@ pub fn send_image<W: Write>(w: &mut FrameWriter<W>, job: JobId, home: &str, path
 /// A new image file the daemons write: read and write, truncated, owner only (0600):
 /// an image is a process's whole memory.
 pub fn private_file(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(path)
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // (one left from before, made with other modes)
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
 }
 
-/// `dir` and its missing parents, those it makes owner only (0700) (images go there).
+/// `dir` and its missing parents, those it makes owner only (0700), and `dir` itself made
+/// so if it was there already (images go there).
 pub fn private_dir_all(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Receive the rest of a stream whose `ImageBegin` (with `size`) was already read, into

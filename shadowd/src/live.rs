@@ -26,6 +26,9 @@ struct Chunks<'a, R: Read + AsFd> {
     total: u64,
     /// The current chunk came compressed: its bytes are in `inflated` from `at` on.
     lz4: bool,
+    /// Compressed chunks are taken (a post-copy stream, whose pages are served as they
+    /// come off the socket, has none).
+    lz4_ok: bool,
     inflated: Vec<u8>,
     at: usize,
     packed: Vec<u8>,
@@ -41,6 +44,7 @@ impl<R: Read + AsFd> Chunks<'_, R> {
                     self.left = u64::from(len);
                     self.total += u64::from(len);
                 }
+                Msg::ImageChunkLz4 { .. } if !self.lz4_ok => return Err(StreamError::Corrupt("an lz4 chunk in a post-copy stream (its pages go plain)".into())),
                 Msg::ImageChunkLz4 { len, raw } => {
                     let n = read_lz4_chunk(self.r.get_mut(), len, raw, &mut self.packed, &mut self.inflated)?;
                     self.lz4 = true;
@@ -135,7 +139,7 @@ fn recv_into<R: Read + AsFd>(r: &mut FrameReader<R>, tmp: &Path, dest: &Path) ->
     };
     let f = proto::stream::private_file(tmp).map_err(ferr(tmp))?;
     let pipe = image_pipe().map_err(ferr(tmp))?;
-    let mut c = Chunks { r, left: 0, total: 0, lz4: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
+    let mut c = Chunks { r, left: 0, total: 0, lz4: false, lz4_ok: true, inflated: Vec::new(), at: 0, packed: Vec::new() };
     let mut magic = [0u8; 8];
     c.read_exact(&mut magic)?;
     if &magic != STREAM_MAGIC {
@@ -210,7 +214,7 @@ fn lazy_phases<R: Read + AsFd, W: std::io::Write>(
     let tmp = dest.with_extension("partial");
     let f = proto::stream::private_file(&tmp).map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
     let pipe = image_pipe().map_err(|e| StreamError::File { path: tmp.clone(), source: e })?;
-    let mut c = Chunks { r, left: 0, total: 0, lz4: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
+    let mut c = Chunks { r, left: 0, total: 0, lz4: false, lz4_ok: false, inflated: Vec::new(), at: 0, packed: Vec::new() };
     let head = (|| {
         let mut magic = [0u8; 8];
         c.read_exact(&mut magic)?;
