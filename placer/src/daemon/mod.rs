@@ -97,18 +97,20 @@ fn warn(msg: &str) {
     crate::logging::job_line(tracing::Level::WARN, msg);
 }
 
-/// Why a request to a shadowd failed: it could not be reached (worth trying again), or
-/// it answered with an error (it will answer the same again).
+/// Why a request to a shadowd failed: it could not be reached or the request not sent
+/// (worth trying again), it was sent but no answer came (it may have been carried out),
+/// or it answered with an error (it will answer the same again).
 #[derive(Debug)]
 enum AskError {
     Unreachable(String),
+    Unanswered(String),
     Refused(String),
 }
 
 impl std::fmt::Display for AskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AskError::Unreachable(e) | AskError::Refused(e) => f.write_str(e),
+            AskError::Unreachable(e) | AskError::Unanswered(e) | AskError::Refused(e) => f.write_str(e),
         }
     }
 }
@@ -126,77 +128,85 @@ fn ask_node_with(key: &ClusterKey, addr: &str, msg: &Msg) -> Result<Msg, AskErro
     match FrameReader::new(c).read_msg::<Msg>() {
         Ok((Msg::Error { msg }, _)) => Err(AskError::Refused(msg)),
         Ok((m, _)) => Ok(m),
-        Err(e) => Err(u(e.to_string())),
+        Err(e) => Err(AskError::Unanswered(format!("{addr}: no answer: {e}"))),
     }
 }
 
-/// Where event-log records go to be written at their job's submit host: (home shadowd's
-/// address, log path, record). Set when the placer serves.
-static USER_LOGS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Record>>> = std::sync::OnceLock::new();
+/// One event-log record on its way: (log path, record, told when it was delivered or
+/// dropped).
+type Record = (PathBuf, String, Option<std::sync::mpsc::SyncSender<()>>);
 
-/// One event-log record on its way: (home shadowd's address, log path, record, told
-/// when it was delivered or dropped).
-type Record = (String, PathBuf, String, Option<std::sync::mpsc::SyncSender<()>>);
+/// Where event-log records go to be written at their job's submit host: one relay
+/// thread per home shadowd (by address), and the key they connect with. Set when the
+/// placer serves.
+struct Relays {
+    key: ClusterKey,
+    homes: Mutex<HashMap<String, std::sync::mpsc::SyncSender<Record>>>,
+}
+static USER_LOGS: std::sync::OnceLock<Relays> = std::sync::OnceLock::new();
 
-/// Records waiting for one home, at most (a home down for long: the oldest are dropped,
+/// Records waiting for one home, at most (a home down for long: newer ones are dropped,
 /// with a warning).
-const USER_LOG_BACKLOG: usize = 100_000;
+const USER_LOG_BACKLOG: usize = 10_000;
 
-/// Deliver event-log records to the submit hosts' shadowds, in order per host; a host
-/// that cannot be reached is tried again every second (its records wait, the others'
-/// go on); a host that refuses a record (bad path, no permission) has it dropped, with a
-/// warning.
-fn user_log_relay(key: ClusterKey, rx: std::sync::mpsc::Receiver<Record>) {
-    use std::collections::{BTreeMap, VecDeque};
-    type Waiting = (PathBuf, String, Option<std::sync::mpsc::SyncSender<()>>);
-    let mut queues: BTreeMap<String, VecDeque<Waiting>> = BTreeMap::new();
-    let mut down: std::collections::BTreeSet<String> = Default::default();
+/// Bytes of records sent in one request, at most (consecutive records of one log).
+const USER_LOG_BATCH: usize = 256 << 10;
+
+/// Deliver event-log records to the home shadowd at `addr`, in order, several of one log
+/// per request. Not reachable: tried again every second (other homes have their own
+/// relays). Refused (bad path, no permission): dropped, with a warning. Sent but not
+/// answered: counted as written (a record is never written twice), with a warning.
+fn user_log_relay(key: ClusterKey, addr: String, rx: std::sync::mpsc::Receiver<Record>) {
+    let mut next: Option<Record> = None;
     loop {
-        let first = if queues.is_empty() {
-            match rx.recv() {
-                Ok(x) => Some(x),
+        let first = match next.take() {
+            Some(r) => r,
+            None => match rx.recv() {
+                Ok(r) => r,
                 Err(_) => return,
-            }
-        } else {
-            rx.recv_timeout(Duration::from_secs(1)).ok()
+            },
         };
-        for (addr, path, text, done) in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
-            let q = queues.entry(addr.clone()).or_default();
-            if q.len() >= USER_LOG_BACKLOG {
-                if let Some((p, _, _)) = q.pop_front() {
-                    warn(&format!("event log {}: its home {addr} has been unreachable for {USER_LOG_BACKLOG} records; the oldest is dropped", p.display()));
+        // the batch: this record and the next ones of the same log that are there
+        let (path, mut text, done) = first;
+        let mut dones: Vec<std::sync::mpsc::SyncSender<()>> = done.into_iter().collect();
+        while text.len() < USER_LOG_BATCH {
+            match rx.try_recv() {
+                Ok((p, t, d)) if p == path => {
+                    text.push_str(&t);
+                    dones.extend(d);
                 }
-            }
-            q.push_back((path, text, done));
-        }
-        for (addr, q) in queues.iter_mut() {
-            while let Some((path, text, _)) = q.front() {
-                let msg = Msg::AppendUserLog { path: OsBytes::from(path.as_os_str()), text: text.clone() };
-                match ask_node_with(&key, addr, &msg) {
-                    Ok(_) => {
-                        if down.remove(addr) {
-                            log(&format!("event logs at {addr}: delivered again"));
-                        }
-                        if let Some((_, _, Some(done))) = q.pop_front() {
-                            let _ = done.try_send(());
-                        }
-                    }
-                    Err(AskError::Refused(e)) => {
-                        warn(&format!("event log {}: {e}; record dropped", path.display()));
-                        if let Some((_, _, Some(done))) = q.pop_front() {
-                            let _ = done.try_send(());
-                        }
-                    }
-                    Err(AskError::Unreachable(e)) => {
-                        if down.insert(addr.clone()) {
-                            warn(&format!("event logs at {addr}: {e}; kept, tried again every second"));
-                        }
-                        break;
-                    }
+                Ok(other) => {
+                    next = Some(other);
+                    break;
                 }
+                Err(_) => break,
             }
         }
-        queues.retain(|_, q| !q.is_empty());
+        let msg = Msg::AppendUserLog { path: OsBytes::from(path.as_os_str()), text };
+        let mut warned = false;
+        loop {
+            match ask_node_with(&key, &addr, &msg) {
+                Ok(_) => {
+                    if warned {
+                        log(&format!("event logs at {addr}: delivered again"));
+                    }
+                }
+                Err(AskError::Refused(e)) => warn(&format!("event log {}: {e}; its records dropped", path.display())),
+                Err(AskError::Unanswered(e)) => warn(&format!("event log {}: {e}; taken as written", path.display())),
+                Err(AskError::Unreachable(e)) => {
+                    if !warned {
+                        warn(&format!("event logs at {addr}: {e}; kept, tried again every second"));
+                        warned = true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+            break;
+        }
+        for d in dones {
+            let _ = d.try_send(());
+        }
     }
 }
 
@@ -212,7 +222,7 @@ fn user_log(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>) {
 fn user_log_then(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>, wait: Option<Duration>) {
     let Some(path) = &spec.log else { return };
     let rec = crate::ulog::record(id, &ev);
-    if let (Some(home), Some(relay)) = (spec.environment.get("MOS_HOME_NODE"), USER_LOGS.get()) {
+    if let (Some(home), Some(relays)) = (spec.environment.get("MOS_HOME_NODE"), USER_LOGS.get()) {
         let (done, written) = match wait {
             Some(_) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -220,10 +230,31 @@ fn user_log_then(spec: &JobSpec, id: PJobId, ev: crate::ulog::Event<'_>, wait: O
             }
             None => (None, None),
         };
-        let sent = relay.lock().unwrap_or_else(|e| e.into_inner()).send((home.clone(), path.clone(), rec, done)).is_ok();
-        if !sent {
-            warn(&format!("job {id}: the event-log relay is gone; record for {} lost", path.display()));
-        }
+        let tx = {
+            let mut homes = relays.homes.lock().unwrap_or_else(|e| e.into_inner());
+            homes
+                .entry(home.clone())
+                .or_insert_with(|| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(USER_LOG_BACKLOG);
+                    let (key, addr) = (relays.key.clone(), home.clone());
+                    if let Err(e) = std::thread::Builder::new().name("user-log".into()).spawn(move || user_log_relay(key, addr, rx)) {
+                        warn(&format!("no thread for the event logs at {home}: {e}"));
+                    }
+                    tx
+                })
+                .clone()
+        };
+        let sent = match tx.try_send((path.clone(), rec, done)) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                warn(&format!("job {id}: {USER_LOG_BACKLOG} event-log records already wait for {home}; this one for {} is dropped", path.display()));
+                false
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                warn(&format!("job {id}: the event-log relay for {home} is gone; record for {} lost", path.display()));
+                false
+            }
+        };
         if let (true, Some(rx), Some(t)) = (sent, written, wait) {
             let _ = rx.recv_timeout(t);
         }
@@ -272,11 +303,7 @@ impl Placer {
         let me = self.clone();
         std::thread::spawn(move || me.schedule_loop());
         // event-log records to the submit hosts (user_log)
-        let (tx, rx) = std::sync::mpsc::channel();
-        if USER_LOGS.set(Mutex::new(tx)).is_ok() {
-            let key = self.cfg.key.clone();
-            std::thread::Builder::new().name("user-logs".into()).spawn(move || user_log_relay(key, rx))?;
-        }
+        let _ = USER_LOGS.set(Relays { key: self.cfg.key.clone(), homes: Mutex::new(HashMap::new()) });
         for c in l.incoming() {
             let Ok(c) = c else { continue };
             let me = self.clone();
