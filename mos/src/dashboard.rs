@@ -19,14 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cluster::ask;
+use crate::watch::{Change, Tracker};
 
 /// Samples kept per node (at 1 s: ten minutes).
 const HISTORY: usize = 600;
 /// Events and migrations kept.
 const KEEP: usize = 500;
-/// How long a process may be missing from the looks before it is gone (a moving one is
-/// missing for a report interval or two).
-const GONE_MS: u64 = 3000;
 
 #[derive(Clone, Serialize)]
 struct Sample {
@@ -71,9 +69,8 @@ struct State {
     /// the placer's last event taken in (its lines carry their time: they differ)
     #[serde(skip)]
     placer_last: Option<String>,
-    /// processes not in the last look, and since when
     #[serde(skip)]
-    missing: Vec<(ProcessRow, u64)>,
+    tracker: Tracker,
 }
 
 fn now_ms() -> u64 {
@@ -117,36 +114,20 @@ impl State {
         if let Some(e) = placer_events.last() {
             self.placer_last = Some(e.clone());
         }
-        let same = |a: &ProcessRow, b: &ProcessRow| a.candidate.home == b.candidate.home && a.candidate.home_pid == b.candidate.home_pid;
-        // a moving process may be missing from a look or two (its home reports it away
-        // before the target reports it there): it is gone only after GONE_MS
-        for o in &self.processes {
-            if !procs.iter().any(|p| same(p, o)) && !self.missing.iter().any(|(m, _)| same(m, o)) {
-                self.missing.push((o.clone(), t));
-            }
-        }
-        for p in &procs {
-            let c = &p.candidate;
-            let back = self.missing.iter().position(|(m, _)| same(m, p)).map(|i| self.missing.remove(i).0);
-            let Some(old) = self.processes.iter().find(|o| same(o, p)).or(back.as_ref()) else {
-                push(&mut self.events, Event { t_ms: t, text: format!("pid {} ({}) appeared at {} (home {})", c.home_pid, c.cmd, p.node, c.home) });
-                continue;
+        for ch in self.tracker.changes(&self.processes, &procs, t) {
+            let text = match ch {
+                Change::Appeared(p) => format!("pid {} ({}) appeared at {} (home {})", p.candidate.home_pid, p.candidate.cmd, p.node, p.candidate.home),
+                Change::Gone(o) => format!("pid {} ({}) is gone (it was at {})", o.candidate.home_pid, o.candidate.cmd, o.node),
+                Change::Moved { row: p, from, auto_before } => {
+                    let c = &p.candidate;
+                    let how = if p.migrations.len() > auto_before { format!("automatic ({})", p.migrations.last().map(String::as_str).unwrap_or("")) } else { "seen".to_string() };
+                    let m = Migration { t_ms: t, home: c.home.to_string(), pid: c.home_pid, cmd: c.cmd.clone(), from, to: p.node.to_string(), how };
+                    let text = format!("pid {} ({}) moved {} -> {} ({})", m.pid, m.cmd, m.from, m.to, m.how);
+                    push(&mut self.migrations, m);
+                    text
+                }
             };
-            if old.node != p.node {
-                let how = match p.migrations.len().checked_sub(old.migrations.len()) {
-                    Some(k) if k > 0 => format!("automatic ({})", p.migrations.last().map(String::as_str).unwrap_or("")),
-                    _ => "seen".to_string(),
-                };
-                let m = Migration { t_ms: t, home: c.home.to_string(), pid: c.home_pid, cmd: c.cmd.clone(), from: old.node.to_string(), to: p.node.to_string(), how };
-                push(&mut self.events, Event { t_ms: t, text: format!("pid {} ({}) moved {} -> {} ({})", m.pid, m.cmd, m.from, m.to, m.how) });
-                push(&mut self.migrations, m);
-            }
-        }
-        let (gone, missing): (Vec<_>, Vec<_>) = std::mem::take(&mut self.missing).into_iter().partition(|(_, since)| t.saturating_sub(*since) >= GONE_MS);
-        self.missing = missing;
-        for (o, _) in gone {
-            let c = &o.candidate;
-            push(&mut self.events, Event { t_ms: t, text: format!("pid {} ({}) is gone (it was at {})", c.home_pid, c.cmd, o.node) });
+            push(&mut self.events, Event { t_ms: t, text });
         }
         for j in &queue {
             match self.queue.iter().find(|o| o.id == j.id) {
@@ -167,15 +148,7 @@ impl State {
 type Look = (Vec<LoadReport>, Vec<ProcessRow>, Vec<String>, Vec<JobRow>);
 
 fn look() -> Result<Look> {
-    let mut nodes = match ask(&Msg::QueryNodes)? {
-        Msg::NodeList { nodes } => nodes,
-        m => bail!("unexpected answer {}", m.name()),
-    };
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let (procs, events) = match ask(&Msg::QueryProcesses)? {
-        Msg::ProcessTable { rows, events } => (rows, events),
-        m => bail!("unexpected answer {}", m.name()),
-    };
+    let (nodes, procs, events) = crate::watch::look()?;
     let queue = match ask(&Msg::QueryQueue { history: false })? {
         Msg::JobTable { rows } => rows,
         m => bail!("unexpected answer {}", m.name()),

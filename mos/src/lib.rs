@@ -7,6 +7,7 @@ pub mod node;
 pub mod report;
 pub mod testbed;
 pub mod top;
+pub mod watch;
 
 use anyhow::{anyhow, bail, Result};
 use ckpt::control::{self, CkptReply, CkptRequest};

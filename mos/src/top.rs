@@ -3,9 +3,8 @@
 //! with its home and where it runs now, and the migrations as they happen. Redrawn every
 //! interval from the placer; `q` (or Esc, or Ctrl-C) quits.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use proto::msg::{LoadReport, ProcessRow};
-use proto::Msg;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -14,7 +13,6 @@ use ratatui::widgets::{Block, Borders, Cell, Gauge, List, ListItem, Row, Table};
 use ratatui::Frame;
 use std::time::{Duration, Instant};
 
-use crate::cluster::ask;
 
 struct View {
     nodes: Vec<LoadReport>,
@@ -23,8 +21,7 @@ struct View {
     /// looks (any migration: a process whose node changed)
     events: Vec<String>,
     seen: Vec<String>,
-    /// processes missing from the last look, and since when
-    missing: Vec<(ProcessRow, Instant)>,
+    tracker: crate::watch::Tracker,
     error: Option<String>,
     at: Instant,
 }
@@ -32,50 +29,24 @@ struct View {
 impl View {
     /// Take a new look; note every process that runs somewhere else than at the last.
     fn update(&mut self, nodes: Vec<LoadReport>, procs: Vec<ProcessRow>, events: Vec<String>) {
-        let same = |a: &ProcessRow, b: &ProcessRow| a.candidate.home == b.candidate.home && a.candidate.home_pid == b.candidate.home_pid;
-        // a moving process may be missing from a look or two (its home reports it away
-        // before the target reports it there): remembered a few seconds
-        let now = Instant::now();
-        for o in &self.procs {
-            if !procs.iter().any(|p| same(p, o)) && !self.missing.iter().any(|(m, _)| same(m, o)) {
-                self.missing.push((o.clone(), now));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for ch in self.tracker.changes(&self.procs, &procs, now) {
+            if let crate::watch::Change::Moved { row, from, .. } = ch {
+                let s = now / 1000;
+                let (h, m, s) = ((s / 3600) % 24, (s / 60) % 60, s % 60);
+                self.seen.push(format!("{h:02}:{m:02}:{s:02} UTC  pid {} ({}) moved {} -> {}", row.candidate.home_pid, row.candidate.cmd, from, row.node));
             }
         }
-        for p in &procs {
-            let c = &p.candidate;
-            let back = self.missing.iter().position(|(m, _)| same(m, p)).map(|i| self.missing.remove(i).0);
-            if let Some(old) = self.procs.iter().find(|o| same(o, p)).or(back.as_ref()) {
-                if old.node != p.node {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    let (h, m, s) = ((now / 3600) % 24, (now / 60) % 60, now % 60);
-                    self.seen.push(format!("{h:02}:{m:02}:{s:02} UTC  pid {} ({}) moved {} -> {}", c.home_pid, c.cmd, old.node, p.node));
-                }
-            }
-        }
-        self.missing.retain(|(_, since)| since.elapsed() < Duration::from_secs(3));
         let keep = self.seen.len().saturating_sub(100);
         self.seen.drain(..keep);
         (self.nodes, self.procs, self.events) = (nodes, procs, events);
     }
 }
 
-fn fetch() -> Result<(Vec<LoadReport>, Vec<ProcessRow>, Vec<String>)> {
-    let mut nodes = match ask(&Msg::QueryNodes)? {
-        Msg::NodeList { nodes } => nodes,
-        m => bail!("unexpected answer {}", m.name()),
-    };
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    let (procs, events) = match ask(&Msg::QueryProcesses)? {
-        Msg::ProcessTable { rows, events } => (rows, events),
-        m => bail!("unexpected answer {}", m.name()),
-    };
-    Ok((nodes, procs, events))
-}
-
 pub fn run(interval: Duration) -> Result<()> {
     // the first look before the screen is taken: a cluster that is not there is one line
-    let (nodes, procs, events) = fetch()?;
-    let mut view = View { nodes, procs, events, seen: Vec::new(), missing: Vec::new(), error: None, at: Instant::now() };
+    let (nodes, procs, events) = crate::watch::look()?;
+    let mut view = View { nodes, procs, events, seen: Vec::new(), tracker: Default::default(), error: None, at: Instant::now() };
     let mut term = ratatui::init();
     let r = (|| -> Result<()> {
         loop {
@@ -91,7 +62,7 @@ pub fn run(interval: Duration) -> Result<()> {
                     }
                 }
             }
-            match fetch() {
+            match crate::watch::look() {
                 Ok((n, p, e)) => {
                     view.update(n, p, e);
                     view.error = None;

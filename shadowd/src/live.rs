@@ -426,9 +426,23 @@ mod tests {
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
+    /// How the test's chunks travel.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Wire {
+        Plain,
+        /// lz4 where a chunk shrinks, plain where not (as the sender does)
+        Lz4,
+        /// lz4 with every compressed body spoiled
+        Lz4Spoiled,
+    }
+
     /// `stream` sent as chunks of `chunk` bytes, sealed as `sealed` (None: what was
     /// sent), into a file in a temp dir.
     fn through(stream: &[u8], chunk: usize, sealed: Option<u64>) -> (Result<u64, StreamError>, tempfile::TempDir) {
+        through_as(stream, chunk, sealed, Wire::Plain)
+    }
+
+    fn through_as(stream: &[u8], chunk: usize, sealed: Option<u64>, wire: Wire) -> (Result<u64, StreamError>, tempfile::TempDir) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = l.local_addr().unwrap();
         let data = stream.to_vec();
@@ -437,18 +451,31 @@ mod tests {
             let lim = Limits::default();
             for c in data.chunks(chunk) {
                 let mut h = Vec::new();
-                encode_header(&Msg::ImageChunk { len: c.len() as u32 }, &mut h, &lim).unwrap();
-                s.write_all(&h).unwrap();
-                s.write_all(c).unwrap();
+                let packed = if wire == Wire::Plain { None } else { proto::spliced::lz4_chunk(c) };
+                if let Some(mut packed) = packed {
+                    if wire == Wire::Lz4Spoiled {
+                        let k = packed.len() / 2;
+                        packed[k] ^= 0xff;
+                        packed.truncate(k + 1);
+                    }
+                    encode_header(&Msg::ImageChunkLz4 { len: packed.len() as u32, raw: c.len() as u32 }, &mut h, &lim).unwrap();
+                    s.write_all(&h).unwrap();
+                    let _ = s.write_all(&packed);
+                } else {
+                    encode_header(&Msg::ImageChunk { len: c.len() as u32 }, &mut h, &lim).unwrap();
+                    let _ = s.write_all(&h);
+                    let _ = s.write_all(c);
+                }
             }
             let mut h = Vec::new();
             encode_header(&Msg::ImageSealed { bytes: sealed.unwrap_or(data.len() as u64) }, &mut h, &lim).unwrap();
-            s.write_all(&h).unwrap();
+            let _ = s.write_all(&h);
         });
         let (c, _) = l.accept().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut r = FrameReader::new(c);
         let res = recv_live_to_file(&mut r, &dir.path().join("x.mosimg"));
+        drop(r);
         tx.join().unwrap();
         (res, dir)
     }
@@ -488,45 +515,6 @@ mod tests {
         assert!(matches!(r, Err(StreamError::Corrupt(ref m)) if m.contains("sent")), "{r:?}");
     }
 
-    /// `stream` sent as lz4 chunks of `chunk` bytes (a chunk that does not shrink goes
-    /// plain, as the sender does), then sealed; `mangle` may spoil a compressed body.
-    fn through_lz4(stream: &[u8], chunk: usize, mangle: bool) -> (Result<u64, StreamError>, tempfile::TempDir) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        let data = stream.to_vec();
-        let tx = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(a).unwrap();
-            let lim = Limits::default();
-            for c in data.chunks(chunk) {
-                let mut h = Vec::new();
-                if let Some(mut packed) = proto::spliced::lz4_chunk(c) {
-                    if mangle {
-                        let k = packed.len() / 2;
-                        packed[k] ^= 0xff;
-                        packed.truncate(k + 1);
-                    }
-                    encode_header(&Msg::ImageChunkLz4 { len: packed.len() as u32, raw: c.len() as u32 }, &mut h, &lim).unwrap();
-                    s.write_all(&h).unwrap();
-                    let _ = s.write_all(&packed);
-                } else {
-                    encode_header(&Msg::ImageChunk { len: c.len() as u32 }, &mut h, &lim).unwrap();
-                    s.write_all(&h).unwrap();
-                    s.write_all(c).unwrap();
-                }
-            }
-            let mut h = Vec::new();
-            encode_header(&Msg::ImageSealed { bytes: data.len() as u64 }, &mut h, &lim).unwrap();
-            let _ = s.write_all(&h);
-        });
-        let (c, _) = l.accept().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut r = FrameReader::new(c);
-        let res = recv_live_to_file(&mut r, &dir.path().join("x.mosimg"));
-        drop(r);
-        tx.join().unwrap();
-        (res, dir)
-    }
-
     #[test]
     fn lz4_chunks_of_a_live_stream_are_inflated_in_place() {
         // a whole live image (header, metadata, pages, trailer) as records, compressed:
@@ -540,7 +528,7 @@ mod tests {
         let trailer = ckpt::image::trailer_bytes(&[ckpt::image::live::UNCHECKED]);
         let data_end = ckpt::image::live::LIVE_DATA_OFF + pages.len() as u64;
         let s = stream(&[(ckpt::image::live::LIVE_DATA_OFF, pages.clone()), (data_end, trailer), (0, head)]);
-        let (r, d) = through_lz4(&s, 5000, false);
+        let (r, d) = through_as(&s, 5000, None, Wire::Lz4);
         let n = r.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n, s.len() as u64);
         let img = ckpt::image::ImageFile::open(&d.path().join("x.mosimg")).unwrap();
@@ -549,7 +537,7 @@ mod tests {
         assert_eq!(&got[at..at + pages.len()], &pages[..]);
         drop((img, dir));
         // a spoiled compressed chunk is refused and leaves nothing
-        let (r, d) = through_lz4(&s, 5000, true);
+        let (r, d) = through_as(&s, 5000, None, Wire::Lz4Spoiled);
         assert!(matches!(r, Err(StreamError::Corrupt(ref m)) if m.contains("lz4")), "{r:?}");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
